@@ -1,0 +1,42 @@
+# MediSwift: `make demo` sets everything up and runs the demo recipe; `make test` runs what CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A local wheel folder configured for pip (if any) is passed on to uv, which ignores pip's config.
+FIND_LINKS := $(shell pip config get global.find-links 2>/dev/null)
+UV_LINKS := $(if $(FIND_LINKS),--find-links $(FIND_LINKS),)
+MIRROR ?= $(if $(wildcard ../shared/mirror),$(abspath ../shared/mirror),)
+export MEDISWIFT_HOME ?= $(abspath .mediswift)
+RECIPE ?= demo
+
+.PHONY: install demo test lint format bench serve stop clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	# torch is pinned to the CPU build here; pyproject keeps the range open for GPU users.
+	$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/mediswift run --recipe $(RECIPE) $(if $(MIRROR),--mirror $(MIRROR),)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest -q tests
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .mediswift

@@ -1,0 +1,1 @@
+"""Prefect flows: they only order stages and fan out work."""

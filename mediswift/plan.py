@@ -1,0 +1,59 @@
+"""The stage graph: which outputs each stage reads, and the content key of every stage output.
+
+Keys chain: a stage's key hashes its own config section and its inputs' keys, so a change to one
+setting re-keys that stage and everything downstream of it, and nothing upstream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mediswift.artifacts import Artifact, stage_artifact
+from mediswift.config import STAGES, PipelineConfig
+
+# Stage -> the stages whose outputs it reads.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "download": (),
+    "parse": ("download",),
+    "filter": ("parse",),
+    "vocab": ("filter",),
+    "tokenize": ("filter", "vocab"),
+    "pretrain": ("tokenize", "vocab"),
+    "finetune": ("pretrain", "vocab", "download"),
+    "evaluate": ("finetune", "pretrain"),
+}
+
+# Bump a stage's version when its output format or semantics change: it re-keys the stage.
+STAGE_VERSIONS: dict[str, int] = dict.fromkeys(STAGES, 1)
+
+
+def stage_config(cfg: PipelineConfig, stage: str) -> Any:
+    section = getattr(cfg, stage)
+    if stage == "download":
+        # The mirror decides what is downloaded, so it is part of the download's identity.
+        return {"section": section, "mirror": cfg.mirror}
+    return section
+
+
+def plan(cfg: PipelineConfig, home: Path) -> dict[str, Artifact]:
+    """The output artifact of every stage for this config, in stage order."""
+    arts: dict[str, Artifact] = {}
+    for stage in STAGES:
+        inputs = [arts[s] for s in STAGE_INPUTS[stage]]
+        arts[stage] = stage_artifact(
+            home, stage, stage_config(cfg, stage), inputs, STAGE_VERSIONS[stage]
+        )
+    return arts
+
+
+def parse_stages(stages: str | list[str] | None) -> list[str]:
+    """Normalise a stage selection ('download,parse' or a list; None = all) into stage order."""
+    if stages is None or stages == "" or stages == "all" or stages == ["all"]:
+        return list(STAGES)
+    items = stages.split(",") if isinstance(stages, str) else list(stages)
+    wanted = [s.strip() for s in items if s.strip()]
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    return [s for s in STAGES if s in wanted]
