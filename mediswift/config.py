@@ -43,7 +43,9 @@ class _Section(BaseModel):
 
 class DownloadConfig(_Section):
     pubmed_url: str = "https://ftp.ncbi.nlm.nih.gov/pubmed/"
-    pubmed_max_files: int | None = Field(None, ge=0, description="baseline files to take (None: all)")
+    pubmed_max_files: int | None = Field(
+        None, ge=0, description="baseline files to take (None: all)"
+    )
     pubmed_include_updates: bool = True
     pubmed_max_update_files: int | None = Field(None, ge=0)
     pmc_url: str = "https://pmc-oa-opendata.s3.amazonaws.com/"
@@ -84,7 +86,6 @@ class VocabConfig(_Section):
 class TokenizeConfig(_Section):
     workers: int = Field(2, ge=1)
     dask_address: str | None = None
-
 
 
 class PretrainConfig(_Section):

@@ -1,0 +1,27 @@
+"""Shared fixtures: the offline mirror and the raw real files it was built from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDISWIFT_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def mirror_dir() -> Path:
+    path = SHARED / "mirror"
+    if not path.is_dir():
+        pytest.skip("the offline mirror (../shared/mirror) is not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip("the shared raw data (../shared/data) is not present")
+    return path
