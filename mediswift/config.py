@@ -142,11 +142,34 @@ class FinetuneConfig(_Section):
     max_eval_examples: int | None = None
     concurrency: int = 2
     device: str = "auto"
+    # Optimiser and schedule (Appendix A.2/A.3: AdamW, linear warmup over 10% of steps, cosine).
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float = 1.0
+    early_stop_on: Literal["score", "generate"] = Field(
+        "score", description="prediction mode whose dev metric drives early stopping"
+    )
+    eval_batch_size: int = Field(16, ge=1)
+    pqal_fold: int = Field(0, ge=0, le=9, description="official PQA-L CV fold (BLURB: 0)")
+    pqa_a_train_size: int = Field(
+        200_000, ge=1, description="PQA-A items for training; the rest is its dev set"
+    )
+    pqa_a_epochs: int = 1
+    pqa_u_epochs: int = 1
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per grid point (None: cores / concurrency)"
+    )
 
 
 class EvaluateConfig(_Section):
     predictions: list[Literal["generate", "score"]] = Field(
         default_factory=lambda: ["generate", "score"]
+    )
+    plot_mode: Literal["generate", "score"] = Field(
+        "score", description="prediction mode drawn in the accuracy-vs-FLOPs plot"
     )
 
 
