@@ -40,3 +40,9 @@ bench: install
 
 clean:
 	rm -rf .mediswift
+
+serve: install
+	MEDISWIFT_MIRROR=$(MIRROR) deployments/serve.sh
+
+stop:
+	deployments/stop.sh

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from mediswift.config import home_dir, load_recipe
+from flows.report import publish_report
+from mediswift.config import PipelineConfig, home_dir, load_recipe
+from mediswift.overrides import Overrides
 from mediswift.plan import STAGE_INPUTS, parse_stages, plan
 
+Stage = Literal[
+    "download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"
+]
 
-def run_stage(stage: str, cfg: Any, home: Path, arts: dict[str, Any]) -> dict[str, Any]:
+
+def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any]) -> None:
     """Run one stage through its module `flows.stages.<stage>` unless its output is done."""
     logger = get_run_logger()
     out = arts[stage]
@@ -25,29 +31,39 @@ def run_stage(stage: str, cfg: Any, home: Path, arts: dict[str, Any]) -> dict[st
             )
     if out.done():
         logger.info("%s: already done (%s), nothing to do", stage, out.path)
-        return out.manifest()
+        return
     module = importlib.import_module(f"flows.stages.{stage}")
     logger.info("%s: running into %s", stage, out.path)
-    manifest = module.run(cfg, home, out, inputs)
+    module.run(cfg, home, out, inputs)
     if not out.done():
         raise RuntimeError(f"stage '{stage}' returned without writing {out.manifest_path}")
-    return manifest
 
 
 @flow(name="mediswift", log_prints=True)
 def mediswift(
     recipe: str = "demo",
-    stages: list[str] | None = None,
+    stages: list[Stage] | None = None,
+    overrides: Overrides | None = None,
     home: str | None = None,
     mirror: str | None = None,
-    overrides: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Run the selected stages (all by default) of a recipe; returns each stage's output path."""
-    cfg = load_recipe(recipe, overrides, mirror)
+    """Run the selected stages (all when empty) of a recipe, then refresh the report.
+
+    Args:
+        recipe: a recipe name from deployments/recipes (demo, paper-med, ...) or a YAML path.
+        stages: the stages to run, in pipeline order; each reads the outputs of earlier ones.
+        overrides: settings that replace the recipe's.
+        home: the artifact root (default: MEDISWIFT_HOME or ./.mediswift).
+        mirror: a local folder or URL standing for the upstream servers (or MEDISWIFT_MIRROR).
+    """
+    fragment = (overrides or Overrides()).as_recipe_fragment()
+    cfg = load_recipe(recipe, fragment, mirror)
     root = home_dir(home)
     arts = plan(cfg, root)
-    done: dict[str, str] = {}
-    for stage in parse_stages(stages):
+    for stage in parse_stages(list(stages) if stages else None):
         run_stage(stage, cfg, root, arts)
-        done[stage] = str(arts[stage].path)
-    return done
+    report = publish_report(cfg, root, arts)
+    return {
+        **{s: str(a.path) for s, a in arts.items() if a.done()},
+        **({"report": str(report)} if report else {}),
+    }

@@ -118,4 +118,27 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["RunLogger", "Tracker", "default_tracking_uri", "mlflow"]
+
+
+
+def resolve_tracking_uri(configured: str | None, home: Path) -> str:
+    """The recipe's URI, else MLFLOW_TRACKING_URI, else SQLite under the artifact root."""
+    import os
+
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
+
+
+def mlflow_ui_base() -> str | None:
+    """Where a person opens the MLflow UI (set by `make serve`), for links from Prefect."""
+    import os
+
+    return os.environ.get("MEDISWIFT_MLFLOW_UI")
+
+
+def log_report_run(tracking_uri: str, experiment: str, home: Path, folder: Path, tags: dict[str, Any]) -> str:
+    """Log the report folder (HTML, Markdown, figures) as one run; returns its id."""
+    tracker = Tracker(tracking_uri, experiment, artifact_root=home / "mlruns")
+    with tracker.run("pipeline-report", tags={"mediswift.kind": "report", **tags}) as run:
+        for path in sorted(folder.iterdir()):
+            run.log_artifact(path, "report")
+    return run.run_id

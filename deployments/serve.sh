@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Start, on 127.0.0.1: a Prefect server, the deployments and a process worker, and an MLflow
+# server on the SQLite store under MEDISWIFT_HOME. `deployments/stop.sh` stops exactly these.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MEDISWIFT_REPO="$PWD"
+export MEDISWIFT_HOME="${MEDISWIFT_HOME:-$PWD/.mediswift}"
+PREFECT_PORT="${PREFECT_PORT:-4200}"
+MLFLOW_PORT="${MLFLOW_PORT:-5000}"
+RUN_DIR="${MEDISWIFT_SERVE_DIR:-$PWD/.serve}"
+BIN="$PWD/.venv/bin"
+mkdir -p "$RUN_DIR" "$MEDISWIFT_HOME"
+
+# The server keeps its database under MEDISWIFT_HOME; clients only need PREFECT_API_URL.
+export PREFECT_HOME="$MEDISWIFT_HOME/prefect-server"
+export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
+export PREFECT_UI_URL="http://127.0.0.1:$PREFECT_PORT"
+export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
+export MEDISWIFT_MLFLOW_UI="$MLFLOW_TRACKING_URI"
+export PREFECT_LOCAL_STORAGE_PATH="$MEDISWIFT_HOME/prefect-results"
+
+start() {  # name, command...: run in its own session so stop.sh can end the whole group
+  local name=$1; shift
+  setsid "$@" >"$RUN_DIR/$name.log" 2>&1 < /dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+wait_http() {  # url, what
+  for _ in $(seq 1 120); do
+    curl -fsS -o /dev/null "$1" && return 0
+    sleep 1
+  done
+  echo "$2 did not come up at $1; see $RUN_DIR" >&2
+  exit 1
+}
+
+start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+wait_http "$PREFECT_API_URL/health" "Prefect server"
+
+start mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+  --backend-store-uri "sqlite:///$MEDISWIFT_HOME/mlflow.db" \
+  --default-artifact-root "file://$MEDISWIFT_HOME/mlruns" --workers 1
+wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server"
+
+"$BIN/prefect" work-pool inspect mediswift-local >/dev/null 2>&1 \
+  || "$BIN/prefect" work-pool create mediswift-local --type process >/dev/null
+"$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml >"$RUN_DIR/deploy.log" 2>&1 \
+  || { cat "$RUN_DIR/deploy.log" >&2; exit 1; }
+start worker "$BIN/prefect" worker start --pool mediswift-local --type process
+
+cat <<MSG
+Prefect UI:  $PREFECT_UI_URL
+MLflow UI:   $MLFLOW_TRACKING_URI
+Artifacts:   $MEDISWIFT_HOME
+Run the pipeline:
+  export PREFECT_API_URL=$PREFECT_API_URL
+  .venv/bin/prefect deployment run mediswift/full-pipeline
+Stop everything: make stop
+MSG

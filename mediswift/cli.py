@@ -1,0 +1,155 @@
+"""The `mediswift` command.
+
+    mediswift run --recipe demo [--stages download,parse,filter] [--mirror DIR] [--home DIR]
+    mediswift run --recipe paper-xl --dry-run
+    mediswift flops --model xl --sparsity 0.75 --tokens 104.86e9
+    mediswift recipes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
+from mediswift.overrides import parse_set
+from mediswift.plan import parse_stages, plan
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mediswift",
+        description="Sparse pre-training and soft-prompt fine-tuning of biomedical GPT models.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run stages of a recipe through the Prefect flow",
+        description="Run stages of a recipe through the `mediswift` Prefect flow. Without a "
+        "Prefect server configured (PREFECT_API_URL) a temporary one starts in-process.",
+    )
+    run.add_argument("--recipe", default="demo", help="recipe name or YAML path (default: demo)")
+    run.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stages (default: all): download,parse,filter,vocab,tokenize,"
+        "pretrain,finetune,evaluate",
+    )
+    run.add_argument("--mirror", default=None, help="local folder or URL standing for upstream")
+    run.add_argument("--home", default=None, help="artifact root (default: MEDISWIFT_HOME or .mediswift)")
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe setting, e.g. --set pretrain.steps=100 (repeatable)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan, token budget and FLOPs")
+
+    flops = sub.add_parser("flops", help="training FLOPs of a model size (Hoffmann et al. 2022)")
+    flops.add_argument("--model", required=True, help="size name: tiny, small, med, large, xl")
+    flops.add_argument("--sparsity", type=float, default=0.0)
+    flops.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 104.86e9")
+    flops.add_argument("--vocab-size", type=int, default=42_384)
+    flops.add_argument("--seq-len", type=int, default=1024)
+
+    sub.add_parser("recipes", help="list the recipes in deployments/recipes")
+    return p
+
+
+def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
+    from mediswift.flops import main_flops
+
+    arts = plan(cfg, home)
+    pt = cfg.pretrain
+    tokens = pt.steps * pt.global_batch * pt.seq_len
+    lines = [f"recipe {cfg.name}: home {home}", f"mirror: {cfg.mirror or 'none (upstream)'}", ""]
+    lines.append("stage      key               state")
+    for stage in stages:
+        state = "done" if arts[stage].done() else "to run"
+        lines.append(f"{stage:<10} {arts[stage].key}  {state}")
+    lines += [
+        "",
+        f"pre-training: model {pt.model}, {pt.steps:,} steps x batch {pt.global_batch} x "
+        f"MSL {pt.seq_len} = {tokens / 1e9:.2f}B tokens per variant",
+    ]
+    dense = main_flops(pt.model, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
+    for s in pt.sparsity_levels:
+        f = main_flops(pt.model, s, tokens, cfg.vocab.vocab_size, pt.seq_len)
+        lines.append(f"  sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs ({f / dense:.2f}x dense)")
+    ft = cfg.finetune
+    grids = {"pubmedqa": ft.pubmedqa_grid, "hoc": ft.hoc_grid}
+    n = sum(
+        len(grids[t].batch_sizes) * len(grids[t].learning_rates) * len(ft.seeds) for t in ft.tasks
+    )
+    lines.append(
+        f"fine-tuning: {n} runs per variant ({', '.join(ft.tasks)}; seeds {ft.seeds}), "
+        f"{n * len(pt.sparsity_levels)} in all"
+    )
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = parse_set(args.sets)
+    cfg = load_recipe(args.recipe, overrides, args.mirror)
+    home = home_dir(args.home)
+    stages = parse_stages(args.stages)
+    if args.dry_run:
+        print(dry_run(cfg, home, stages))
+        return 0
+    # Settings read when Prefect is imported: keep its local results next to the artifacts.
+    os.environ["MEDISWIFT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect-results"))
+    from flows.pipeline import mediswift
+    from mediswift.overrides import Overrides
+
+    result = mediswift(
+        recipe=args.recipe,
+        stages=stages,
+        overrides=Overrides(extra=overrides),
+        home=str(home),
+        mirror=cfg.mirror,
+    )
+    print("\nOutputs:")
+    for stage, path in result.items():
+        print(f"  {stage:<10} {path}")
+    if "report" in result:
+        uri = f"sqlite:///{home / 'mlflow.db'}"
+        print(
+            f"\nReport:     {result['report']}\n"
+            f"MLflow UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1\n"
+            "Prefect UI: prefect server start --host 127.0.0.1 (runs here used a temporary "
+            "server; `make serve` keeps one up)"
+        )
+    return 0
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from mediswift.flops import main_flops
+
+    total = main_flops(args.model, args.sparsity, args.tokens, args.vocab_size, args.seq_len)
+    print(f"{total:.4e}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "flops":
+            return cmd_flops(args)
+        for path in sorted(RECIPES_DIR.glob("*.yaml")):
+            print(path.stem)
+        return 0
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mediswift: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

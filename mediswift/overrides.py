@@ -1,0 +1,68 @@
+"""Typed overrides of a recipe: the flow's parameter form in the Prefect UI.
+
+The common knobs are typed fields (the UI renders them as inputs); anything else goes in
+`extra`, a nested recipe fragment such as `{"pretrain": {"lr": 1e-4}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mediswift.config import deep_merge
+
+# Typed field -> (section, key) in the recipe.
+_PATHS: dict[str, tuple[str, str]] = {
+    "pubmed_max_files": ("download", "pubmed_max_files"),
+    "pmc_max_articles": ("download", "pmc_max_articles"),
+    "vocab_size": ("vocab", "vocab_size"),
+    "model": ("pretrain", "model"),
+    "pretrain_steps": ("pretrain", "steps"),
+    "sparsity_levels": ("pretrain", "sparsity_levels"),
+    "sparsity_method": ("pretrain", "sparsity_method"),
+    "finetune_tasks": ("finetune", "tasks"),
+    "finetune_seeds": ("finetune", "seeds"),
+}
+
+
+class Overrides(BaseModel):
+    """Settings that replace the recipe's; leave a field empty to keep the recipe's value."""
+
+    pubmed_max_files: int | None = Field(None, ge=0, description="PubMed baseline files to take")
+    pmc_max_articles: int | None = Field(None, ge=0, description="PMC articles to take")
+    vocab_size: int | None = Field(None, gt=0, description="BPE vocabulary size")
+    model: str | None = Field(None, description="model size: tiny, small, med, large, xl")
+    pretrain_steps: int | None = Field(None, gt=0, description="pre-training steps")
+    sparsity_levels: list[float] | None = Field(None, description="e.g. [0, 0.5, 0.75]")
+    sparsity_method: Literal["static", "set", "rigl"] | None = None
+    finetune_tasks: list[Literal["pubmedqa", "hoc"]] | None = None
+    finetune_seeds: list[int] | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description='nested recipe fragment, e.g. {"pretrain": {"lr": 1e-4}}'
+    )
+
+    def as_recipe_fragment(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, (section, key) in _PATHS.items():
+            value = getattr(self, name)
+            if value is not None:
+                out.setdefault(section, {})[key] = value
+        return deep_merge(out, self.extra)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set pretrain.steps=100` style assignments (values parsed as YAML) -> nested dict."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--set expects section.key=value, got {item!r}")
+        node = out
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out

@@ -1,0 +1,135 @@
+"""The pipeline report: data counts, pre-training variants and fine-tuning results in one page.
+
+Built only from the stage manifests, so it can be regenerated at any time; stages that have not
+run yet are reported as such. Markdown is the source; HTML is rendered from it for a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+from typing import Any
+
+import markdown
+
+from mediswift.artifacts import Artifact, write_atomic
+from mediswift.config import PipelineConfig
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    if x is None:
+        return "-"
+    try:
+        return format(float(x), spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _human(n: Any) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def data_section(arts: dict[str, Artifact]) -> str:
+    if not arts["filter"].done():
+        return "_The data stages have not run yet._"
+    counts = arts["filter"].manifest().get("counts", {})
+    rows = []
+    for source, split in sorted(counts.get("by_source", {}).items()):
+        train, val = split.get("train", 0), split.get("validation", 0)
+        pct = f"{100 * val / train:.1f}%" if train else "-"
+        rows.append([source, train, f"{val} ({pct})"])
+    kept = counts.get("kept", {})
+    rows.append(["**Total**", kept.get("train", "-"), kept.get("validation", "-")])
+    out = _table(["Dataset", "Train", "Validation"], rows)
+    dropped = counts.get("dropped", {})
+    if dropped:
+        out += "\n\nDropped: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+    if arts["tokenize"].done():
+        tokens = arts["tokenize"].manifest().get("tokens", {})
+        out += "\n\nTokens: " + ", ".join(f"{k} {_human(v)}" for k, v in sorted(tokens.items()))
+    return out
+
+
+def pretrain_section(arts: dict[str, Artifact]) -> str:
+    if not arts["pretrain"].done():
+        return "_Pre-training has not run yet._"
+    variants = arts["pretrain"].manifest().get("variants", [])
+    rows = [
+        [
+            v.get("name"),
+            _human(v.get("active_params")),
+            _human(v.get("active_non_embedding_params")),
+            _fmt(v.get("final_train_loss")),
+            _fmt(v.get("final_val_loss")),
+            _fmt(v.get("val_ppl"), ".1f"),
+            f"{_fmt(v.get('train_flops'), '.3e')} ({_fmt(v.get('flops_ratio'), '.2f')}x)",
+        ]
+        for v in variants
+    ]
+    header = ["Variant", "Size", "Non-emb. active", "Train loss", "Val loss", "Val ppl", "FLOPs"]
+    return _table(header, rows)
+
+
+def finetune_section(arts: dict[str, Artifact], home: Path) -> str:
+    if not arts["evaluate"].done():
+        return "_Fine-tuning and evaluation have not run yet._"
+    manifest = arts["evaluate"].manifest()
+    parts = []
+    for name, rel in sorted(manifest.get("tables", {}).items()):
+        if str(rel).endswith(".md"):
+            parts.append(f"### {name}\n\n" + (home / rel).read_text().strip())
+    return "\n\n".join(parts) or "_No tables were written._"
+
+
+def build_report(cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]) -> tuple[str, list[Path]]:
+    """The report's Markdown and the images it shows (copied next to it)."""
+    images: list[Path] = []
+    if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
+        images.append(home / arts["pretrain"].manifest()["loss_plot"])
+    if arts["evaluate"].done():
+        images += [home / p for p in arts["evaluate"].manifest().get("plots", {}).values()]
+    sections = [
+        f"# MediSwift report: recipe `{cfg.name}`",
+        "## Pre-training data (Table 1)\n\n" + data_section(arts),
+        "## Pre-training (Tables 2 and 6)\n\n" + pretrain_section(arts),
+        "## Fine-tuning (Tables 3 and 4)\n\n" + finetune_section(arts, home),
+    ]
+    figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in images if p.exists())
+    if figures:
+        sections.append("## Figures\n\n" + figures)
+    keys = "\n".join(f"- {s}: `{a.key}` {'done' if a.done() else 'not run'}" for s, a in arts.items())
+    sections.append("## Stage outputs\n\n" + keys)
+    return "\n\n".join(sections) + "\n", [p for p in images if p.exists()]
+
+
+def write_report(cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]) -> Path:
+    """Write report.md, report.html and its images under `<home>/report/`; returns the HTML."""
+    text, images = build_report(cfg, home, arts)
+    out = home / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for img in images:
+        shutil.copyfile(img, out / img.name)
+    write_atomic(out / "report.md", text)
+    body = markdown.markdown(text, extensions=["tables"])
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(cfg.name)}: MediSwift report</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}</style></head><body>" + body + "</body></html>\n"
+    )
+    write_atomic(out / "report.html", page)
+    return out / "report.html"
