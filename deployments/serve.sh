@@ -27,7 +27,7 @@ start() {  # name, command...: run in its own session so stop.sh can end the who
 
 wait_http() {  # url, what
   for _ in $(seq 1 120); do
-    curl -fsS -o /dev/null "$1" && return 0
+    curl -fs -o /dev/null "$1" && return 0
     sleep 1
   done
   echo "$2 did not come up at $1; see $RUN_DIR" >&2

@@ -1,9 +1,9 @@
 """The `mediswift` command.
 
-    mediswift run --recipe demo [--stages download,parse,filter] [--mirror DIR] [--home DIR]
-    mediswift run --recipe paper-xl --dry-run
-    mediswift flops --model xl --sparsity 0.75 --tokens 104.86e9
-    mediswift recipes
+mediswift run --recipe demo [--stages download,parse,filter] [--mirror DIR] [--home DIR]
+mediswift run --recipe paper-xl --dry-run
+mediswift flops --model xl --sparsity 0.75 --tokens 104.86e9
+mediswift recipes
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         "pretrain,finetune,evaluate",
     )
     run.add_argument("--mirror", default=None, help="local folder or URL standing for upstream")
-    run.add_argument("--home", default=None, help="artifact root (default: MEDISWIFT_HOME or .mediswift)")
+    run.add_argument(
+        "--home", default=None, help="artifact root (default: MEDISWIFT_HOME or .mediswift)"
+    )
     run.add_argument(
         "--set",
         dest="sets",
@@ -48,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a recipe setting, e.g. --set pretrain.steps=100 (repeatable)",
     )
-    run.add_argument("--dry-run", action="store_true", help="print the plan, token budget and FLOPs")
+    run.add_argument(
+        "--dry-run", action="store_true", help="print the plan, token budget and FLOPs"
+    )
 
     flops = sub.add_parser("flops", help="training FLOPs of a model size (Hoffmann et al. 2022)")
     flops.add_argument("--model", required=True, help="size name: tiny, small, med, large, xl")
@@ -80,7 +84,9 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
     dense = main_flops(pt.model, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
     for s in pt.sparsity_levels:
         f = main_flops(pt.model, s, tokens, cfg.vocab.vocab_size, pt.seq_len)
-        lines.append(f"  sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs ({f / dense:.2f}x dense)")
+        lines.append(
+            f"  sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs ({f / dense:.2f}x dense)"
+        )
     ft = cfg.finetune
     grids = {"pubmedqa": ft.pubmedqa_grid, "hoc": ft.hoc_grid}
     n = sum(

@@ -94,7 +94,9 @@ def finetune_section(arts: dict[str, Artifact], home: Path) -> str:
     return "\n\n".join(parts) or "_No tables were written._"
 
 
-def build_report(cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]) -> tuple[str, list[Path]]:
+def build_report(
+    cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]
+) -> tuple[str, list[Path]]:
     """The report's Markdown and the images it shows (copied next to it)."""
     images: list[Path] = []
     if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
@@ -110,7 +112,9 @@ def build_report(cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]) -> 
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in images if p.exists())
     if figures:
         sections.append("## Figures\n\n" + figures)
-    keys = "\n".join(f"- {s}: `{a.key}` {'done' if a.done() else 'not run'}" for s, a in arts.items())
+    keys = "\n".join(
+        f"- {s}: `{a.key}` {'done' if a.done() else 'not run'}" for s, a in arts.items()
+    )
     sections.append("## Stage outputs\n\n" + keys)
     return "\n\n".join(sections) + "\n", [p for p in images if p.exists()]
 

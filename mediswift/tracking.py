@@ -118,9 +118,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-
-
-
 def resolve_tracking_uri(configured: str | None, home: Path) -> str:
     """The recipe's URI, else MLFLOW_TRACKING_URI, else SQLite under the artifact root."""
     import os
@@ -135,7 +132,9 @@ def mlflow_ui_base() -> str | None:
     return os.environ.get("MEDISWIFT_MLFLOW_UI")
 
 
-def log_report_run(tracking_uri: str, experiment: str, home: Path, folder: Path, tags: dict[str, Any]) -> str:
+def log_report_run(
+    tracking_uri: str, experiment: str, home: Path, folder: Path, tags: dict[str, Any]
+) -> str:
     """Log the report folder (HTML, Markdown, figures) as one run; returns its id."""
     tracker = Tracker(tracking_uri, experiment, artifact_root=home / "mlruns")
     with tracker.run("pipeline-report", tags={"mediswift.kind": "report", **tags}) as run:
