@@ -1,0 +1,97 @@
+"""End to end as a user runs it: `make serve`'s script starts a real Prefect server, a process
+worker with the deployments of deployments/prefect.yaml and an MLflow server, all on loopback;
+then `prefect deployment run mediswift/full-pipeline` runs the tiny recipe to completion."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mediswift.config import load_recipe
+from mediswift.plan import plan
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")
+PREFECT = str(REPO / ".venv" / "bin" / "prefect")
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def served(tmp_path: Path, mirror_dir: Path):
+    env = {
+        **os.environ,
+        "MEDISWIFT_HOME": str(tmp_path / "home"),
+        "MEDISWIFT_SERVE_DIR": str(tmp_path / "serve"),
+        "MEDISWIFT_MIRROR": str(mirror_dir),
+        "PREFECT_PORT": str(_free_port()),
+        "MLFLOW_PORT": str(_free_port()),
+    }
+    env.pop("PREFECT_API_URL", None)
+    try:
+        out = subprocess.run(
+            [str(REPO / "deployments" / "serve.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        env["PREFECT_API_URL"] = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
+        yield env
+    finally:
+        subprocess.run([str(REPO / "deployments" / "stop.sh")], env=env, timeout=60)
+
+
+def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> None:
+    run = subprocess.run(
+        [
+            PREFECT,
+            "deployment",
+            "run",
+            "mediswift/full-pipeline",
+            "--param",
+            f"recipe={TINY}",
+            "--watch",
+            "--watch-timeout",
+            "900",
+        ],
+        env=served,
+        capture_output=True,
+        text=True,
+        timeout=960,
+        cwd=REPO,
+    )
+    logs = Path(served["MEDISWIFT_SERVE_DIR"], "worker.log")
+    detail = run.stdout[-2000:] + run.stderr[-2000:] + logs.read_text()[-4000:]
+    assert run.returncode == 0 and "Completed" in run.stdout, detail
+
+    home = Path(served["MEDISWIFT_HOME"])
+    arts = plan(load_recipe(TINY, mirror=str(mirror_dir)), home)
+    assert all(a.done() for a in arts.values()), detail
+    assert (home / "report" / "report.html").is_file()
+
+    # The runs went through the MLflow server into the SQLite store under MEDISWIFT_HOME.
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    cfg = load_recipe(TINY)
+    pre = client.get_experiment_by_name(cfg.tracking.pretrain_experiment)
+    fine = client.get_experiment_by_name(cfg.tracking.finetune_experiment)
+    assert pre is not None and fine is not None
+    pre_runs = client.search_runs([pre.experiment_id])
+    assert len(pre_runs) == 2  # dense and 75% sparse
+    assert all(r.info.status == "FINISHED" for r in pre_runs)
+    assert all("prefect.flow_run_id" in r.data.tags for r in pre_runs)
+    assert all("train_loss" in r.data.metrics for r in pre_runs)
+    fine_runs = client.search_runs([fine.experiment_id])
+    children = [r for r in fine_runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4  # 2 variants x 2 tasks x 1 grid point x 1 seed
