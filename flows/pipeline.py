@@ -18,8 +18,10 @@ Stage = Literal[
 ]
 
 
-def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any]) -> None:
-    """Run one stage through its module `flows.stages.<stage>` unless its output is done."""
+def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any]) -> bool:
+    """Run one stage through its module `flows.stages.<stage>` unless its output is done.
+
+    Returns whether the stage ran."""
     logger = get_run_logger()
     out = arts[stage]
     inputs = {s: arts[s] for s in STAGE_INPUTS[stage]}
@@ -31,12 +33,13 @@ def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any])
             )
     if out.done():
         logger.info("%s: already done (%s), nothing to do", stage, out.path)
-        return
+        return False
     module = importlib.import_module(f"flows.stages.{stage}")
     logger.info("%s: running into %s", stage, out.path)
     module.run(cfg, home, out, inputs)
     if not out.done():
         raise RuntimeError(f"stage '{stage}' returned without writing {out.manifest_path}")
+    return True
 
 
 @flow(name="mediswift", log_prints=True)
@@ -60,9 +63,10 @@ def mediswift(
     cfg = load_recipe(recipe, fragment, mirror)
     root = home_dir(home)
     arts = plan(cfg, root)
-    for stage in parse_stages(list(stages) if stages else None):
-        run_stage(stage, cfg, root, arts)
-    report = publish_report(cfg, root, arts)
+    ran = [
+        s for s in parse_stages(list(stages) if stages else None) if run_stage(s, cfg, root, arts)
+    ]
+    report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran))
     return {
         **{s: str(a.path) for s, a in arts.items() if a.done()},
         **({"report": str(report)} if report else {}),
