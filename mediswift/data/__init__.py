@@ -1,0 +1,1 @@
+"""Data layer: download, parse, filter and shard the biomedical corpus."""
