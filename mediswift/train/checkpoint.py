@@ -1,0 +1,253 @@
+"""Checkpoints: safetensors + JSON only, so loading never unpickles anything.
+
+A checkpoint is a directory:
+  config.json              the GPTConfig (and `format`)
+  model.safetensors        the weights (the tied output layer is `wte.weight`, stored once)
+  masks.safetensors        bool masks keyed by parameter name (absent when dense)
+  train_state.safetensors  AdamW moments and steps keyed by parameter name, RNG states, and the
+                           dynamic-sparsity generator (absent in weights-only checkpoints)
+  train_state.json         step, tokens, loss-curve rows, optimizer hyperparameters, the loader
+                           position of every rank
+It is written under a temporary name in the same folder and renamed into place, so a directory
+named `step_<n>` is always complete; a run killed while writing leaves only a `.tmp-` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from mediswift.model.gpt import GPT, GPTConfig
+
+FORMAT = 1
+STEP_PREFIX = "step_"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP (`.module`) or torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor from an FSDP2 shard (a collective: every rank must call it)."""
+    return t.full_tensor() if type(t).__name__ == "DTensor" else t
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The bare model's weights on CPU (gathered whole under FSDP: call it on every rank)."""
+    return _cpu({k: _full(v) for k, v in _unwrap(model).state_dict().items()})
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    masks: dict[str, torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    train_state: dict[str, Any] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    optimizer_state: tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None = None,
+) -> Path:
+    """Write a complete checkpoint at `path` atomically (temp folder, then rename).
+
+    `weights` and `optimizer_state` (from `model_state` / `optimizer_tensors`) replace the ones
+    read from `model` / `optimizer`: under FSDP every rank gathers them, rank 0 passes them here.
+    """
+    path = Path(path)
+    bare = _unwrap(model)
+    cfg: GPTConfig = bare.config
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(
+        json.dumps({"format": FORMAT, "model": cfg.to_dict()}, indent=2) + "\n"
+    )
+    save_file(weights if weights is not None else model_state(bare), str(tmp / "model.safetensors"))
+    if masks:
+        save_file(
+            {k: v.to("cpu", torch.bool).contiguous() for k, v in masks.items()},
+            str(tmp / "masks.safetensors"),
+        )
+    if optimizer is not None or optimizer_state is not None or train_state is not None:
+        tensors, groups = {}, []
+        if optimizer_state is not None:
+            tensors, groups = dict(optimizer_state[0]), optimizer_state[1]
+        elif optimizer is not None:
+            tensors, groups = optimizer_tensors(bare, optimizer)
+        tensors.update(_cpu(extra_tensors or {}))
+        save_file(tensors, str(tmp / "train_state.safetensors"))
+        state = {**(train_state or {}), "optimizer_groups": groups}
+        (tmp / "train_state.json").write_text(json.dumps(state, indent=1) + "\n")
+    _fsync_dir(tmp)
+    if path.exists():  # re-saving the same step (a resumed run reaching it again)
+        old = path.with_name(f".old-{path.name}-{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def optimizer_tensors(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """AdamW state keyed `optim.<param name>.<key>`, and the groups' hyperparameters as JSON."""
+    names = {id(p): n for n, p in _unwrap(model).named_parameters()}
+    tensors = {}
+    for p, st in optimizer.state.items():
+        for key, value in st.items():
+            t = _full(value) if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{names[id(p)]}.{key}"] = t
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
+        | {"param_names": [names[id(p)] for p in g["params"]]}
+        for g in optimizer.param_groups
+    ]
+    return _cpu(tensors), groups
+
+
+def load_optimizer(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, tensors: dict | None = None
+) -> None:
+    """Restore AdamW state saved by `save_checkpoint`, matching parameters by name."""
+    path = Path(path)
+    tensors = tensors if tensors is not None else load_file(str(path / "train_state.safetensors"))
+    groups = json.loads((path / "train_state.json").read_text())["optimizer_groups"]
+    bare = _unwrap(model)
+    params = dict(bare.named_parameters())
+    if len(groups) != len(optimizer.param_groups):
+        raise ValueError(
+            f"{path}: checkpoint has {len(groups)} optimizer groups, expected "
+            f"{len(optimizer.param_groups)}"
+        )
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    out_groups, idx = [], 0
+    for saved, live in zip(groups, optimizer.param_groups, strict=True):
+        live_names = [n for n, p in params.items() if any(p is q for q in live["params"])]
+        if sorted(live_names) != sorted(saved["param_names"]):
+            raise ValueError(f"{path}: optimizer groups do not match the model's parameters")
+        ids = []
+        for pname in saved["param_names"]:
+            st = {
+                key.rsplit(".", 1)[1]: t
+                for key, t in tensors.items()
+                if key.startswith(f"optim.{pname}.") and "." not in key[len(f"optim.{pname}.") :]
+            }
+            if st:
+                state[idx] = {k: _shard_like(t, params[pname]) for k, t in st.items()}
+            ids.append(idx)
+            idx += 1
+        g = {k: v for k, v in saved.items() if k != "param_names"}
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        out_groups.append({**g, "params": ids})
+    # The saved order is the live order's permutation by names: reorder live groups to match.
+    for saved, live in zip(groups, optimizer.param_groups, strict=True):
+        live["params"] = [params[n] for n in saved["param_names"]]
+    optimizer.load_state_dict({"state": state, "param_groups": out_groups})
+
+
+def _shard_like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A saved moment as a shard of `p` when `p` is an FSDP2 DTensor (scalars stay whole)."""
+    if type(p).__name__ != "DTensor" or t.shape != p.shape:
+        return t
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(t.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+
+
+def read_config(path: Path) -> GPTConfig:
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint (no config.json)")
+    data = json.loads(cfg_file.read_text())
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{cfg_file}: unsupported checkpoint format {data.get('format')!r}")
+    return GPTConfig.from_dict(data["model"])
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> GPT:
+    """The GPT saved in checkpoint dir `path`, loaded strictly (every weight must match)."""
+    path = Path(path)
+    model = GPT(read_config(path))
+    state = load_file(str(path / "model.safetensors"), device="cpu")
+    model.load_state_dict(state, strict=True)
+    return model.to(device)
+
+
+def load_masks(path: Path) -> dict[str, torch.Tensor]:
+    """The bool masks (True = active) of checkpoint `path`; {} for a dense model."""
+    f = Path(path) / "masks.safetensors"
+    return {k: v.bool() for k, v in load_file(str(f)).items()} if f.is_file() else {}
+
+
+def load_train_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(train_state.json contents, train_state.safetensors tensors) of a resumable checkpoint."""
+    path = Path(path)
+    if not (path / "train_state.json").is_file():
+        raise FileNotFoundError(f"{path} holds no train state (a weights-only checkpoint)")
+    return (
+        json.loads((path / "train_state.json").read_text()),
+        load_file(str(path / "train_state.safetensors")),
+    )
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return Path(root) / f"{STEP_PREFIX}{step:08d}"
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete periodic checkpoints under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` periodic checkpoints (and stale temp folders)."""
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in Path(root).glob(".tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,96 @@
+"""Process-group setup and model wrapping for data-parallel training under torchrun.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them this is a single process and every
+helper here is a no-op. The backend is NCCL when training on CUDA and gloo on CPU. Only rank 0
+writes checkpoints and logs (`Dist.is_main`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(pref: str = "auto") -> torch.device:
+    """ "auto" picks CUDA when available, else CPU; anything else is taken as given."""
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(pref)
+
+
+def init_distributed(device_pref: str = "auto") -> Dist:
+    """Join the torchrun process group if there is one; return this process's place in it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_pref)
+    if world <= 1:
+        return Dist(device=device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank=rank, local_rank=local, world_size=world, device=device)
+
+
+def wrap_model(model: nn.Module, d: Dist, fsdp: bool = False) -> nn.Module:
+    """DDP (or FSDP2 `fully_shard`, one unit per block, when `fsdp`) around `model` if distributed."""
+    if not d.enabled:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.h:  # type: ignore[attr-defined]
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    ids = [d.local_rank] if d.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def mean_across(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of a tensor over all ranks (itself when single-process)."""
+    if not d.enabled:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / d.world_size
+
+
+def gather_objects(obj: object, d: Dist) -> list[object]:
+    """Every rank's `obj` (JSON-able loader positions etc.), in rank order."""
+    if not d.enabled:
+        return [obj]
+    out: list[object] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,171 @@
+"""The training loop: thin on purpose. Everything it uses (model, optimizer, schedule, masks,
+loader, checkpointing, logging) is built elsewhere and passed in.
+
+One optimizer step = `grad_accum` micro-batches (DDP syncs gradients only on the last), then:
+dynamic mask update (if any, on the dense gradient) -> mask gradients -> clip -> AdamW step ->
+re-mask weights and moments. The step's train loss is the mean over micro-batches and ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mediswift.sparsity import DynamicSparsity, MaskedParams
+from mediswift.train.distributed import Dist, mean_across
+from mediswift.train.optim import lr_at, set_lr
+
+
+@dataclass
+class LoopConfig:
+    steps: int
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    peak_lr: float = 2e-4
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.1
+    log_every: int = 10
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    amp_dtype: torch.dtype | None = None  # torch.bfloat16 on GPU
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps taken
+    tokens: int = 0  # training tokens seen, all ranks
+    curve: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, val_loss, lr
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens": self.tokens, "curve": self.curve}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainState:
+        return cls(int(data["step"]), int(data["tokens"]), list(data["curve"]))
+
+
+@dataclass
+class Hooks:
+    """What the loop calls out to; every hook runs on every rank (checkpointing may gather)."""
+
+    evaluate: Callable[[], float] | None = None  # mean validation loss
+    checkpoint: Callable[[TrainState], None] | None = None
+    log: Callable[[int, dict[str, float]], None] | None = None  # step, metrics (rank 0 only)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[torch.Tensor],
+    cfg: LoopConfig,
+    d: Dist,
+    state: TrainState | None = None,
+    masked: MaskedParams | None = None,
+    dynamic: DynamicSparsity | None = None,
+    hooks: Hooks | None = None,
+    flops_per_step: float = 0.0,
+    peak_flops: float | None = None,
+) -> TrainState:
+    """Train from `state.step` to `cfg.steps`; returns the final state."""
+    state = state or TrainState()
+    hooks = hooks or Hooks()
+    masked = masked if masked else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    no_sync = getattr(model, "no_sync", None)
+    t0, tokens0 = time.perf_counter(), state.tokens
+    while state.step < cfg.steps:
+        lr = lr_at(state.step, cfg.steps, cfg.peak_lr, cfg.warmup_fraction, cfg.min_lr_ratio)
+        set_lr(optimizer, lr)
+        loss_sum = torch.zeros((), device=d.device)
+        for micro in range(cfg.grad_accum):
+            batch = next(batches).to(d.device, non_blocking=True)  # (B, T+1)
+            x, y = batch[:, :-1], batch[:, 1:]  # inputs, next-token targets: (B, T) each
+            last = micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
+            with sync:
+                with autocast(d.device, cfg.amp_dtype):
+                    _, loss = model(x, y)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach()
+            state.tokens += x.numel() * d.world_size
+        if masked is not None:
+            if dynamic is not None and dynamic.due(state.step + 1):
+                dynamic.update(state.step + 1, optimizer)  # reads the dense gradient
+            masked.apply_to_grads()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        if masked is not None:
+            masked.after_step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+
+        last_step = state.step == cfg.steps
+        want_log = state.step % cfg.log_every == 0 or last_step
+        want_eval = hooks.evaluate is not None and (state.step % cfg.eval_every == 0 or last_step)
+        if want_log or want_eval:
+            train_loss = float(mean_across(loss_sum / cfg.grad_accum, d))
+            val_loss = hooks.evaluate() if want_eval else float("nan")
+            dt = time.perf_counter() - t0
+            tok_s = (state.tokens - tokens0) / dt if dt > 0 else 0.0
+            row = {"step": state.step, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+            state.curve.append(row)
+            if hooks.log is not None and d.is_main:
+                metrics = {
+                    "train_loss": train_loss,
+                    "lr": lr,
+                    "tokens_per_s": tok_s,
+                    "tokens": float(state.tokens),
+                }
+                if want_eval:
+                    metrics["val_loss"] = val_loss
+                    metrics["val_ppl"] = float(torch.tensor(val_loss).exp())
+                if flops_per_step and dt > 0:
+                    steps_done = (state.tokens - tokens0) / max(
+                        1, x.numel() * d.world_size * cfg.grad_accum
+                    )
+                    achieved = flops_per_step * steps_done / dt
+                    metrics["flops_per_s"] = achieved
+                    if peak_flops:
+                        metrics["mfu"] = achieved / (peak_flops * d.world_size)
+                hooks.log(state.step, metrics)
+            t0, tokens0 = time.perf_counter(), state.tokens
+        if hooks.checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or last_step):
+            hooks.checkpoint(state)
+    return state
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    make_batches: Callable[[], Iterator[torch.Tensor]],
+    n_batches: int,
+    d: Dist,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """Mean loss over the first `n_batches` of a fresh validation loader (the same ones each time)."""
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros((), device=d.device), 0
+    for _, batch in zip(range(n_batches), make_batches(), strict=False):
+        batch = batch.to(d.device)
+        with autocast(d.device, amp_dtype):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+        total += loss.float()
+        count += 1
+    model.train(was_training)
+    if count == 0:
+        return float("nan")
+    return float(mean_across(total / count, d))

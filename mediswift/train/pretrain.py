@@ -1,0 +1,422 @@
+"""Pre-train one model variant end to end: model + masks, loader, loop, checkpoints, tracking.
+
+`run_variant(spec)` is the whole job of one Prefect task. It runs in-process for one process and
+under torchrun for several (`python -m torch.distributed.run --nproc-per-node N -m
+mediswift.train.pretrain --spec spec.json`); every rank runs the same code, rank 0 alone writes
+checkpoints, the loss curve, the MLflow run and `record.json`.
+
+A variant's directory (`spec.out_dir`) holds:
+  checkpoints/step_<n>/   periodic resumable checkpoints (the newest `keep_checkpoints`)
+  final/                  the trained weights + masks + config (what fine-tuning loads)
+  curve.csv               step,train_loss,val_loss,lr
+  mlflow_run_id           the MLflow run, reopened when a killed run resumes
+  record.json             the variant's summary, written last (the variant is done)
+A run that finds checkpoints resumes from the newest one; one that finds record.json is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mediswift.artifacts import write_atomic
+from mediswift.config import PretrainConfig
+from mediswift.flops import step_flops, training_flops
+from mediswift.model.gpt import GPT, model_config
+from mediswift.sparsity import DynamicSparsity, MaskedParams, count_active, make_masks
+from mediswift.train import checkpoint as ckpt
+from mediswift.train.distributed import (
+    Dist,
+    barrier,
+    gather_objects,
+    init_distributed,
+    shutdown,
+    wrap_model,
+)
+from mediswift.train.loop import Hooks, LoopConfig, TrainState, evaluate, train
+from mediswift.train.optim import make_optimizer
+
+RECORD = "record.json"
+
+
+@dataclass
+class VariantSpec:
+    """Everything one variant needs; JSON-able so it can cross into torchrun processes."""
+
+    name: str
+    config: dict[str, Any]  # PretrainConfig as a dict
+    sparsity: float
+    vocab_size: int
+    out_dir: str
+    train_shards: list[str] = field(default_factory=list)
+    val_shards: list[str] = field(default_factory=list)
+    data: str = "shards"  # "shards" (token Parquet) or "synthetic" (benchmarks, trainer tests)
+    tracking_uri: str | None = None
+    experiment: str = "mediswift-pretrain"
+    artifact_root: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> PretrainConfig:
+        return PretrainConfig.model_validate(self.config)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> VariantSpec:
+        return cls(**json.loads(text))
+
+
+def variant_name(model: str, sparsity: float, method: str = "static") -> str:
+    """tiny-dense, tiny-s50, xl-s75; dynamic methods append theirs (tiny-s75-rigl)."""
+    if sparsity == 0:
+        return f"{model}-dense"
+    base = f"{model}-s{round(sparsity * 100)}"
+    return base if method == "static" else f"{base}-{method}"
+
+
+def make_loader(spec: VariantSpec, split: str, batch: int, d: Dist, seed: int) -> Iterator:
+    """The token loader for `split` on this rank (synthetic rows when spec.data says so)."""
+    cfg = spec.cfg
+    if spec.data == "synthetic":
+        # Validation rows come from a disjoint seed so they are not training rows.
+        s = seed if split == "train" else seed + 10_000
+        from mediswift.train.synthetic import SyntheticTokens
+
+        return SyntheticTokens(spec.vocab_size, cfg.seq_len, batch, d.rank, d.world_size, s)
+    shards = spec.train_shards if split == "train" else spec.val_shards
+    if not shards:
+        raise ValueError(f"variant {spec.name}: no {split} token shards given")
+    from mediswift.train.batches import TokenBatches  # owned by the tokenize stage
+
+    return TokenBatches(
+        [Path(p) for p in shards],
+        seq_len=cfg.seq_len,
+        batch_size=batch,
+        rank=d.rank,
+        world_size=d.world_size,
+        seed=seed,
+        shuffle=split == "train",
+    )
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def run_variant(spec: VariantSpec) -> dict[str, Any]:
+    """Train (or resume, or just return) the variant; returns its record on every rank."""
+    out = Path(spec.out_dir)
+    if (out / RECORD).is_file():
+        return json.loads((out / RECORD).read_text())
+    cfg = spec.cfg
+    d = init_distributed(cfg.device)
+    try:
+        return _run(spec, cfg, d, out)
+    finally:
+        shutdown(d)
+
+
+def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str, Any]:
+    if cfg.seq_len > cfg.block_size:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds block_size {cfg.block_size}")
+    per_step = cfg.micro_batch * d.world_size
+    if cfg.global_batch % per_step:
+        raise ValueError(
+            f"global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch} "
+            f"x {d.world_size} processes"
+        )
+    grad_accum = cfg.global_batch // per_step
+    method = cfg.sparsity_method if spec.sparsity > 0 else "static"
+    if cfg.fsdp and method != "static":
+        raise ValueError("dynamic sparsity (set/rigl) needs whole matrices: not with fsdp")
+    on_gpu = d.device.type == "cuda"
+    amp = torch.bfloat16 if on_gpu else None
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # Model and masks: the same seed on every rank gives the same init and masks.
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = GPT(model_config(cfg.model, spec.vocab_size, cfg.block_size, cfg.dropout))
+    masks = make_masks(model, spec.sparsity, seed=cfg.seed)
+    counts = count_active(model, masks)
+    resume = ckpt.latest_checkpoint(out / "checkpoints")
+    state, tensors, train_json = TrainState(), {}, {}
+    if resume is not None:
+        train_json, tensors = ckpt.load_train_state(resume)
+        model.load_state_dict(ckpt.load_model(resume).state_dict(), strict=True)
+        masks = ckpt.load_masks(resume) or masks  # dynamic sparsity moves them
+        state = TrainState.from_json(train_json)
+    model.to(d.device)
+    masked = MaskedParams(model, masks)
+    masked.apply_to_weights()
+    if cfg.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    wrapped = wrap_model(model, d, fsdp=cfg.fsdp)
+    if cfg.fsdp and d.enabled:
+        masked = MaskedParams(wrapped, masks)  # bind to the sharded parameters
+    optimizer = make_optimizer(
+        wrapped, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    dynamic = None
+    if method in ("set", "rigl"):
+        dynamic = DynamicSparsity(
+            masked,
+            method,
+            cfg.steps,
+            cfg.sparsity_update_every,
+            cfg.sparsity_drop_fraction,
+            cfg.sparsity_stop_fraction,
+            seed=cfg.seed,
+        )
+
+    loader = make_loader(spec, "train", cfg.micro_batch, d, cfg.seed)
+    if resume is not None:
+        ckpt.load_optimizer(resume, wrapped, optimizer, tensors)
+        loader.load_state_dict(train_json["loader"][d.rank])
+        torch.set_rng_state(tensors[f"rng.torch.{d.rank}"])
+        if dynamic is not None:
+            dynamic.load_state_dict({"generator": tensors["dynamic.generator"]})
+        if d.is_main:
+            print(f"{spec.name}: resuming from {resume} (step {state.step})", flush=True)
+
+    def val_loss() -> float:
+        return evaluate(
+            wrapped,
+            lambda: iter(make_loader(spec, "validation", cfg.micro_batch, d, cfg.seed)),
+            cfg.eval_batches,
+            d,
+            amp,
+        )
+
+    tracker_run = _open_tracking(spec, cfg, counts, d, out) if d.is_main else None
+    run_logger = tracker_run.__enter__() if tracker_run is not None else None
+
+    sharded = cfg.fsdp and d.enabled
+
+    def save(st: TrainState) -> None:
+        loader_states = gather_objects(loader.state_dict(), d)
+        rngs = gather_objects(torch.get_rng_state(), d)
+        # Under FSDP every rank takes part in gathering the whole weights and moments.
+        weights = ckpt.model_state(wrapped) if sharded else None
+        opt_state = ckpt.optimizer_tensors(wrapped, optimizer) if sharded else None
+        if not d.is_main:
+            return
+        extra = {f"rng.torch.{r}": t for r, t in enumerate(rngs)}
+        if dynamic is not None:
+            extra["dynamic.generator"] = dynamic.state_dict()["generator"]
+        root = out / "checkpoints"
+        ckpt.save_checkpoint(
+            ckpt.step_dir(root, st.step),
+            wrapped,
+            masks=masked.bool_masks() if masked else None,
+            optimizer=optimizer,
+            train_state={**st.to_json(), "loader": loader_states},
+            extra_tensors=extra,
+            weights=weights,
+            optimizer_state=opt_state,
+        )
+        ckpt.prune_checkpoints(root, cfg.keep_checkpoints)
+        _write_curve(out / "curve.csv", st.curve)
+        if run_logger is not None:
+            run_logger.flush()
+
+    seq_flops = step_flops(
+        model.config.n_layer,
+        model.config.d_model,
+        model.config.n_head,
+        spec.vocab_size,
+        cfg.seq_len,
+        cfg.global_batch,
+        0.0,
+    )  # what the dense hardware executes per step (masked zeros are still multiplied)
+    peak = None
+    if cfg.measure_peak and d.is_main:
+        from mediswift.peak import matmul_peak
+
+        peak = matmul_peak(d.device, torch.bfloat16 if on_gpu else torch.float32)
+    loop_cfg = LoopConfig(
+        steps=cfg.steps,
+        grad_accum=grad_accum,
+        grad_clip=cfg.grad_clip,
+        peak_lr=cfg.lr,
+        warmup_fraction=cfg.warmup_fraction,
+        min_lr_ratio=cfg.min_lr_ratio,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        amp_dtype=amp,
+    )
+    hooks = Hooks(
+        evaluate=val_loss,
+        checkpoint=save,
+        log=(lambda step, m: run_logger.log_metrics(m, step)) if run_logger else None,
+    )
+    try:
+        state = train(
+            wrapped,
+            optimizer,
+            iter(loader),
+            loop_cfg,
+            d,
+            state,
+            masked,
+            dynamic,
+            hooks,
+            flops_per_step=seq_flops,
+            peak_flops=peak,
+        )
+    except BaseException as e:
+        if tracker_run is not None:
+            tracker_run.__exit__(type(e), e, e.__traceback__)
+        raise
+    record: dict[str, Any] = {}
+    final_weights = ckpt.model_state(wrapped) if sharded else None
+    if d.is_main:
+        record = _finish(
+            spec, cfg, counts, wrapped, masked, state, out, method, run_logger, final_weights
+        )
+        tracker_run.__exit__(None, None, None)  # type: ignore[union-attr]
+    barrier(d)
+    return record if d.is_main else json.loads((out / RECORD).read_text())
+
+
+def _open_tracking(
+    spec: VariantSpec, cfg: PretrainConfig, counts: Any, d: Dist, out: Path
+) -> contextlib.AbstractContextManager | None:
+    if spec.tracking_uri is None:
+        return None
+    from mediswift.tracking import Tracker
+
+    tracker = Tracker(
+        spec.tracking_uri, spec.experiment, Path(spec.artifact_root) if spec.artifact_root else None
+    )
+    id_file = out / "mlflow_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    tokens = cfg.steps * cfg.global_batch * cfg.seq_len
+    flops = training_flops_for(cfg, spec, tokens)
+    params = None
+    if run_id is None:
+        params = {
+            "config": cfg.model_dump(mode="json"),
+            "sparsity": spec.sparsity,
+            "method": cfg.sparsity_method if spec.sparsity > 0 else "static",
+            "world_size": d.world_size,
+            "train_flops": flops,
+            "flops_ratio": flops / training_flops_for(cfg, spec, tokens, dense=True),
+            **asdict(counts),
+        }
+    run = tracker.run(spec.name, params=params, tags=spec.tags, run_id=run_id)
+    out.mkdir(parents=True, exist_ok=True)
+
+    class _Remember(contextlib.AbstractContextManager):
+        def __enter__(self):
+            logger = run.__enter__()
+            if run_id is None:
+                write_atomic(id_file, logger.run_id)
+            return logger
+
+        def __exit__(self, *exc):
+            return run.__exit__(*exc)
+
+    return _Remember()
+
+
+def training_flops_for(
+    cfg: PretrainConfig, spec: VariantSpec, tokens: float, dense: bool = False
+) -> float:
+    m = model_config(cfg.model, spec.vocab_size, cfg.block_size)
+    return training_flops(
+        m.n_layer,
+        m.d_model,
+        m.n_head,
+        spec.vocab_size,
+        cfg.seq_len,
+        tokens,
+        0.0 if dense else spec.sparsity,
+    ).total
+
+
+def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["step", "train_loss", "val_loss", "lr"])
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items()})
+    write_atomic(path, buf.getvalue())
+
+
+def _finish(
+    spec: VariantSpec,
+    cfg: PretrainConfig,
+    counts: Any,
+    model: torch.nn.Module,
+    masked: MaskedParams,
+    state: TrainState,
+    out: Path,
+    method: str,
+    run_logger: Any,
+    weights: dict[str, torch.Tensor] | None,
+) -> dict[str, Any]:
+    masks = masked.bool_masks() if masked else None
+    final = ckpt.save_checkpoint(out / "final", model, masks=masks, weights=weights)
+    _write_curve(out / "curve.csv", state.curve)
+    last_val = next(
+        (r["val_loss"] for r in reversed(state.curve) if not math.isnan(r["val_loss"])),
+        float("nan"),
+    )
+    flops = training_flops_for(cfg, spec, state.tokens)
+    record = {
+        "name": spec.name,
+        "model": cfg.model,
+        "sparsity": spec.sparsity,
+        "method": method,
+        "checkpoint": str(final),
+        **asdict(counts),
+        "train_flops": flops,
+        "flops_ratio": flops / training_flops_for(cfg, spec, state.tokens, dense=True),
+        "final_train_loss": state.curve[-1]["train_loss"] if state.curve else float("nan"),
+        "final_val_loss": last_val,
+        "val_ppl": math.exp(last_val) if not math.isnan(last_val) else float("nan"),
+        "tokens": state.tokens,
+        "steps": state.step,
+        "mlflow_run_id": run_logger.run_id if run_logger is not None else "",
+        "loss_curve": str(out / "curve.csv"),
+    }
+    if run_logger is not None:
+        run_logger.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
+        run_logger.log_artifact(out / "curve.csv")
+    write_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="pre-train one MediSwift variant (torchrun entry)")
+    ap.add_argument("--spec", required=True, help="VariantSpec JSON file")
+    args = ap.parse_args(argv)
+    spec = VariantSpec.from_json(Path(args.spec).read_text())
+    record = run_variant(spec)
+    if record:
+        print(json.dumps({k: record[k] for k in ("name", "steps", "final_val_loss")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
