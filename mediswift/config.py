@@ -115,6 +115,12 @@ class PretrainConfig(_Section):
     nproc: int = Field(1, ge=1, description="processes under torchrun (DDP)")
     fsdp: bool = False
     device: str = "auto"
+    block_size: int = Field(1024, description="learned positions (context window); >= seq_len")
+    sparsity_stop_fraction: float = Field(
+        0.75, gt=0.0, le=1.0, description="dynamic sparsity: fraction of steps with mask updates"
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="periodic checkpoints kept per variant")
+    measure_peak: bool = Field(True, description="time a matmul to report achieved/peak FLOP/s")
 
 
 class TaskGrid(_Section):
