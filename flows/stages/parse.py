@@ -1,0 +1,97 @@
+"""The parse stage: one task per PubMed file, per batch of PMC articles and per extra corpus,
+then the manifest last (format: the `parse` entry of the stage manifests).
+
+Shards are listed in the order the filter needs for "latest wins": PubMed files in download
+order (baseline, then updates), then PMC batches, then corpora. Each PubMed shard entry carries
+the PMIDs its file deletes (`deleted_pmids`, on the file's last shard).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.futures import PrefectFuture
+
+from mediswift.artifacts import Artifact, file_digest, unit_artifact
+from mediswift.config import PipelineConfig
+from tasks import parse as t
+from tasks.common import cached
+
+
+def _unit(home: Path, kind: str, content: Any, cfg: PipelineConfig) -> Artifact:
+    # on_error changes what happens to a bad file, not what a good one parses to.
+    settings = cfg.parse.model_dump(exclude={"on_error"})
+    return unit_artifact(home, "parse", kind, content, settings, t.PARSER_VERSION)
+
+
+def run(
+    cfg: PipelineConfig, home: Path, out: Artifact, inputs: dict[str, Artifact]
+) -> dict[str, Any]:
+    log = get_run_logger()
+    dl = inputs["download"].manifest()
+    p = cfg.parse
+    h = str(home)
+    jobs: list[tuple[str, PrefectFuture[Any], dict[str, Any]]] = []
+
+    for entry in dl.get("pubmed", []):
+        u = _unit(home, "pubmed", entry["md5"], cfg)
+        fut = cached(t.parse_pubmed, home, u).submit(
+            key=u.key, home=h, input=entry["path"], rows_per_shard=p.rows_per_shard,
+            on_error=p.on_error,
+        )  # fmt: skip
+        jobs.append(("pubmed", fut, {"input": entry["path"]}))
+
+    articles = dl.get("pmc", [])
+    size = p.pmc_articles_per_shard
+    for i in range(0, len(articles), size):
+        batch = articles[i : i + size]
+        u = _unit(
+            home,
+            "pmc",
+            [(a["path"], a.get("md5"), a.get("pmid"), a.get("license")) for a in batch],
+            cfg,
+        )
+        fut = cached(t.parse_pmc, home, u).submit(
+            key=u.key, home=h, index=i // size, articles=batch, rows_per_shard=p.rows_per_shard,
+            on_error=p.on_error,
+        )  # fmt: skip
+        jobs.append(("pmc", fut, {"input": batch[0]["path"], "n_inputs": len(batch)}))
+
+    for entry in dl.get("corpora", []):
+        digest = file_digest(home / entry["path"], "md5")
+        u = _unit(home, "corpus", [entry["name"], digest], cfg)
+        fut = cached(t.parse_corpus, home, u).submit(
+            key=u.key, home=h, input=entry["path"], name=entry["name"],
+            rows_per_shard=p.rows_per_shard, on_error=p.on_error,
+        )  # fmt: skip
+        jobs.append(("corpus", fut, {"input": entry["path"]}))
+
+    log.info("parse: %d tasks submitted", len(jobs))
+    shards: list[dict[str, Any]] = []
+    deleted: list[str] = []
+    quarantined: list[dict[str, str]] = []
+    counts: dict[str, Counter[str]] = {"pubmed": Counter(), "pmc": Counter(), "corpus": Counter()}
+    for source, fut, info in jobs:
+        r = fut.result()  # raises the task's error (naming the file) when it failed
+        quarantined += r["quarantined"]
+        counts[source].update(r.get("counts", {}))
+        entries = [{**s, **info, "source": source} for s in r["shards"]]
+        if source == "pubmed" and entries:
+            entries[-1]["deleted_pmids"] = r["deleted_pmids"]
+            deleted += r["deleted_pmids"]
+        shards += entries
+    for q in quarantined:
+        log.warning("parse: quarantined %s: %s", q["input"], q["error"])
+    total = {
+        "documents": sum(s["n_docs"] for s in shards),
+        "shards": len(shards),
+        "quarantined": len(quarantined),
+        **{src: dict(c) for src, c in counts.items()},
+    }
+    log.info("parse: %s", total)
+    return out.ensure().write_manifest(
+        {"shards": shards, "deleted_pmids": deleted, "quarantined": quarantined, "counts": total}
+    )

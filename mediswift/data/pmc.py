@@ -1,0 +1,294 @@
+"""PubMed Central JATS (NLM Archiving/Publishing DTD, .nxml/.xml) -> `Document` records.
+
+One file holds one `<article>` (the Cloud Service layout) or several (an efetch
+`<pmc-articleset>`); both stream through `iter_elements`.
+
+What the text keeps and leaves out (in this order: abstract, a blank line, body):
+
+- Kept: the abstract(s) of `article-meta` (not the `graphical`, `teaser`, `toc` ones); a
+  structured abstract's sections as `Title: text`; the body's section titles, each on its own
+  line before the section's paragraphs (nested sections in document order); paragraphs
+  (inline markup's text kept, in-text citation markers such as `[12]` kept as written); list
+  items, boxed text and quotes (their paragraphs); figure and table captions as
+  `Label Title Caption`, placed after the paragraph they sit in (floats kept in `back` or
+  `floats-group`, as many archives do, come after the body).
+- Left out: table cells (`table`) and table footnotes; formulas (`disp-formula`,
+  `inline-formula`, MathML `math`, `tex-math`, `alternatives`), the text around them kept;
+  graphics and media; supplementary material; footnote groups; everything else in `back`
+  (references, acknowledgements, appendices, notes); sub-articles.
+
+Identifiers: `pmcid` (normalised to `PMC<n>`), `pmid` and `doi` from `article-id`; where the XML
+has none the caller's hints (the Cloud Service metadata) fill them in. Licence: the `license`
+element's URL (`ali:license_ref`, `license_ref` or `xlink:href`), else its `license-type`,
+else the caller's hint. Year: the earliest `pub-date/year`. Language: `xml:lang`, mapped to
+PubMed's ISO 639-2 codes where known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from mediswift.data.shards import Document, write_sharded
+from mediswift.data.xml import XMLParseError, iter_elements, release, text_of
+
+XLINK = "{http://www.w3.org/1999/xlink}"
+ALI = "{http://www.niso.org/schemas/ali/1.0/}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+MATHML = "{http://www.w3.org/1998/Math/MathML}math"
+
+# Removed from the whole article before any text is read (their tails, the text that follows
+# them inside a paragraph, stay).
+STRIP_TAGS = (
+    "table",
+    "table-wrap-foot",
+    "disp-formula",
+    "inline-formula",
+    "tex-math",
+    MATHML,
+    "alternatives",
+    "graphic",
+    "inline-graphic",
+    "media",
+    "supplementary-material",
+    "fn-group",
+    "ref-list",
+    "sub-article",
+)
+# Block elements of the body whose contents never reach the text.
+SKIP_BLOCKS = frozenset({"title", "label", "preformat", "code", "fn", "sec-meta", "object-id"})
+SKIP_ABSTRACT_TYPES = frozenset({"graphical", "teaser", "toc"})
+# xml:lang -> the ISO 639-2 (bibliographic) code PubMed's <Language> uses.
+LANGUAGES = {
+    "en": "eng", "fr": "fre", "de": "ger", "es": "spa", "pt": "por", "it": "ita", "ru": "rus",
+    "ja": "jpn", "zh": "chi", "nl": "dut", "ko": "kor", "pl": "pol", "tr": "tur",
+}  # fmt: skip
+
+
+@dataclass
+class PmcStats:
+    """What the parsed articles held (body elements only)."""
+
+    articles: int = 0
+    sections: int = 0
+    figures: int = 0
+    tables: int = 0
+    paragraphs: int = 0
+
+
+@dataclass(frozen=True)
+class PmcHints:
+    """Metadata from the download manifest, used where an article's XML lacks it."""
+
+    pmcid: str | None = None
+    pmid: str | None = None
+    license: str | None = None
+
+
+def normalise_pmcid(value: str | None) -> str | None:
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    return value if value.upper().startswith("PMC") else f"PMC{value}"
+
+
+def _blocks_text(element: etree._Element) -> str:
+    """Child blocks (title, p) joined by spaces: captions and abstract sections."""
+    parts = [text_of(c) for c in element if isinstance(c.tag, str)]
+    return " ".join(p for p in parts if p)
+
+
+def caption(element: etree._Element) -> str:
+    """'Label Title Caption' of a fig or table-wrap."""
+    cap = element.find("caption")
+    parts = [text_of(element.find("label")), "" if cap is None else _blocks_text(cap)]
+    return " ".join(p for p in parts if p)
+
+
+class _Body:
+    """Walks a body (or abstract) into text lines, counting what it keeps."""
+
+    def __init__(self, stats: PmcStats) -> None:
+        self.stats = stats
+        self.lines: list[str] = []
+
+    def add(self, text: str) -> None:
+        if text:
+            self.lines.append(text)
+
+    def walk(self, element: etree._Element) -> None:
+        for child in element:
+            tag = child.tag
+            if not isinstance(tag, str) or tag in SKIP_BLOCKS:
+                continue
+            if tag == "sec":
+                self.stats.sections += 1
+                self.add(text_of(child.find("title")))
+                self.walk(child)
+            elif tag == "p":
+                self.paragraph(child)
+            elif tag == "fig":
+                self.stats.figures += 1
+                self.add(caption(child))
+            elif tag == "table-wrap":
+                self.stats.tables += 1
+                self.add(caption(child))
+            else:  # list, list-item, boxed-text, disp-quote, statement, fig-group, ...
+                self.walk(child)
+
+    def floats(self, container: etree._Element | None) -> None:
+        """Captions of figures and tables kept outside the body (back matter, floats-group)."""
+        if container is None:
+            return
+        for f in container.iter("fig", "table-wrap"):
+            if f.tag == "fig":
+                self.stats.figures += 1
+            else:
+                self.stats.tables += 1
+            self.add(caption(f))
+
+    def paragraph(self, p: etree._Element) -> None:
+        self.stats.paragraphs += 1
+        floats = [c for c in p.iter("fig", "table-wrap") if c is not p]
+        captions = []
+        for f in floats:
+            if f.tag == "fig":
+                self.stats.figures += 1
+            else:
+                self.stats.tables += 1
+            captions.append(caption(f))
+        if floats:
+            etree.strip_elements(p, "fig", "table-wrap", with_tail=False)
+        self.add(text_of(p))
+        for c in captions:
+            self.add(c)
+
+
+def abstract_text(meta: etree._Element) -> str:
+    lines = []
+    for abstract in meta.iterfind("abstract"):
+        if abstract.get("abstract-type") in SKIP_ABSTRACT_TYPES:
+            continue
+        for child in abstract:
+            if child.tag == "sec":
+                title = text_of(child.find("title"))
+                body = " ".join(text_of(p) for p in child.iter("p"))
+                lines.append(f"{title}: {body}" if title and body else title or body)
+            elif child.tag == "p":
+                lines.append(text_of(child))
+    return "\n".join(line for line in lines if line)
+
+
+def _license(meta: etree._Element) -> str | None:
+    lic = meta.find(".//license")
+    if lic is None:
+        return None
+    url = (
+        lic.findtext(f"{ALI}license_ref")
+        or lic.findtext("license_ref")
+        or lic.get(f"{XLINK}href")
+        or ""
+    ).strip()
+    return url or lic.get("license-type") or None
+
+
+def _year(meta: etree._Element) -> int | None:
+    years = [
+        int(y.text) for y in meta.iterfind("pub-date/year") if y.text and y.text.strip().isdigit()
+    ]
+    return min(years) if years else None
+
+
+def article_document(
+    article: etree._Element, hints: PmcHints = PmcHints(), stats: PmcStats | None = None
+) -> Document:
+    """One JATS `<article>` element as a Document (the element is modified: formulas etc. go)."""
+    stats = stats if stats is not None else PmcStats()
+    meta = article.find("front/article-meta")
+    if meta is None:
+        raise ValueError("article without front/article-meta")
+    ids: dict[str, str] = {}
+    for aid in meta.iterfind("article-id"):
+        kind, value = aid.get("pub-id-type"), (aid.text or "").strip()
+        if kind and value:
+            ids.setdefault(kind, value)
+    pmcid = normalise_pmcid(ids.get("pmc") or ids.get("pmcid")) or normalise_pmcid(hints.pmcid)
+    if pmcid is None:
+        raise ValueError("article without a PMCID (none in the XML, none in the metadata)")
+    etree.strip_elements(article, *STRIP_TAGS, with_tail=False)
+    abstract = abstract_text(meta)
+    body = _Body(stats)
+    body_el = article.find("body")
+    if body_el is not None:
+        body.walk(body_el)
+    body.floats(article.find("floats-group"))
+    body.floats(article.find("back"))
+    stats.articles += 1
+    lang = article.get(XML_LANG)
+    return Document(
+        doc_id=f"pmc:{pmcid}",
+        source="pmc",
+        pmcid=pmcid,
+        pmid=ids.get("pmid") or hints.pmid,
+        doi=ids.get("doi"),
+        title=text_of(meta.find("title-group/article-title")),
+        text="\n\n".join(t for t in (abstract, "\n".join(body.lines)) if t),
+        year=_year(meta),
+        language=LANGUAGES.get(lang.lower(), lang) if lang else None,
+        pub_types=[article.get("article-type")] if article.get("article-type") else [],
+        license=_license(meta) or hints.license,
+    )
+
+
+def iter_pmc(
+    path: Path | str, hints: PmcHints = PmcHints(), stats: PmcStats | None = None
+) -> Iterator[Document]:
+    """The articles of one JATS file, in file order. `hints` apply to its first article only
+    (a Cloud Service file holds exactly one)."""
+    for i, article in enumerate(iter_elements(path, ("article",))):
+        try:
+            doc = article_document(article, hints if i == 0 else PmcHints(), stats)
+        except ValueError as e:
+            raise ValueError(f"{path}: article {i + 1}: {e}") from e
+        release(article)
+        yield doc
+
+
+@dataclass(frozen=True)
+class PmcInput:
+    """One article file of a batch: where it is, how to name it in reports, its metadata."""
+
+    path: Path
+    label: str
+    hints: PmcHints = PmcHints()
+
+
+def parse_pmc_batch(
+    articles: Sequence[PmcInput], out_dir: Path, rows_per_shard: int, quarantine: bool = False
+) -> dict[str, Any]:
+    """Parse a batch of PMC article files into document shards under `out_dir`.
+
+    A bad file fails the batch (no shard is left), or with `quarantine` is listed in
+    "quarantined" and left out while the rest of the batch is written. Each file is read
+    completely before any of its articles is written, so a file is in or out as a whole.
+    """
+    stats = PmcStats()
+    quarantined: list[dict[str, str]] = []
+
+    def docs() -> Iterator[Document]:
+        for a in articles:
+            try:
+                file_docs = list(iter_pmc(a.path, a.hints, stats))
+            except (XMLParseError, ValueError, OSError) as e:
+                if not quarantine:
+                    raise
+                quarantined.append({"input": a.label, "error": str(e)})
+                continue
+            yield from file_docs
+
+    shards = write_sharded(docs(), out_dir, rows_per_shard)
+    return {"shards": shards, "quarantined": quarantined, "counts": asdict(stats)}

@@ -1,0 +1,119 @@
+"""Safe, streaming XML reading shared by the PubMed and PMC parsers.
+
+Every XML file goes through `iter_elements`: `lxml.etree.iterparse` with entity expansion, DTD
+loading and network access switched off and lxml's size limits left on (`huge_tree=False`).
+Two more guards:
+
+- A document whose internal DTD subset declares entities (the XXE and billion-laughs shapes) is
+  refused with `UnsafeXMLError` before any of its text is used. PubMed and PMC files only ever
+  carry an external DOCTYPE line, so real files never trip it. libxml2's amplification limit
+  stops a billion-laughs file even earlier, as a syntax error.
+- Parse and decompression errors (malformed XML, a truncated gzip) become `XMLParseError`, which
+  names the file and the position (line and column of the XML, or compressed bytes read).
+
+Memory stays flat because the caller hands every finished element back to `release`, which
+clears it and deletes the already processed siblings before it, so the tree never grows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from lxml import etree
+
+# The only parser settings used for untrusted XML anywhere in the project.
+SAFE_PARSER_OPTIONS: dict[str, bool] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "huge_tree": False,
+}
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class XMLParseError(ValueError):
+    """A file that is not well-formed XML (or not a complete gzip stream)."""
+
+
+class UnsafeXMLError(XMLParseError):
+    """A file that declares DTD entities (possible XXE or entity-expansion attack)."""
+
+
+def safe_parser() -> etree.XMLParser:
+    """A non-streaming parser with the same settings, for small trusted-shape documents."""
+    return etree.XMLParser(**SAFE_PARSER_OPTIONS)
+
+
+def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """(stream to parse, raw file): gzip is detected by its magic bytes, not the file name."""
+    raw = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+    head = raw.read(2)
+    raw.seek(0)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    return raw, raw
+
+
+def check_entities(element: etree._Element, path: Path) -> None:
+    """Refuse documents whose internal DTD subset declares entities."""
+    dtd = element.getroottree().docinfo.internalDTD
+    if dtd is None:
+        return
+    for entity in dtd.iterentities():
+        where = f"SYSTEM {entity.system_url!r}" if entity.system_url else "internal"
+        raise UnsafeXMLError(
+            f"{path}: refusing XML that declares DTD entity {entity.name!r} ({where}); "
+            "real PubMed/PMC files declare none (possible XXE or entity expansion attack)"
+        )
+
+
+def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Element]:
+    """Yield each element whose tag is in `tags` at its end tag, streaming.
+
+    The caller must pass every element it is done with to `release` (elements nested in a
+    yielded one may be skipped: releasing the outer one frees them).
+    """
+    path = Path(path)
+    stream, raw = open_binary(path)
+    checked = False
+    try:
+        context = etree.iterparse(stream, events=("end",), tag=tuple(tags), **SAFE_PARSER_OPTIONS)
+        for _, element in context:
+            if not checked:
+                check_entities(element, path)
+                checked = True
+            yield element
+    except etree.XMLSyntaxError as e:
+        line, col = e.position if e.position else (e.lineno, 0)
+        raise XMLParseError(
+            f"{path}: malformed XML at line {line}, column {col} "
+            f"(after {raw.tell()} bytes of the file): {e.msg}"
+        ) from e
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise XMLParseError(
+            f"{path}: truncated or corrupt gzip after {raw.tell()} compressed bytes: {e}"
+        ) from e
+    finally:
+        stream.close()
+        raw.close()
+
+
+def release(element: etree._Element) -> None:
+    """Free a processed element and every processed sibling before it."""
+    element.clear(keep_tail=False)
+    parent = element.getparent()
+    if parent is not None:
+        while element.getprevious() is not None:
+            del parent[0]
+
+
+def text_of(element: etree._Element | None) -> str:
+    """All text inside `element` (inline markup's text kept), whitespace collapsed."""
+    if element is None:
+        return ""
+    return " ".join("".join(element.itertext()).split())
