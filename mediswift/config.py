@@ -65,8 +65,15 @@ class DownloadConfig(_Section):
 
 
 class ParseConfig(_Section):
-    on_error: Literal["fail", "quarantine"] = "fail"
-    rows_per_shard: int = 50_000
+    on_error: Literal["fail", "quarantine"] = Field(
+        "fail", description="a bad input file fails its task, or is listed and skipped"
+    )
+    rows_per_shard: int = Field(
+        50_000, ge=1, description="a file with more documents is cut into several shards"
+    )
+    pmc_articles_per_shard: int = Field(
+        1_000, ge=1, description="PMC articles per shard and per parse task"
+    )
 
 
 class FilterConfig(_Section):
