@@ -45,19 +45,24 @@ def _unit(home: Path, *parts: Any) -> Artifact:
 class Progress:
     """Logs files done / total, MB, MB/s and an ETA as units finish."""
 
-    def __init__(self, home: Path, total_files: int):
+    def __init__(self, home: Path, total_files: int, every_s: float = 5.0):
         self.home, self.total, self.done, self.bytes = home, total_files, 0, 0
-        self.start = time.monotonic()
+        self.start = self.last = time.monotonic()
+        self.every_s = every_s
         self.log = get_run_logger()
 
     def update(self, name: str, result: dict[str, Any]) -> None:
         paths = _paths(result)
         self.done += len(paths)
         self.bytes += sum((self.home / p).stat().st_size for p in paths)
-        dt = max(time.monotonic() - self.start, 1e-6)
+        now = time.monotonic()
+        if now - self.last < self.every_s and self.done < self.total:
+            return  # at most one line every few seconds, and always the last one
+        self.last = now
+        dt = max(now - self.start, 1e-6)
         eta = dt / self.done * (self.total - self.done) if self.done else float("nan")
         self.log.info(
-            "download: %s done; %d/%d files, %.1f MB, %.1f MB/s, ETA %.0fs",
+            "download: %s; %d/%d files, %.1f MB, %.1f MB/s, ETA %.0fs",
             name,
             min(self.done, self.total),
             self.total,
