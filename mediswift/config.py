@@ -61,7 +61,10 @@ class DownloadConfig(_Section):
     max_connections: int = Field(3, ge=1, description="parallel connections per host")
     contact_email: str = "mediswift-users@example.org"
     timeout_s: float = 60.0
-    max_retries: int = 6
+    max_retries: int = Field(6, ge=0, description="in-process retries of a transient fault")
+    backoff_s: float = Field(1.0, ge=0, description="first retry waits up to this (doubling)")
+    backoff_max_s: float = Field(60.0, ge=0)
+    pmc_batch_size: int = Field(50, ge=1, description="PMC articles per download task")
 
 
 class ParseConfig(_Section):
