@@ -79,9 +79,7 @@ def empty_cache(lm: GPT, batch: int, length: int) -> list[tuple[torch.Tensor, to
     cfg = lm.config
     shape = (batch, cfg.n_head, length, cfg.d_model // cfg.n_head)
     w = lm.wte.weight
-    return [
-        (w.new_zeros(shape), w.new_zeros(shape)) for _ in range(cfg.n_layer)
-    ]
+    return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(cfg.n_layer)]
 
 
 def select_cache(

@@ -1,0 +1,70 @@
+"""The grid search of Appendices A.2-A.3: batch size x learning rate x seeds, and the selection.
+
+Every (batch, lr) is trained with every seed; the chosen (batch, lr) is the one with the best
+mean dev metric over seeds, and what is reported is the test metric's mean and (sample) standard
+deviation over the seeds of that choice. Selection is done per prediction mode, on that mode's
+dev metric, so each mode's test number is chosen without looking at test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mediswift.config import FinetuneConfig
+from mediswift.finetune.metrics import mean_std
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    batch_size: int
+    lr: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
+
+
+def grid_points(cfg: FinetuneConfig, task: str) -> list[GridPoint]:
+    grid = cfg.pubmedqa_grid if task == "pubmedqa" else cfg.hoc_grid
+    return [
+        GridPoint(b, lr, s)
+        for b in grid.batch_sizes
+        for lr in grid.learning_rates
+        for s in cfg.seeds
+    ]
+
+
+def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Best (batch, lr) by mean dev metric of `mode` over seeds, with test mean/std there.
+
+    `points` are grid-point results: batch_size, lr, seed and metrics {"dev_<mode>",
+    "test_<mode>"}. Ties go to the first (batch, lr) in grid order.
+    """
+    groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["batch_size"], p["lr"]), []).append(p)
+    if not groups:
+        raise ValueError("no grid points to select from")
+    table = []
+    for (batch, lr), members in groups.items():
+        members = sorted(members, key=lambda p: p["seed"])
+        dev = [p["metrics"][f"dev_{mode}"] for p in members]
+        test = [p["metrics"][f"test_{mode}"] for p in members]
+        table.append(
+            {
+                "batch_size": batch,
+                "lr": lr,
+                "seeds": [p["seed"] for p in members],
+                "dev_per_seed": dev,
+                "test_per_seed": test,
+                "dev_mean": mean_std(dev)[0],
+                "dev_std": mean_std(dev)[1],
+                "test_mean": mean_std(test)[0],
+                "test_std": mean_std(test)[1],
+            }
+        )
+    best = max(range(len(table)), key=lambda i: (table[i]["dev_mean"], -i))
+    return {**table[best], "mode": mode, "grid": table}

@@ -1,0 +1,224 @@
+"""One grid point: a (variant, task, batch size, learning rate, seed) fine-tune, end to end.
+
+Load the pre-trained checkpoint strictly and drop its masks: the weights they held inactive
+start at zero (they are zero in a sparse checkpoint already; `reactivate` makes sure) and train
+densely with fresh AdamW state (Section 2.2.1). Then train each stage of the task's schedule
+(PubMedQA with PQA-A/PQA-U sources: PQA-A -> PQA-U -> PQA-L, each from the previous stage's
+best state; otherwise one stage), evaluate the best state on dev and test in both prediction
+modes, and write the unit: `checkpoint/` (model.safetensors + config.json as
+`mediswift.train.checkpoint` lays them out, plus `prompt.safetensors`), `metrics.json`,
+`predictions_<mode>.jsonl`, and `manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mediswift.artifacts import Artifact, tmp_path, write_atomic
+from mediswift.config import FinetuneConfig
+from mediswift.finetune.datasets import epochs, load_prepared, n_prompt, task_format
+from mediswift.finetune.formats import label_to_json
+from mediswift.finetune.scoring import (
+    Mode,
+    TokenizerLike,
+    encode_examples,
+    predict,
+    source_budget,
+)
+from mediswift.finetune.trainer import LogFn, TrainSettings, fit
+from mediswift.model.gpt import GPT
+from mediswift.model.soft_prompt import PromptedLM
+from mediswift.train.checkpoint import load_masks, load_model, save_checkpoint
+
+PROMPT_FILE = "prompt.safetensors"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def reactivate(lm: GPT, masks: dict[str, torch.Tensor]) -> int:
+    """Drop the masks: every masked weight starts at exactly zero and is trainable from now on.
+
+    Returns how many weights were reactivated.
+    """
+    params = dict(lm.named_parameters())
+    n = 0
+    for name, mask in masks.items():
+        if name not in params:
+            raise ValueError(f"mask for {name!r}, which the model does not have")
+        p = params[name]
+        if mask.shape != p.shape:
+            raise ValueError(
+                f"mask for {name} has shape {tuple(mask.shape)}, weight {tuple(p.shape)}"
+            )
+        p.mul_(mask.to(p.device, p.dtype))
+        n += int((~mask.bool()).sum())
+    return n
+
+
+def load_pretrained(
+    checkpoint: Path, n_prompt_tokens: int, seed: int, device: torch.device | str = "cpu"
+) -> tuple[PromptedLM, dict[str, int]]:
+    """A dense PromptedLM from a (possibly sparse) pre-training checkpoint."""
+    lm = load_model(checkpoint, device)
+    reactivated = reactivate(lm, load_masks(checkpoint))
+    model = PromptedLM(lm, n_prompt_tokens).to(device)
+    model.prompt.init_from_vocab(lm.wte, torch.Generator().manual_seed(seed))
+    return model, {"reactivated": reactivated, "params": sum(p.numel() for p in model.parameters())}
+
+
+def save_finetuned(path: Path, model: PromptedLM) -> Path:
+    save_checkpoint(path, model.lm)
+    tmp = tmp_path(path / PROMPT_FILE)
+    save_file({"weight": model.prompt.weight.detach().cpu().contiguous()}, str(tmp))
+    tmp.replace(path / PROMPT_FILE)
+    return path
+
+
+def load_finetuned(path: Path, device: torch.device | str = "cpu") -> PromptedLM:
+    """A fine-tuned checkpoint written by `save_finetuned` (strict, no pickle)."""
+    lm = load_model(path, device)
+    weight = load_file(str(Path(path) / PROMPT_FILE))["weight"]
+    model = PromptedLM(lm, weight.shape[0]).to(device)
+    with torch.no_grad():
+        model.prompt.weight.copy_(weight)
+    return model
+
+
+def settings_for(
+    cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, n_epochs: int
+) -> TrainSettings:
+    return TrainSettings(
+        batch_size=batch_size,
+        lr=lr,
+        epochs=n_epochs,
+        seed=seed,
+        patience=cfg.patience,
+        weight_decay=cfg.weight_decay,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        warmup_fraction=cfg.warmup_fraction,
+        min_lr_ratio=cfg.min_lr_ratio,
+        grad_clip=cfg.grad_clip,
+        loss_on=cfg.loss_on,
+        early_stop_on=cfg.early_stop_on,
+        eval_batch_size=cfg.eval_batch_size,
+    )
+
+
+def run_point(
+    unit: Artifact,
+    checkpoint: Path,
+    data_dir: Path,
+    tok: TokenizerLike,
+    cfg: FinetuneConfig,
+    task: str,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    modes: Sequence[Mode] = ("generate", "score"),
+    log: LogFn | None = None,
+    describe: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune and evaluate one grid point into `unit`; returns its manifest.
+
+    A unit that is already done is returned as it is: a finished point is never re-trained.
+    """
+    if unit.done():
+        return unit.manifest()
+    unit.ensure()
+    log = log or (lambda metrics, step: None)
+    device = pick_device(cfg.device)
+    fmt = task_format(task)
+    info, splits = load_prepared(data_dir)
+    n = n_prompt(cfg, task)
+    model, load_info = load_pretrained(checkpoint, n, seed, device)
+    max_len = min(cfg.max_len, model.block_size)
+    budget = source_budget(tok, fmt, n, max_len)
+    enc = {name: encode_examples(tok, exs, budget) for name, exs in splits.items()}
+
+    stages, offset = [], 0
+    for stage in info["stages"]:
+        prefix = f"{stage['name']}/" if len(info["stages"]) > 1 else ""
+
+        def stage_log(
+            metrics: dict[str, float], step: int, p: str = prefix, o: int = offset
+        ) -> None:
+            log({p + k: v for k, v in metrics.items()}, o + step)
+
+        n_epochs = stage.get("epochs", epochs(cfg, task))
+        result = fit(
+            model,
+            fmt,
+            tok,
+            enc[stage["train"]],
+            enc[stage["dev"]],
+            settings_for(cfg, batch_size, lr, seed, n_epochs),
+            stage_log,
+        )
+        model.load_state_dict(result.best_state)  # the next stage starts from the best state
+        offset += result.steps
+        stages.append(
+            {
+                "name": stage["name"],
+                "train": len(enc[stage["train"]]),
+                "dev": len(enc[stage["dev"]]),
+                "best_epoch": result.best_epoch,
+                "best_dev": result.best_dev,
+                "steps": result.steps,
+                "stopped_early": result.stopped_early,
+                "history": result.history,
+            }
+        )
+
+    metrics: dict[str, Any] = {}
+    for mode in modes:
+        for split in ("dev", "test"):
+            preds, texts = predict(model, fmt, tok, enc[split], mode, cfg.eval_batch_size)
+            metrics[f"{split}_{mode}"] = fmt.metric(preds, [e.label for e in enc[split]])
+            rows = [
+                {
+                    "id": e.id,
+                    "split": split,
+                    "gold": label_to_json(e.label),
+                    "pred": label_to_json(p),
+                    **({"text": t} if texts else {}),
+                }
+                for e, p, t in zip(enc[split], preds, texts or [""] * len(preds), strict=True)
+            ]
+            with open(
+                unit.path / f"predictions_{mode}.jsonl", "a" if split == "test" else "w"
+            ) as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+    log({k: v for k, v in metrics.items()}, offset)
+    save_finetuned(unit.path / "checkpoint", model)
+    result = {
+        **(describe or {}),
+        "task": task,
+        "metric": fmt.metric_name,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "n_prompt": n,
+        "max_len": max_len,
+        "source_budget": budget,
+        "reactivated_weights": load_info["reactivated"],
+        "params": load_info["params"],
+        "stages": stages,
+        "steps": offset,
+        "metrics": metrics,
+        "checkpoint": "checkpoint",
+        "predictions": {m: f"predictions_{m}.jsonl" for m in modes},
+    }
+    write_atomic(unit.path / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return unit.write_manifest(result)

@@ -1,0 +1,184 @@
+"""PubMedQA, reasoning-required setting (Jin et al., 2019; the paper's Section 4.1, Appendix A.2).
+
+Source `question: {QUESTION} context: {CONTEXTS joined by a space}` (no long answer), target
+`the answer to the question given the context is {yes|no|maybe}.`, metric accuracy.
+
+The split is the official one, recomputed from `ori_pqal.json`: the pubmedqa repository's
+`preprocess/split_dataset.py` shuffles each label's PMIDs with Python's `random` seeded 0 and
+deals them into stratified parts, first 2 parts (500 cross-validation items, 500 test items),
+then 10 folds of the cross-validation items (fold 0: 450 train / 50 dev). The same random
+calls are made here in the same order, so the test ids equal `test_ground_truth.json`, which
+`pqal_splits` checks. PQA-A is split the same script's way: one shuffle (seed 0), the first
+200,000 items train, the rest dev.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mediswift.finetune.formats import Candidate, Example, Label, TaskFormat
+from mediswift.finetune.metrics import accuracy
+
+ANSWERS: tuple[str, ...] = ("yes", "no", "maybe")  # the script's label order, which matters
+TARGET_PREFIX = "the answer to the question given the context is"
+_PARSE = re.compile(re.escape(TARGET_PREFIX) + r"\s*(yes|no|maybe)\b")
+
+
+class PubMedQA(TaskFormat):
+    name = "pubmedqa"
+    metric_name = "accuracy"
+
+    def target(self, label: Label) -> str:
+        if label not in ANSWERS:
+            raise ValueError(f"PubMedQA label must be one of {ANSWERS}, got {label!r}")
+        return f"{TARGET_PREFIX} {label}."
+
+    def all_targets(self) -> list[str]:
+        return [self.target(a) for a in ANSWERS]
+
+    def candidates(self, chosen: Label | None) -> list[Candidate]:
+        # One step: the three complete answers.
+        return [Candidate(self.target(a), a, True) for a in ANSWERS]
+
+    def parse(self, generated: str) -> Label | None:
+        m = _PARSE.search(" ".join(generated.lower().split()))
+        return m.group(1) if m else None
+
+    def metric(self, preds: Sequence[Label | None], golds: Sequence[Label]) -> float:
+        return accuracy(preds, golds)
+
+    def majority(self, train_labels: Sequence[Label]) -> Label:
+        counts = Counter(train_labels)
+        # Ties broken by the answer order, so the baseline does not depend on dict order.
+        return max(ANSWERS, key=lambda a: (counts[a], -ANSWERS.index(a)))
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read PubMedQA JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of PMID -> item")
+    return data
+
+
+def _split_label(pmids: list[str], fold: int, rng: random.Random) -> list[list[str]]:
+    """Shuffle one label's PMIDs and cut them into `fold` runs of ceil(n / fold)."""
+    rng.shuffle(pmids)
+    size = math.ceil(len(pmids) / fold)
+    return [
+        pmids[i * size : (i + 1) * size] if i < fold - 1 else pmids[i * size :] for i in range(fold)
+    ]
+
+
+def stratified_split(
+    dataset: dict[str, dict[str, Any]], fold: int, rng: random.Random, source: str = "dataset"
+) -> list[dict[str, dict[str, Any]]]:
+    """The official label-stratified split into `fold` parts (same random calls, same order)."""
+    by_label: dict[str, list[str]] = {a: [] for a in ANSWERS}
+    for pmid, item in dataset.items():
+        label = item.get("final_decision")
+        if label not in by_label:
+            raise ValueError(
+                f"{source}: item {pmid} has final_decision {label!r}, not yes/no/maybe"
+            )
+        by_label[label].append(pmid)
+    parts = {a: _split_label(p, fold, rng) for a, p in by_label.items()}
+    out = [{pmid: dataset[pmid] for a in ANSWERS for pmid in parts[a][i]} for i in range(fold)]
+    if len(out[-1]) != len(out[0]):
+        # Rebalance as upstream does: move one random item of every other part to the last.
+        for i in range(fold - 1):
+            picked = rng.choice(list(out[i]))
+            out[-1][picked] = out[i].pop(picked)
+    return out
+
+
+def official_pqal_split(
+    dataset: dict[str, dict[str, Any]], source: str = "ori_pqal.json"
+) -> tuple[list[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """(10 cross-validation folds, test set), exactly as `split_dataset.py pqal` makes them."""
+    rng = random.Random(0)
+    cv_set, test_set = stratified_split(dataset, 2, rng, source)
+    return stratified_split(cv_set, 10, rng, source), test_set
+
+
+def fold_train_dev(
+    folds: list[dict[str, dict[str, Any]]], fold: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Fold `fold` is dev; the other nine, in order, are train (upstream's `combine_other`)."""
+    train = {p: it for i, f in enumerate(folds) if i != fold for p, it in f.items()}
+    return train, folds[fold]
+
+
+def to_example(pmid: str, item: dict[str, Any], task: PubMedQA, source: str = "") -> Example:
+    try:
+        question, contexts, label = item["QUESTION"], item["CONTEXTS"], item["final_decision"]
+    except KeyError as e:
+        raise ValueError(f"{source}: item {pmid} lacks field {e}") from e
+    text = f"question: {question} context: {' '.join(contexts)}"
+    return Example(str(pmid), text, task.target(label), label)
+
+
+def check_test_split(
+    test_set: dict[str, dict[str, Any]], ground_truth: dict[str, str], source: str
+) -> None:
+    """The recomputed test set must equal the published ground truth (ids and labels)."""
+    ours = {p: it["final_decision"] for p, it in test_set.items()}
+    if ours != ground_truth:
+        missing = sorted(set(ground_truth) - set(ours))[:5]
+        extra = sorted(set(ours) - set(ground_truth))[:5]
+        wrong = sorted(p for p in ours.keys() & ground_truth.keys() if ours[p] != ground_truth[p])
+        raise ValueError(
+            f"{source}: recomputed PQA-L test split differs from the ground truth "
+            f"(missing {missing}, extra {extra}, label differs {wrong[:5]})"
+        )
+
+
+def pqal_splits(ori_pqal: Path, ground_truth: Path, fold: int = 0) -> dict[str, list[Example]]:
+    """PQA-L train/dev (official CV fold) and test, checked against `test_ground_truth.json`."""
+    task = PubMedQA()
+    data = load_json(ori_pqal)
+    folds, test = official_pqal_split(data, str(ori_pqal))
+    check_test_split(test, load_json(ground_truth), str(ground_truth))
+    train, dev = fold_train_dev(folds, fold)
+    return {
+        name: [to_example(p, it, task, str(ori_pqal)) for p, it in part.items()]
+        for name, part in (("train", train), ("dev", dev), ("test", test))
+    }
+
+
+def pqaa_splits(ori_pqaa: Path, train_size: int = 200_000) -> dict[str, list[Example]]:
+    """PQA-A (artificially labelled): one seeded shuffle, first `train_size` train, rest dev."""
+    task = PubMedQA()
+    data = load_json(ori_pqaa)
+    pmids = list(data)
+    random.Random(0).shuffle(pmids)
+    if len(pmids) <= train_size:
+        raise ValueError(
+            f"{ori_pqaa}: {len(pmids)} items leave no dev set with pqa_a_train_size={train_size}"
+        )
+    return {
+        "train": [to_example(p, data[p], task, str(ori_pqaa)) for p in pmids[:train_size]],
+        "dev": [to_example(p, data[p], task, str(ori_pqaa)) for p in pmids[train_size:]],
+    }
+
+
+def pqau_examples(ori_pqau: Path) -> list[Example]:
+    """Pseudo-labelled PQA-U: every item needs a `final_decision` (the pseudo label)."""
+    task = PubMedQA()
+    data = load_json(ori_pqau)
+    unlabelled = [p for p, it in data.items() if it.get("final_decision") not in ANSWERS][:5]
+    if unlabelled:
+        raise ValueError(
+            f"{ori_pqau}: PQA-U items need a pseudo label in final_decision "
+            f"(yes/no/maybe); e.g. {unlabelled} have none"
+        )
+    return [to_example(p, it, task, str(ori_pqau)) for p, it in data.items()]

@@ -1,0 +1,130 @@
+"""One dense fine-tune (Section 2.2.1, Appendices A.2-A.3): AdamW with linear warmup over 10% of
+the steps and cosine decay, up to `epochs` epochs, the dev metric after every epoch, early
+stopping after `patience` epochs without improvement, and the best dev state kept in memory.
+
+The dev metric is also measured before the first step (epoch 0), so the kept state is never worse
+on dev than the starting point: "the best dev checkpoint" includes the start.
+
+Thread safety: several fine-tunes may run at once in one process (a Prefect thread pool), so
+nothing here touches torch's global RNG: the data order comes from a seeded `torch.Generator`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mediswift.finetune.formats import TaskFormat
+from mediswift.finetune.scoring import Encoded, LossOn, Mode, TokenizerLike, batch_loss, evaluate
+from mediswift.model.soft_prompt import PromptedLM
+from mediswift.train.optim import lr_at, param_groups, set_lr
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int
+    lr: float
+    epochs: int
+    seed: int
+    patience: int = 3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    loss_on: LossOn = "target"
+    early_stop_on: Mode = "score"
+    eval_batch_size: int = 16
+    log_every: int = 10
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]  # PromptedLM state dict (CPU copies) at the best epoch
+    best_epoch: int
+    best_dev: float
+    steps: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_optimizer(model: PromptedLM, s: TrainSettings) -> torch.optim.AdamW:
+    """Fresh AdamW over every parameter (dense); the soft prompt, like embeddings, not decayed."""
+    groups = param_groups(model.lm, s.weight_decay)
+    groups[1]["params"].append(model.prompt.weight)
+    return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=s.eps, foreach=True)
+
+
+def _state(model: PromptedLM) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: PromptedLM,
+    task: TaskFormat,
+    tok: TokenizerLike,
+    train: Sequence[Encoded],
+    dev: Sequence[Encoded],
+    s: TrainSettings,
+    log: LogFn | None = None,
+) -> FitResult:
+    """Fine-tune `model` in place; returns the best dev state (the model ends at the last one)."""
+    if not train or not dev:
+        raise ValueError(
+            f"{task.name}: fine-tuning needs train and dev examples "
+            f"(got {len(train)} train, {len(dev)} dev)"
+        )
+    log = log or (lambda metrics, step: None)
+    gen = torch.Generator().manual_seed(s.seed)
+    steps_per_epoch = math.ceil(len(train) / s.batch_size)
+    total = steps_per_epoch * s.epochs
+    opt = make_optimizer(model, s)
+    params = [p for g in opt.param_groups for p in g["params"]]
+
+    def dev_metric() -> float:
+        return evaluate(model, task, tok, dev, s.early_stop_on, s.eval_batch_size)[0]
+
+    best = FitResult(_state(model), 0, dev_metric(), 0, False)
+    best.history.append({"epoch": 0, "step": 0, "dev_metric": best.best_dev})
+    log({"dev_metric": best.best_dev}, 0)
+    step, bad = 0, 0
+    model.train()
+    for epoch in range(1, s.epochs + 1):
+        order = torch.randperm(len(train), generator=gen).tolist()
+        running = 0.0
+        for i in range(0, len(order), s.batch_size):
+            lr = lr_at(step, total, s.lr, s.warmup_fraction, s.min_lr_ratio)
+            set_lr(opt, lr)
+            loss = batch_loss(
+                model, [train[j] for j in order[i : i + s.batch_size]], tok.pad_id, s.loss_on
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+            opt.step()
+            step += 1
+            running += loss.item()
+            if step % s.log_every == 0:
+                log({"train_loss": loss.item(), "lr": lr}, step)
+        metric = dev_metric()
+        train_loss = running / steps_per_epoch
+        best.history.append(
+            {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_metric": metric}
+        )
+        log({"dev_metric": metric, "epoch_train_loss": train_loss}, step)
+        if metric > best.best_dev:
+            best.best_state, best.best_epoch, best.best_dev, bad = _state(model), epoch, metric, 0
+        else:
+            bad += 1
+            if bad >= s.patience:
+                best.stopped_early = epoch < s.epochs
+                break
+    best.steps = step
+    return best
