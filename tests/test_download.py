@@ -54,6 +54,7 @@ class MirrorServer(ThreadingHTTPServer):
         self.user_agents: set[str] = set()
         self.lock = threading.Lock()
         self.inflight = self.max_inflight = 0
+        self.s3 = True  # answer ?list-type=2 like S3; False: like a static file server
 
     def handle_error(self, request, client_address) -> None:
         # A client that hangs up early (the retry tests do) is not a server bug.
@@ -113,7 +114,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(404, b"not found\n")
         if target.is_dir():
             query = parse_qs(parts.query)
-            if query.get("list-type") == ["2"]:
+            if query.get("list-type") == ["2"] and srv.s3:
                 return self._reply(200, self._list_bucket(target, query))
             return self._reply(200, self._index(target, parts.path))
         body = target.read_bytes()
@@ -143,11 +144,11 @@ class Handler(BaseHTTPRequestHandler):
     def _index(self, folder: Path, path: str) -> bytes:
         # The shape of NCBI's Apache index pages.
         rows = ['<a href="/pubmed/">Parent Directory</a>']
-        rows += [
-            f'<a href="{n}">{n}</a>   2025-12-10 11:06  1.2M' for n in sorted(os.listdir(folder))
-        ]
+        for n in sorted(os.listdir(folder)):
+            href = n + "/" if (folder / n).is_dir() else n
+            rows.append(f'<a href="{href}">{href}</a>   2025-12-10 11:06  1.2M')
         return (
-            f"<html><head><title>Index of {path}</title></head><body><h1>Index of {path}</h1>"
+            f"<!DOCTYPE html><html><head><title>Index of {path}</title></head><body><h1>Index of {path}</h1>"
             '<pre>Name  Last modified  Size<hr><a href="?C=N;O=D">Name</a>\n'
             + "\n".join(rows)
             + "\n<hr></pre></body></html>\n"
@@ -346,6 +347,12 @@ def test_s3_listing_is_paginated_and_matches_the_folder(server: MirrorServer, mi
     pages = [p for p, _, _ in server.log if p == "/pmc/"]
     assert len(pages) == -(-len(got) // server.page_size) > 1
     assert got == list(list_prefixes(client(), str(mirror_dir / "pmc"), "PMC"))
+
+
+def test_static_server_index_stands_in_for_s3(server: MirrorServer, mirror_dir: Path):
+    server.s3 = False
+    got = list(list_prefixes(client(), server.url + "pmc/", "PMC"))
+    assert got == sorted(p.name for p in (mirror_dir / "pmc").iterdir())
 
 
 def test_list_bucket_parser_expands_no_entities():

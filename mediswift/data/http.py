@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -148,6 +149,7 @@ class HttpClient:
         if s is None:
             s = self._local.session = requests.Session()
             s.headers["User-Agent"] = self.user_agent
+            s.headers["Accept-Encoding"] = "identity"  # byte ranges and md5s are of the file
         return s
 
     # -- opening sources ----------------------------------------------------------------------
@@ -195,9 +197,11 @@ class HttpClient:
             raise
 
         def chunks() -> Iterator[bytes]:
+            # The bytes as sent (decode_content=False): a server that adds gzip
+            # Content-Encoding must not change what we checksum or where a Range resumes.
             try:
-                yield from r.iter_content(NET_CHUNK)
-            except requests.RequestException as e:
+                yield from r.raw.stream(NET_CHUNK, decode_content=False)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                 raise TransientError(f"{src}: connection lost: {e}") from e
 
         def close() -> None:

@@ -7,7 +7,8 @@
   (`?list-type=2&delimiter=/`, `continuation-token`) and yields the common prefixes, i.e. the
   per-article folders, in the bucket's lexicographic order.
 - A local directory (the mirror as a folder) answers both with a sorted directory listing, so
-  the order is the same either way.
+  the order is the same either way. A mirror served by a plain static file server (answering
+  the bucket URL with an HTML index) is read through its index the same way.
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ class _Hrefs(HTMLParser):
             self.hrefs.extend(v for k, v in attrs if k == "href" and v)
 
 
-def index_names(html: str) -> list[str]:
-    """File names linked from a directory index page, in page order, without duplicates."""
+def index_names(html: str, folders: bool = False) -> list[str]:
+    """Entries linked from a directory index page, in page order, without duplicates: files,
+    or with `folders=True` the sub-folders (hrefs `name/`, returned without the slash)."""
     parser = _Hrefs()
     parser.feed(html)
     names: list[str] = []
     for href in parser.hrefs:
         name = unquote(href.removeprefix("./"))
+        if folders != name.endswith("/"):
+            continue
+        name = name.removesuffix("/")
         if not name or any(c in name for c in "/\\?#") or name in (".", ".."):
             continue  # a parent/sort/absolute link, or not an entry of this folder
         if name not in names:
@@ -82,6 +87,11 @@ def parse_list_bucket(src: str, body: bytes) -> tuple[list[str], str | None]:
     return prefixes, token
 
 
+def _is_html(body: bytes) -> bool:
+    head = body[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def list_prefixes(client: HttpClient, base: str, prefix: str = "") -> Iterator[str]:
     """Folder names directly under `base` that start with `prefix`, lazily, in sorted order."""
     if not is_url(base):
@@ -97,7 +107,13 @@ def list_prefixes(client: HttpClient, base: str, prefix: str = "") -> Iterator[s
         if token:
             query["continuation-token"] = token
         url = root + "?" + urlencode(query)
-        prefixes, token = parse_list_bucket(url, client.get_bytes(url))
+        body = client.get_bytes(url)
+        if token is None and _is_html(body):
+            # A static file server (e.g. `python -m http.server` over the mirror), not S3.
+            html = body.decode("utf-8", "replace")
+            yield from sorted(n for n in index_names(html, folders=True) if n.startswith(prefix))
+            return
+        prefixes, token = parse_list_bucket(url, body)
         for p in prefixes:
             yield p[:-1] if p.endswith("/") else p
         if token is None:
