@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mediswift.data.shards import FILTERED_SCHEMA, ShardWriter, iter_batches
+from mediswift.data.shards import FILTERED_SCHEMA, ShardWriter, iter_batches, num_rows
 
 REASONS: tuple[str, ...] = ("keep", "superseded", "deleted", "empty_text", "language", "duplicate")
 KEEP, SUPERSEDED, DELETED, EMPTY, LANGUAGE, DUPLICATE = range(len(REASONS))
@@ -140,6 +140,9 @@ def apply_plan(
     shard: Path, codes: np.ndarray, out: Path, salt: str, validation_fraction: float
 ) -> dict[str, Any]:
     """Write the kept rows of `shard` (codes == 0) to `out` with a `split` column."""
+    rows = num_rows(shard)
+    if rows != len(codes):
+        raise ValueError(f"{shard}: {rows} rows but the filter plan has {len(codes)} rows")
     by_source: dict[str, Counter[str]] = {}
     start = 0
     with ShardWriter(out, FILTERED_SCHEMA) as w:
@@ -152,8 +155,6 @@ def apply_plan(
             for src, sp in zip(table["source"].to_pylist(), splits, strict=True):
                 by_source.setdefault(src, Counter())[sp] += 1
             w.write(table.append_column("split", pa.array(splits, pa.string())))
-        if start != len(codes):
-            raise ValueError(f"{shard}: {start} rows but the filter plan has {len(codes)}")
         n_docs = w.rows
     n_val = sum(c["validation"] for c in by_source.values())
     return {

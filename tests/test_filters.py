@@ -1,0 +1,90 @@
+"""Filter plan (revisions, deletions, empty, language, duplicates), the split, and apply_plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mediswift.data.filters import REASONS, ShardRef, apply_plan, plan_filter, split_of
+from mediswift.data.shards import Document, write_documents
+
+
+def pm(pmid: int, text: str = "abstract", version: int = 1, lang: str = "eng") -> Document:
+    return Document(doc_id=f"pmid:{pmid}", source="pubmed", pmid=str(pmid), pmid_version=version,
+                    text=text, language=lang)  # fmt: skip
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> list[ShardRef]:
+    layout = [
+        ("pubmed", [pm(1, "old"), pm(2), pm(3, ""), pm(4, lang="fre"), pm(5)], ()),
+        ("pubmed", [pm(6), pm(7), pm(9, "v2", version=2), pm(9, "v1")], ()),
+        ("pubmed", [pm(1, "new"), pm(2, ""), pm(8)], ("5", "6")),  # an update file
+        ("pubmed", [pm(6, "re-sent after its deletion")], ()),
+        ("pmc", [Document("pmc:PMC1", "pmc", text="a"), Document("pmc:PMC1", "pmc", text="b")], ()),
+        ("corpus", [Document("pmid:7", "corpus:c", text="t", pmid="7"),
+                    Document("x1", "corpus:c", text="t")], ()),
+    ]  # fmt: skip
+    refs = []
+    for i, (source, docs, deleted) in enumerate(layout):
+        path = tmp_path / f"in-{i}.parquet"
+        write_documents(path, docs)
+        refs.append(ShardRef(path, source, deleted))
+    return refs
+
+
+def test_plan_reasons(shards: list[ShardRef]) -> None:
+    codes, dropped = plan_filter(shards, min_text_chars=1, languages=["eng"])
+    names = [[REASONS[c] for c in code] for code in codes]
+    assert names == [
+        ["superseded", "superseded", "empty_text", "language", "deleted"],
+        ["superseded", "keep", "keep", "superseded"],
+        ["keep", "empty_text", "keep"],
+        ["keep"],
+        ["keep", "duplicate"],
+        ["duplicate", "keep"],
+    ]
+    assert dropped == {
+        "superseded": 4,
+        "deleted": 1,
+        "empty_text": 2,
+        "language": 1,
+        "duplicate": 2,
+    }
+
+
+def test_no_language_filter_by_default(shards: list[ShardRef]) -> None:
+    codes, dropped = plan_filter(shards)
+    assert dropped["language"] == 0 and REASONS[codes[0][3]] == "keep"
+
+
+def test_split_is_stable_and_about_three_percent() -> None:
+    assert split_of("pmid:1", "mediswift", 0.03) == split_of("pmid:1", "mediswift", 0.03)
+    ids = [f"pmid:{i}" for i in range(20_000)]
+    val = [d for d in ids if split_of(d, "mediswift", 0.03) == "validation"]
+    assert 0.025 < len(val) / len(ids) < 0.035
+    other = {d for d in ids if split_of(d, "other-salt", 0.03) == "validation"}
+    assert len(other & set(val)) < len(val) / 2  # the salt reshuffles the split
+    assert all(split_of(d, "mediswift", 0.0) == "train" for d in ids[:100])
+
+
+def test_apply_plan(shards: list[ShardRef], tmp_path: Path) -> None:
+    codes, _ = plan_filter(shards, languages=["eng"])
+    out = tmp_path / "out.parquet"
+    result = apply_plan(shards[1].path, codes[1], out, "mediswift", 0.5)
+    table = pq.read_table(out)
+    assert table["doc_id"].to_pylist() == ["pmid:7", "pmid:9"]
+    assert table["text"].to_pylist() == ["abstract", "v2"]
+    assert table["split"].to_pylist() == [
+        split_of(d, "mediswift", 0.5) for d in ["pmid:7", "pmid:9"]
+    ]
+    assert result["n_docs"] == 2 == result["n_train"] + result["n_validation"]
+    assert result["by_source"]["pubmed"] == {
+        "train": result["n_train"],
+        "validation": result["n_validation"],
+    }
+    with pytest.raises(ValueError, match="filter plan has 3 rows"):
+        apply_plan(shards[1].path, codes[2], tmp_path / "x.parquet", "s", 0.03)
+    assert not (tmp_path / "x.parquet").exists()
