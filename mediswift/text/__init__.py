@@ -1,0 +1,1 @@
+"""Text layer: Moses pre-tokenization, BPE vocabulary learning, the Tokenizer, token shards."""

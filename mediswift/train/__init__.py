@@ -1,0 +1,1 @@
+"""Pre-training: batches, optimizer and schedule, checkpoints, the loop."""
