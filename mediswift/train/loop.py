@@ -40,7 +40,8 @@ class LoopConfig:
 class TrainState:
     step: int = 0  # optimizer steps taken
     tokens: int = 0  # training tokens seen, all ranks
-    curve: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, val_loss, lr
+    # Rows of step, train_loss, val_loss (None between evaluations), lr.
+    curve: list[dict[str, float | None]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "tokens": self.tokens, "curve": self.curve}
@@ -117,7 +118,7 @@ def train(
         want_eval = hooks.evaluate is not None and (state.step % cfg.eval_every == 0 or last_step)
         if want_log or want_eval:
             train_loss = float(mean_across(loss_sum / cfg.grad_accum, d))
-            val_loss = hooks.evaluate() if want_eval else float("nan")
+            val_loss = hooks.evaluate() if want_eval else None  # type: ignore[misc]
             dt = time.perf_counter() - t0
             tok_s = (state.tokens - tokens0) / dt if dt > 0 else 0.0
             row = {"step": state.step, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
@@ -129,7 +130,7 @@ def train(
                     "tokens_per_s": tok_s,
                     "tokens": float(state.tokens),
                 }
-                if want_eval:
+                if val_loss is not None:
                     metrics["val_loss"] = val_loss
                     metrics["val_ppl"] = float(torch.tensor(val_loss).exp())
                 if flops_per_step and dt > 0:

@@ -207,7 +207,7 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
         )
 
     tracker_run = _open_tracking(spec, cfg, counts, d, out) if d.is_main else None
-    run_logger = tracker_run.__enter__() if tracker_run is not None else None
+    run_logger = tracker_run.logger if tracker_run is not None else None
 
     sharded = cfg.fsdp and d.enabled
 
@@ -269,7 +269,9 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
         checkpoint=save,
         log=(lambda step, m: run_logger.log_metrics(m, step)) if run_logger else None,
     )
-    try:
+    record: dict[str, Any] = {}
+    # The MLflow run ends FINISHED, or FAILED when training raises (the retry reopens it).
+    with tracker_run if tracker_run is not None else contextlib.nullcontext():
         state = train(
             wrapped,
             optimizer,
@@ -283,24 +285,31 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
             flops_per_step=seq_flops,
             peak_flops=peak,
         )
-    except BaseException as e:
-        if tracker_run is not None:
-            tracker_run.__exit__(type(e), e, e.__traceback__)
-        raise
-    record: dict[str, Any] = {}
-    final_weights = ckpt.model_state(wrapped) if sharded else None
-    if d.is_main:
-        record = _finish(
-            spec, cfg, counts, wrapped, masked, state, out, method, run_logger, final_weights
-        )
-        tracker_run.__exit__(None, None, None)  # type: ignore[union-attr]
+        final_weights = ckpt.model_state(wrapped) if sharded else None
+        if d.is_main:
+            record = _finish(
+                spec, cfg, counts, wrapped, masked, state, out, method, run_logger, final_weights
+            )
     barrier(d)
     return record if d.is_main else json.loads((out / RECORD).read_text())
 
 
+class _TrackedRun(contextlib.AbstractContextManager):
+    """An MLflow run opened now (so metrics can be logged) and closed by `with`."""
+
+    def __init__(self, run: contextlib.AbstractContextManager, id_file: Path, new: bool):
+        self._run = run
+        self.logger = run.__enter__()
+        if new:  # remember the run so a resumed process keeps logging into it
+            write_atomic(id_file, self.logger.run_id)
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._run.__exit__(*exc)
+
+
 def _open_tracking(
     spec: VariantSpec, cfg: PretrainConfig, counts: Any, d: Dist, out: Path
-) -> contextlib.AbstractContextManager | None:
+) -> _TrackedRun | None:
     if spec.tracking_uri is None:
         return None
     from mediswift.tracking import Tracker
@@ -323,20 +332,9 @@ def _open_tracking(
             "flops_ratio": flops / training_flops_for(cfg, spec, tokens, dense=True),
             **asdict(counts),
         }
-    run = tracker.run(spec.name, params=params, tags=spec.tags, run_id=run_id)
     out.mkdir(parents=True, exist_ok=True)
-
-    class _Remember(contextlib.AbstractContextManager):
-        def __enter__(self):
-            logger = run.__enter__()
-            if run_id is None:
-                write_atomic(id_file, logger.run_id)
-            return logger
-
-        def __exit__(self, *exc):
-            return run.__exit__(*exc)
-
-    return _Remember()
+    run = tracker.run(spec.name, params=params, tags=spec.tags, run_id=run_id)
+    return _TrackedRun(run, id_file, new=run_id is None)
 
 
 def training_flops_for(
@@ -359,7 +357,7 @@ def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
     w = csv.DictWriter(buf, fieldnames=["step", "train_loss", "val_loss", "lr"])
     w.writeheader()
     for r in rows:
-        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items()})
+        w.writerow({k: "" if v is None else repr(v) for k, v in r.items()})
     write_atomic(path, buf.getvalue())
 
 
@@ -379,8 +377,7 @@ def _finish(
     final = ckpt.save_checkpoint(out / "final", model, masks=masks, weights=weights)
     _write_curve(out / "curve.csv", state.curve)
     last_val = next(
-        (r["val_loss"] for r in reversed(state.curve) if not math.isnan(r["val_loss"])),
-        float("nan"),
+        (r["val_loss"] for r in reversed(state.curve) if r["val_loss"] is not None), float("nan")
     )
     flops = training_flops_for(cfg, spec, state.tokens)
     record = {

@@ -1,0 +1,76 @@
+"""Kill a real training process (SIGKILL) after a checkpoint, resume it, and get the same loss
+curve and weights, bit for bit, as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mediswift.config import PretrainConfig
+from mediswift.train import checkpoint as ckpt
+from mediswift.train.pretrain import RECORD, VariantSpec, run_variant
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 60
+
+
+def spec(out: Path, method: str = "static") -> VariantSpec:
+    cfg = PretrainConfig(
+        model="tiny", seq_len=16, block_size=32, global_batch=4, micro_batch=4, steps=STEPS,
+        lr=3e-3, log_every=1, eval_every=10, eval_batches=2, checkpoint_every=10,
+        measure_peak=False, sparsity_method=method, sparsity_update_every=7, seed=5,
+    )
+    return VariantSpec(
+        name=f"tiny-s50-{method}", config=cfg.model_dump(mode="json"), sparsity=0.5,
+        vocab_size=64, out_dir=str(out), data="synthetic",
+    )
+
+
+def launch(spec_file: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mediswift.train.pretrain", "--spec", str(spec_file)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["static", "rigl"])
+def test_killed_run_resumes_bitwise(tmp_path: Path, method: str) -> None:
+    torch.set_num_threads(1)  # the same thread count as the subprocess: same float sums
+    ref = run_variant(spec(tmp_path / "ref", method))
+
+    out = tmp_path / "killed"
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec(out, method).to_json())
+    proc = launch(spec_file)
+    deadline = time.monotonic() + 120
+    while ckpt.latest_checkpoint(out / "checkpoints") is None:
+        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    assert not (out / RECORD).exists()
+    resumed_from = ckpt.latest_checkpoint(out / "checkpoints")
+    step = int(resumed_from.name.split("_")[1])  # type: ignore[union-attr]
+    assert 10 <= step < STEPS
+
+    proc = launch(spec_file)
+    log = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, log
+    assert f"resuming from {resumed_from}" in log
+
+    assert (out / "curve.csv").read_text() == (tmp_path / "ref" / "curve.csv").read_text()
+    a, b = ckpt.load_model(ref["checkpoint"]), ckpt.load_model(out / "final")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    ma, mb = ckpt.load_masks(ref["checkpoint"]), ckpt.load_masks(out / "final")
+    assert all(torch.equal(ma[n], mb[n]) for n in ma)

@@ -1,0 +1,54 @@
+"""Training FLOPs: every row of the paper's Table 6 within 1%."""
+
+from __future__ import annotations
+
+import pytest
+
+from mediswift.flops import flops_for, main_flops, training_flops
+
+TOKENS = 104.86e9
+# Table 6: (size, sparsity) -> train FLOPs in units of 1e20, and the ratio to dense.
+TABLE6 = {
+    ("med", 0.0): (2.677, 1.00),
+    ("med", 0.5): (1.727, 0.64),
+    ("med", 0.75): (1.252, 0.46),
+    ("large", 0.0): (4.248, 1.00),
+    ("large", 0.5): (2.645, 0.62),
+    ("large", 0.75): (1.840, 0.43),
+    ("xl", 0.0): (9.148, 1.00),
+    ("xl", 0.5): (5.348, 0.58),
+    ("xl", 0.75): (3.448, 0.38),
+}
+
+
+@pytest.mark.parametrize(("size", "sparsity"), list(TABLE6))
+def test_table6_row_within_1_percent(size: str, sparsity: float) -> None:
+    paper, ratio = TABLE6[(size, sparsity)]
+    ours = flops_for(size, sparsity, TOKENS)
+    assert abs(ours / (paper * 1e20) - 1) < 0.01, ours
+    assert abs(ours / flops_for(size, 0.0, TOKENS) - ratio) < 0.01
+
+
+def test_main_flops_is_the_cli_number() -> None:
+    assert main_flops("xl", 0.75, 104.86e9) == flops_for("xl", 0.75, TOKENS)
+    assert main_flops("med", 0.0, "104.86e9") == flops_for("med", 0.0, TOKENS)  # type: ignore[arg-type]
+
+
+def test_sparsity_scales_only_the_six_matrices() -> None:
+    dense = training_flops(24, 1024, 16, 42_384, 1024, TOKENS)
+    sparse = training_flops(24, 1024, 16, 42_384, 1024, TOKENS, sparsity=0.75)
+    assert sparse.embeddings == dense.embeddings and sparse.logits == dense.logits
+    assert sparse.attention_scores == dense.attention_scores
+    assert sparse.dense_block == pytest.approx(0.25 * dense.dense_block)
+    assert sparse.attention_matrices == pytest.approx(0.25 * dense.attention_matrices)
+
+
+def test_matrix_flops_are_6_n_d() -> None:
+    # The sparsifiable matrices hold 12 L d^2 weights: 6 FLOPs per weight per token.
+    b = training_flops(24, 1024, 16, 42_384, 1024, TOKENS)
+    assert b.attention_matrices + b.dense_block == pytest.approx(6 * 12 * 24 * 1024**2 * TOKENS)
+
+
+def test_bad_sparsity_is_refused() -> None:
+    with pytest.raises(ValueError):
+        flops_for("med", 1.0, TOKENS)
