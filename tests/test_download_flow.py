@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.stages import download as stage
-from mediswift.config import load_recipe
+from mediswift.config import PipelineConfig
 from mediswift.plan import plan
 
 
@@ -20,26 +20,16 @@ def prefect_harness():
         yield
 
 
-def _cfg(mirror_dir: Path):
-    # A path of its own (not a recipe file) so the test does not depend on the demo recipe.
-    overrides = {
-        "download": {
-            "pubmed_max_files": 2,
-            "pmc_max_articles": 7,
-            "pmc_batch_size": 3,
-            "extra_corpora": ["corpus/biomed_text.jsonl"],
-        }
+def _cfg(mirror_dir: Path) -> PipelineConfig:
+    download = {
+        "pubmed_max_files": 2,
+        "pubmed_include_updates": True,
+        "pmc_max_articles": 7,
+        "pmc_batch_size": 3,
+        "max_connections": 1,  # a window of 4 tasks in flight, fewer than the 9 jobs
+        "extra_corpora": ["corpus/biomed_text.jsonl"],
     }
-    return load_recipe_any(overrides, str(mirror_dir))
-
-
-def load_recipe_any(overrides: dict, mirror: str):
-    from mediswift.config import PipelineConfig
-
-    try:
-        return load_recipe("demo", overrides, mirror)
-    except FileNotFoundError:
-        return PipelineConfig.model_validate({"mirror": mirror, **overrides})
+    return PipelineConfig.model_validate({"mirror": str(mirror_dir), "download": download})
 
 
 def test_stage_runs_in_a_flow(prefect_harness, mirror_dir: Path, tmp_path: Path):
@@ -89,3 +79,30 @@ def test_stage_runs_in_a_flow(prefect_harness, mirror_dir: Path, tmp_path: Path)
     out.manifest_path.unlink()
     assert run_stage() == manifest
     assert victim.is_file()
+
+
+def test_permanent_error_fails_the_stage_without_retries(
+    prefect_harness, mirror_dir: Path, tmp_path: Path
+):
+    from prefect.client.orchestration import get_client
+
+    from mediswift.data.download import NotFoundError
+
+    cfg = _cfg(mirror_dir)
+    cfg.download.extra_corpora = ["missing-corpus.jsonl"]
+    cfg.download.pmc_max_articles = 0
+    cfg.download.pubmed_max_files = 0
+    cfg.download.pubmed_include_updates = False
+    home = tmp_path / "home"
+    out = plan(cfg, home)["download"]
+
+    @flow(name="download-stage-404")
+    def run_stage() -> dict:
+        return stage.run(cfg, home, out, {})
+
+    with pytest.raises(NotFoundError, match="missing-corpus.jsonl"):
+        run_stage()
+    assert not out.done()
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_task_runs() if r.name == "corpus-missing-corpus.jsonl"]
+    assert len(runs) == 1 and runs[0].run_count == 1  # a retry would have made it 2

@@ -8,6 +8,8 @@ recipe's limits fetches only what is new.
 from __future__ import annotations
 
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
 from mediswift.artifacts import Artifact, unit_artifact
-from mediswift.config import PipelineConfig
+from mediswift.config import DownloadConfig, PipelineConfig
 from mediswift.data.sources import corpus_name
 from tasks import download as t
 from tasks.common import cached
@@ -72,73 +74,104 @@ class Progress:
         )
 
 
+@dataclass
+class Job:
+    """One download task to submit: its display name, task, unit and parameters."""
+
+    name: str
+    task: Any
+    unit: Artifact
+    params: dict[str, Any]
+
+
+def _jobs(cfg: PipelineConfig, home: Path, files: list[dict], articles: list[dict]) -> list[Job]:
+    d = cfg.download
+    # The small fine-tuning sets first: they come from other hosts and finish early.
+    qa_base, hoc_base = cfg.resolve(d.pubmedqa_url), cfg.resolve(d.hoc_url)
+    jobs = [
+        Job("pubmedqa", t.download_pubmedqa, _unit(home, "pubmedqa", qa_base), {"base": qa_base}),
+        Job("hoc", t.download_hoc, _unit(home, "hoc", hoc_base), {"base": hoc_base}),
+    ]
+    for spec in d.extra_corpora:
+        unit = _unit(home, "corpus", spec, cfg.mirror)
+        jobs.append(
+            Job(f"corpus/{spec}", t.download_corpus, unit, {"spec": spec, "mirror": cfg.mirror})
+        )
+    for f in files:
+        unit = _unit(home, "pubmed", f)
+        jobs.append(Job(f"pubmed/{f['name']}", t.download_pubmed_file, unit, {"file": f}))
+    pmc_base, size = cfg.resolve(d.pmc_url), d.pmc_batch_size
+    for i in range(0, len(articles), size):
+        batch = articles[i : i + size]
+        params = {"base": pmc_base, "articles": batch, "index": i // size}
+        jobs.append(
+            Job(
+                f"pmc/{i // size}",
+                t.download_pmc_batch,
+                _unit(home, "pmc", pmc_base, batch),
+                params,
+            )
+        )
+    return jobs
+
+
 def run(
     cfg: PipelineConfig, home: Path, out: Artifact, inputs: dict[str, Artifact]
 ) -> dict[str, Any]:
     d = cfg.download
-    h = str(home)
     log = get_run_logger()
     names_seen = [corpus_name(s) for s in d.extra_corpora]
     if len(set(names_seen)) != len(names_seen):
         raise ValueError(f"download.extra_corpora: two corpora share a file name: {names_seen}")
-    pubmed_base = cfg.resolve(d.pubmed_url)
-    pmc_base = cfg.resolve(d.pmc_url)
 
-    # Listing first (both in parallel): what to fetch is decided before anything is fetched.
-    pubmed_list = t.list_pubmed_files.submit(d, pubmed_base)
-    pmc_sel = t.select_pmc_articles.submit(d, pmc_base, h)
-    files = pubmed_list.result()
-    selection = pmc_sel.result()
+    # Listing first (both at once): what to fetch is decided before anything is fetched.
+    pubmed_list = t.list_pubmed_files.submit(d, cfg.resolve(d.pubmed_url))
+    pmc_sel = t.select_pmc_articles.submit(d, cfg.resolve(d.pmc_url), str(home))
+    files, selection = pubmed_list.result(), pmc_sel.result()
     articles = selection["articles"]
     log.info("download: %d PubMed files, %d PMC articles selected", len(files), len(articles))
 
-    futures: dict[str, PrefectFuture[Any]] = {}
-    names: dict[PrefectFuture[Any], str] = {}
+    jobs = _jobs(cfg, home, files, articles)
+    results = _run_windowed(jobs, home, d, d.max_connections * 4)
+    manifest = _manifest(results, selection["skipped"], files, d.extra_corpora)
+    return out.ensure().write_manifest(manifest)
 
-    def submit(name: str, task: Any, unit: Artifact, **params: Any) -> None:
-        fut = cached(task, home, unit).submit(key=unit.key, home=h, cfg=d, **params)
-        futures[name] = fut
-        names[fut] = name
 
-    for f in files:
-        submit(f"pubmed/{f['name']}", t.download_pubmed_file, _unit(home, "pubmed", f), file=f)
-    size = d.pmc_batch_size
-    for i in range(0, len(articles), size):
-        batch = articles[i : i + size]
-        unit = _unit(home, "pmc", pmc_base, batch)
-        submit(
-            f"pmc/{i // size}",
-            t.download_pmc_batch,
-            unit,
-            base=pmc_base,
-            articles=batch,
-            index=i // size,
-        )
-    qa_base, hoc_base = cfg.resolve(d.pubmedqa_url), cfg.resolve(d.hoc_url)
-    submit("pubmedqa", t.download_pubmedqa, _unit(home, "pubmedqa", qa_base), base=qa_base)
-    submit("hoc", t.download_hoc, _unit(home, "hoc", hoc_base), base=hoc_base)
-    for spec in d.extra_corpora:
-        unit = _unit(home, "corpus", spec, cfg.mirror)
-        submit(f"corpus/{spec}", t.download_corpus, unit, spec=spec, mirror=cfg.mirror)
-
-    n_files = len(files) + 2 * len(articles) + 5 + len(d.extra_corpora)
-    progress = Progress(home, n_files)
-    for fut in as_completed(list(futures.values())):
-        progress.update(names[fut], fut.result())  # re-raises the first failure, by name
-    return out.ensure().write_manifest(
-        _manifest(futures, selection["skipped"], files, d.extra_corpora)
+def _run_windowed(
+    jobs: list[Job], home: Path, cfg: DownloadConfig, window: int
+) -> dict[str, dict[str, Any]]:
+    """Submit the jobs keeping at most `window` in flight (the default thread pool is
+    unbounded, and a thousand threads queueing on three connections help nobody)."""
+    n_files = sum(
+        {"pubmedqa": 2, "hoc": 3}.get(j.name, 2 * len(j.params.get("articles", [])) or 1)
+        for j in jobs
     )
+    progress = Progress(home, n_files)
+    pending = deque(jobs)
+    running: dict[PrefectFuture[Any], str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    while pending or running:
+        while pending and len(running) < window:
+            j = pending.popleft()
+            task = cached(j.task, home, j.unit)
+            running[task.submit(key=j.unit.key, home=str(home), cfg=cfg, **j.params)] = j.name
+        fut = next(as_completed(list(running)))
+        name = running.pop(fut)
+        results[name] = fut.result()  # re-raises a failure, whose message names the file
+        progress.update(name, results[name])
+    return results
 
 
 def _manifest(
-    futures: dict[str, PrefectFuture[Any]],
+    results: dict[str, dict[str, Any]],
     skipped_pmc: dict[str, int],
     files: list[dict[str, Any]],
     corpora_specs: list[str],
 ) -> dict[str, Any]:
-    pubmed = [futures[f"pubmed/{f['name']}"].result() for f in files]
-    pmc = [e for k, fut in futures.items() if k.startswith("pmc/") for e in fut.result()["entries"]]
-    corpora = [futures[f"corpus/{s}"].result() for s in corpora_specs]
+    pubmed = [results[f"pubmed/{f['name']}"] for f in files]
+    batches = sorted((int(k.split("/")[1]), r) for k, r in results.items() if k.startswith("pmc/"))
+    pmc = [e for _, r in batches for e in r["entries"]]
+    corpora = [results[f"corpus/{s}"] for s in corpora_specs]
     # `fetched` says whether the first run of a unit downloaded it: not part of the contract.
     clean = [{k: v for k, v in e.items() if k != "fetched"} for e in pubmed + pmc]
     counts = {
@@ -153,8 +186,8 @@ def _manifest(
     return {
         "pubmed": clean[: len(pubmed)],
         "pmc": clean[len(pubmed) :],
-        "pubmedqa": futures["pubmedqa"].result()["files"],
-        "hoc": futures["hoc"].result()["files"],
+        "pubmedqa": results["pubmedqa"]["files"],
+        "hoc": results["hoc"]["files"],
         "corpora": [{k: c[k] for k in ("path", "name", "source", "records")} for c in corpora],
         "counts": counts,
         "skipped": {"pmc": skipped_pmc},
