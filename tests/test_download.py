@@ -105,6 +105,8 @@ class Handler(BaseHTTPRequestHandler):
         fault = srv.faults[parts.path].pop(0) if srv.faults[parts.path] else None
         if fault in ("503", "404"):
             return self._reply(int(fault), b"fault\n")
+        if fault == "stall":  # answer later than the client's read timeout
+            time.sleep(1.0)
         if fault == "429":
             return self._reply(429, b"slow down\n", {"Retry-After": "1"})
         if parts.path in srv.overrides:
@@ -287,6 +289,14 @@ def test_404_is_not_retried(server: MirrorServer, tmp_path: Path):
     with pytest.raises(NotFoundError, match="pubmed26n0999.xml.gz.*404"):
         fetch_file(client(sleep=sleep), url, tmp_path / "x.xml.gz")
     assert len(server.hits("/pubmed/baseline/pubmed26n0999.xml.gz")) == 1 and not sleep.waits
+
+
+def test_a_timeout_is_retried(server: MirrorServer, mirror_dir: Path, tmp_path: Path, caplog):
+    name = "/pubmedqa/test_ground_truth.json"
+    server.faults[name] = ["stall"]
+    result = fetch_file(client(timeout_s=0.3), server.url + name.lstrip("/"), tmp_path / "t.json")
+    assert result.md5 == md5(mirror_dir / name.lstrip("/"))
+    assert "Read timed out" in caplog.text and "retrying" in caplog.text
 
 
 def test_transient_errors_give_up_after_max_retries(server: MirrorServer, tmp_path: Path):

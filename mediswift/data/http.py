@@ -37,6 +37,7 @@ CHUNK = 1 << 20
 # Network reads are smaller: bytes read in a chunk that a dropped connection interrupts are lost
 # (urllib3 raises before returning them), so a small chunk keeps a resume close to the cut.
 NET_CHUNK = 64 << 10
+MAX_RETRY_AFTER_S = 900.0
 
 
 def _version() -> str:
@@ -248,9 +249,12 @@ class HttpClient:
         raise AssertionError("unreachable")
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Full-jitter exponential backoff; a server's Retry-After is a floor, not a hint."""
+        """Full-jitter exponential backoff; a server's Retry-After is a floor, not a hint
+        (capped at `MAX_RETRY_AFTER_S`, so a broken header cannot park a task for days)."""
         jittered = random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
-        return max(jittered, retry_after) if retry_after is not None else jittered
+        if retry_after is None:
+            return jittered
+        return max(jittered, min(retry_after, MAX_RETRY_AFTER_S))
 
 
 def check_status(src: str, r: requests.Response) -> None:
