@@ -110,6 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Settings read when Prefect is imported: keep its local results next to the artifacts.
     os.environ["MEDISWIFT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect-results"))
+    # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.pipeline import mediswift
     from mediswift.overrides import Overrides
 
