@@ -92,10 +92,11 @@ def _jobs(cfg: PipelineConfig, home: Path, files: list[dict], articles: list[dic
         Job("pubmedqa", t.download_pubmedqa, _unit(home, "pubmedqa", qa_base), {"base": qa_base}),
         Job("hoc", t.download_hoc, _unit(home, "hoc", hoc_base), {"base": hoc_base}),
     ]
-    for spec in d.extra_corpora:
+    for given in d.extra_corpora:
+        spec = cfg.resolve(given)  # a real upstream URL maps onto the mirror like the others
         unit = _unit(home, "corpus", spec, cfg.mirror)
         jobs.append(
-            Job(f"corpus/{spec}", t.download_corpus, unit, {"spec": spec, "mirror": cfg.mirror})
+            Job(f"corpus/{given}", t.download_corpus, unit, {"spec": spec, "mirror": cfg.mirror})
         )
     for f in files:
         unit = _unit(home, "pubmed", f)
