@@ -308,7 +308,7 @@ def test_transient_errors_give_up_after_max_retries(server: MirrorServer, tmp_pa
 
 
 def test_at_most_max_connections_per_host(mirror_dir: Path, tmp_path: Path):
-    srv = MirrorServer(mirror_dir, delay_s=0.1)
+    srv = MirrorServer(mirror_dir, delay_s=0.2)
     threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     try:
         c = client(max_connections=2)

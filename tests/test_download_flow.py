@@ -1,4 +1,8 @@
-"""The download stage inside a Prefect flow (test harness), reading the mirror as a folder."""
+"""The download stage inside a Prefect flow (test harness), reading the mirror as a folder.
+
+Marked slow: starting the harness's Prefect server takes ~30 s on a loaded 2-core machine; the
+tests themselves take a few seconds.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ def _cfg(mirror_dir: Path) -> PipelineConfig:
     return PipelineConfig.model_validate({"mirror": str(mirror_dir), "download": download})
 
 
+@pytest.mark.slow
 def test_stage_runs_in_a_flow(prefect_harness, mirror_dir: Path, tmp_path: Path):
     cfg = _cfg(mirror_dir)
     home = tmp_path / "home"
@@ -81,6 +86,7 @@ def test_stage_runs_in_a_flow(prefect_harness, mirror_dir: Path, tmp_path: Path)
     assert victim.is_file()
 
 
+@pytest.mark.slow
 def test_permanent_error_fails_the_stage_without_retries(
     prefect_harness, mirror_dir: Path, tmp_path: Path
 ):
