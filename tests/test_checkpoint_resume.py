@@ -23,13 +23,29 @@ STEPS = 60
 
 def spec(out: Path, method: str = "static") -> VariantSpec:
     cfg = PretrainConfig(
-        model="tiny", seq_len=16, block_size=32, global_batch=4, micro_batch=4, steps=STEPS,
-        lr=3e-3, log_every=1, eval_every=10, eval_batches=2, checkpoint_every=10,
-        measure_peak=False, sparsity_method=method, sparsity_update_every=7, seed=5,
+        model="tiny",
+        seq_len=16,
+        block_size=32,
+        global_batch=4,
+        micro_batch=4,
+        steps=STEPS,
+        lr=3e-3,
+        log_every=1,
+        eval_every=10,
+        eval_batches=2,
+        checkpoint_every=10,
+        measure_peak=False,
+        sparsity_method=method,
+        sparsity_update_every=7,
+        seed=5,
     )
     return VariantSpec(
-        name=f"tiny-s50-{method}", config=cfg.model_dump(mode="json"), sparsity=0.5,
-        vocab_size=64, out_dir=str(out), data="synthetic",
+        name=f"tiny-s50-{method}",
+        config=cfg.model_dump(mode="json"),
+        sparsity=0.5,
+        vocab_size=64,
+        out_dir=str(out),
+        data="synthetic",
     )
 
 
@@ -37,7 +53,10 @@ def launch(spec_file: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "mediswift.train.pretrain", "--spec", str(spec_file)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 

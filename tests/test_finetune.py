@@ -89,7 +89,7 @@ def test_loss_ignores_source_and_prompt_positions() -> None:
 
 def test_sources_are_truncated_never_prompt_or_target(tok: Tokenizer, pqa: dict) -> None:
     task = PubMedQA()
-    budget = source_budget(tok, task, 9, 64)
+    budget = source_budget(tok, task.all_targets(), 9, 64)
     enc = encode_examples(tok, pqa["train"][:20], budget)
     for e, ex in zip(enc, pqa["train"][:20], strict=True):
         assert len(e.source) <= budget
@@ -97,7 +97,7 @@ def test_sources_are_truncated_never_prompt_or_target(tok: Tokenizer, pqa: dict)
         assert e.target == tok.encode(ex.target) + [tok.eos_id]  # whole target + eos
         assert len(e.source) + 9 + len(e.target) <= 64
     with pytest.raises(ValueError, match="no room"):
-        source_budget(tok, HoC(), 9, 30)
+        source_budget(tok, HoC().all_targets(), 9, 30)
 
 
 def _masked_checkpoint(path: Path, vocab: int, zero_masked: bool) -> dict[str, torch.Tensor]:
@@ -143,7 +143,7 @@ def test_reactivate_zeroes_masked_weights_that_are_not_zero(tmp_path: Path) -> N
 def test_cached_scoring_matches_full_forward(tok: Tokenizer, pqa: dict) -> None:
     task = PubMedQA()
     model = tiny_model(tok.vocab_size, 9).eval()
-    enc = encode_examples(tok, pqa["dev"][:3], source_budget(tok, task, 9, 128))
+    enc = encode_examples(tok, pqa["dev"][:3], source_budget(tok, task.all_targets(), 9, 128))
     conts = [tok.encode(t) + [tok.eos_id] for t in task.all_targets()]
     got = continuation_logprobs(model, [e.source for e in enc], [conts] * 3)
     for b, e in enumerate(enc):
@@ -176,7 +176,7 @@ def test_greedy_generation_matches_uncached_decoding(tok: Tokenizer, pqa: dict) 
 def test_tiny_finetune_beats_untrained_start(tok: Tokenizer, pqa: dict) -> None:
     task = PubMedQA()
     model = tiny_model(tok.vocab_size, 9)
-    budget = source_budget(tok, task, 9, 96)
+    budget = source_budget(tok, task.all_targets(), 9, 96)
     pool = encode_examples(tok, pqa["train"][:200], budget)
     # The toy subset: mostly the answer the untrained model picks least, so that its start is
     # poor whatever the initialisation happens to prefer.
@@ -205,7 +205,7 @@ def test_hoc_constrained_prediction_returns_label_sets(tok: Tokenizer, mirror_di
     task = HoC()
     docs = hoc_splits(*(mirror_dir / "hoc" / f"{s}.tsv" for s in ("train", "dev", "test")))
     model = tiny_model(tok.vocab_size, 1)
-    enc = encode_examples(tok, docs["dev"][:6], source_budget(tok, task, 1, 128))
+    enc = encode_examples(tok, docs["dev"][:6], source_budget(tok, task.all_targets(), 1, 128))
     f1, preds, _ = evaluate(model, task, tok, enc, "score", 4)
     assert all(isinstance(p, tuple) and list(p) == sorted(set(p)) for p in preds)
     assert 0.0 <= f1 <= 1.0

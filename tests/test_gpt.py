@@ -29,7 +29,11 @@ def test_table5_architecture() -> None:
     med, large, xl = (model_config(s, 42_384) for s in ("med", "large", "xl"))
     assert (med.n_layer, med.d_model, med.n_head, med.d_model // med.n_head) == (24, 1024, 16, 64)
     assert (large.n_layer, large.d_model, large.n_head, large.d_model // large.n_head) == (
-        18, 1536, 12, 128)
+        18,
+        1536,
+        12,
+        128,
+    )
     assert (xl.n_layer, xl.d_model, xl.n_head, xl.d_model // xl.n_head) == (24, 2048, 16, 128)
     assert med.block_size == 1024 and med.d_ff == 4 * 1024
 

@@ -93,11 +93,19 @@ def test_without_upkeep_masked_weights_would_revive() -> None:
     assert masked.nonzeros_outside_mask() > 0
 
 
-@pytest.mark.parametrize(("size", "s", "paper"), [
-    ("med", 0.0, 302e6), ("med", 0.5, 151e6), ("med", 0.75, 76e6),
-    ("large", 0.5, 255e6), ("large", 0.75, 128e6),
-    ("xl", 0.0, 1.21e9), ("xl", 0.5, 605e6), ("xl", 0.75, 302e6),
-])
+@pytest.mark.parametrize(
+    ("size", "s", "paper"),
+    [
+        ("med", 0.0, 302e6),
+        ("med", 0.5, 151e6),
+        ("med", 0.75, 76e6),
+        ("large", 0.5, 255e6),
+        ("large", 0.75, 128e6),
+        ("xl", 0.0, 1.21e9),
+        ("xl", 0.5, 605e6),
+        ("xl", 0.75, 302e6),
+    ],
+)
 def test_table2_active_sizes(size: str, s: float, paper: float) -> None:
     with torch.device("meta"):
         model = GPT(model_config(size, 42_384))
@@ -157,7 +165,9 @@ def test_rigl_grows_where_the_gradient_is_largest_and_at_zero() -> None:
     masked.apply_to_weights()
     model.w.grad = torch.zeros(4, 4)
     model.w.grad[3, 2] = 5.0  # the largest dense gradient sits at an inactive position
-    dyn = DynamicSparsity(masked, "rigl", total_steps=100, update_every=1, initial_drop_fraction=0.5)
+    dyn = DynamicSparsity(
+        masked, "rigl", total_steps=100, update_every=1, initial_drop_fraction=0.5
+    )
     moved = dyn.update(1)
     new = masked.bool_masks()["w"]
     assert moved == 1 and int(new.sum()) == 4

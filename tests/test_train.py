@@ -86,11 +86,18 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     cfg = LoopConfig(steps=3, log_every=1, checkpoint_every=99, peak_lr=1e-3)
     st = train(model, opt, iter(SyntheticTokens(64, 16, 4)), cfg, Dist(), masked=masked)
     path = ckpt.save_checkpoint(
-        ckpt.step_dir(tmp_path, st.step), model, masks, opt, {**st.to_json(), "loader": [{}]},
+        ckpt.step_dir(tmp_path, st.step),
+        model,
+        masks,
+        opt,
+        {**st.to_json(), "loader": [{}]},
         extra_tensors={"rng.torch.0": torch.get_rng_state()},
     )
     assert sorted(p.name for p in path.iterdir()) == [
-        "config.json", "masks.safetensors", "model.safetensors", "train_state.json",
+        "config.json",
+        "masks.safetensors",
+        "model.safetensors",
+        "train_state.json",
         "train_state.safetensors",
     ]
     assert not list(tmp_path.glob(".tmp-*"))
@@ -102,7 +109,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     # The optimizer state comes back keyed by parameter, bit for bit.
     opt2 = make_optimizer(loaded, lr=1e-3)
     ckpt.load_optimizer(path, loaded, opt2)
-    for (p1, p2) in zip(model.parameters(), loaded.parameters(), strict=True):
+    for p1, p2 in zip(model.parameters(), loaded.parameters(), strict=True):
         for k in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt.state[p1][k], opt2.state[p2][k])
     js, _ = ckpt.load_train_state(path)

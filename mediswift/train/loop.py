@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,22 +151,24 @@ def train(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    make_batches: Callable[[], Iterator[torch.Tensor]],
-    n_batches: int,
+    batches: Iterable[torch.Tensor],
     d: Dist,
     amp_dtype: torch.dtype | None = None,
 ) -> float:
-    """Mean loss over the first `n_batches` of a fresh validation loader (the same ones each time)."""
+    """Mean loss over all ranks' validation batches, each batch weighing the same.
+
+    Each rank passes its share of one global list of batches; sums and counts are all-reduced,
+    so the result does not depend on the number of processes.
+    """
     was_training = model.training
     model.eval()
-    total, count = torch.zeros((), device=d.device), 0
-    for _, batch in zip(range(n_batches), make_batches(), strict=False):
+    acc = torch.zeros(2, device=d.device)  # (sum of batch losses, batches)
+    for batch in batches:
         batch = batch.to(d.device)
         with autocast(d.device, amp_dtype):
             _, loss = model(batch[:, :-1], batch[:, 1:])
-        total += loss.float()
-        count += 1
+        acc[0] += loss.float()
+        acc[1] += 1
     model.train(was_training)
-    if count == 0:
-        return float("nan")
-    return float(mean_across(total / count, d))
+    acc = mean_across(acc, d) * d.world_size  # the sums over ranks
+    return float(acc[0] / acc[1]) if acc[1] > 0 else float("nan")

@@ -87,29 +87,52 @@ def variant_name(model: str, sparsity: float, method: str = "static") -> str:
     return base if method == "static" else f"{base}-{method}"
 
 
-def make_loader(spec: VariantSpec, split: str, batch: int, d: Dist, seed: int) -> Iterator:
-    """The token loader for `split` on this rank (synthetic rows when spec.data says so)."""
+def make_train_loader(spec: VariantSpec, d: Dist) -> Iterator[torch.Tensor]:
+    """This rank's endless, shuffled, resumable loader of (micro_batch, seq_len + 1) rows."""
     cfg = spec.cfg
     if spec.data == "synthetic":
-        # Validation rows come from a disjoint seed so they are not training rows.
-        s = seed if split == "train" else seed + 10_000
         from mediswift.train.synthetic import SyntheticTokens
 
-        return SyntheticTokens(spec.vocab_size, cfg.seq_len, batch, d.rank, d.world_size, s)
-    shards = spec.train_shards if split == "train" else spec.val_shards
-    if not shards:
-        raise ValueError(f"variant {spec.name}: no {split} token shards given")
+        return SyntheticTokens(
+            spec.vocab_size, cfg.seq_len, cfg.micro_batch, d.rank, d.world_size, cfg.seed
+        )
+    if not spec.train_shards:
+        raise ValueError(f"variant {spec.name}: no train token shards given")
     from mediswift.train.batches import TokenBatches  # owned by the tokenize stage
 
     return TokenBatches(
-        [Path(p) for p in shards],
-        seq_len=cfg.seq_len,
-        batch_size=batch,
+        spec.train_shards,
+        cfg.seq_len,
+        cfg.micro_batch,
         rank=d.rank,
         world_size=d.world_size,
-        seed=seed,
-        shuffle=split == "train",
+        seed=cfg.seed,
+        shuffle=True,
     )
+
+
+def make_val_batches(spec: VariantSpec, d: Dist) -> list[torch.Tensor]:
+    """This rank's share of the fixed validation batches (the same ones at every evaluation).
+
+    The batches are one global list -- the first `eval_batches` batches of `micro_batch` rows in
+    stream order -- dealt round-robin to the ranks, so the validation loss does not depend on the
+    number of processes.
+    """
+    cfg = spec.cfg
+    if spec.data == "synthetic":  # rows of a disjoint seed, so never training rows
+        from mediswift.train.synthetic import SyntheticTokens
+
+        rows = SyntheticTokens(
+            spec.vocab_size, cfg.seq_len, cfg.micro_batch, seed=cfg.seed + 10_000
+        )
+        batches = [next(rows) for _ in range(cfg.eval_batches)]
+    else:
+        if not spec.val_shards:
+            raise ValueError(f"variant {spec.name}: no validation token shards given")
+        from mediswift.train.batches import fixed_batches
+
+        batches = fixed_batches(spec.val_shards, cfg.seq_len, cfg.micro_batch, cfg.eval_batches)
+    return batches[d.rank :: d.world_size]
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -187,7 +210,8 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
             seed=cfg.seed,
         )
 
-    loader = make_loader(spec, "train", cfg.micro_batch, d, cfg.seed)
+    loader = make_train_loader(spec, d)
+    val_batches = make_val_batches(spec, d)
     if resume is not None:
         ckpt.load_optimizer(resume, wrapped, optimizer, tensors)
         loader.load_state_dict(train_json["loader"][d.rank])
@@ -198,13 +222,7 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
             print(f"{spec.name}: resuming from {resume} (step {state.step})", flush=True)
 
     def val_loss() -> float:
-        return evaluate(
-            wrapped,
-            lambda: iter(make_loader(spec, "validation", cfg.micro_batch, d, cfg.seed)),
-            cfg.eval_batches,
-            d,
-            amp,
-        )
+        return evaluate(wrapped, val_batches, d, amp)
 
     tracker_run = _open_tracking(spec, cfg, counts, d, out) if d.is_main else None
     run_logger = tracker_run.logger if tracker_run is not None else None
