@@ -55,7 +55,11 @@ class TaskFormat(ABC):
 
     @abstractmethod
     def all_targets(self) -> list[str]:
-        """Targets that bound the target length (the longest decides the source budget)."""
+        """Targets that bound the target length by default (the longest sets the budget)."""
+
+    def budget_targets(self, train_targets: Sequence[str]) -> list[str]:
+        """Targets the context must make room for, given the training targets."""
+        return self.all_targets()
 
     @abstractmethod
     def candidates(self, chosen: Label | None) -> list[Candidate]:

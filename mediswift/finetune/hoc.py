@@ -63,6 +63,11 @@ class HoC(TaskFormat):
     def all_targets(self) -> list[str]:
         return [self.target(()), self.target(tuple(range(len(HALLMARKS))))]
 
+    def budget_targets(self, train_targets: Sequence[str]) -> list[str]:
+        # All 10 hallmarks never occur (at most 5 in training): reserving room for them would
+        # cut sources for nothing. Longer predictions are cut (generate) or unscorable (score).
+        return [self.target(()), *train_targets]
+
     def candidates(self, chosen: Label | None) -> list[Candidate]:
         chosen = tuple(chosen or ())
         start = chosen[-1] + 1 if chosen else 0

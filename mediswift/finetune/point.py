@@ -28,6 +28,7 @@ from mediswift.finetune.scoring import (
     Mode,
     TokenizerLike,
     encode_examples,
+    max_target_tokens,
     predict,
     source_budget,
 )
@@ -96,7 +97,7 @@ def load_finetuned(path: Path, device: torch.device | str = "cpu") -> PromptedLM
 
 
 def settings_for(
-    cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, n_epochs: int
+    cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, n_epochs: int, max_new: int
 ) -> TrainSettings:
     return TrainSettings(
         batch_size=batch_size,
@@ -113,6 +114,7 @@ def settings_for(
         loss_on=cfg.loss_on,
         early_stop_on=cfg.early_stop_on,
         eval_batch_size=cfg.eval_batch_size,
+        max_new_tokens=max_new,
     )
 
 
@@ -144,7 +146,10 @@ def run_point(
     n = n_prompt(cfg, task)
     model, load_info = load_pretrained(checkpoint, n, seed, device)
     max_len = min(cfg.max_len, model.block_size)
-    budget = source_budget(tok, fmt, n, max_len)
+    train_targets = sorted({e.target for st in info["stages"] for e in splits[st["train"]]})
+    targets = fmt.budget_targets(train_targets)
+    budget = source_budget(tok, targets, n, max_len, task)
+    max_new = max_target_tokens(tok, targets)
     enc = {name: encode_examples(tok, exs, budget) for name, exs in splits.items()}
 
     stages, offset = [], 0
@@ -163,7 +168,7 @@ def run_point(
             tok,
             enc[stage["train"]],
             enc[stage["dev"]],
-            settings_for(cfg, batch_size, lr, seed, n_epochs),
+            settings_for(cfg, batch_size, lr, seed, n_epochs, max_new),
             stage_log,
         )
         model.load_state_dict(result.best_state)  # the next stage starts from the best state
@@ -184,7 +189,7 @@ def run_point(
     metrics: dict[str, Any] = {}
     for mode in modes:
         for split in ("dev", "test"):
-            preds, texts = predict(model, fmt, tok, enc[split], mode, cfg.eval_batch_size)
+            preds, texts = predict(model, fmt, tok, enc[split], mode, cfg.eval_batch_size, max_new)
             metrics[f"{split}_{mode}"] = fmt.metric(preds, [e.label for e in enc[split]])
             rows = [
                 {
@@ -212,6 +217,7 @@ def run_point(
         "n_prompt": n,
         "max_len": max_len,
         "source_budget": budget,
+        "max_new_tokens": max_new,
         "reactivated_weights": load_info["reactivated"],
         "params": load_info["params"],
         "stages": stages,

@@ -6,8 +6,10 @@ With `loss_on="target"` only target tokens and eos are predicted; with `"sequenc
 tokens are too (BioGPT's choice). Prompt positions are never predicted: they have no token.
 
 Sources are cut to a fixed budget per task (`source_budget`): the context length minus the prompt
-minus the longest possible target and eos, so the prompt and the target are never truncated and
-generation always has room for the longest answer.
+minus the longest target the task can produce (PubMedQA: its three answers; HoC: the longest
+training target, since a list of all 10 hallmarks never occurs) and eos, so the prompt and the
+target are never truncated and generation has room for that many tokens. A scored candidate
+that would not fit the context gets log-likelihood -inf.
 
 Predictions:
 - `generate`: greedy decoding after `[source; prompt]` until eos, the label parsed from the
@@ -20,6 +22,7 @@ Predictions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -54,17 +57,21 @@ class Encoded:
     label: Label
 
 
-def max_target_tokens(tok: TokenizerLike, task: TaskFormat) -> int:
-    """Tokens of the longest target sentence, eos included."""
-    return max(len(tok.encode(t)) for t in task.all_targets()) + 1
+def max_target_tokens(tok: TokenizerLike, targets: Sequence[str]) -> int:
+    """Tokens of the longest of `targets`, eos included."""
+    return max(len(tok.encode(t)) for t in targets) + 1
 
 
-def source_budget(tok: TokenizerLike, task: TaskFormat, n_prompt: int, max_len: int) -> int:
-    budget = max_len - n_prompt - max_target_tokens(tok, task)
+def source_budget(
+    tok: TokenizerLike, targets: Sequence[str], n_prompt: int, max_len: int, what: str = "task"
+) -> int:
+    """Source tokens that leave room for the prompt and the longest of `targets` plus eos."""
+    need = max_target_tokens(tok, targets)
+    budget = max_len - n_prompt - need
     if budget < 1:
         raise ValueError(
             f"context of {max_len} tokens leaves no room for a source after {n_prompt} prompt "
-            f"tokens and a {task.name} target of {max_target_tokens(tok, task)} tokens"
+            f"tokens and a {what} target of {need} tokens"
         )
     return budget
 
@@ -171,7 +178,9 @@ def continuation_logprobs(
     logp = F.linear(before[keep], lm.wte.weight).float().log_softmax(-1)  # (N, V)
     lp = logp.gather(1, ids[keep][:, None]).squeeze(1)  # (N,)
     row = torch.arange(len(flat), device=device)[:, None].expand_as(keep)[keep]
-    sums = torch.zeros(len(flat), device=device).index_add_(0, row, lp).tolist()
+    sums = torch.zeros(len(flat), device=device).index_add_(0, row, lp)
+    fits = lengths[owner] + keep.sum(1) <= model.block_size
+    sums = torch.where(fits, sums, torch.full_like(sums, -math.inf)).tolist()
     out, i = [], 0
     for cs in conts:
         out.append(sums[i : i + len(cs)])
@@ -254,8 +263,11 @@ def predict(
     data: Sequence[Encoded],
     mode: Mode,
     batch_size: int,
+    max_new: int | None = None,
 ) -> tuple[list[Label | None], list[str]]:
-    """Labels (None where a generation names none) and, for `generate`, the generated text."""
+    """Labels (None where a generation names none) and, for `generate`, the generated text.
+
+    `max_new` bounds generation (default: the longest of the task's own targets)."""
     was_training = model.training
     model.eval()
     try:
@@ -263,7 +275,7 @@ def predict(
             return constrained_predict(model, task, tok, data, batch_size), []
         # Sort by length so batches pad little; restore the order afterwards.
         order = sorted(range(len(data)), key=lambda i: len(data[i].source))
-        max_new = max_target_tokens(tok, task)
+        max_new = max_new or max_target_tokens(tok, task.all_targets())
         texts: list[str] = [""] * len(data)
         for chunk in _chunks(order, batch_size):
             gen = greedy_generate(model, [data[i].source for i in chunk], max_new, tok.eos_id)
@@ -281,6 +293,7 @@ def evaluate(
     data: Sequence[Encoded],
     mode: Mode,
     batch_size: int,
+    max_new: int | None = None,
 ) -> tuple[float, list[Label | None], list[str]]:
-    preds, texts = predict(model, task, tok, data, mode, batch_size)
+    preds, texts = predict(model, task, tok, data, mode, batch_size, max_new)
     return task.metric(preds, [e.label for e in data]), preds, texts

@@ -41,6 +41,7 @@ class TrainSettings:
     loss_on: LossOn = "target"
     early_stop_on: Mode = "score"
     eval_batch_size: int = 16
+    max_new_tokens: int | None = None  # generation bound (None: the task's own targets)
     log_every: int = 10
 
 
@@ -88,7 +89,9 @@ def fit(
     params = [p for g in opt.param_groups for p in g["params"]]
 
     def dev_metric() -> float:
-        return evaluate(model, task, tok, dev, s.early_stop_on, s.eval_batch_size)[0]
+        return evaluate(
+            model, task, tok, dev, s.early_stop_on, s.eval_batch_size, s.max_new_tokens
+        )[0]
 
     best = FitResult(_state(model), 0, dev_metric(), 0, False)
     best.history.append({"epoch": 0, "step": 0, "dev_metric": best.best_dev})

@@ -1,0 +1,127 @@
+"""Grid selection over seeds, Tables 3/4 and the accuracy-vs-FLOPs plot from manifests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+import pytest
+
+from mediswift.config import FinetuneConfig, TaskGrid
+from mediswift.finetune.grid import grid_points, select
+from mediswift.finetune.tables import write_report
+
+
+def point(batch: int, lr: float, seed: int, dev: float, test: float) -> dict:
+    metrics = {"dev_score": dev, "test_score": test, "dev_generate": test, "test_generate": dev}
+    return {"batch_size": batch, "lr": lr, "seed": seed, "metrics": metrics}
+
+
+def test_grid_points_cover_the_grid() -> None:
+    cfg = FinetuneConfig(
+        seeds=[0, 1, 2], hoc_grid=TaskGrid(batch_sizes=[16, 32], learning_rates=[1e-5])
+    )
+    assert len(grid_points(FinetuneConfig(), "pubmedqa")) == 4 * 4 * 3  # the paper's grid
+    assert len(grid_points(FinetuneConfig(), "hoc")) == 3 * 4 * 3
+    assert [(p.batch_size, p.lr, p.seed) for p in grid_points(cfg, "hoc")] == [
+        (16, 1e-5, 0),
+        (16, 1e-5, 1),
+        (16, 1e-5, 2),
+        (32, 1e-5, 0),
+        (32, 1e-5, 1),
+        (32, 1e-5, 2),
+    ]
+
+
+def test_select_by_mean_dev_over_seeds_reports_test_mean_std() -> None:
+    pts = [
+        # (8, 1e-4): one lucky seed, lower mean dev
+        point(8, 1e-4, 0, 0.90, 0.50),
+        point(8, 1e-4, 1, 0.40, 0.52),
+        point(8, 1e-4, 2, 0.41, 0.49),
+        # (16, 5e-5): best mean dev
+        point(16, 5e-5, 0, 0.70, 0.60),
+        point(16, 5e-5, 1, 0.72, 0.66),
+        point(16, 5e-5, 2, 0.71, 0.63),
+    ]
+    s = select(pts, "score")
+    assert (s["batch_size"], s["lr"]) == (16, 5e-5)
+    assert s["seeds"] == [0, 1, 2]
+    assert s["test_mean"] == pytest.approx(0.63)
+    assert s["test_std"] == pytest.approx(statistics.stdev([0.60, 0.66, 0.63]))
+    assert s["dev_mean"] == pytest.approx(0.71)
+    # Each mode selects on its own dev metric: here generate's dev is score's test.
+    assert (select(pts, "generate")["batch_size"]) == 16
+    with pytest.raises(ValueError):
+        select([], "score")
+
+
+def _manifests() -> tuple[dict, dict]:
+    pretrain = {
+        "variants": [
+            {
+                "name": n,
+                "model": "tiny",
+                "sparsity": s,
+                "active_non_embedding_params": int(4e5 * (1 - s)),
+                "active_params": int(1e6 - 4e5 * s),
+                "train_flops": 1e15 * (1 - 0.5 * s),
+            }
+            for n, s in (("tiny-dense", 0.0), ("tiny-s50", 0.5), ("tiny-s75", 0.75))
+        ]
+    }
+    sweeps = []
+    for i, v in enumerate(pretrain["variants"]):
+        for task in ("pubmedqa", "hoc"):
+            pts = [
+                point(16, lr, seed, 0.5 + 0.01 * i + lr * 100, 0.55 + 0.02 * i + 0.01 * seed)
+                for lr in (1e-4, 5e-5)
+                for seed in (0, 1, 2)
+            ]
+            sweeps.append(
+                {
+                    "variant": v["name"],
+                    "task": task,
+                    "metric": "m",
+                    "parent_run_id": None,
+                    "points": pts,
+                }
+            )
+    tasks = {
+        "pubmedqa": {"majority": {"label": "yes", "test": 0.552}},
+        "hoc": {"majority": {"label": [8], "test": 0.31}},
+    }
+    return {"sweeps": sweeps, "tasks": tasks, "modes": ["generate", "score"]}, pretrain
+
+
+def test_tables_and_plot(tmp_path: Path) -> None:
+    finetune, pretrain = _manifests()
+    rep = write_report(finetune, pretrain, ["generate", "score"], "score", tmp_path)
+    assert set(rep["tables"]) == {"pubmedqa", "hoc"}
+    md = (tmp_path / rep["tables"]["pubmedqa"]["md"]).read_text()
+    assert md.startswith("**Table 3") and "| majority class |" in md and "55.2" in md
+    rows = list(
+        csv.DictReader(io.StringIO((tmp_path / rep["tables"]["pubmedqa"]["csv"]).read_text()))
+    )
+    assert [r["model"] for r in rows] == ["tiny-dense", "tiny-s50", "tiny-s75", "majority class"]
+    dense = rows[0]
+    assert dense["sparsity"] == "0%" and dense["active size"] == "400K"
+    # Dense: lr 1e-4 has the better dev; test over seeds 0.55, 0.56, 0.57 -> 56.0 ± 1.0.
+    assert dense["constrained scoring"] == "56.0 ± 1.0"
+    assert dense["constrained scoring: batch, lr (n seeds)"] == "16, 0.0001 (3)"
+    hoc = (tmp_path / rep["tables"]["hoc"]["md"]).read_text()
+    assert hoc.startswith("**Table 4") and "31.00" in hoc
+    assert (tmp_path / rep["plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert len(rep["results"]) == 6
+    r = rep["results"][0]
+    assert r["score"]["test_per_seed"] == pytest.approx([0.55, 0.56, 0.57])
+    assert r["majority_test"] == 0.552
+
+
+def test_unknown_variant_is_an_error(tmp_path: Path) -> None:
+    finetune, pretrain = _manifests()
+    pretrain["variants"] = pretrain["variants"][:1]
+    with pytest.raises(ValueError, match="unknown variant"):
+        write_report(finetune, pretrain, ["score"], "score", tmp_path)
