@@ -34,6 +34,11 @@ SPECIAL_IDS = {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
 SPM_DEFAULT_MAX_SENTENCE_BYTES = 4192
 MAX_LINE_BYTES = 2048
 
+# Printable ASCII always gets a piece, however rare in the sample: `character_coverage` < 1 drops
+# the rarest characters, and on a small corpus those include `<`, `>`, `~`, `*`, `{`, `}` (common in
+# biomedical text: "p < 0.05"), which would otherwise become <unk>.
+REQUIRED_CHARS = "".join(chr(c) for c in range(33, 127))
+
 _SKIPPED = re.compile(r"Skipped (\d+) too long sentences")
 
 
@@ -132,6 +137,7 @@ def learn_bpe(
             model_type="bpe",
             vocab_size=vocab_size,
             character_coverage=character_coverage,
+            required_chars=REQUIRED_CHARS,
             input_sentence_size=0,  # we sampled already: the trainer takes every line given
             shuffle_input_sentence=False,
             max_sentence_length=max(SPM_DEFAULT_MAX_SENTENCE_BYTES, longest + 1),

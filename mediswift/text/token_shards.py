@@ -52,12 +52,13 @@ def write_token_shard(
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     flat = (
-        np.concatenate([np.asarray(x, dtype=dtype) for x in input_ids])
+        np.concatenate([np.asarray(x, dtype=np.int64) for x in input_ids])
         if len(input_ids)
-        else np.zeros(0, dtype=dtype)
+        else np.zeros(0, dtype=np.int64)
     )
     if flat.size and (int(flat.max()) >= vocab_size or int(flat.min()) < 0):
         raise ValueError(f"{path}: token id outside the vocabulary of {vocab_size}")
+    flat = flat.astype(dtype)
     schema = token_schema(vocab_size)
     table = pa.table(
         {
