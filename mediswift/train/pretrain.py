@@ -1,4 +1,4 @@
-"""Pre-train one model variant end to end: model + masks, loader, loop, checkpoints, tracking.
+"""Pre-train one model variant end to end: model + masks, loader, loop, checkpoints, metrics.
 
 `run_variant(spec)` is the whole job of one Prefect task. It runs in-process for one process and
 under torchrun for several (`python -m torch.distributed.run --nproc-per-node N -m
@@ -9,7 +9,7 @@ A variant's directory (`spec.out_dir`) holds:
   checkpoints/step_<n>/   periodic resumable checkpoints (the newest `keep_checkpoints`)
   final/                  the trained weights + masks + config (what fine-tuning loads)
   curve.csv               step,train_loss,val_loss,lr
-  mlflow_run_id           the MLflow run, reopened when a killed run resumes
+  metrics.jsonl           every logged metric (rank 0), forwarded live to a sink (MLflow)
   record.json             the variant's summary, written last (the variant is done)
 A run that finds checkpoints resumes from the newest one; one that finds record.json is done.
 """
@@ -17,16 +17,17 @@ A run that finds checkpoints resumes from the newest one; one that finds record.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
 import math
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -62,10 +63,6 @@ class VariantSpec:
     train_shards: list[str] = field(default_factory=list)
     val_shards: list[str] = field(default_factory=list)
     data: str = "shards"  # "shards" (token Parquet) or "synthetic" (benchmarks, trainer tests)
-    tracking_uri: str | None = None
-    experiment: str = "mediswift-pretrain"
-    artifact_root: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def cfg(self) -> PretrainConfig:
@@ -135,27 +132,127 @@ def make_val_batches(spec: VariantSpec, d: Dist) -> list[torch.Tensor]:
     return batches[d.rank :: d.world_size]
 
 
-def _rng_tensors() -> dict[str, torch.Tensor]:
-    out = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["rng.cuda"] = torch.cuda.get_rng_state()
-    return out
+class MetricSink(Protocol):
+    """Where rank 0 sends metrics as they come (an MLflow `RunLogger` is one)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def flush(self) -> None: ...
 
 
-def run_variant(spec: VariantSpec) -> dict[str, Any]:
-    """Train (or resume, or just return) the variant; returns its record on every rank."""
+class JsonlMetrics:
+    """Metrics as JSON lines in the variant directory: always written, and how metrics of a
+    torchrun job reach the parent process (which replays them into MLflow)."""
+
+    def __init__(self, path: Path, resume_step: int = 0, forward: MetricSink | None = None):
+        self.path, self.forward, self._rows = path, forward, []
+        if path.is_file():  # a resumed run: drop what was logged after its checkpoint
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in kept if json.loads(ln)["step"] <= resume_step]
+            write_atomic(path, "".join(ln + "\n" for ln in kept))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._rows.append(json.dumps({"step": step, **metrics}))
+        if self.forward is not None:
+            self.forward.log_metrics(metrics, step)
+
+    def flush(self) -> None:
+        if self._rows:
+            with open(self.path, "a") as f:
+                f.write("".join(r + "\n" for r in self._rows))
+            self._rows = []
+        if self.forward is not None:
+            self.forward.flush()
+
+
+def read_metrics(path: Path) -> list[tuple[int, dict[str, float]]]:
+    """(step, metrics) rows of a variant's metrics.jsonl."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.append((int(row.pop("step")), row))
+    return rows
+
+
+def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, Any]:
+    """Train (or resume, or just return) the variant; returns its record on every rank.
+
+    Rank 0 writes metrics to `<out_dir>/metrics.jsonl` and forwards them to `sink`.
+    """
     out = Path(spec.out_dir)
     if (out / RECORD).is_file():
         return json.loads((out / RECORD).read_text())
     cfg = spec.cfg
     d = init_distributed(cfg.device)
     try:
-        return _run(spec, cfg, d, out)
+        return _run(spec, cfg, d, out, sink)
     finally:
         shutdown(d)
 
 
-def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str, Any]:
+def launch_variant(
+    spec: VariantSpec, nproc: int = 1, sink: MetricSink | None = None, timeout: float | None = None
+) -> dict[str, Any]:
+    """Run the variant in this process (nproc 1) or as `nproc` torchrun processes.
+
+    Under torchrun the children write metrics.jsonl; they are replayed into `sink` afterwards.
+    """
+    if nproc <= 1:
+        return run_variant(spec, sink)
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "spec.json"
+    write_atomic(spec_file, spec.to_json())
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "mediswift.train.pretrain",
+        "--spec",
+        str(spec_file),
+    ]
+    proc = subprocess.run(cmd, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec.name}: torchrun exited with {proc.returncode} ({' '.join(cmd)})")
+    if sink is not None and (out / "metrics.jsonl").is_file():
+        for step, metrics in read_metrics(out / "metrics.jsonl"):
+            sink.log_metrics(metrics, step)
+        sink.flush()
+    return json.loads((out / RECORD).read_text())
+
+
+def variant_params(spec: VariantSpec) -> dict[str, Any]:
+    """What a tracking run records as parameters: the config, sparsity, method, FLOPs, sizes."""
+    cfg = spec.cfg
+    with torch.device("meta"):  # shapes only: no memory, no init
+        model = GPT(model_config(cfg.model, spec.vocab_size, cfg.block_size))
+    zeros = sum(round(spec.sparsity * model.get_parameter(n).numel()) for n in model.matrix_names())
+    total, non_emb = model.num_params(), model.num_params(non_embedding=True)
+    tokens = cfg.steps * cfg.global_batch * cfg.seq_len
+    flops = training_flops_for(cfg, spec, tokens)
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "model": cfg.model,
+        "sparsity": spec.sparsity,
+        "method": cfg.sparsity_method if spec.sparsity > 0 else "static",
+        "vocab_size": spec.vocab_size,
+        "train_flops": flops,
+        "flops_ratio": flops / training_flops_for(cfg, spec, tokens, dense=True),
+        "total_params": total,
+        "non_embedding_params": non_emb,
+        "active_params": total - zeros,
+        "active_non_embedding_params": non_emb - zeros,
+    }
+
+
+def _run(
+    spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path, sink: MetricSink | None
+) -> dict[str, Any]:
     if cfg.seq_len > cfg.block_size:
         raise ValueError(f"seq_len {cfg.seq_len} exceeds block_size {cfg.block_size}")
     per_step = cfg.micro_batch * d.world_size
@@ -224,8 +321,10 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
     def val_loss() -> float:
         return evaluate(wrapped, val_batches, d, amp)
 
-    tracker_run = _open_tracking(spec, cfg, counts, d, out) if d.is_main else None
-    run_logger = tracker_run.logger if tracker_run is not None else None
+    run_logger = None
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        run_logger = JsonlMetrics(out / "metrics.jsonl", state.step, sink)
 
     sharded = cfg.fsdp and d.enabled
 
@@ -287,72 +386,27 @@ def _run(spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path) -> dict[str
         checkpoint=save,
         log=(lambda step, m: run_logger.log_metrics(m, step)) if run_logger else None,
     )
+    state = train(
+        wrapped,
+        optimizer,
+        iter(loader),
+        loop_cfg,
+        d,
+        state,
+        masked,
+        dynamic,
+        hooks,
+        flops_per_step=seq_flops,
+        peak_flops=peak,
+    )
+    final_weights = ckpt.model_state(wrapped) if sharded else None
     record: dict[str, Any] = {}
-    # The MLflow run ends FINISHED, or FAILED when training raises (the retry reopens it).
-    with tracker_run if tracker_run is not None else contextlib.nullcontext():
-        state = train(
-            wrapped,
-            optimizer,
-            iter(loader),
-            loop_cfg,
-            d,
-            state,
-            masked,
-            dynamic,
-            hooks,
-            flops_per_step=seq_flops,
-            peak_flops=peak,
+    if d.is_main:
+        record = _finish(
+            spec, cfg, counts, wrapped, masked, state, out, method, run_logger, final_weights
         )
-        final_weights = ckpt.model_state(wrapped) if sharded else None
-        if d.is_main:
-            record = _finish(
-                spec, cfg, counts, wrapped, masked, state, out, method, run_logger, final_weights
-            )
     barrier(d)
     return record if d.is_main else json.loads((out / RECORD).read_text())
-
-
-class _TrackedRun(contextlib.AbstractContextManager):
-    """An MLflow run opened now (so metrics can be logged) and closed by `with`."""
-
-    def __init__(self, run: contextlib.AbstractContextManager, id_file: Path, new: bool):
-        self._run = run
-        self.logger = run.__enter__()
-        if new:  # remember the run so a resumed process keeps logging into it
-            write_atomic(id_file, self.logger.run_id)
-
-    def __exit__(self, *exc: Any) -> bool | None:
-        return self._run.__exit__(*exc)
-
-
-def _open_tracking(
-    spec: VariantSpec, cfg: PretrainConfig, counts: Any, d: Dist, out: Path
-) -> _TrackedRun | None:
-    if spec.tracking_uri is None:
-        return None
-    from mediswift.tracking import Tracker
-
-    tracker = Tracker(
-        spec.tracking_uri, spec.experiment, Path(spec.artifact_root) if spec.artifact_root else None
-    )
-    id_file = out / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
-    tokens = cfg.steps * cfg.global_batch * cfg.seq_len
-    flops = training_flops_for(cfg, spec, tokens)
-    params = None
-    if run_id is None:
-        params = {
-            "config": cfg.model_dump(mode="json"),
-            "sparsity": spec.sparsity,
-            "method": cfg.sparsity_method if spec.sparsity > 0 else "static",
-            "world_size": d.world_size,
-            "train_flops": flops,
-            "flops_ratio": flops / training_flops_for(cfg, spec, tokens, dense=True),
-            **asdict(counts),
-        }
-    out.mkdir(parents=True, exist_ok=True)
-    run = tracker.run(spec.name, params=params, tags=spec.tags, run_id=run_id)
-    return _TrackedRun(run, id_file, new=run_id is None)
 
 
 def training_flops_for(
@@ -388,7 +442,7 @@ def _finish(
     state: TrainState,
     out: Path,
     method: str,
-    run_logger: Any,
+    run_logger: JsonlMetrics,
     weights: dict[str, torch.Tensor] | None,
 ) -> dict[str, Any]:
     masks = masked.bool_masks() if masked else None
@@ -412,12 +466,10 @@ def _finish(
         "val_ppl": math.exp(last_val) if not math.isnan(last_val) else float("nan"),
         "tokens": state.tokens,
         "steps": state.step,
-        "mlflow_run_id": run_logger.run_id if run_logger is not None else "",
         "loss_curve": str(out / "curve.csv"),
     }
-    if run_logger is not None:
-        run_logger.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
-        run_logger.log_artifact(out / "curve.csv")
+    run_logger.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
+    run_logger.flush()
     write_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
     return record
 
