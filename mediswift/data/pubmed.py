@@ -24,9 +24,10 @@ from typing import Any
 from lxml import etree
 
 from mediswift.data.shards import Document, write_sharded
-from mediswift.data.xml import iter_elements, release, text_of
+from mediswift.data.xml import head, iter_elements, release, text_of
 
-RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "MedlineCitation", "DeleteCitation")
+RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
+LEGACY_TAGS = ("MedlineCitation", "DeleteCitation")  # MedlineCitationSet (before 2017)
 
 
 @dataclass
@@ -57,6 +58,8 @@ def _year(text: str | None) -> int | None:
     """The first four-digit year in `text` ('2019', '1998 Dec-1999 Jan', 'Spring 2001')."""
     if not text:
         return None
+    if len(text) == 4 and text.isdigit():
+        return int(text)
     for i in range(len(text) - 3):
         chunk = text[i : i + 4]
         if chunk.isdigit() and (i + 4 == len(text) or not text[i + 4].isdigit()):
@@ -157,7 +160,10 @@ def iter_pubmed(path: Path | str, stats: PubmedStats | None = None) -> Iterator[
     A malformed file raises `XMLParseError` naming the file and the position.
     """
     stats = stats if stats is not None else PubmedStats()
-    for el in iter_elements(path, RECORD_TAGS):
+    # Only a legacy file's records are bare MedlineCitation elements: listening for that tag
+    # in a PubmedArticleSet would add an event per record.
+    tags = LEGACY_TAGS if b"<MedlineCitationSet" in head(path) else RECORD_TAGS
+    for el in iter_elements(path, tags):
         tag = el.tag
         if tag == "PubmedArticle":
             citation = el.find("MedlineCitation")
@@ -166,8 +172,6 @@ def iter_pubmed(path: Path | str, stats: PubmedStats | None = None) -> Iterator[
             doc = citation_document(citation, el.find("PubmedData"))
             stats.articles += 1
         elif tag == "MedlineCitation":
-            if el.getparent() is None or el.getparent().tag != "MedlineCitationSet":
-                continue  # inside a PubmedArticle: read (and released) with it
             doc = citation_document(el, None)
             stats.citations += 1
         elif tag == "PubmedBookArticle":

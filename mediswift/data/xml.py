@@ -34,6 +34,8 @@ SAFE_PARSER_OPTIONS: dict[str, bool] = {
 }
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Plain files up to this size are parsed whole (see `iter_elements`).
+WHOLE_FILE_BYTES = 4 << 20
 
 
 class XMLParseError(ValueError):
@@ -73,15 +75,22 @@ def check_entities(element: etree._Element, path: Path) -> None:
 
 
 def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Element]:
-    """Yield each element whose tag is in `tags` at its end tag, streaming.
+    """Yield each element whose tag is in `tags` (in document order; tags must not nest).
 
-    The caller must pass every element it is done with to `release` (elements nested in a
-    yielded one may be skipped: releasing the outer one frees them).
+    Files larger than `WHOLE_FILE_BYTES` and every gzip file stream through `iterparse`, so
+    memory stays flat whatever their size. Smaller plain files (a PMC article, an efetch reply)
+    are parsed whole by libxml2 with the same settings, which is faster and bounded by the
+    small size. The caller must pass every element it is done with to `release`.
     """
     path = Path(path)
     stream, raw = open_binary(path)
-    checked = False
     try:
+        if stream is raw and path.stat().st_size <= WHOLE_FILE_BYTES:
+            root = etree.parse(str(path), safe_parser()).getroot()
+            check_entities(root, path)
+            yield from list(root.iter(*tags))
+            return
+        checked = False
         context = etree.iterparse(stream, events=("end",), tag=tuple(tags), **SAFE_PARSER_OPTIONS)
         for _, element in context:
             if not checked:
@@ -112,8 +121,27 @@ def release(element: etree._Element) -> None:
             del parent[0]
 
 
+def head(path: Path | str, n: int = 4096) -> bytes:
+    """The first `n` bytes of the (decompressed) document: enough to see its root element."""
+    stream, raw = open_binary(Path(path))
+    try:
+        return stream.read(n)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
+        return b""  # the real parse reports the problem, with its position
+    finally:
+        stream.close()
+        raw.close()
+
+
 def text_of(element: etree._Element | None) -> str:
     """All text inside `element` (inline markup's text kept), whitespace collapsed."""
     if element is None:
         return ""
-    return " ".join("".join(element.itertext()).split())
+    # Fast paths: most titles and abstract parts are one text node with single spaces.
+    if len(element) == 0:
+        text = element.text or ""
+    else:  # serialising as text runs in C: ~2.5x faster than joining itertext()
+        text = etree.tostring(element, method="text", encoding="unicode", with_tail=False)
+    if "  " in text or "\n" in text or "\t" in text or "\r" in text:
+        return " ".join(text.split())
+    return text.strip()
