@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mediswift.model.gpt import GPT, GPTConfig
@@ -67,3 +68,17 @@ def test_cached_hidden_ignores_padding_after_a_row() -> None:
     padded = torch.cat([x, torch.randn(1, 3, 16) * 10], dim=1)
     h = cached_hidden(lm, padded, torch.arange(8)[None], empty_cache(lm, 1, 8))
     assert torch.allclose(h[:, :5] @ lm.wte.weight.T, ref, atol=1e-5)
+
+
+def test_loss_with_selective_output_layer_matches_forward() -> None:
+    model = PromptedLM(tiny_lm(), 2)
+    idx = torch.randint(0, 50, (3, 12))
+    starts = torch.tensor([2, 5, 7])
+    targets = torch.full_like(idx, -100)
+    targets[0, 4:7] = torch.tensor([1, 2, 3])
+    targets[2, 9:11] = torch.tensor([4, 5])
+    _, want = model(idx, starts, targets)
+    got = model.loss(idx, starts, targets)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    got.backward()
+    assert model.prompt.weight.grad is not None

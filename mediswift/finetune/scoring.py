@@ -122,8 +122,7 @@ def batch_loss(
     idx, starts, targets = build_batch(
         [(e.source, e.target) for e in batch], model.n_prompt, pad_id, loss_on, device
     )
-    _, loss = model(idx, starts, targets)
-    return loss
+    return model.loss(idx, starts, targets)
 
 
 def _prefill(

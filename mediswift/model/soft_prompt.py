@@ -64,6 +64,31 @@ class PromptedLM(nn.Module):
         x = self.prompt.splice(self.lm.wte(idx), prompt_start)  # (B, T, C)
         return self.lm.forward_embeds(x, targets)
 
+    def loss(
+        self, idx: torch.Tensor, prompt_start: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The same loss as `forward(idx, prompt_start, targets)[1]`, with the output layer
+        applied only at the positions in the loss (a few target tokens out of hundreds: for a
+        small model with a large vocabulary the output layer is most of the cost)."""
+        x = self.prompt.splice(self.lm.wte(idx), prompt_start)  # (B, T, C)
+        h = hidden_states(self.lm, x)  # (B, T, C)
+        keep = targets != -100  # (B, T)
+        logits = torch.nn.functional.linear(h[keep], self.lm.wte.weight)  # (N, V)
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+def hidden_states(lm: GPT, x: torch.Tensor) -> torch.Tensor:
+    """`GPT.forward_embeds` without the output layer: x (B, T, C) -> final hidden (B, T, C).
+
+    Runs the GPT's own modules (positions, dropout, blocks, final LayerNorm) in the same order;
+    tests check the logits agree.
+    """
+    pos = torch.arange(x.size(1), device=x.device)
+    h = lm.drop(x + lm.wpe(pos))
+    for block in lm.h:
+        h = block(h)
+    return lm.ln_f(h)
+
 
 # --- Incremental decoding --------------------------------------------------------------------
 # Scoring candidates and greedy generation re-read the same [source; prompt] prefix many times.
