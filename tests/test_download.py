@@ -71,6 +71,9 @@ class MirrorServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY each small reply waits
+    # for the client's delayed ACK (about 40 ms).
+    disable_nagle_algorithm = True
     server: MirrorServer
 
     def log_message(self, *args) -> None:  # keep test output quiet
