@@ -82,7 +82,9 @@ class Tokenizer:
             )
         self._model_bytes = model_bytes
         self.config = config
-        self.sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+        # One encoding thread: parallelism comes from worker processes (sentencepiece's own
+        # default, all cores per call, oversubscribes a pool of workers).
+        self.sp = spm.SentencePieceProcessor(model_proto=model_bytes, num_threads=1)
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
