@@ -174,6 +174,10 @@ def test_finetune_and_evaluate_stages(
     mediswift(recipe=str(recipe), stages=["finetune"], home=str(home))
     assert [u.stat().st_mtime_ns for u in units] == stamps
     again = arts["finetune"].manifest()
+    # ... and files its sweeps under the same parent runs as before.
+    assert [s["parent_run_id"] for s in again["sweeps"]] == [
+        s["parent_run_id"] for s in ft["sweeps"]
+    ]
     assert [p["metrics"] for s in again["sweeps"] for p in s["points"]] == [
         p["metrics"] for s in ft["sweeps"] for p in s["points"]
     ]

@@ -25,7 +25,7 @@ import torch
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from mediswift.artifacts import Artifact, file_digest, unit_artifact
+from mediswift.artifacts import Artifact, content_key, file_digest, unit_artifact
 from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.data.download import client_for, fetch_file
 from mediswift.finetune.grid import grid_points
@@ -69,6 +69,14 @@ def stage_sources(cfg: PipelineConfig, home: Path) -> dict[str, str]:
         dest = home / "raw" / "pubmedqa" / Path(url.split("?")[0]).name
         out[name] = str(fetch_file(client, cfg.resolve(url), dest).path)
     return out
+
+
+def parent_run(tracker: Tracker, sweep_key: str) -> str | None:
+    """The parent run an earlier attempt at this very sweep created, so a re-run reuses it."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], f"tags.`mediswift.sweep` = '{sweep_key}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None
 
 
 @flow(name="finetune-sweep")
@@ -133,18 +141,32 @@ def run(
         ckpt = home / variant["checkpoint"]
         for task in fc.tasks:
             grid = fc.pubmedqa_grid if task == "pubmedqa" else fc.hoc_grid
+            sweep_key = content_key(
+                "sweep",
+                UNIT_VERSION,
+                inputs["pretrain"].key,
+                variant["name"],
+                data_units[task].key,
+                grid,
+                fc.seeds,
+                settings,
+                modes,
+            )
+            earlier = parent_run(tracker, sweep_key)  # params are logged once, when created
+            params = {
+                "variant": variant["name"],
+                "task": task,
+                "checkpoint": variant["checkpoint"],
+                "batch_sizes": grid.batch_sizes,
+                "learning_rates": grid.learning_rates,
+                "seeds": fc.seeds,
+                **settings,
+            }
             with tracker.run(
                 f"{variant['name']}-{task}",
-                params={
-                    "variant": variant["name"],
-                    "task": task,
-                    "checkpoint": variant["checkpoint"],
-                    "batch_sizes": grid.batch_sizes,
-                    "learning_rates": grid.learning_rates,
-                    "seeds": fc.seeds,
-                    **settings,
-                },
-                tags={"mediswift.kind": "finetune-sweep", **tags},
+                params=None if earlier else params,
+                tags={"mediswift.kind": "finetune-sweep", "mediswift.sweep": sweep_key, **tags},
+                run_id=earlier,
             ) as parent:
                 pass
             sweep = {
