@@ -131,6 +131,7 @@ class PretrainConfig(_Section):
     )
     keep_checkpoints: int = Field(2, ge=1, description="periodic checkpoints kept per variant")
     measure_peak: bool = Field(True, description="time a matmul to report achieved/peak FLOP/s")
+    torch_threads: int = Field(0, ge=0, description="CPU threads per process (0: torch default)")
 
 
 class TaskGrid(_Section):
