@@ -160,4 +160,4 @@ def test_variant_on_token_shards(tmp_path: Path) -> None:
 
     # A second call finds the record and trains nothing.
     again = launch_variant(spec, nproc=1)
-    assert again == json.loads((Path(spec.out_dir) / "record.json").read_text())
+    assert again == json.loads((Path(spec.out_dir) / "manifest.json").read_text())

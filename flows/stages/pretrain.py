@@ -28,7 +28,7 @@ from tasks.tracking import flow_run_tags, link_mlflow_run
 # Bump when a variant's content or meaning changes (model, loop, checkpoint format).
 UNIT_VERSION = 1
 # Settings that only schedule work or list variants: they never change one variant's result.
-_NOT_IN_KEY = {"sparsity_levels", "nproc", "measure_peak", "keep_checkpoints"}
+_NOT_IN_KEY = {"sparsity_levels", "nproc", "measure_peak", "keep_checkpoints", "torch_threads"}
 
 
 def run(

@@ -3,15 +3,15 @@
 `run_variant(spec)` is the whole job of one Prefect task. It runs in-process for one process and
 under torchrun for several (`python -m torch.distributed.run --nproc-per-node N -m
 mediswift.train.pretrain --spec spec.json`); every rank runs the same code, rank 0 alone writes
-checkpoints, the loss curve, the MLflow run and `record.json`.
+checkpoints, the loss curve, metrics and the variant's record (`manifest.json`).
 
 A variant's directory (`spec.out_dir`) holds:
   checkpoints/step_<n>/   periodic resumable checkpoints (the newest `keep_checkpoints`)
   final/                  the trained weights + masks + config (what fine-tuning loads)
   curve.csv               step,train_loss,val_loss,lr
   metrics.jsonl           every logged metric (rank 0), forwarded live to a sink (MLflow)
-  record.json             the variant's summary, written last (the variant is done)
-A run that finds checkpoints resumes from the newest one; one that finds record.json is done.
+  manifest.json           the variant's record, written last: the unit artifact is done
+A run that finds checkpoints resumes from the newest one; one that finds manifest.json is done.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mediswift.artifacts import write_atomic
+from mediswift.artifacts import MANIFEST, write_atomic
 from mediswift.config import PretrainConfig
 from mediswift.flops import step_flops, training_flops
 from mediswift.model.gpt import GPT, model_config
@@ -48,7 +48,7 @@ from mediswift.train.distributed import (
 from mediswift.train.loop import Hooks, LoopConfig, TrainState, evaluate, train
 from mediswift.train.optim import make_optimizer
 
-RECORD = "record.json"
+RECORD = MANIFEST  # the variant directory is a unit artifact: its record is its manifest
 
 
 @dataclass
@@ -266,6 +266,8 @@ def _run(
     if cfg.fsdp and method != "static":
         raise ValueError("dynamic sparsity (set/rigl) needs whole matrices: not with fsdp")
     on_gpu = d.device.type == "cuda"
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     amp = torch.bfloat16 if on_gpu else None
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -381,10 +383,21 @@ def _run(
         checkpoint_every=cfg.checkpoint_every,
         amp_dtype=amp,
     )
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        run_logger.log_metrics(metrics, step)  # type: ignore[union-attr]
+        if step % (cfg.log_every * 10) == 0 or step == cfg.steps or "val_loss" in metrics:
+            val = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
+            print(
+                f"{spec.name}: step {step}/{cfg.steps} loss {metrics['train_loss']:.4f}{val} "
+                f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:,.0f} tok/s",
+                flush=True,
+            )
+
     hooks = Hooks(
         evaluate=val_loss,
         checkpoint=save,
-        log=(lambda step, m: run_logger.log_metrics(m, step)) if run_logger else None,
+        log=log if d.is_main else None,
     )
     state = train(
         wrapped,
