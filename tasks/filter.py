@@ -28,6 +28,14 @@ def unit(home: str, key: str) -> Artifact:
     return Artifact("filter", key, Path(home) / "filter" / "units" / key)
 
 
+def _done(home: str, key: str) -> dict[str, Any] | None:
+    """The unit's result when it is already on disk (e.g. the Prefect cache was cleared)."""
+    u = unit(home, key)
+    return (
+        {k: v for k, v in u.manifest().items() if k not in ("stage", "key")} if u.done() else None
+    )
+
+
 def load_codes(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
@@ -40,6 +48,8 @@ def plan(
     min_text_chars: int,
     languages: list[str] | None,
 ) -> dict[str, Any]:
+    if (done := _done(home, key)) is not None:
+        return done
     root = Path(home)
     refs = [
         ShardRef(root / s["path"], s["source"], tuple(s.get("deleted_pmids", ()))) for s in shards
@@ -64,6 +74,8 @@ def plan(
 def filter_shard(
     key: str, home: str, index: int, shard: str, codes: str, salt: str, validation_fraction: float
 ) -> dict[str, Any]:
+    if (done := _done(home, key)) is not None:
+        return done
     root = Path(home)
     u = unit(home, key)
     out = u.path / "docs.parquet"

@@ -32,13 +32,25 @@ def unit(home: str, key: str) -> Artifact:
     return Artifact("parse", key, Path(home) / "parse" / "units" / key)
 
 
+def _done(home: str, key: str) -> dict[str, Any] | None:
+    """The unit's result when it is already on disk (e.g. the Prefect cache was cleared)."""
+    u = unit(home, key)
+    return (
+        {k: v for k, v in u.manifest().items() if k not in ("stage", "key")} if u.done() else None
+    )
+
+
 def _finish(home: str, key: str, result: dict[str, Any]) -> dict[str, Any]:
-    """Make shard paths relative to home, then mark the unit done (manifest last)."""
+    """Make shard paths relative to home, then mark the unit done (manifest last).
+
+    A unit that quarantined an input is not marked done: the next run tries that input again
+    (and fails it, if the recipe now says "fail")."""
     root = Path(home)
     result["shards"] = [
         {"path": str(p.relative_to(root)), "n_docs": n} for p, n in result["shards"]
     ]
-    unit(home, key).ensure().write_manifest(result)
+    if not result["quarantined"]:
+        unit(home, key).ensure().write_manifest(result)
     return result
 
 
@@ -52,6 +64,8 @@ def _quarantine(home: str, key: str, input_rel: str, error: Exception) -> dict[s
 def parse_pubmed(
     key: str, home: str, input: str, rows_per_shard: int, on_error: str
 ) -> dict[str, Any]:
+    if (done := _done(home, key)) is not None:
+        return done
     out = unit(home, key).path
     try:
         result = parse_pubmed_file(Path(home) / input, out, rows_per_shard)
@@ -71,6 +85,8 @@ def parse_pmc(
     rows_per_shard: int,
     on_error: str,
 ) -> dict[str, Any]:
+    if (done := _done(home, key)) is not None:
+        return done
     inputs = [
         PmcInput(
             path=Path(home) / a["path"],
@@ -89,6 +105,8 @@ def parse_pmc(
 def parse_corpus(
     key: str, home: str, input: str, name: str, rows_per_shard: int, on_error: str
 ) -> dict[str, Any]:
+    if (done := _done(home, key)) is not None:
+        return done
     try:
         result = parse_corpus_file(Path(home) / input, name, unit(home, key).path, rows_per_shard)
     except BAD_INPUT as e:

@@ -171,5 +171,7 @@ def test_bad_file_fails_or_is_quarantined(
     assert "compressed bytes" in parse["quarantined"][0]["error"]
     assert all(s["input"] != f"raw/pubmed/baseline/{bad}" for s in parse["shards"])
     assert len([s for s in parse["shards"] if s["source"] == "pubmed"]) == 4
+    # The quarantined file's unit is not marked done: a later run tries it again.
+    assert len(list(home.glob("parse/units/*/manifest.json"))) == 4 + 3 + 1
     with gzip.open(mirror_dir / "pubmed/baseline" / bad) as f:
         assert f.read(5) == b"<?xml"  # the mirror itself is untouched

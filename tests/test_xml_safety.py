@@ -28,9 +28,11 @@ PARSERS = {"pubmed": (PUBMED_BODY, "PubmedArticleSet", iter_pubmed),
 
 
 def _write(path: Path, root: str, body: str, entities: str, ref: str) -> Path:
-    path.write_text(
-        f'<?xml version="1.0"?>\n<!DOCTYPE {root} [\n{entities}\n]>\n' + body.format(ref=ref)
-    )
+    xml = f'<?xml version="1.0"?>\n<!DOCTYPE {root} [\n{entities}\n]>\n' + body.format(ref=ref)
+    if path.suffix == ".gz":  # gzip files take the streaming path, plain ones the whole-file one
+        path.write_bytes(gzip.compress(xml.encode()))
+    else:
+        path.write_text(xml)
     return path
 
 
@@ -40,27 +42,29 @@ def test_settings() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("suffix", [".xml", ".xml.gz"])
 @pytest.mark.parametrize("kind", PARSERS)
-def test_xxe_file_is_refused_and_nothing_leaks(kind: str, tmp_path: Path) -> None:
+def test_xxe_file_is_refused_and_nothing_leaks(kind: str, suffix: str, tmp_path: Path) -> None:
     body, root, parse = PARSERS[kind]
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET)
     path = _write(
-        tmp_path / "xxe.xml", root, body, f'<!ENTITY xxe SYSTEM "file://{secret}">', "&xxe;"
+        tmp_path / f"xxe{suffix}", root, body, f'<!ENTITY xxe SYSTEM "file://{secret}">', "&xxe;"
     )
     with pytest.raises(UnsafeXMLError, match=r"xxe\.xml.*'xxe'") as err:
         list(parse(path))
     assert SECRET not in str(err.value)
 
 
+@pytest.mark.parametrize("suffix", [".xml", ".xml.gz"])
 @pytest.mark.parametrize("kind", PARSERS)
-def test_billion_laughs_is_an_error_not_a_blow_up(kind: str, tmp_path: Path) -> None:
+def test_billion_laughs_is_an_error_not_a_blow_up(kind: str, suffix: str, tmp_path: Path) -> None:
     body, root, parse = PARSERS[kind]
     lines = ['<!ENTITY lol "lol">'] + [
         f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
         for i in range(1, 10)
     ]
-    path = _write(tmp_path / "lol.xml", root, body, "\n".join(lines), "&lol9;")
+    path = _write(tmp_path / f"lol{suffix}", root, body, "\n".join(lines), "&lol9;")
     with pytest.raises(XMLParseError, match="lol.xml"):
         list(parse(path))
 
