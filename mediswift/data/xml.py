@@ -82,7 +82,8 @@ def check_entities(element: etree._Element, path: Path) -> None:
 
 
 def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Element]:
-    """Yield each element whose tag is in `tags` (in document order; tags must not nest).
+    """Yield each element whose tag is in `tags` (in document order; tags must not nest, and
+    records must be the root or its children, as in every PubMed and PMC format).
 
     Files larger than `WHOLE_FILE_BYTES` and every gzip file stream through `iterparse`, so
     memory stays flat whatever their size. Smaller plain files (a PMC article, an efetch reply)
@@ -95,7 +96,10 @@ def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Elem
         if stream is raw and path.stat().st_size <= WHOLE_FILE_BYTES:
             root = etree.parse(str(path), safe_parser()).getroot()
             check_entities(root, path)
-            yield from list(root.iter(*tags))
+            # Records are the root itself (a single JATS article) or children of the root
+            # (PubmedArticleSet, MedlineCitationSet, pmc-articleset): no need to walk the tree.
+            wanted = tuple(tags)
+            yield from [root] if root.tag in wanted else list(root.iterchildren(*wanted))
             return
         checked = False
         context = etree.iterparse(stream, events=("end",), tag=tuple(tags), **SAFE_PARSER_OPTIONS)
