@@ -251,3 +251,17 @@ def test_stages_in_flow(prefect_harness, mirror_dir: Path, tmp_path: Path) -> No
     assert (arts["vocab"].path / "bpe.model").read_bytes() == (
         one["vocab"].path / "bpe.model"
     ).read_bytes()
+
+
+def test_task_runner_choice() -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.stages.tokenize import task_runner
+    from mediswift.config import TokenizeConfig
+
+    local = task_runner(TokenizeConfig(workers=3))
+    assert isinstance(local, ProcessPoolTaskRunner) and local._max_workers == 3
+    cluster = task_runner(TokenizeConfig(dask_address="tcp://127.0.0.1:8786"))
+    assert isinstance(cluster, DaskTaskRunner)
+    assert cluster.address == "tcp://127.0.0.1:8786"

@@ -88,10 +88,12 @@ def run(
     filter_art, vocab_art = inputs["filter"], inputs["vocab"]
     vocab = vocab_art.manifest()
     units = []
-    for shard in doc_shard_paths(home, filter_art):
+    for i, shard in enumerate(doc_shard_paths(home, filter_art)):
         rel = str(shard.relative_to(home))
         unit = unit_artifact(home, "tokenize", UNIT_VERSION, filter_art.key, rel, vocab["hash"])
-        units.append({"key": unit.key, "name": shard.stem, "doc_shard": str(shard)})
+        # Shown in the UI: the position in the filter manifest keeps names unique even when
+        # every document shard has the same file name in its own unit folder.
+        units.append({"key": unit.key, "name": f"{i:04d}-{shard.stem}", "doc_shard": str(shard)})
     log.info(
         "tokenize: %d document shards, %s", len(units), cfg.tokenize.dask_address or "processes"
     )

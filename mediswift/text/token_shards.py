@@ -167,6 +167,13 @@ def tokenize_document_shard(doc_shard: Path, tokenizer: Tokenizer, out_dir: Path
     return out
 
 
+def _relative(path: Path, home: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path(home).resolve()))
+    except ValueError:
+        return str(path)
+
+
 def tokenize_unit(doc_shard: Path, tokenizer_dir: Path, unit: Artifact, home: Path) -> dict:
     """Tokenize one document shard into the unit directory `unit` (a content-addressed unit of
     the tokenize stage) unless it is done; returns its manifest: {"input", "tokenizer_hash",
@@ -179,7 +186,7 @@ def tokenize_unit(doc_shard: Path, tokenizer_dir: Path, unit: Artifact, home: Pa
     rel = unit.path.relative_to(home)
     return unit.write_manifest(
         {
-            "input": Path(doc_shard).name,
+            "input": _relative(Path(doc_shard), home),
             "tokenizer_hash": tokenizer.hash,
             "vocab_size": tokenizer.vocab_size,
             "shards": [{**s, "path": str(rel / s["path"])} for s in shards],
