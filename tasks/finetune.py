@@ -33,8 +33,9 @@ def prepare_data(
     raw: dict[str, str],
     extra: dict[str, str],
     cfg: dict[str, Any],
+    tokenizer_dir: str,
 ) -> dict[str, Any]:
-    """The task's official splits as JSONL (+ data.json) in the unit `key`."""
+    """The task's official splits as JSONL (+ data.json, token ids) in the unit `key`."""
     unit = _unit(home, key)
     if unit.done():
         return unit.manifest()
@@ -44,6 +45,7 @@ def prepare_data(
         FinetuneConfig.model_validate(cfg),
         unit.ensure().path,
         {k: Path(v) for k, v in extra.items()},
+        Tokenizer.load(tokenizer_dir),
     )
     return unit.write_manifest({**info, "path": str(unit.path)})
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import prepare_task
+from mediswift.finetune.formats import read_examples
 from mediswift.finetune.hoc import HoC, hoc_splits
 from mediswift.finetune.point import load_finetuned, load_pretrained, reactivate, run_point
 from mediswift.finetune.pubmedqa import PubMedQA, load_json, pqal_splits
@@ -192,6 +193,7 @@ def test_tiny_finetune_beats_untrained_start(tok: Tokenizer, pqa: dict) -> None:
     res = fit(model, task, tok, train, dev, s, log=lambda m, step: logged.append((step, m)))
     assert res.history[0]["dev_metric"] == pytest.approx(before)
     assert res.best_dev > before + 0.2 and res.best_epoch > 0
+    assert res.best_dev == max(h["dev_metric"] for h in res.history[1:])
     losses = [m["train_loss"] for _, m in logged if "train_loss" in m]
     assert losses[-1] < losses[0]
     # The kept state is the best dev one, and generation produces parsed answers.
@@ -234,7 +236,11 @@ def test_grid_point_multistage_and_never_retrained(
         "test_ground_truth": mirror_dir / "pubmedqa" / "test_ground_truth.json",
     }
     extra = {"pqa_a": tmp_path / "ori_pqaa.json", "pqa_u": tmp_path / "ori_pqau.json"}
-    info = prepare_task("pubmedqa", raw, cfg, tmp_path / "data", extra)
+    info = prepare_task("pubmedqa", raw, cfg, tmp_path / "data", extra, tok)
+    assert info["tokenizer"] == tok.hash
+    ids = (tmp_path / "data" / "dev.ids.jsonl").read_text().splitlines()
+    dev0 = read_examples(tmp_path / "data" / "dev.jsonl")[0]
+    assert json.loads(ids[0]) == [tok.encode(dev0.source), tok.encode(dev0.target)]
     assert [s["name"] for s in info["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
     assert info["counts"]["pqa_a_train"] == 24 and info["counts"]["pqa_a_dev"] == 10
     assert info["full_counts"] == {"train": 450, "dev": 50, "test": 500}

@@ -113,12 +113,15 @@ def run(
     settings = point_settings(fc)
     extra = stage_sources(cfg, home) if "pubmedqa" in fc.tasks else {}
 
+    vocab_hash = vocab.manifest()["hash"]
     data_jobs, data_units = [], {}
     for task in fc.tasks:
         raw = raw_inputs(home, download, task)
         sources = {**raw, **(extra if task == "pubmedqa" else {})}
         digests = {k: file_digest(Path(p)) for k, p in sources.items()}
-        unit = unit_artifact(home, "finetune", UNIT_VERSION, "data", task, digests, settings)
+        unit = unit_artifact(
+            home, "finetune", UNIT_VERSION, "data", task, digests, settings, vocab_hash
+        )
         data_units[task] = unit
         data_jobs.append(
             {
@@ -129,6 +132,7 @@ def run(
                 "raw": raw,
                 "extra": extra if task == "pubmedqa" else {},
                 "cfg": fc.model_dump(mode="json"),
+                "tokenizer_dir": str(vocab.path),
             }
         )
 

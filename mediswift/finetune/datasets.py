@@ -5,6 +5,8 @@ HoC), builds the official splits, applies the optional example caps (a seeded ra
 never "the first n": the PQA-L splits are ordered by label), and writes one JSONL file per
 split plus `data.json` (counts and the majority-class baseline). For PubMedQA with PQA-A /
 PQA-U sources it also writes the earlier stages of the multi-stage schedule (Appendix A.2).
+Given the tokenizer, it also keeps every example's source and target token ids
+(`<split>.ids.jsonl`, untruncated), so that grid points do not tokenize the same texts again.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def prepare_task(
     cfg: FinetuneConfig,
     out_dir: Path,
     extra: dict[str, Path] | None = None,
+    tok: Any | None = None,
 ) -> dict[str, Any]:
     """Write the task's splits into `out_dir`; returns what `data.json` holds.
 
@@ -106,6 +109,10 @@ def prepare_task(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {name: write_examples(out_dir / f"{name}.jsonl", exs) for name, exs in splits.items()}
+    if tok is not None:
+        for name, exs in splits.items():
+            rows = [[tok.encode(e.source), tok.encode(e.target)] for e in exs]
+            write_atomic(out_dir / f"{name}.ids.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     majority = fmt.majority([e.label for e in splits["train"]])
     info = {
         "task": task,
@@ -113,6 +120,7 @@ def prepare_task(
         "counts": counts,
         "full_counts": full_counts,
         "stages": stages,
+        "tokenizer": getattr(tok, "hash", None) if tok is not None else None,
         "majority": {
             "label": label_to_json(majority),
             "dev": fmt.metric([majority] * len(splits["dev"]), [e.label for e in splits["dev"]]),
@@ -130,3 +138,13 @@ def load_prepared(data_dir: Path) -> tuple[dict[str, Any], dict[str, list[Exampl
         raise FileNotFoundError(f"{data_dir} holds no prepared task data ({DATA_FILE})")
     info = json.loads(f.read_text())
     return info, {name: read_examples(data_dir / f"{name}.jsonl") for name in info["counts"]}
+
+
+def load_token_ids(
+    data_dir: Path, name: str, tokenizer_hash: str | None, info: dict[str, Any]
+) -> list[tuple[list[int], list[int]]] | None:
+    """The kept (source, target) ids of split `name`, if made with this tokenizer."""
+    f = data_dir / f"{name}.ids.jsonl"
+    if tokenizer_hash is None or info.get("tokenizer") != tokenizer_hash or not f.is_file():
+        return None
+    return [tuple(json.loads(line)) for line in f.read_text().splitlines()]

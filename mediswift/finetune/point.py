@@ -22,7 +22,13 @@ from safetensors.torch import load_file, save_file
 
 from mediswift.artifacts import Artifact, tmp_path, write_atomic
 from mediswift.config import FinetuneConfig
-from mediswift.finetune.datasets import epochs, load_prepared, n_prompt, task_format
+from mediswift.finetune.datasets import (
+    epochs,
+    load_prepared,
+    load_token_ids,
+    n_prompt,
+    task_format,
+)
 from mediswift.finetune.formats import label_to_json
 from mediswift.finetune.scoring import (
     Mode,
@@ -150,7 +156,12 @@ def run_point(
     targets = fmt.budget_targets(train_targets)
     budget = source_budget(tok, targets, n, max_len, task)
     max_new = max_target_tokens(tok, targets)
-    enc = {name: encode_examples(tok, exs, budget) for name, exs in splits.items()}
+    enc = {
+        name: encode_examples(
+            tok, exs, budget, load_token_ids(data_dir, name, getattr(tok, "hash", None), info)
+        )
+        for name, exs in splits.items()
+    }
 
     stages, offset = [], 0
     for stage in info["stages"]:

@@ -76,14 +76,25 @@ def source_budget(
     return budget
 
 
-def encode_examples(tok: TokenizerLike, examples: Sequence[Example], budget: int) -> list[Encoded]:
-    """Token ids of every example, the source cut at the end to `budget` tokens."""
+def encode_examples(
+    tok: TokenizerLike,
+    examples: Sequence[Example],
+    budget: int,
+    token_ids: Sequence[tuple[list[int], list[int]]] | None = None,
+) -> list[Encoded]:
+    """Token ids of every example, the source cut at the end to `budget` tokens.
+
+    `token_ids` are the (source, target) ids made earlier with this tokenizer (the prepared task
+    data keeps them, so grid points do not re-run Moses and BPE over the same texts).
+    """
+    if token_ids is None:
+        token_ids = [(tok.encode(ex.source), tok.encode(ex.target)) for ex in examples]
+    if len(token_ids) != len(examples):
+        raise ValueError(f"{len(token_ids)} token rows for {len(examples)} examples")
     out = []
-    for ex in examples:
-        src = tok.encode(ex.source)[:budget]
-        if not src:  # an empty source still needs one position before the prompt
-            src = [tok.eos_id]
-        out.append(Encoded(ex.id, src, tok.encode(ex.target) + [tok.eos_id], ex.label))
+    for ex, (src, tgt) in zip(examples, token_ids, strict=True):
+        src = list(src[:budget]) or [tok.eos_id]  # an empty source still needs one position
+        out.append(Encoded(ex.id, src, list(tgt) + [tok.eos_id], ex.label))
     return out
 
 

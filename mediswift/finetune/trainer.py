@@ -2,8 +2,9 @@
 the steps and cosine decay, up to `epochs` epochs, the dev metric after every epoch, early
 stopping after `patience` epochs without improvement, and the best dev state kept in memory.
 
-The dev metric is also measured before the first step (epoch 0), so the kept state is never worse
-on dev than the starting point: "the best dev checkpoint" includes the start.
+The dev metric is also measured before the first step (epoch 0) and logged, to show what
+fine-tuning gained; the kept state is the best of the fine-tuned epochs (1..epochs), so a grid
+point always reports a fine-tuned model, as the paper's early stopping does.
 
 Thread safety: several fine-tunes may run at once in one process (a Prefect thread pool), so
 nothing here touches torch's global RNG: the data order comes from a seeded `torch.Generator`.
@@ -47,7 +48,7 @@ class TrainSettings:
 
 @dataclass
 class FitResult:
-    best_state: dict[str, torch.Tensor]  # PromptedLM state dict (CPU copies) at the best epoch
+    best_state: dict[str, torch.Tensor]  # PromptedLM state dict (CPU copies), best epoch >= 1
     best_epoch: int
     best_dev: float
     steps: int
@@ -93,9 +94,10 @@ def fit(
             model, task, tok, dev, s.early_stop_on, s.eval_batch_size, s.max_new_tokens
         )[0]
 
-    best = FitResult(_state(model), 0, dev_metric(), 0, False)
-    best.history.append({"epoch": 0, "step": 0, "dev_metric": best.best_dev})
-    log({"dev_metric": best.best_dev}, 0)
+    start = dev_metric()
+    best = FitResult({}, 0, -math.inf, 0, False)
+    best.history.append({"epoch": 0, "step": 0, "dev_metric": start})
+    log({"dev_metric": start}, 0)
     step, bad = 0, 0
     model.train()
     for epoch in range(1, s.epochs + 1):
