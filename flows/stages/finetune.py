@@ -34,6 +34,7 @@ from tasks import finetune as t
 from tasks.common import cached
 from tasks.tracking import flow_run_tags
 
+MODES = ("generate", "score")
 # Bump when a unit's content or meaning changes (data format, training or evaluation code).
 UNIT_VERSION = 1
 # Settings that only schedule work: they never change a grid point's result.
@@ -139,7 +140,9 @@ def run(
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     tracker = Tracker(uri, cfg.tracking.finetune_experiment, artifact_root=home / "mlruns")
     tags = flow_run_tags()
-    modes = list(cfg.evaluate.predictions)
+    # Both prediction modes, always: the finetune output does not depend on the evaluate section
+    # (which is not part of this stage's key), and evaluate picks the modes it reports.
+    modes = list(MODES)
     sweeps, point_jobs = [], []
     for variant in pretrain["variants"]:
         ckpt = home / variant["checkpoint"]
