@@ -198,10 +198,13 @@ def run_point(
         )
 
     metrics: dict[str, Any] = {}
+    unparsed: dict[str, int] = {}  # generated sentences that name no label (counted wrong)
     for mode in modes:
         for split in ("dev", "test"):
             preds, texts = predict(model, fmt, tok, enc[split], mode, cfg.eval_batch_size, max_new)
             metrics[f"{split}_{mode}"] = fmt.metric(preds, [e.label for e in enc[split]])
+            if mode == "generate":
+                unparsed[split] = preds.count(None)
             rows = [
                 {
                     "id": e.id,
@@ -218,7 +221,7 @@ def run_point(
                 f.writelines(json.dumps(r) + "\n" for r in rows)
     log({k: v for k, v in metrics.items()}, offset)
     save_finetuned(unit.path / "checkpoint", model)
-    result = {
+    manifest = {
         **(describe or {}),
         "task": task,
         "metric": fmt.metric_name,
@@ -234,8 +237,9 @@ def run_point(
         "stages": stages,
         "steps": offset,
         "metrics": metrics,
+        "unparsed_generations": unparsed,
         "checkpoint": "checkpoint",
         "predictions": {m: f"predictions_{m}.jsonl" for m in modes},
     }
-    write_atomic(unit.path / "metrics.json", json.dumps(result, indent=2) + "\n")
-    return unit.write_manifest(result)
+    write_atomic(unit.path / "metrics.json", json.dumps(manifest, indent=2) + "\n")
+    return unit.write_manifest(manifest)
