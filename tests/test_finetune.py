@@ -265,3 +265,11 @@ def test_grid_point_multistage_and_never_retrained(
     again = run_point(unit, tmp_path / "ckpt", tmp_path / "data", tok, cfg, "pubmedqa", 8, 1e-3, 0)
     assert again == m and (unit.path / "metrics.json").stat().st_mtime_ns == stamp
     assert model.n_prompt == 9
+
+
+def test_candidate_longer_than_the_context_is_unscorable() -> None:
+    model = tiny_model(40, 9, block=32).eval()
+    src = list(range(4, 24))  # 20 source + 9 prompt = 29 of 32 positions
+    fits, too_long = [5, 6, 3], [5, 6, 7, 8, 3]
+    scores = continuation_logprobs(model, [src], [[fits, too_long]])[0]
+    assert scores[0] > float("-inf") and scores[1] == float("-inf")
