@@ -1,5 +1,6 @@
-"""Data-parallel training: 2 processes under torchrun (gloo, CPU) give the same loss curve and
-weights as 1 process at the same global batch (there through gradient accumulation)."""
+"""Data-parallel training: 2 processes under torchrun (gloo, CPU), with DDP or FSDP2 sharding, give
+the same loss curve and weights as 1 process at the same global batch (there through gradient
+accumulation), and sparse weights stay zero."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spec(out: Path) -> VariantSpec:
+def spec(out: Path, fsdp: bool = False) -> VariantSpec:
     cfg = PretrainConfig(
         model="tiny",
         seq_len=16,
@@ -42,6 +43,7 @@ def spec(out: Path) -> VariantSpec:
         measure_peak=False,
         device="cpu",
         seed=1,
+        fsdp=fsdp,
     )
     return VariantSpec(
         name="tiny-s50",
@@ -59,12 +61,13 @@ def curve(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path: Path, fsdp: bool) -> None:
     torch.set_num_threads(1)
     single = run_variant(spec(tmp_path / "single"))  # 1 process: 2 micro-batches of 4 per step
 
     spec_file = tmp_path / "spec.json"
-    spec_file.write_text(spec(tmp_path / "ddp").to_json())
+    spec_file.write_text(spec(tmp_path / "ddp", fsdp).to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -98,6 +101,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     for name in wa:
         # Float sums in another order: Adam turns 1e-7 gradient noise into at most ~1e-5 here.
         assert torch.allclose(wa[name], wb[name], atol=1e-4), name
+    masks = ckpt.load_masks(tmp_path / "ddp" / "final")
+    assert masks and all(torch.all(wb[n][~m] == 0) for n, m in masks.items())
     # Only rank 0 wrote: one checkpoint folder per saved step, no stray temp folders.
     names = sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir())
     assert names == ["step_00000003", "step_00000006"]
