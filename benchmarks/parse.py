@@ -30,15 +30,20 @@ Usage: python benchmarks/parse.py [--target-mb 100] [--pmc-repeat 5] [--rounds 3
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import json
-import resource
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+# This folder holds scripts named like standard modules (tokenize.py): keep it off the import
+# path, or `import inspect` (via numpy) would pick up a benchmark instead of the stdlib.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "mirror"
@@ -204,12 +209,11 @@ def pubmed_section(tmp: Path, target_mb: float, skip_10x: bool, rounds: int) -> 
               f"{add10:.0f} MB)")  # fmt: skip
 
 
-def pmc_section(tmp: Path, repeat: int, rounds: int) -> None:
-    files = sorted(str(p) for p in (MIRROR / "pmc").glob("*/*.xml"))
+def pmc_section(tmp: Path, repeat: int, rounds: int, files: list[str], what: str) -> None:
     listing = tmp / "pmc.txt"
     listing.write_text("\n".join(files * repeat))
     mb = sum(Path(f).stat().st_size for f in files) * repeat / 1e6
-    print(f"PMC: {len(files)} articles x {repeat} ({mb:.0f} MB of XML)")
+    print(f"PMC, {what}: {len(files)} files x {repeat} ({mb:.0f} MB of XML)")
     res = best_of(("pmc-ours", "pmc-pubmed-parser", "pmc-floor"), listing, rounds)
     for name, r in res.items():
         s = r["seconds"]
@@ -240,7 +244,13 @@ def main() -> None:
         raise SystemExit(f"the offline mirror is needed: {MIRROR} not found")
     with tempfile.TemporaryDirectory(prefix="mediswift-bench-") as d:
         pubmed_section(Path(d), args.target_mb, args.skip_10x, args.rounds)
-        pmc_section(Path(d), args.pmc_repeat, args.rounds)
+        cloud = sorted(str(p) for p in (MIRROR / "pmc").glob("*/*.xml"))
+        pmc_section(Path(d), args.pmc_repeat, args.rounds, cloud, "Cloud Service .xml (mirror)")
+        # The same kind of articles named .nxml, as the retired OA bulk packages had them:
+        # pubmed-parser then also strips namespaces from every element.
+        nxml = sorted(str(p) for p in (MIRROR.parent / "data" / "pmc_nxml").rglob("*.nxml"))
+        if nxml:
+            pmc_section(Path(d), args.pmc_repeat, args.rounds, nxml, ".nxml (shared data)")
 
 
 if __name__ == "__main__":
