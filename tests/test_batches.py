@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -145,3 +146,19 @@ def test_errors(tmp_path: Path) -> None:
         write_token_shard(tmp_path / "bad.parquet", ["x"], [[5, 70_000]], 60_000)
     assert not (tmp_path / "bad.parquet").exists()
     assert read_token_docs(paths[0])[1] == [list(range(5)), list(range(5, 10))]
+
+
+def test_streamed_shard_with_many_row_groups(tmp_path: Path, monkeypatch) -> None:
+    from mediswift.text import token_shards
+
+    monkeypatch.setattr(token_shards, "ROW_GROUP_DOCS", 3)
+    docs = [list(range(i, i + 5 + i % 4)) for i in range(10)]
+    path = tmp_path / "multi.parquet"
+    n = write_token_shard(path, [f"d{i}" for i in range(10)], docs, 100)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
+    assert read_token_docs(path) == ([f"d{i}" for i in range(10)], docs)
+    assert n == sum(map(len, docs))
+    stream = [t for d in docs for t in d]
+    rows = fixed_batches([path], seq_len=4, batch_size=100)[0].tolist()
+    assert rows[1] == stream[4:9]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -43,10 +43,10 @@ def token_schema(vocab_size: int) -> pa.Schema:
     )
 
 
-def write_token_shard(
-    path: Path, doc_ids: Sequence[str], input_ids: Sequence[Sequence[int]], vocab_size: int
-) -> int:
-    """Write one token shard atomically; returns its token count."""
+def _table(
+    doc_ids: Sequence[str], input_ids: Sequence[Sequence[int]], vocab_size: int, where: Path
+) -> pa.Table:
+    """One batch of documents as a table of the token schema (ids range-checked)."""
     dtype = np.uint16 if id_type(vocab_size) == pa.uint16() else np.int32
     lengths = np.fromiter((len(x) for x in input_ids), dtype=np.int64, count=len(input_ids))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
@@ -57,34 +57,94 @@ def write_token_shard(
         else np.zeros(0, dtype=np.int64)
     )
     if flat.size and (int(flat.max()) >= vocab_size or int(flat.min()) < 0):
-        raise ValueError(f"{path}: token id outside the vocabulary of {vocab_size}")
-    flat = flat.astype(dtype)
-    schema = token_schema(vocab_size)
-    table = pa.table(
+        raise ValueError(f"{where}: token id outside the vocabulary of {vocab_size}")
+    return pa.table(
         {
             "doc_id": pa.array(list(doc_ids), pa.string()),
-            "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+            "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(dtype))),
             "n_tokens": pa.array(lengths.astype(np.int32)),
         },
-        schema=schema,
+        schema=token_schema(vocab_size),
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
+
+
+class TokenShardWriter:
+    """Streams documents into one token shard, a row group of `ROW_GROUP_DOCS` at a time
+    (memory: one row group), under a temporary name renamed into place by `close()`.
+    The file is opened on the first document: a writer that gets none leaves no file."""
+
+    def __init__(self, path: Path, vocab_size: int) -> None:
+        self.path, self.vocab_size = Path(path), vocab_size
+        self.tmp = tmp_path(self.path)
+        self.n_docs = self.n_tokens = 0
+        self._ids: list[str] = []
+        self._tokens: list[Sequence[int]] = []
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, doc_id: str, ids: Sequence[int]) -> None:
+        self._ids.append(doc_id)
+        self._tokens.append(ids)
+        self.n_docs += 1
+        self.n_tokens += len(ids)
+        if len(self._ids) >= ROW_GROUP_DOCS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._ids:
+            return
+        table = _table(self._ids, self._tokens, self.vocab_size, self.path)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(
+                self.tmp,
+                table.schema,
+                compression=COMPRESSION,
+                write_statistics=False,
+                store_schema=False,
+            )
+        self._writer.write_table(table, row_group_size=ROW_GROUP_DOCS)
+        self._ids, self._tokens = [], []
+
+    def close(self) -> bool:
+        """Finish the file and rename it into place; False when no document was added."""
+        try:
+            self._flush()
+            if self._writer is None:
+                return False
+            self._writer.close()
+            os.replace(self.tmp, self.path)
+            return True
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_token_shard(
+    path: Path, doc_ids: Sequence[str], input_ids: Sequence[Sequence[int]], vocab_size: int
+) -> int:
+    """Write one token shard atomically from whole lists; returns its token count."""
+    writer = TokenShardWriter(path, vocab_size)
     try:
+        for doc_id, ids in zip(doc_ids, input_ids, strict=True):
+            writer.add(doc_id, ids)
+    except BaseException:
+        writer.abort()
+        raise
+    if not writer.close():  # an empty shard is still a valid (empty) file here
         pq.write_table(
-            table,
-            tmp,
+            _table([], [], vocab_size, path),
+            writer.tmp,
             compression=COMPRESSION,
-            row_group_size=ROW_GROUP_DOCS,
             write_statistics=False,
             store_schema=False,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return int(flat.size)
+        os.replace(writer.tmp, path)
+    return writer.n_tokens
 
 
 def read_token_counts(path: Path) -> np.ndarray:
@@ -137,34 +197,41 @@ def token_shard_name(doc_shard: Path, split: str) -> str:
     return f"{Path(doc_shard).stem}.{split}.tokens.parquet"
 
 
-def tokenize_document_shard(doc_shard: Path, tokenizer: Tokenizer, out_dir: Path) -> list[dict]:
+def tokenize_document_shard(
+    doc_shard: Path, tokenizer: Tokenizer, out_dir: Path, batch_docs: int = 256
+) -> list[dict]:
     """Encode every document of one document shard, EOS appended, into one token shard per
-    split in `out_dir`; returns [{"path", "split", "n_docs", "n_tokens"}] (path: file name)."""
-    ids: dict[str, list[str]] = {s: [] for s in SPLITS}
-    tokens: dict[str, list[list[int]]] = {s: [] for s in SPLITS}
+    split in `out_dir` (none for a split without documents), streaming: memory holds one batch
+    and one row group. Returns [{"path" (file name), "split", "n_docs", "n_tokens"}]."""
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+    writers = {
+        s: TokenShardWriter(Path(out_dir) / token_shard_name(doc_shard, s), tokenizer.vocab_size)
+        for s in SPLITS
+    }
     batch: list[tuple[str, str, str]] = []
 
     def flush() -> None:
         encoded = tokenizer.encode_batch([text for _, text, _ in batch])
         for (doc_id, _, split), enc in zip(batch, encoded, strict=True):
             enc.append(tokenizer.eos_id)
-            ids[split].append(doc_id)
-            tokens[split].append(enc)
+            writers[split].add(doc_id, np.asarray(enc, dtype=dtype))
         batch.clear()
 
-    for doc_id, title, text, split in iter_documents(doc_shard):
-        batch.append((doc_id, document_text(title, text), split))
-        if len(batch) >= 256:
-            flush()
-    flush()
-    out = []
-    for split in SPLITS:
-        if not ids[split]:
-            continue  # no documents of this split in this shard: no empty file
-        name = token_shard_name(doc_shard, split)
-        n = write_token_shard(Path(out_dir) / name, ids[split], tokens[split], tokenizer.vocab_size)
-        out.append({"path": name, "split": split, "n_docs": len(ids[split]), "n_tokens": n})
-    return out
+    try:
+        for doc_id, title, text, split in iter_documents(doc_shard):
+            batch.append((doc_id, document_text(title, text), split))
+            if len(batch) >= batch_docs:
+                flush()
+        flush()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    return [
+        {"path": w.path.name, "split": s, "n_docs": w.n_docs, "n_tokens": w.n_tokens}
+        for s, w in writers.items()
+        if w.close()
+    ]
 
 
 def _relative(path: Path, home: Path) -> str:
