@@ -87,15 +87,22 @@ class FilterConfig(_Section):
 
 
 class VocabConfig(_Section):
-    vocab_size: int = 42_384
-    sample_sentences: int = 2_000_000
-    seed: int = 0
-    character_coverage: float = 0.9999
+    vocab_size: int = Field(42_384, ge=16, description="BPE entries, specials included")
+    sample_sentences: int = Field(
+        2_000_000, ge=0, description="Moses-tokenized train lines sampled for BPE (0: all)"
+    )
+    seed: int = Field(0, description="seed of the line sample")
+    character_coverage: float = Field(0.9999, gt=0.0, le=1.0)
+    workers: int = Field(
+        2, ge=1, description="processes for the Moses pass (the vocabulary does not depend on it)"
+    )
 
 
 class TokenizeConfig(_Section):
-    workers: int = Field(2, ge=1)
-    dask_address: str | None = None
+    workers: int = Field(2, ge=1, description="worker processes (ProcessPoolTaskRunner)")
+    dask_address: str | None = Field(
+        None, description="Dask scheduler (tcp://host:8786): run the shard tasks on that cluster"
+    )
 
 
 class PretrainConfig(_Section):

@@ -21,4 +21,5 @@ def learn_vocab(key: str, doc_shards: list[str], out_dir: str, cfg: VocabConfig)
         sample_sentences=cfg.sample_sentences,
         seed=cfg.seed,
         character_coverage=cfg.character_coverage,
+        workers=cfg.workers,
     )

@@ -130,6 +130,21 @@ def digests(home: Path, results: list[dict]) -> dict[str, str]:
     }
 
 
+def test_vocab_same_with_two_moses_processes(vocab_home, tmp_path: Path) -> None:
+    _, arts, shards, manifest = vocab_home
+    again = build_vocab(
+        shards,
+        tmp_path,
+        vocab_size=1000,
+        sample_sentences=20_000,
+        seed=0,
+        character_coverage=0.9999,
+        workers=2,
+    )
+    assert again == manifest
+    assert (tmp_path / "bpe.model").read_bytes() == (arts["vocab"].path / "bpe.model").read_bytes()
+
+
 def test_token_shards_deterministic_and_correct(vocab_home, tmp_path: Path) -> None:
     home, arts, shards, manifest = vocab_home
     serial = _tokenize_all(home, arts, shards, workers=1)
