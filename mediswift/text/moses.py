@@ -3,9 +3,11 @@
 Stock sacremoses rebuilds two large character sets (`IsLower`, `IsAlpha`: tens of thousands of
 code points) on every call of `islower`/`isanyalpha`, i.e. for almost every token that ends with
 a period, and scans the nonbreaking-prefix *lists* linearly. `FastMosesTokenizer` precomputes the
-sets once per instance and replaces the per-token regex searches with the equivalent string
-tests; everything else is sacremoses' own code, so the output is identical (tested on the whole
-mirror corpus). Nothing is patched globally: stock `MosesTokenizer` objects are unaffected.
+sets once per instance, replaces the per-token regex searches with the equivalent string tests,
+and skips a rule whose pattern needs a character the text lacks (it cannot match). The rules, their
+regexes and their order are sacremoses' own, so the output is identical (tested against stock
+sacremoses on the whole mirror corpus; re-run that test when upgrading sacremoses). Nothing is
+patched globally: stock `MosesTokenizer` objects are unaffected.
 
 Documents are tokenized as one Moses "line": all whitespace, newlines included, becomes one space.
 """
