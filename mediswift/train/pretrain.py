@@ -315,6 +315,8 @@ def _run(
         ckpt.load_optimizer(resume, wrapped, optimizer, tensors)
         loader.load_state_dict(train_json["loader"][d.rank])
         torch.set_rng_state(tensors[f"rng.torch.{d.rank}"])
+        if on_gpu and f"rng.cuda.{d.rank}" in tensors:  # dropout on the GPU draws from here
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{d.rank}"], d.device)
         if dynamic is not None:
             dynamic.load_state_dict({"generator": tensors["dynamic.generator"]})
         if d.is_main:
@@ -333,12 +335,14 @@ def _run(
     def save(st: TrainState) -> None:
         loader_states = gather_objects(loader.state_dict(), d)
         rngs = gather_objects(torch.get_rng_state(), d)
+        cuda_rngs = gather_objects(torch.cuda.get_rng_state(d.device), d) if on_gpu else []
         # Under FSDP every rank takes part in gathering the whole weights and moments.
         weights = ckpt.model_state(wrapped) if sharded else None
         opt_state = ckpt.optimizer_tensors(wrapped, optimizer) if sharded else None
         if not d.is_main:
             return
         extra = {f"rng.torch.{r}": t for r, t in enumerate(rngs)}
+        extra |= {f"rng.cuda.{r}": t for r, t in enumerate(cuda_rngs)}
         if dynamic is not None:
             extra["dynamic.generator"] = dynamic.state_dict()["generator"]
         root = out / "checkpoints"
