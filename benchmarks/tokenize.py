@@ -159,6 +159,8 @@ def bench_stage_work(shards: list[Path], tok_dir: Path, home: Path) -> dict[int,
 
 
 def bench_stage_prefect(shards: list[Path], tok_dir: Path, home: Path) -> None:
+    # The temporary server's usage telemetry cannot reach the network here; keep it quiet.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
