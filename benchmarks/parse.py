@@ -30,20 +30,15 @@ Usage: python benchmarks/parse.py [--target-mb 100] [--pmc-repeat 5] [--rounds 3
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import json
+import resource
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
-
-# This folder holds scripts named like standard modules (tokenize.py): keep it off the import
-# path, or `import inspect` (via numpy) would pick up a benchmark instead of the stdlib.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "mirror"

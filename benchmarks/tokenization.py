@@ -1,6 +1,6 @@
 """Tokenization benchmarks on the mirror corpus, side by side, in one run.
 
-    .venv/bin/python benchmarks/tokenize.py [--mirror ../shared/mirror] [--vocab-size 8000]
+    .venv/bin/python benchmarks/tokenization.py [--mirror ../shared/mirror] [--vocab-size 8000]
                                             [--no-prefect]
 
 1. Moses: our `FastMosesTokenizer` vs stock sacremoses (one core, every document of the corpus;
@@ -23,17 +23,11 @@ The machine may be shared: the load average is printed with the numbers.
 # ruff: noqa: E402  (the import path is fixed up first, see below)
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named like the standard library's `tokenize` module, which `logging` and
-# `linecache` import: take the script's own folder off the import path before anything else.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
 import argparse
 import hashlib
 import json
+import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
