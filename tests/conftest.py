@@ -25,3 +25,13 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("the shared raw data (../shared/data) is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every flow test of the session (it takes tens of
+    seconds to start on a busy 2-core machine, so it is shared)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.stages import download as stage
 from mediswift.config import PipelineConfig
 from mediswift.plan import plan
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _cfg(mirror_dir: Path) -> PipelineConfig:

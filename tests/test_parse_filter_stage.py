@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
@@ -26,12 +25,6 @@ from mediswift.plan import plan
 N_PMC = 12
 # The Prefect test server takes most of the time (tens of seconds on a busy machine).
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _md5(path: Path) -> str:

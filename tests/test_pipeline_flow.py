@@ -15,7 +15,6 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
@@ -24,12 +23,6 @@ from mediswift.plan import plan
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 async def _task_states(flow_run_id: UUID) -> Counter[tuple[str, str]]:
@@ -59,7 +52,7 @@ def _run(home: Path, mirror: Path, overrides: Overrides | None = None) -> Counte
     return asyncio.run(_task_states(state.state_details.flow_run_id))
 
 
-def test_full_flow_caches_and_reruns_only_what_changed(harness, tmp_path, mirror_dir):
+def test_full_flow_caches_and_reruns_only_what_changed(prefect_harness, tmp_path, mirror_dir):
     home = tmp_path / "home"
     first = _run(home, mirror_dir)
     assert first and all(state == "Completed" for (_, state) in first), first

@@ -210,14 +210,6 @@ def test_vocab_size_change_rekeys_vocab_and_tokenize_only(tmp_path: Path) -> Non
 # ---- the stages inside Prefect flows ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def _run_pipeline(home: Path, workers: int) -> dict:
     from flows.pipeline import mediswift
 
