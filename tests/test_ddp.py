@@ -16,7 +16,7 @@ import torch
 
 from mediswift.config import PretrainConfig
 from mediswift.train import checkpoint as ckpt
-from mediswift.train.pretrain import VariantSpec, run_variant
+from mediswift.train.pretrain import VariantSpec, launch_variant, run_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,18 @@ def spec(out: Path, fsdp: bool = False) -> VariantSpec:
     )
 
 
+class ListSink:
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, float]]] = []
+        self.flushed = False
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append((step, metrics))
+
+    def flush(self) -> None:
+        self.flushed = True
+
+
 def curve(path: Path) -> list[dict[str, str]]:
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -62,32 +74,40 @@ def curve(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
-def test_two_processes_match_one(tmp_path: Path, fsdp: bool) -> None:
+def test_two_processes_match_one(tmp_path: Path, fsdp: bool, monkeypatch) -> None:
     torch.set_num_threads(1)
     single = run_variant(spec(tmp_path / "single"))  # 1 process: 2 micro-batches of 4 per step
 
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(spec(tmp_path / "ddp", fsdp).to_json())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "mediswift.train.pretrain",
-        "--spec",
-        str(spec_file),
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if fsdp:  # through the launcher the Prefect task uses: torchrun, then metrics replayed
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        sink = ListSink()
+        record = launch_variant(spec(tmp_path / "ddp", fsdp), nproc=2, sink=sink, timeout=180)
+        assert record["steps"] == 6
+        assert [step for step, _ in sink.rows] == [1, 2, 3, 4, 5, 6, 6]  # + the final summary
+        assert "val_loss" in sink.rows[2][1] and sink.flushed
+    else:  # the torchrun command line itself, on a free port
+        spec_file = tmp_path / "spec.json"
+        spec_file.write_text(spec(tmp_path / "ddp", fsdp).to_json())
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "mediswift.train.pretrain",
+            "--spec",
+            str(spec_file),
+        ]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
     a, b = curve(Path(single["loss_curve"])), curve(tmp_path / "ddp" / "curve.csv")
     assert len(a) == len(b) == 6
