@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -497,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     spec = VariantSpec.from_json(Path(args.spec).read_text())
     record = run_variant(spec)
-    if record:
+    if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: record[k] for k in ("name", "steps", "final_val_loss")}))
     return 0
 
