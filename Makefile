@@ -7,6 +7,9 @@ FIND_LINKS := $(shell pip config get global.find-links 2>/dev/null)
 UV_LINKS := $(if $(FIND_LINKS),--find-links $(FIND_LINKS),)
 MIRROR ?= $(if $(wildcard ../shared/mirror),$(abspath ../shared/mirror),)
 export MEDISWIFT_HOME ?= $(abspath .mediswift)
+# Cached bytecode matters here: torch, prefect and mlflow are large, and the tests start many
+# Python processes (torchrun, process pools, Prefect workers).
+unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
 .PHONY: install demo test lint format bench serve stop clean
