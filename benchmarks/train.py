@@ -25,29 +25,21 @@ rounds and the median round is reported so that load hits all of them alike.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import contextlib
+import itertools
+import statistics
+import time
 
-# Run as `python benchmarks/train.py`, this folder comes first on sys.path, and its tokenize.py
-# benchmark would shadow the standard library's `tokenize` (which torch imports): drop it.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+import torch
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import itertools  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from mediswift.flops import step_flops  # noqa: E402
-from mediswift.model import GPT, model_config  # noqa: E402
-from mediswift.peak import matmul_peak  # noqa: E402
-from mediswift.sparsity import MaskedParams, make_masks  # noqa: E402
-from mediswift.train.distributed import Dist  # noqa: E402
-from mediswift.train.loop import LoopConfig, TrainState, train  # noqa: E402
-from mediswift.train.optim import make_optimizer  # noqa: E402
+from mediswift.flops import step_flops
+from mediswift.model import GPT, model_config
+from mediswift.peak import matmul_peak
+from mediswift.sparsity import MaskedParams, make_masks
+from mediswift.train.distributed import Dist
+from mediswift.train.loop import LoopConfig, TrainState, train
+from mediswift.train.optim import make_optimizer
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
