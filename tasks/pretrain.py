@@ -13,8 +13,24 @@ from typing import Any
 from prefect import task
 
 from mediswift.artifacts import write_atomic
-from mediswift.tracking import Tracker
+from mediswift.tracking import RunLogger, Tracker
 from mediswift.train.pretrain import RECORD, VariantSpec, launch_variant, variant_params
+from tasks.progress import progress_reporter
+
+
+class ProgressSink:
+    """Metrics to MLflow, and the step count to the Prefect progress bar (rate and ETA)."""
+
+    def __init__(self, run: RunLogger, name: str, steps: int):
+        self.run = run
+        self.report = progress_reporter(f"pretrain {name}", steps, unit="steps", every_s=30)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log_metrics(metrics, step)
+        self.report(step)
+
+    def flush(self) -> None:
+        self.run.flush()
 
 
 @task(name="pretrain-variant", task_run_name="pretrain-{name}", retries=1)
@@ -42,7 +58,7 @@ def pretrain_variant(
     ) as run:
         if run_id is None:
             write_atomic(id_file, run.run_id)
-        record = launch_variant(spec, nproc, sink=run)
+        record = launch_variant(spec, nproc, sink=ProgressSink(run, spec.name, spec.cfg.steps))
         if not done:
             run.log_artifact(Path(record["loss_curve"]))
             run.log_artifact(out / "metrics.jsonl")

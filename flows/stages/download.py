@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 
 from mediswift.artifacts import Artifact, unit_artifact
@@ -45,13 +46,14 @@ def _unit(home: Path, *parts: Any) -> Artifact:
 
 
 class Progress:
-    """Logs files done / total, MB, MB/s and an ETA as units finish."""
+    """Logs files done / total, MB, MB/s and an ETA as units finish; a progress bar in the UI."""
 
     def __init__(self, home: Path, total_files: int, every_s: float = 5.0):
         self.home, self.total, self.done, self.bytes = home, total_files, 0, 0
         self.start = self.last = time.monotonic()
         self.every_s = every_s
         self.log = get_run_logger()
+        self.artifact = create_progress_artifact(progress=0.0, description="download: files")
 
     def update(self, name: str, result: dict[str, Any]) -> None:
         paths = _paths(result)
@@ -72,6 +74,8 @@ class Progress:
             self.bytes / 1e6 / dt,
             max(eta, 0.0),
         )
+        pct = 100.0 * min(self.done, self.total) / max(self.total, 1)
+        update_progress_artifact(artifact_id=self.artifact, progress=pct)
 
 
 @dataclass
