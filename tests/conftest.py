@@ -35,3 +35,14 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not stall when the cores are shared)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,13 +16,7 @@ def test_table5_non_embedding_params_within_1_percent(size: str) -> None:
     assert abs(n / PAPER_NON_EMBEDDING_PARAMS[size] - 1) < 0.01, n
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the cores are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_table5_architecture() -> None:

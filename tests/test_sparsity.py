@@ -19,14 +19,7 @@ from mediswift.train.loop import LoopConfig, train
 from mediswift.train.optim import make_optimizer
 from mediswift.train.synthetic import SyntheticTokens
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the cores are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny() -> GPT:

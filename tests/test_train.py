@@ -17,13 +17,7 @@ from mediswift.train.loop import LoopConfig, TrainState, train
 from mediswift.train.optim import lr_at, make_optimizer, param_groups
 from mediswift.train.synthetic import SyntheticTokens
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(seed: int = 0) -> GPT:

@@ -22,12 +22,7 @@ from mediswift.train.report import plot_loss_curves, read_curve, table2
 VOCAB = 300
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_shard(path: Path, docs: list[list[int]]) -> None:
