@@ -49,8 +49,15 @@ _SCHEDULING = {
 }
 
 
-def point_settings(cfg: FinetuneConfig) -> dict[str, Any]:
-    return cfg.model_dump(mode="json", exclude=_SCHEDULING)
+# Settings that belong to one task only: they never change the other task's results.
+_TASK_PREFIXES = {"pubmedqa": ("pubmedqa_", "pqa_", "pqal_"), "hoc": ("hoc_",)}
+
+
+def point_settings(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
+    """The settings that can change `task`'s results (so a HoC setting never re-keys PubMedQA)."""
+    others = tuple(p for t, ps in _TASK_PREFIXES.items() if t != task for p in ps)
+    dump = cfg.model_dump(mode="json", exclude=_SCHEDULING)
+    return {k: v for k, v in dump.items() if not k.startswith(others)}
 
 
 def raw_inputs(home: Path, download: dict[str, Any], task: str) -> dict[str, str]:
@@ -111,7 +118,6 @@ def run(
     download = inputs["download"].manifest()
     threads = fc.torch_threads or max(1, (os.cpu_count() or 1) // fc.concurrency)
     torch.set_num_threads(threads)
-    settings = point_settings(fc)
     extra = stage_sources(cfg, home) if "pubmedqa" in fc.tasks else {}
 
     vocab_hash = vocab.manifest()["hash"]
@@ -120,6 +126,7 @@ def run(
         raw = raw_inputs(home, download, task)
         sources = {**raw, **(extra if task == "pubmedqa" else {})}
         digests = {k: file_digest(Path(p)) for k, p in sources.items()}
+        settings = point_settings(fc, task)
         unit = unit_artifact(
             home, "finetune", UNIT_VERSION, "data", task, digests, settings, vocab_hash
         )
@@ -148,11 +155,13 @@ def run(
         ckpt = home / variant["checkpoint"]
         for task in fc.tasks:
             grid = fc.pubmedqa_grid if task == "pubmedqa" else fc.hoc_grid
+            settings = point_settings(fc, task)
+            # The checkpoint path is content-addressed (the variant's own unit), so adding a
+            # variant to the recipe does not re-key the sweeps of the others.
             sweep_key = content_key(
                 "sweep",
                 UNIT_VERSION,
-                inputs["pretrain"].key,
-                variant["name"],
+                variant["checkpoint"],
                 data_units[task].key,
                 grid,
                 fc.seeds,
@@ -188,8 +197,7 @@ def run(
                     "finetune",
                     UNIT_VERSION,
                     "point",
-                    inputs["pretrain"].key,
-                    variant["name"],
+                    variant["checkpoint"],
                     vocab.manifest()["hash"],
                     data_units[task].key,
                     p.batch_size,
