@@ -83,14 +83,15 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
     return _table(header, rows)
 
 
-def finetune_section(arts: dict[str, Artifact], home: Path) -> str:
+def finetune_section(arts: dict[str, Artifact]) -> str:
     if not arts["evaluate"].done():
         return "_Fine-tuning and evaluation have not run yet._"
-    manifest = arts["evaluate"].manifest()
+    ev = arts["evaluate"]
     parts = []
-    for name, rel in sorted(manifest.get("tables", {}).items()):
-        if str(rel).endswith(".md"):
-            parts.append(f"### {name}\n\n" + (home / rel).read_text().strip())
+    for task, files in sorted(ev.manifest().get("tables", {}).items()):
+        md = files.get("md") if isinstance(files, dict) else None
+        if md and (ev.path / md).is_file():
+            parts.append(f"### {task}\n\n" + (ev.path / md).read_text().strip())
     return "\n\n".join(parts) or "_No tables were written._"
 
 
@@ -101,13 +102,13 @@ def build_report(
     images: list[Path] = []
     if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
         images.append(home / arts["pretrain"].manifest()["loss_plot"])
-    if arts["evaluate"].done():
-        images += [home / p for p in arts["evaluate"].manifest().get("plots", {}).values()]
+    if arts["evaluate"].done() and arts["evaluate"].manifest().get("plot"):
+        images.append(arts["evaluate"].path / arts["evaluate"].manifest()["plot"])
     sections = [
         f"# MediSwift report: recipe `{cfg.name}`",
         "## Pre-training data (Table 1)\n\n" + data_section(arts),
         "## Pre-training (Tables 2 and 6)\n\n" + pretrain_section(arts),
-        "## Fine-tuning (Tables 3 and 4)\n\n" + finetune_section(arts, home),
+        "## Fine-tuning (Tables 3 and 4)\n\n" + finetune_section(arts),
     ]
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in images if p.exists())
     if figures:

@@ -32,7 +32,7 @@ from mediswift.finetune.grid import grid_points
 from mediswift.tracking import Tracker, resolve_tracking_uri
 from tasks import finetune as t
 from tasks.common import cached
-from tasks.tracking import flow_run_tags
+from tasks.tracking import flow_run_tags, link_mlflow_run
 
 MODES = ("generate", "score")
 # Bump when a unit's content or meaning changes (data format, training or evaluation code).
@@ -185,6 +185,9 @@ def run(
                 run_id=earlier,
             ) as parent:
                 pass
+            link_mlflow_run(
+                parent.run_id, tracker.experiment_id, uri, f"{variant['name']}-{task} sweep"
+            )
             sweep = {
                 "variant": variant["name"],
                 "task": task,
