@@ -127,3 +127,8 @@ def safe_child(root: Path, name: str) -> Path:
     if not out.is_relative_to(root.resolve()):
         raise ValueError(f"refusing unsafe file name {name!r} (would leave {root})")
     return out
+
+
+def unit_at(home: Path, stage: str, key: str) -> Artifact:
+    """The unit `key` of `stage` (the layout of `unit_artifact`, from a key already known)."""
+    return Artifact(stage, key, home / stage / "units" / key)

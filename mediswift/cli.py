@@ -70,7 +70,7 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
 
     arts = plan(cfg, home)
     pt = cfg.pretrain
-    tokens = pt.steps * pt.global_batch * pt.seq_len
+    tokens = pt.tokens
     lines = [f"recipe {cfg.name}: home {home}", f"mirror: {cfg.mirror or 'none (upstream)'}", ""]
     lines.append("stage      key               state")
     for stage in stages:
@@ -88,12 +88,17 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
             f"  sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs ({f / dense:.2f}x dense)"
         )
     ft = cfg.finetune
-    grids = {"pubmedqa": ft.pubmedqa_grid, "hoc": ft.hoc_grid}
-    n = sum(
-        len(grids[t].batch_sizes) * len(grids[t].learning_rates) * len(ft.seeds) for t in ft.tasks
-    )
+    n = 0
+    for name, task in ft.tasks.items():
+        points = len(task.grid.batch_sizes) * len(task.grid.learning_rates) * len(ft.seeds)
+        n += points
+        lines.append(
+            f"  {name}: {points} runs per variant (batch {task.grid.batch_sizes} x lr "
+            f"{task.grid.learning_rates} x seeds {ft.seeds}), {task.epochs} epochs, "
+            f"{task.prompt_tokens} prompt tokens"
+        )
     lines.append(
-        f"fine-tuning: {n} runs per variant ({', '.join(ft.tasks)}; seeds {ft.seeds}), "
+        f"fine-tuning: {n} runs per variant ({', '.join(ft.tasks)}), "
         f"{n * len(pt.sparsity_levels)} in all"
     )
     return "\n".join(lines)

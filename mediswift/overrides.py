@@ -36,8 +36,11 @@ class Overrides(BaseModel):
     pretrain_steps: int | None = Field(None, gt=0, description="pre-training steps")
     sparsity_levels: list[float] | None = Field(None, description="e.g. [0, 0.5, 0.75]")
     sparsity_method: Literal["static", "set", "rigl"] | None = None
-    finetune_tasks: list[Literal["pubmedqa", "hoc"]] | None = None
-    finetune_seeds: list[int] | None = None
+    finetune_tasks: list[str] | None = Field(
+        None, description="downstream tasks to run (pubmedqa, hoc, bc5cdr, ddi, ...), each "
+        "with the recipe's settings for it"
+    )
+    finetune_seeds: list[int] | None = Field(None, description="fine-tuning seeds")
     extra: dict[str, Any] = Field(
         default_factory=dict, description='nested recipe fragment, e.g. {"pretrain": {"lr": 1e-4}}'
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mediswift.artifacts import Artifact, stage_artifact
-from mediswift.config import STAGES, PipelineConfig
+from mediswift.artifacts import Artifact, stage_artifact, unit_artifact
+from mediswift.config import STAGES, PipelineConfig, PretrainConfig
 
 # Stage -> the stages whose outputs it reads.
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -20,18 +20,20 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "vocab": ("filter",),
     "tokenize": ("filter", "vocab"),
     "pretrain": ("tokenize", "vocab"),
-    "finetune": ("pretrain", "vocab", "download"),
+    "finetune": ("pretrain", "vocab"),
     "evaluate": ("finetune", "pretrain"),
 }
 
 # Bump a stage's version when its output format or semantics change: it re-keys the stage.
-STAGE_VERSIONS: dict[str, int] = dict.fromkeys(STAGES, 1)
+# 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
+# their own data, typed manifests.
+STAGE_VERSIONS: dict[str, int] = dict.fromkeys(STAGES, 2)
 
 
 def stage_config(cfg: PipelineConfig, stage: str) -> Any:
-    section = getattr(cfg, stage)
-    if stage == "download":
-        # The mirror decides what is downloaded, so it is part of the download's identity.
+    section = getattr(cfg, stage).stage_settings()  # how the work runs never re-keys a stage
+    if stage in ("download", "finetune"):
+        # The mirror decides what is fetched, so it is part of these stages' identity.
         return {"section": section, "mirror": cfg.mirror}
     return section
 
@@ -45,6 +47,17 @@ def plan(cfg: PipelineConfig, home: Path) -> dict[str, Artifact]:
             home, stage, stage_config(cfg, stage), inputs, STAGE_VERSIONS[stage]
         )
     return arts
+
+
+# Bump when a variant's content or meaning changes (model, loop, checkpoint format).
+VARIANT_VERSION = 2
+
+
+def variant_unit(home: Path, tokenize_key: str, cfg: PretrainConfig, sparsity: float) -> Artifact:
+    """One pre-trained variant: its tokens, the settings that change results, its sparsity."""
+    return unit_artifact(
+        home, "pretrain", VARIANT_VERSION, tokenize_key, cfg.result_settings(), sparsity
+    )
 
 
 def parse_stages(stages: str | list[str] | None) -> list[str]:

@@ -1,7 +1,7 @@
 """Prefect tasks of the download stage: each wraps one function of `mediswift.data`.
 
 Units a user would want to see and re-run: one task per PubMed file, per batch of PMC articles,
-per fine-tuning dataset and per extra corpus, plus the two listing tasks. All of them touch the
+and per extra corpus, plus the two listing tasks. All of them touch the
 network, so all retry, but only on `TransientError` (timeouts, resets, 5xx, 429): a 404, a bad
 checksum or an unsafe name fails at once with its message. The download tasks take `key`, the
 content key of their unit, and are bound to the content cache by the stage (`tasks.common.cached`);
@@ -17,12 +17,12 @@ from prefect import Task, task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from mediswift.artifacts import Artifact
-from mediswift.config import DownloadConfig
+from mediswift.artifacts import Artifact, unit_at
 from mediswift.data.download import TransientError, client_for
 from mediswift.data.pmc_files import PmcArticle, fetch_pmc_batch, select_pmc
 from mediswift.data.pubmed_files import PubmedFile, fetch_pubmed, list_pubmed
-from mediswift.data.sources import fetch_corpus, fetch_hoc, fetch_pubmedqa
+from mediswift.data.sources import fetch_corpus
+from mediswift.settings import DownloadConfig
 
 
 def is_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -41,7 +41,7 @@ NETWORK = {"retries": 2, "retry_delay_seconds": [10, 60], "retry_condition_fn": 
 
 def unit(home: str, key: str) -> Artifact:
     """The unit artifact for `key` (see `mediswift.artifacts.unit_artifact`)."""
-    return Artifact("download", key, Path(home) / "download" / "units" / key)
+    return unit_at(Path(home), "download", key)
 
 
 def _done(home: str, key: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -88,16 +88,6 @@ def download_pmc_batch(
     batch = [PmcArticle(**a) for a in articles]
     entries = fetch_pmc_batch(client_for(cfg), base, raw_dir(home), batch)
     return _done(home, key, {"entries": entries})
-
-
-@task(name="download-pubmedqa", **NETWORK)
-def download_pubmedqa(key: str, home: str, cfg: DownloadConfig, base: str) -> dict[str, Any]:
-    return _done(home, key, {"files": fetch_pubmedqa(client_for(cfg), base, raw_dir(home))})
-
-
-@task(name="download-hoc", **NETWORK)
-def download_hoc(key: str, home: str, cfg: DownloadConfig, base: str) -> dict[str, Any]:
-    return _done(home, key, {"files": fetch_hoc(client_for(cfg), base, raw_dir(home))})
 
 
 @task(name="download-corpus", task_run_name="corpus-{spec}", **NETWORK)

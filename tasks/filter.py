@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from mediswift.artifacts import Artifact, write_atomic
+from mediswift.artifacts import Artifact, unit_at, write_atomic
 from mediswift.data.filters import ShardRef, apply_plan, plan_filter
 
 # Bump when the filter's output changes: it re-keys every filter unit.
@@ -25,7 +25,7 @@ FILTER_VERSION = 1
 
 
 def unit(home: str, key: str) -> Artifact:
-    return Artifact("filter", key, Path(home) / "filter" / "units" / key)
+    return unit_at(Path(home), "filter", key)
 
 
 def _done(home: str, key: str) -> dict[str, Any] | None:

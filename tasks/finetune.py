@@ -1,9 +1,8 @@
-"""Fine-tuning tasks: prepare one task's data; fine-tune and evaluate one grid point.
+"""Fine-tuning tasks: fetch and prepare one downstream task's data; fine-tune one grid point.
 
-Both are content-addressed units under `<home>/finetune/units/<key>`: the cache key is the unit's
-content key (checkpoint, task data, hyperparameters, seed, the settings that change the result),
-and the library returns a finished unit as it is, so a finished grid point is never re-trained.
-Each grid point is one child MLflow run under its sweep's parent run.
+Data and points are content-addressed units under `<home>/finetune/units/<key>` (keys from
+`mediswift.finetune.plan`); the library returns a finished unit as it is, so a finished grid
+point is never re-trained. Each grid point is one child MLflow run under its sweep's parent.
 """
 
 from __future__ import annotations
@@ -13,94 +12,75 @@ from typing import Any
 
 from prefect import task
 
-from mediswift.artifacts import Artifact
-from mediswift.config import FinetuneConfig
+from mediswift.artifacts import unit_at
+from mediswift.config import FinetuneConfig, PipelineConfig
+from mediswift.data.download import client_for
 from mediswift.finetune.datasets import prepare_task
 from mediswift.finetune.point import run_point
+from mediswift.finetune.sources import fetch_task_files
+from mediswift.manifests import PointSpec, TaskDataSpec
 from mediswift.text.tokenizer import Tokenizer
 from mediswift.tracking import Tracker
+from tasks.download import NETWORK
 
 
-def _unit(home: str, key: str) -> Artifact:
-    return Artifact("finetune", key, Path(home) / "finetune" / "units" / key)
-
-
-@task(name="finetune-data", task_run_name="data-{task_name}")
-def prepare_data(
-    key: str,
-    home: str,
-    task_name: str,
-    raw: dict[str, str],
-    extra: dict[str, str],
-    cfg: dict[str, Any],
-    tokenizer_dir: str,
-) -> dict[str, Any]:
-    """The task's official splits as JSONL (+ data.json, token ids) in the unit `key`."""
-    unit = _unit(home, key)
-    if unit.done():
-        return unit.manifest()
-    info = prepare_task(
-        task_name,
-        {k: Path(v) for k, v in raw.items()},
-        FinetuneConfig.model_validate(cfg),
-        unit.ensure().path,
-        {k: Path(v) for k, v in extra.items()},
-        Tokenizer.load(tokenizer_dir),
+@task(name="finetune-fetch", task_run_name="fetch-{task_name}", **NETWORK)
+def fetch_files(cfg: PipelineConfig, task_name: str, home: str) -> dict[str, str]:
+    """The task's raw files under <home>/raw (mirrored when the recipe has a mirror)."""
+    return fetch_task_files(
+        client_for(cfg.download), cfg.finetune.task(task_name), Path(home), cfg.resolve
     )
-    return unit.write_manifest({**info, "path": str(unit.path)})
 
 
-@task(name="finetune-point", task_run_name="{variant}-{task_name}-b{batch_size}-lr{lr}-s{seed}")
-def finetune_point(
-    key: str,
-    home: str,
-    variant: str,
-    task_name: str,
-    checkpoint: str,
-    data_dir: str,
-    tokenizer_dir: str,
-    cfg: dict[str, Any],
-    batch_size: int,
-    lr: float,
-    seed: int,
-    modes: list[str],
-    tracking: dict[str, Any],
-) -> dict[str, Any]:
-    """Fine-tune `variant` on `task_name` at one (batch, lr, seed); one child MLflow run."""
-    unit = _unit(home, key)
+@task(name="finetune-data", task_run_name="data-{spec.task}")
+def prepare_data(key: str, home: str, spec: TaskDataSpec) -> dict[str, Any]:
+    """The task's splits as JSONL (+ data.json, token ids) in the unit `key`."""
+    root = Path(home)
+    unit = unit_at(root, "finetune", key)
     if unit.done():
         return unit.manifest()
-    fcfg = FinetuneConfig.model_validate(cfg)
-    tracker = Tracker(tracking["uri"], tracking["experiment"], artifact_root=Path(home) / "mlruns")
+    task_ = FinetuneConfig.model_validate(spec.settings).task(spec.task)
+    info = prepare_task(
+        task_,
+        {role: root / rel for role, rel in spec.files.items()},
+        unit.ensure().path,
+        Tokenizer.load(root / spec.tokenizer_dir),
+    )
+    return unit.write_manifest(info)
+
+
+@task(name="finetune-point", task_run_name="{spec.variant}-{spec.task}-b{spec.batch_size}-lr{spec.lr}-s{spec.seed}")
+def finetune_point(key: str, home: str, spec: PointSpec) -> dict[str, Any]:
+    """Fine-tune one variant on one task at one (batch, lr, seed); one child MLflow run."""
+    root = Path(home)
+    unit = unit_at(root, "finetune", key)
+    if unit.done():
+        return unit.manifest()
+    tr = spec.tracking
+    tracker = Tracker(tr.uri, tr.experiment, artifact_root=root / "mlruns")
     params = {
-        "variant": variant,
-        "task": task_name,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
+        "variant": spec.variant,
+        "task": spec.task,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "seed": spec.seed,
         "unit": key,
-        **{k: v for k, v in cfg.items() if k not in ("pubmedqa_grid", "hoc_grid", "seeds")},
+        **{k: v for k, v in spec.settings.items() if k not in ("tasks", "seeds")},
+        **{f"task.{k}": v for k, v in spec.settings["tasks"][spec.task].items() if k != "grid"},
     }
-    name = f"{variant}-{task_name}-b{batch_size}-lr{lr:g}-s{seed}"
     with tracker.run(
-        name,
+        spec.name,
         params=params,
-        tags={"mediswift.kind": "finetune-point", **tracking.get("tags", {})},
-        parent_run_id=tracking.get("parent_run_id"),
+        tags={"mediswift.kind": "finetune-point", **tr.tags},
+        parent_run_id=tr.parent_run_id,
     ) as run:
         manifest = run_point(
             unit,
-            Path(checkpoint),
-            Path(data_dir),
-            Tokenizer.load(tokenizer_dir),
-            fcfg,
-            task_name,
-            batch_size,
-            lr,
-            seed,
-            modes=modes,
+            spec,
+            root,
+            Tokenizer.load(root / spec.tokenizer_dir),
             log=run.log_metrics,
-            describe={"variant": variant, "mlflow_run_id": run.run_id},
+            describe={"mlflow_run_id": run.run_id},
         )
         run.log_artifact(unit.path / "metrics.json")
     return manifest

@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import task
 
-from mediswift.artifacts import Artifact
+from mediswift.artifacts import Artifact, unit_at
 from mediswift.data.corpus import CorpusFormatError, parse_corpus_file
 from mediswift.data.pmc import PmcHints, PmcInput, parse_pmc_batch
 from mediswift.data.pubmed import parse_pubmed_file
@@ -29,7 +29,7 @@ BAD_INPUT = (XMLParseError, CorpusFormatError, ValueError, OSError)
 
 
 def unit(home: str, key: str) -> Artifact:
-    return Artifact("parse", key, Path(home) / "parse" / "units" / key)
+    return unit_at(Path(home), "parse", key)
 
 
 def _done(home: str, key: str) -> dict[str, Any] | None:

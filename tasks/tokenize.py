@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import task
 
-from mediswift.artifacts import Artifact
+from mediswift.artifacts import unit_at
 from mediswift.text.token_shards import tokenize_unit
 
 
@@ -17,5 +17,5 @@ def tokenize_shard(
 ) -> dict[str, Any]:
     """Encode `doc_shard` with the tokenizer in `tokenizer_dir` into the unit `key`."""
     root = Path(home)
-    unit = Artifact("tokenize", key, root / "tokenize" / "units" / key)
+    unit = unit_at(root, "tokenize", key)
     return tokenize_unit(Path(doc_shard), Path(tokenizer_dir), unit, root)

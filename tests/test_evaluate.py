@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mediswift.config import FinetuneConfig, TaskGrid
+from mediswift.config import FinetuneConfig, Grid
 from mediswift.finetune.grid import grid_points, select
 from mediswift.finetune.tables import write_report
+from mediswift.manifests import FinetuneManifest, PretrainManifest
 
 
 def point(batch: int, lr: float, seed: int, dev: float, test: float) -> dict:
@@ -20,12 +21,11 @@ def point(batch: int, lr: float, seed: int, dev: float, test: float) -> dict:
 
 
 def test_grid_points_cover_the_grid() -> None:
-    cfg = FinetuneConfig(
-        seeds=[0, 1, 2], hoc_grid=TaskGrid(batch_sizes=[16, 32], learning_rates=[1e-5])
-    )
-    assert len(grid_points(FinetuneConfig(), "pubmedqa")) == 4 * 4 * 3  # the paper's grid
-    assert len(grid_points(FinetuneConfig(), "hoc")) == 3 * 4 * 3
-    assert [(p.batch_size, p.lr, p.seed) for p in grid_points(cfg, "hoc")] == [
+    paper = FinetuneConfig()
+    assert len(grid_points(paper.tasks["pubmedqa"].grid, paper.seeds)) == 4 * 4 * 3  # the paper's
+    assert len(grid_points(paper.tasks["hoc"].grid, paper.seeds)) == 3 * 4 * 3
+    grid = Grid(batch_sizes=[16, 32], learning_rates=[1e-5])
+    assert [(p.batch_size, p.lr, p.seed) for p in grid_points(grid, [0, 1, 2])] == [
         (16, 1e-5, 0),
         (16, 1e-5, 1),
         (16, 1e-5, 2),
@@ -58,7 +58,12 @@ def test_select_by_mean_dev_over_seeds_reports_test_mean_std() -> None:
         select([], "score")
 
 
-def _manifests() -> tuple[dict, dict]:
+def _manifests() -> tuple[FinetuneManifest, PretrainManifest]:
+    finetune, pretrain = _manifest_dicts()
+    return FinetuneManifest.model_validate(finetune), PretrainManifest.model_validate(pretrain)
+
+
+def _manifest_dicts() -> tuple[dict, dict]:
     pretrain = {
         "variants": [
             {
@@ -68,15 +73,20 @@ def _manifests() -> tuple[dict, dict]:
                 "active_non_embedding_params": int(4e5 * (1 - s)),
                 "active_params": int(1e6 - 4e5 * s),
                 "train_flops": 1e15 * (1 - 0.5 * s),
+                "checkpoint": f"pretrain/units/{n}/final",
+                "loss_curve": f"pretrain/units/{n}/loss.csv",
             }
             for n, s in (("tiny-dense", 0.0), ("tiny-s50", 0.5), ("tiny-s75", 0.75))
-        ]
+        ],
+        "loss_plot": "pretrain/x/loss.png",
+        "table": "pretrain/x/table2.md",
     }
     sweeps = []
     for i, v in enumerate(pretrain["variants"]):
         for task in ("pubmedqa", "hoc"):
             pts = [
                 point(16, lr, seed, 0.5 + 0.01 * i + lr * 100, 0.55 + 0.02 * i + 0.01 * seed)
+                | {"unit": f"finetune/units/{i}{task}{lr}{seed}", "steps": 3, "best_epoch": 1}
                 for lr in (1e-4, 5e-5)
                 for seed in (0, 1, 2)
             ]
@@ -89,16 +99,19 @@ def _manifests() -> tuple[dict, dict]:
                     "points": pts,
                 }
             )
+    data = {"data": "finetune/units/d", "metric": "m", "counts": {}, "full_counts": {}, "stages": []}
     tasks = {
-        "pubmedqa": {"majority": {"label": "yes", "test": 0.552}},
-        "hoc": {"majority": {"label": [8], "test": 0.31}},
+        "pubmedqa": {"majority": {"label": "yes", "dev": 0.5, "test": 0.552}, **data},
+        "hoc": {"majority": {"label": [8], "dev": 0.3, "test": 0.31}, **data},
     }
-    return {"sweeps": sweeps, "tasks": tasks, "modes": ["generate", "score"]}, pretrain
+    finetune = {"sweeps": sweeps, "tasks": tasks, "modes": ["generate", "score"], "torch_threads": 1}
+    return finetune, pretrain
 
 
 def test_tables_and_plot(tmp_path: Path) -> None:
     finetune, pretrain = _manifests()
-    rep = write_report(finetune, pretrain, ["generate", "score"], "score", tmp_path)
+    report, _ = write_report(finetune, pretrain, ["generate", "score"], "score", tmp_path)
+    rep = report.model_dump()
     assert set(rep["tables"]) == {"pubmedqa", "hoc"}
     md = (tmp_path / rep["tables"]["pubmedqa"]["md"]).read_text()
     assert md.startswith("**Table 3") and "| majority class |" in md and "55.2" in md
@@ -116,12 +129,12 @@ def test_tables_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / rep["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert len(rep["results"]) == 6
     r = rep["results"][0]
-    assert r["score"]["test_per_seed"] == pytest.approx([0.55, 0.56, 0.57])
+    assert r["selected"]["score"]["test_per_seed"] == pytest.approx([0.55, 0.56, 0.57])
     assert r["majority_test"] == 0.552
 
 
 def test_unknown_variant_is_an_error(tmp_path: Path) -> None:
     finetune, pretrain = _manifests()
-    pretrain["variants"] = pretrain["variants"][:1]
+    pretrain.variants = pretrain.variants[:1]
     with pytest.raises(ValueError, match="unknown variant"):
         write_report(finetune, pretrain, ["score"], "score", tmp_path)

@@ -5,6 +5,7 @@ end (multi-stage chaining, unit written once)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import prepare_task
 from mediswift.finetune.formats import read_examples
 from mediswift.finetune.hoc import HoC, hoc_splits
-from mediswift.finetune.point import load_finetuned, load_pretrained, reactivate, run_point
+from mediswift.finetune.plan import task_section
+from mediswift.finetune.point import (
+    load_finetuned,
+    load_pretrained,
+    reactivate,
+    run_point,
+    settings_for,
+)
 from mediswift.finetune.pubmedqa import PubMedQA, load_json, pqal_splits
 from mediswift.finetune.scoring import (
     IGNORE,
@@ -28,6 +36,7 @@ from mediswift.finetune.scoring import (
     source_budget,
 )
 from mediswift.finetune.trainer import TrainSettings, fit, make_optimizer
+from mediswift.manifests import PointSpec, TrackingSpec
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.model.soft_prompt import PromptedLM
 from mediswift.text import moses
@@ -123,7 +132,7 @@ def test_reactivated_weights_start_at_zero_and_train(tmp_path: Path) -> None:
     assert torch.all(w[~m] == 0)
     assert w.requires_grad
     # One dense step with a fresh optimizer: masked weights get gradient and move.
-    opt = make_optimizer(model, TrainSettings(batch_size=2, lr=1e-2, epochs=1, seed=0))
+    opt = make_optimizer(model, train_settings(batch_size=2, lr=1e-2, epochs=1))
     assert not opt.state  # fresh state, nothing carried over from pre-training
     idx, starts, tgt = build_batch([([5, 6, 7], [8, 9, 3]), ([4], [10, 3])], 2, 0, "target")
     model(idx, starts, tgt)[1].backward()
@@ -189,7 +198,7 @@ def test_tiny_finetune_beats_untrained_start(tok: Tokenizer, pqa: dict) -> None:
     before = evaluate(model, task, tok, dev, "score", 25)[0]
     assert before < 0.5
     logged: list[tuple[int, dict]] = []
-    s = TrainSettings(batch_size=8, lr=3e-3, epochs=3, seed=0, patience=3, log_every=2)
+    s = train_settings(batch_size=8, lr=3e-3, epochs=3, patience=3, log_every=2)
     res = fit(model, task, tok, train, dev, s, log=lambda m, step: logged.append((step, m)))
     assert res.history[0]["dev_metric"] == pytest.approx(before)
     assert res.best_dev > before + 0.2 and res.best_epoch > 0
@@ -220,35 +229,55 @@ def test_grid_point_multistage_and_never_retrained(
     items = list(load_json(mirror_dir / "pubmedqa" / "ori_pqal.json").items())
     (tmp_path / "ori_pqaa.json").write_text(json.dumps(dict(items[:40])))
     (tmp_path / "ori_pqau.json").write_text(json.dumps(dict(items[40:64])))
+    section = {
+        "epochs": 1,
+        "pqa_a_epochs": 1,
+        "pqa_u_epochs": 1,
+        "max_train_examples": 24,
+        "max_eval_examples": 12,
+        "pqa_a_train_size": 30,
+        "pqa_a_url": str(tmp_path / "ori_pqaa.json"),
+        "pqa_u_url": str(tmp_path / "ori_pqau.json"),
+    }
     cfg = FinetuneConfig(
-        pubmedqa_epochs=1,
-        pqa_a_epochs=1,
-        pqa_u_epochs=1,
-        max_len=64,
-        max_train_examples=24,
-        max_eval_examples=12,
-        pqa_a_train_size=30,
-        eval_batch_size=12,
-        patience=1,
+        tasks={"pubmedqa": section}, max_len=64, eval_batch_size=12, patience=1
     )
-    raw = {
+    files = {
         "ori_pqal": mirror_dir / "pubmedqa" / "ori_pqal.json",
         "test_ground_truth": mirror_dir / "pubmedqa" / "test_ground_truth.json",
+        "pqa_a": tmp_path / "ori_pqaa.json",
+        "pqa_u": tmp_path / "ori_pqau.json",
     }
-    extra = {"pqa_a": tmp_path / "ori_pqaa.json", "pqa_u": tmp_path / "ori_pqau.json"}
-    info = prepare_task("pubmedqa", raw, cfg, tmp_path / "data", extra, tok)
+    assert set(cfg.task("pubmedqa").sources()) == set(files)
+    info = prepare_task(cfg.task("pubmedqa"), files, tmp_path / "data", tok)
     assert info["tokenizer"] == tok.hash
     ids = (tmp_path / "data" / "dev.ids.jsonl").read_text().splitlines()
     dev0 = read_examples(tmp_path / "data" / "dev.jsonl")[0]
     assert json.loads(ids[0]) == [tok.encode(dev0.source), tok.encode(dev0.target)]
     assert [s["name"] for s in info["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
     assert info["counts"]["pqa_a_train"] == 24 and info["counts"]["pqa_a_dev"] == 10
-    assert info["full_counts"] == {"train": 450, "dev": 50, "test": 500}
+    assert info["full_counts"] == {
+        "train": 450, "dev": 50, "test": 500, "pqa_a_train": 30, "pqa_a_dev": 10, "pqa_u_train": 24
+    }
     torch.manual_seed(0)
     lm = GPT(GPTConfig(n_layer=1, n_head=2, d_model=32, vocab_size=tok.vocab_size, block_size=64))
     save_checkpoint(tmp_path / "ckpt", lm)
     unit = Artifact("finetune", "k", tmp_path / "unit")
-    m = run_point(unit, tmp_path / "ckpt", tmp_path / "data", tok, cfg, "pubmedqa", 8, 1e-3, 0)
+    spec = PointSpec(
+        key="k",
+        variant="v",
+        task="pubmedqa",
+        settings=task_section(cfg, "pubmedqa"),
+        checkpoint="ckpt",
+        data_dir="data",
+        tokenizer_dir="unused",
+        batch_size=8,
+        lr=1e-3,
+        seed=0,
+        modes=["generate", "score"],
+        tracking=TrackingSpec(uri="unused", experiment="unused"),
+    )
+    m = run_point(unit, spec, tmp_path, tok)
     assert [s["name"] for s in m["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
     # PQA-L starts from PQA-U's best state: its epoch-0 dev metric (same PQA-L dev set) equals
     # the best PQA-U dev metric.
@@ -262,9 +291,17 @@ def test_grid_point_multistage_and_never_retrained(
     dev = [r for r in rows if r["split"] == "dev"]
     assert len(dev) == 12
     stamp = (unit.path / "metrics.json").stat().st_mtime_ns
-    again = run_point(unit, tmp_path / "ckpt", tmp_path / "data", tok, cfg, "pubmedqa", 8, 1e-3, 0)
+    again = run_point(unit, spec, tmp_path, tok)
     assert again == m and (unit.path / "metrics.json").stat().st_mtime_ns == stamp
     assert model.n_prompt == 9
+
+
+def train_settings(batch_size: int, lr: float, epochs: int, **kw: object) -> TrainSettings:
+    """The trainer settings `FinetuneConfig`'s defaults give, with some replaced."""
+    cfg = FinetuneConfig(**{k: v for k, v in kw.items() if k in FinetuneConfig.model_fields})
+    base = settings_for(cfg, batch_size, lr, 0, None, cfg.early_stop_on)
+    rest = {k: v for k, v in kw.items() if k not in FinetuneConfig.model_fields}
+    return replace(base, epochs=epochs, **rest)
 
 
 def test_candidate_longer_than_the_context_is_unscorable() -> None:

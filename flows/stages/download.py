@@ -1,5 +1,6 @@
-"""The download stage: list upstream, submit one task per file / article batch / dataset,
-wait, and write the manifest last (format: the `download` entry of the stage manifests).
+"""The download stage: list upstream, submit one task per file / article batch / corpus,
+wait, and write the manifest last (`mediswift.manifests.DownloadManifest`). Downstream tasks'
+datasets are fetched by the finetune stage (a new task must not re-key the corpus).
 
 Raw files go to `<home>/raw/<upstream layout>`, shared by every download config, so changing a
 recipe's limits fetches only what is new.
@@ -17,9 +18,11 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 
+from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_artifact
 from mediswift.config import DownloadConfig, PipelineConfig
 from mediswift.data.sources import corpus_name
+from mediswift.manifests import DownloadManifest
 from tasks import download as t
 from tasks.common import cached
 
@@ -90,12 +93,7 @@ class Job:
 
 def _jobs(cfg: PipelineConfig, home: Path, files: list[dict], articles: list[dict]) -> list[Job]:
     d = cfg.download
-    # The small fine-tuning sets first: they come from other hosts and finish early.
-    qa_base, hoc_base = cfg.resolve(d.pubmedqa_url), cfg.resolve(d.hoc_url)
-    jobs = [
-        Job("pubmedqa", t.download_pubmedqa, _unit(home, "pubmedqa", qa_base), {"base": qa_base}),
-        Job("hoc", t.download_hoc, _unit(home, "hoc", hoc_base), {"base": hoc_base}),
-    ]
+    jobs = []
     for given in d.extra_corpora:
         spec = cfg.resolve(given)  # a real upstream URL maps onto the mirror like the others
         unit = _unit(home, "corpus", spec, cfg.mirror)
@@ -139,7 +137,7 @@ def run(
     jobs = _jobs(cfg, home, files, articles)
     results = _run_windowed(jobs, home, d, d.max_connections * 4)
     manifest = _manifest(results, selection["skipped"], files, d.extra_corpora)
-    return out.ensure().write_manifest(manifest)
+    return manifests.write(out, DownloadManifest.model_validate(manifest))
 
 
 def _run_windowed(
@@ -148,8 +146,7 @@ def _run_windowed(
     """Submit the jobs keeping at most `window` in flight (the default thread pool is
     unbounded, and a thousand threads queueing on three connections help nobody)."""
     n_files = sum(
-        {"pubmedqa": 2, "hoc": 3}.get(j.name, 2 * len(j.params.get("articles", [])) or 1)
-        for j in jobs
+        2 * len(j.params.get("articles", [])) or 1 for j in jobs
     )
     progress = Progress(home, n_files)
     pending = deque(jobs)
@@ -191,8 +188,6 @@ def _manifest(
     return {
         "pubmed": clean[: len(pubmed)],
         "pmc": clean[len(pubmed) :],
-        "pubmedqa": results["pubmedqa"]["files"],
-        "hoc": results["hoc"]["files"],
         "corpora": [{k: c[k] for k in ("path", "name", "source", "records")} for c in corpora],
         "counts": counts,
         "skipped": {"pmc": skipped_pmc},

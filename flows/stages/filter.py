@@ -13,8 +13,10 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_artifact
 from mediswift.config import PipelineConfig
+from mediswift.manifests import FilterManifest, ParseManifest
 from tasks import filter as t
 from tasks.common import cached
 
@@ -25,7 +27,7 @@ def run(
     log = get_run_logger()
     f = cfg.filter
     h = str(home)
-    parsed = inputs["parse"].manifest()["shards"]
+    parsed = manifests.read(inputs["parse"], ParseManifest).shards
     langs = sorted(f.languages) if f.languages else None
 
     plan_unit = unit_artifact(
@@ -92,4 +94,4 @@ def run(
         raise RuntimeError(f"filter: counts do not add up: {counts}")
     log.info("filter: kept %d train + %d validation of %d", kept["train"], kept["validation"],
              counts["input"])  # fmt: skip
-    return out.ensure().write_manifest({"shards": shards, "counts": counts})
+    return manifests.write(out, FilterManifest(shards=shards, counts=counts))

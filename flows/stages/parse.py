@@ -15,15 +15,16 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 
+from mediswift import manifests
 from mediswift.artifacts import Artifact, file_digest, unit_artifact
 from mediswift.config import PipelineConfig
+from mediswift.manifests import DownloadManifest, ParseManifest
 from tasks import parse as t
 from tasks.common import cached
 
 
 def _unit(home: Path, kind: str, content: Any, cfg: PipelineConfig) -> Artifact:
-    # on_error changes what happens to a bad file, not what a good one parses to.
-    settings = cfg.parse.model_dump(exclude={"on_error"})
+    settings = cfg.parse.result_settings()
     return unit_artifact(home, "parse", kind, content, settings, t.PARSER_VERSION)
 
 
@@ -31,7 +32,7 @@ def run(
     cfg: PipelineConfig, home: Path, out: Artifact, inputs: dict[str, Artifact]
 ) -> dict[str, Any]:
     log = get_run_logger()
-    dl = inputs["download"].manifest()
+    dl = manifests.read(inputs["download"], DownloadManifest).model_dump()
     p = cfg.parse
     h = str(home)
     jobs: list[tuple[str, PrefectFuture[Any], dict[str, Any]]] = []
@@ -92,6 +93,7 @@ def run(
         **{src: dict(c) for src, c in counts.items()},
     }
     log.info("parse: %s", total)
-    return out.ensure().write_manifest(
-        {"shards": shards, "deleted_pmids": deleted, "quarantined": quarantined, "counts": total}
+    manifest = ParseManifest(
+        shards=shards, deleted_pmids=deleted, quarantined=quarantined, counts=total
     )
+    return manifests.write(out, manifest)

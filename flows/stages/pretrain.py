@@ -1,12 +1,11 @@
 """The pretrain stage: one task per model variant (the recipe's sparsity levels at one size).
 
-Each variant is a content-addressed unit under <home>/pretrain/units/<key>: the token manifest,
-the pretrain settings (minus the list of sparsity levels) and its own sparsity make the key, so
+Each variant is a content-addressed unit under <home>/pretrain/units/<key> (`variant_unit`: the
+token output, the pretrain settings that change results and its own sparsity make the key), so
 adding a level to a recipe trains only the new variant. Variants run one after another (each
 one uses all cores, or `nproc` processes under torchrun). Afterwards the stage draws the loss
 curves of all variants (the paper's Figure 2), logs the plot to every variant's MLflow run,
-prints a table like Table 2, and writes the manifest (see the `pretrain` entry of the stage
-manifests; paths relative to <home>).
+prints a table like Table 2, and writes the manifest (`mediswift.manifests.PretrainManifest`).
 """
 
 from __future__ import annotations
@@ -16,8 +15,11 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from mediswift.artifacts import Artifact, unit_artifact, write_atomic
+from mediswift import manifests
+from mediswift.artifacts import Artifact, write_atomic
 from mediswift.config import PipelineConfig
+from mediswift.manifests import PretrainManifest, TokenizeManifest, VariantRecord
+from mediswift.plan import variant_unit
 from mediswift.tracking import RunLogger, Tracker, resolve_tracking_uri
 from mediswift.train.pretrain import VariantSpec, variant_name
 from mediswift.train.report import plot_loss_curves, table2
@@ -25,34 +27,28 @@ from tasks import pretrain as t
 from tasks.common import cached
 from tasks.tracking import flow_run_tags, link_mlflow_run
 
-# Bump when a variant's content or meaning changes (model, loop, checkpoint format).
-UNIT_VERSION = 1
-# Settings that only schedule work or list variants: they never change one variant's result.
-_NOT_IN_KEY = {"sparsity_levels", "nproc", "measure_peak", "keep_checkpoints", "torch_threads"}
-
 
 def run(
     cfg: PipelineConfig, home: Path, out: Artifact, inputs: dict[str, Artifact]
 ) -> dict[str, Any]:
     log = get_run_logger()
     pc = cfg.pretrain
-    tokens, vocab = inputs["tokenize"].manifest(), inputs["vocab"].manifest()
+    tokens = manifests.read(inputs["tokenize"], TokenizeManifest)
     shards = {
-        split: [str(home / s["path"]) for s in tokens["shards"] if s["split"] == split]
+        split: [str(home / s["path"]) for s in tokens.shards if s["split"] == split]
         for split in ("train", "validation")
     }
-    settings = pc.model_dump(mode="json", exclude=_NOT_IN_KEY)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     tags = flow_run_tags()
     records = []
     for s in pc.sparsity_levels:
-        unit = unit_artifact(home, "pretrain", UNIT_VERSION, inputs["tokenize"].key, settings, s)
+        unit = variant_unit(home, inputs["tokenize"].key, pc, s)
         name = variant_name(pc.model, s, pc.sparsity_method)
         spec = VariantSpec(
             name=name,
             config=pc.model_dump(mode="json"),
             sparsity=s,
-            vocab_size=int(vocab["vocab_size"]),
+            vocab_size=tokens.vocab_size,
             out_dir=str(unit.path),
             train_shards=shards["train"],
             val_shards=shards["validation"],
@@ -93,14 +89,13 @@ def run(
         return str(Path(p).resolve().relative_to(home.resolve()))
 
     variants = [
-        {k: v for k, v in r.items() if k != "experiment_id"}
-        | {"checkpoint": rel(r["checkpoint"]), "loss_curve": rel(r["loss_curve"])}
+        VariantRecord.model_validate(
+            {k: v for k, v in r.items() if k != "experiment_id"}
+            | {"checkpoint": rel(r["checkpoint"]), "loss_curve": rel(r["loss_curve"])}
+        )
         for r in records
     ]
-    return out.write_manifest(
-        {
-            "variants": variants,
-            "loss_plot": rel(str(plot)),
-            "table": rel(str(out.path / "table2.md")),
-        }
+    manifest = PretrainManifest(
+        variants=variants, loss_plot=rel(str(plot)), table=rel(str(out.path / "table2.md"))
     )
+    return manifests.write(out, manifest)

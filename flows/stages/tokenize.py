@@ -21,8 +21,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows.stages.vocab import doc_shard_paths
-from mediswift.artifacts import Artifact, unit_artifact
+from mediswift import manifests
+from mediswift.artifacts import Artifact, unit_artifact, unit_at
 from mediswift.config import PipelineConfig, TokenizeConfig
+from mediswift.manifests import TokenizeManifest, VocabManifest
 from mediswift.text.token_shards import SPLITS
 from tasks import tokenize as t
 from tasks.common import cached
@@ -68,7 +70,7 @@ def tokenize_shards(
     root = Path(home)
     futures = []
     for u in units:
-        art = Artifact("tokenize", u["key"], root / "tokenize" / "units" / u["key"])
+        art = unit_at(root, "tokenize", u["key"])
         futures.append(
             cached(t.tokenize_shard, root, art).submit(
                 key=u["key"],
@@ -86,7 +88,7 @@ def run(
 ) -> dict[str, Any]:
     log = get_run_logger()
     filter_art, vocab_art = inputs["filter"], inputs["vocab"]
-    vocab = vocab_art.manifest()
+    vocab = manifests.read(vocab_art, VocabManifest).model_dump()
     units = []
     for i, shard in enumerate(doc_shard_paths(home, filter_art)):
         rel = str(shard.relative_to(home))
@@ -109,12 +111,11 @@ def run(
     tokens = {s: sum(x["n_tokens"] for x in shards if x["split"] == s) for s in SPLITS}
     docs = {s: sum(x["n_docs"] for x in shards if x["split"] == s) for s in SPLITS}
     log.info("tokenize: %s tokens in %s documents", tokens, docs)
-    return out.ensure().write_manifest(
-        {
-            "shards": shards,
-            "tokens": tokens,
-            "docs": docs,
-            "tokenizer_hash": vocab["hash"],
-            "vocab_size": vocab["vocab_size"],
-        }
+    manifest = TokenizeManifest(
+        shards=shards,
+        tokens=tokens,
+        docs=docs,
+        tokenizer_hash=vocab["hash"],
+        vocab_size=vocab["vocab_size"],
     )
+    return manifests.write(out, manifest)

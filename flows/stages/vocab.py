@@ -12,15 +12,17 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import PipelineConfig
+from mediswift.manifests import FilterManifest, VocabManifest
 from tasks import vocab as t
 from tasks.common import cached
 
 
 def doc_shard_paths(home: Path, filter_art: Artifact) -> list[Path]:
     """The filter stage's document shards, in manifest order, checked to exist."""
-    paths = [home / s["path"] for s in filter_art.manifest()["shards"]]
+    paths = [home / s["path"] for s in manifests.read(filter_art, FilterManifest).shards]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"filter output {filter_art.path} lists missing shards: {missing}")
@@ -47,4 +49,4 @@ def run(
         result["unk_rate_validation"],
         result["validation_tokens"],
     )
-    return out.write_manifest(result)
+    return manifests.write(out, VocabManifest.model_validate(result))

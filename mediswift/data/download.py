@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mediswift.config import DownloadConfig
 from mediswift.data.http import (
     ChecksumError,
     DownloadError,
@@ -28,6 +27,7 @@ from mediswift.data.http import (
     PermanentError,
     TransientError,
 )
+from mediswift.settings import DownloadConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""The fine-tuning datasets (PubMedQA, HoC) and a user's extra JSONL corpora.
+"""A user's extra JSONL corpora (downstream tasks fetch their own files: see
+`mediswift.finetune.sources`).
 
-None of these publish checksums, so they are fetched whole (resumable) and a copy already in
+Corpora publish no checksums, so they are fetched whole (resumable) and a copy already in
 place is kept. A corpus is named after its file (`biomed_text.jsonl` -> `biomed_text`) and is
 checked to be JSONL with `id` and `text` on every line, so a wrong file fails here, by name.
 """
@@ -14,29 +15,6 @@ from typing import Any
 from mediswift.artifacts import safe_child
 from mediswift.data.download import fetch_file
 from mediswift.data.http import HttpClient, NotFoundError, PermanentError, is_url, join
-
-PUBMEDQA_FILES = {"ori_pqal": "ori_pqal.json", "test_ground_truth": "test_ground_truth.json"}
-HOC_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
-
-
-def _fetch_set(
-    client: HttpClient, base: str, raw: Path, folder: str, files: dict[str, str]
-) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for role, name in files.items():
-        fetch_file(client, join(base, name), safe_child(raw, f"{folder}/{name}"))
-        out[role] = f"raw/{folder}/{name}"
-    return out
-
-
-def fetch_pubmedqa(client: HttpClient, base: str, raw: Path) -> dict[str, str]:
-    """PQA-L (`ori_pqal.json`) and its test labels (`test_ground_truth.json`)."""
-    return _fetch_set(client, base, raw, "pubmedqa", PUBMEDQA_FILES)
-
-
-def fetch_hoc(client: HttpClient, base: str, raw: Path) -> dict[str, str]:
-    """The BLURB Hallmarks of Cancer split (`train/dev/test.tsv`)."""
-    return _fetch_set(client, base, raw, "hoc", HOC_FILES)
 
 
 def corpus_candidates(spec: str, mirror: str | None) -> list[str]:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mediswift.config import FinetuneConfig
 from mediswift.finetune.metrics import mean_std
+from mediswift.settings import Grid
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,8 @@ class GridPoint:
         return f"b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
 
 
-def grid_points(cfg: FinetuneConfig, task: str) -> list[GridPoint]:
-    grid = cfg.pubmedqa_grid if task == "pubmedqa" else cfg.hoc_grid
-    return [
-        GridPoint(b, lr, s)
-        for b in grid.batch_sizes
-        for lr in grid.learning_rates
-        for s in cfg.seeds
-    ]
+def grid_points(grid: Grid, seeds: Sequence[int]) -> list[GridPoint]:
+    return [GridPoint(b, lr, s) for b in grid.batch_sizes for lr in grid.learning_rates for s in seeds]
 
 
 def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:

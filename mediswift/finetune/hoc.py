@@ -25,8 +25,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from mediswift.finetune.formats import Candidate, Example, Label, TaskFormat
+from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import micro_f1
+from mediswift.finetune.registry import register
+from mediswift.finetune.task import DownstreamTask, TableLayout, TaskData
+from mediswift.settings import Grid, task_settings
 
 HALLMARKS: tuple[str, ...] = (
     "activating invasion and metastasis",
@@ -47,9 +50,36 @@ _PARSE = re.compile(re.escape(TARGET_PREFIX) + r"\s*(.*)")
 _INDEX = re.compile(r"^(\d+)_s(\d+)$")
 
 
-class HoC(TaskFormat):
+# BLURB's processed HoC files, as published in a public repository of the BLURB pipeline.
+UPSTREAM = (
+    "https://raw.githubusercontent.com/hieunguyen7337/KeBioLM/"
+    "bc7c3667c786236252ba5b26b3b921197465b7a3/data/HoC/"
+)
+
+HoCSettings = task_settings(
+    "HoCSettings",
+    url=UPSTREAM,
+    # Appendix A.3: batch {16, 32, 64} x lr {8e-5, 4e-5, 2e-5, 1e-5}, 100 epochs, 1 token.
+    grid=Grid(batch_sizes=[16, 32, 64], learning_rates=[8e-5, 4e-5, 2e-5, 1e-5]),
+    epochs=100,
+    prompt_tokens=1,
+)
+
+
+@register
+class HoC(DownstreamTask):
     name = "hoc"
     metric_name = "micro_f1"
+    Settings = HoCSettings
+    upstream = UPSTREAM
+    mirror_folder = "hoc/"
+    files = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+    table = TableLayout(
+        "table4_hoc", "Table 4: HoC (BLURB split) test micro-F1 (%)", "micro-F1 (%)", digits=2
+    )
+
+    def load(self, files: dict[str, Path]) -> TaskData:
+        return TaskData(hoc_splits(files["train"], files["dev"], files["test"]), [self.final_stage()])
 
     def _sentence(self, labels: Sequence[int]) -> str:
         return f"{TARGET_PREFIX} " + JOINER.join(HALLMARKS[k] for k in labels)

@@ -13,7 +13,7 @@ modes, and write the unit: `checkpoint/` (model.safetensors + config.json as
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from mediswift.artifacts import Artifact, tmp_path, write_atomic
 from mediswift.config import FinetuneConfig
-from mediswift.finetune.datasets import (
-    epochs,
-    load_prepared,
-    load_token_ids,
-    n_prompt,
-    task_format,
-)
+from mediswift.finetune.datasets import load_prepared, load_token_ids
 from mediswift.finetune.formats import label_to_json
 from mediswift.finetune.scoring import (
-    Mode,
     TokenizerLike,
     encode_examples,
     max_target_tokens,
@@ -39,6 +32,7 @@ from mediswift.finetune.scoring import (
     source_budget,
 )
 from mediswift.finetune.trainer import LogFn, TrainSettings, fit
+from mediswift.manifests import PointSpec
 from mediswift.model.gpt import GPT
 from mediswift.model.soft_prompt import PromptedLM
 from mediswift.train.checkpoint import load_masks, load_model, save_checkpoint
@@ -103,12 +97,13 @@ def load_finetuned(path: Path, device: torch.device | str = "cpu") -> PromptedLM
 
 
 def settings_for(
-    cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, n_epochs: int, max_new: int
+    cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, max_new: int, early_stop_on: str
 ) -> TrainSettings:
+    """The trainer's settings for one point (epochs are set per stage of the schedule)."""
     return TrainSettings(
         batch_size=batch_size,
         lr=lr,
-        epochs=n_epochs,
+        epochs=1,
         seed=seed,
         patience=cfg.patience,
         weight_decay=cfg.weight_decay,
@@ -118,7 +113,7 @@ def settings_for(
         min_lr_ratio=cfg.min_lr_ratio,
         grad_clip=cfg.grad_clip,
         loss_on=cfg.loss_on,
-        early_stop_on=cfg.early_stop_on,
+        early_stop_on=early_stop_on,
         eval_batch_size=cfg.eval_batch_size,
         max_new_tokens=max_new,
     )
@@ -126,15 +121,9 @@ def settings_for(
 
 def run_point(
     unit: Artifact,
-    checkpoint: Path,
-    data_dir: Path,
+    spec: PointSpec,
+    home: Path,
     tok: TokenizerLike,
-    cfg: FinetuneConfig,
-    task: str,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    modes: Sequence[Mode] = ("generate", "score"),
     log: LogFn | None = None,
     describe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -146,15 +135,17 @@ def run_point(
         return unit.manifest()
     unit.ensure()
     log = log or (lambda metrics, step: None)
+    cfg = FinetuneConfig.model_validate(spec.settings)
+    task = cfg.task(spec.task)
     device = pick_device(cfg.device)
-    fmt = task_format(task)
+    data_dir = home / spec.data_dir
     info, splits = load_prepared(data_dir)
-    n = n_prompt(cfg, task)
-    model, load_info = load_pretrained(checkpoint, n, seed, device)
+    n = task.settings.prompt_tokens
+    model, load_info = load_pretrained(home / spec.checkpoint, n, spec.seed, device)
     max_len = min(cfg.max_len, model.block_size)
     train_targets = sorted({e.target for st in info["stages"] for e in splits[st["train"]]})
-    targets = fmt.budget_targets(train_targets)
-    budget = source_budget(tok, targets, n, max_len, task)
+    targets = task.budget_targets(train_targets)
+    budget = source_budget(tok, targets, n, max_len, task.name)
     max_new = max_target_tokens(tok, targets)
     enc = {
         name: encode_examples(
@@ -162,6 +153,9 @@ def run_point(
         )
         for name, exs in splits.items()
     }
+    # Early stopping needs a mode the task supports (generation always is).
+    early = cfg.early_stop_on if cfg.early_stop_on in task.modes else "generate"
+    train = settings_for(cfg, spec.batch_size, spec.lr, spec.seed, max_new, early)
 
     stages, offset = [], 0
     for stage in info["stages"]:
@@ -172,14 +166,13 @@ def run_point(
         ) -> None:
             log({p + k: v for k, v in metrics.items()}, o + step)
 
-        n_epochs = stage.get("epochs", epochs(cfg, task))
         result = fit(
             model,
-            fmt,
+            task,
             tok,
             enc[stage["train"]],
             enc[stage["dev"]],
-            settings_for(cfg, batch_size, lr, seed, n_epochs, max_new),
+            replace(train, epochs=stage["epochs"]),
             stage_log,
         )
         model.load_state_dict(result.best_state)  # the next stage starts from the best state
@@ -199,10 +192,12 @@ def run_point(
 
     metrics: dict[str, Any] = {}
     unparsed: dict[str, int] = {}  # generated sentences that name no label (counted wrong)
-    for mode in modes:
+    for mode in spec.modes:
         for split in ("dev", "test"):
-            preds, texts = predict(model, fmt, tok, enc[split], mode, cfg.eval_batch_size, max_new)
-            metrics[f"{split}_{mode}"] = fmt.metric(preds, [e.label for e in enc[split]])
+            preds, texts = predict(model, task, tok, enc[split], mode, cfg.eval_batch_size, max_new)
+            golds = [e.label for e in enc[split]]
+            metrics[f"{split}_{mode}"] = task.metric(preds, golds)
+            metrics |= {f"{split}_{mode}_{k}": v for k, v in task.scores(preds, golds).items()}
             if mode == "generate":
                 unparsed[split] = preds.count(None)
             rows = [
@@ -223,11 +218,12 @@ def run_point(
     save_finetuned(unit.path / "checkpoint", model)
     manifest = {
         **(describe or {}),
-        "task": task,
-        "metric": fmt.metric_name,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
+        "variant": spec.variant,
+        "task": task.name,
+        "metric": task.metric_name,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "seed": spec.seed,
         "n_prompt": n,
         "max_len": max_len,
         "source_budget": budget,
@@ -239,7 +235,7 @@ def run_point(
         "metrics": metrics,
         "unparsed_generations": unparsed,
         "checkpoint": "checkpoint",
-        "predictions": {m: f"predictions_{m}.jsonl" for m in modes},
+        "predictions": {m: f"predictions_{m}.jsonl" for m in spec.modes},
     }
     write_atomic(unit.path / "metrics.json", json.dumps(manifest, indent=2) + "\n")
     return unit.write_manifest(manifest)

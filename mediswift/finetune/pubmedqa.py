@@ -23,17 +23,84 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mediswift.finetune.formats import Candidate, Example, Label, TaskFormat
+from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import accuracy
+from mediswift.finetune.registry import register
+from mediswift.finetune.task import DownstreamTask, Stage, TableLayout, TaskData
+from mediswift.settings import Grid, TaskSettings, result, task_settings
 
 ANSWERS: tuple[str, ...] = ("yes", "no", "maybe")  # the script's label order, which matters
 TARGET_PREFIX = "the answer to the question given the context is"
 _PARSE = re.compile(re.escape(TARGET_PREFIX) + r"\s*(yes|no|maybe)\b")
 
 
-class PubMedQA(TaskFormat):
+UPSTREAM = "https://raw.githubusercontent.com/pubmedqa/pubmedqa/master/data/"
+
+
+class _PubMedQAFields(TaskSettings):
+    pqal_fold: int = result(0, "official PQA-L cross-validation fold used as dev (BLURB: 0)", ge=0, le=9)
+    pqa_a_url: str | None = result(
+        None, "PQA-A JSON (ori_pqaa.json): first stage of the multi-stage schedule (Appendix A.2)"
+    )
+    pqa_u_url: str | None = result(
+        None, "pseudo-labelled PQA-U JSON: second stage, before PQA-L"
+    )
+    pqa_a_train_size: int = result(
+        200_000, "PQA-A items for training; the rest is its dev set", ge=1
+    )
+    pqa_a_epochs: int = result(1, "epochs of the PQA-A stage", ge=1)
+    pqa_u_epochs: int = result(1, "epochs of the PQA-U stage", ge=1)
+
+
+PubMedQASettings = task_settings(
+    "PubMedQASettings",
+    url=UPSTREAM,
+    # Appendix A.2: batch {8, 16, 32, 64} x lr {2e-4, 1e-4, 5e-5, 2.5e-5}, 5 epochs, 9 tokens.
+    grid=Grid(batch_sizes=[8, 16, 32, 64], learning_rates=[2e-4, 1e-4, 5e-5, 2.5e-5]),
+    epochs=5,
+    prompt_tokens=9,
+    base=_PubMedQAFields,
+)
+
+
+@register
+class PubMedQA(DownstreamTask):
     name = "pubmedqa"
     metric_name = "accuracy"
+    Settings = PubMedQASettings
+    upstream = UPSTREAM
+    mirror_folder = "pubmedqa/"
+    files = {"ori_pqal": "ori_pqal.json", "test_ground_truth": "test_ground_truth.json"}
+    table = TableLayout(
+        "table3_pubmedqa",
+        "Table 3: PubMedQA reasoning-required, PQA-L test accuracy (%)",
+        "accuracy (%)",
+        digits=1,
+    )
+
+    def sources(self) -> dict[str, str]:
+        out = super().sources()
+        s = self.settings
+        for role, url in (("pqa_a", s.pqa_a_url), ("pqa_u", s.pqa_u_url)):
+            if url:
+                out[role] = url
+        return out
+
+    def load(self, files: dict[str, Path]) -> TaskData:
+        """PQA-L's official split; PQA-A then PQA-U stages first when their files are given."""
+        s = self.settings
+        splits = pqal_splits(files["ori_pqal"], files["test_ground_truth"], s.pqal_fold)
+        stages = []
+        if "pqa_a" in files:
+            a = pqaa_splits(files["pqa_a"], s.pqa_a_train_size)
+            splits["pqa_a_train"], splits["pqa_a_dev"] = a["train"], a["dev"]
+            stages.append(Stage("pqa_a", "pqa_a_train", "pqa_a_dev", s.pqa_a_epochs))
+        if "pqa_u" in files:
+            splits["pqa_u_train"] = pqau_examples(files["pqa_u"])
+            # PQA-U has no dev split of its own: its stage stops early on the PQA-L dev set.
+            stages.append(Stage("pqa_u", "pqa_u_train", "dev", s.pqa_u_epochs))
+        stages.append(Stage("pqa_l", "train", "dev", s.epochs))
+        return TaskData(splits, stages)
 
     def target(self, label: Label) -> str:
         if label not in ANSWERS:

@@ -1,5 +1,5 @@
-"""Tables 3 (PubMedQA accuracy) and 4 (HoC micro-F1) for our variants, and the plot of the
-metric against pre-training FLOPs.
+"""One results table per downstream task (Tables 3 and 4 for PubMedQA and HoC; BC5CDR, DDI and
+any other task lay theirs out in their own module), and the metric against pre-training FLOPs.
 
 Each row: model, sparsity, active size (non-embedding parameters that are active during
 pre-training, the paper's "size" column), pre-training FLOPs, then per prediction mode the test
@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from mediswift.artifacts import write_atomic
 from mediswift.finetune.grid import select
+from mediswift.finetune.registry import task_class
+from mediswift.manifests import (
+    EvaluatedSweep,
+    EvaluateManifest,
+    FinetuneManifest,
+    PretrainManifest,
+    Selection,
+    TableFiles,
+)
 
-TASK_TITLES = {
-    "pubmedqa": ("Table 3", "PubMedQA reasoning-required, PQA-L test accuracy (%)"),
-    "hoc": ("Table 4", "HoC (BLURB split) test micro-F1 (%)"),
-}
 MODE_NAMES = {"score": "constrained scoring", "generate": "greedy generation"}
 
 
@@ -33,31 +38,37 @@ def human(n: float) -> str:
 
 
 def summarize(
-    finetune: dict[str, Any], pretrain: dict[str, Any], modes: Sequence[str]
-) -> list[dict[str, Any]]:
-    """One result per (variant, task): pre-training facts and the per-mode selection."""
-    variants = {v["name"]: v for v in pretrain["variants"]}
+    finetune: FinetuneManifest, pretrain: PretrainManifest, modes: Sequence[str]
+) -> list[EvaluatedSweep]:
+    """One result per (variant, task): pre-training facts and the per-mode selection.
+
+    A mode the task does not support (no candidate grammar) is left out of its selection."""
+    variants = {v.name: v for v in pretrain.variants}
     out = []
-    for sweep in finetune["sweeps"]:
-        v = variants.get(sweep["variant"])
+    for sweep in finetune.sweeps:
+        v = variants.get(sweep.variant)
         if v is None:
-            raise ValueError(f"finetune sweep for unknown variant {sweep['variant']!r}")
-        task = finetune["tasks"][sweep["task"]]
+            raise ValueError(f"finetune sweep for unknown variant {sweep.variant!r}")
+        task = finetune.tasks[sweep.task]
+        points = [p.model_dump() for p in sweep.points]
+        have = [m for m in modes if all(f"dev_{m}" in p["metrics"] for p in points)]
+        selected = {}
+        for m in have:
+            s = select(points, m)
+            selected[m] = Selection(**{k: s[k] for k in Selection.model_fields})
         out.append(
-            {
-                "variant": v["name"],
-                "model": v["model"],
-                "sparsity": v["sparsity"],
-                "active_non_embedding_params": v["active_non_embedding_params"],
-                "active_params": v["active_params"],
-                "train_flops": v["train_flops"],
-                "task": sweep["task"],
-                "metric": sweep["metric"],
-                "majority_test": task["majority"]["test"],
-                "majority_label": task["majority"]["label"],
-                "parent_run_id": sweep.get("parent_run_id"),
-                "selection": {m: select(sweep["points"], m) for m in modes},
-            }
+            EvaluatedSweep(
+                variant=v.name,
+                task=sweep.task,
+                metric=sweep.metric,
+                sparsity=v.sparsity,
+                active_non_embedding_params=v.active_non_embedding_params,
+                train_flops=v.train_flops,
+                majority_test=task.majority.test,
+                parent_run_id=sweep.parent_run_id,
+                selected=selected,
+                model=v.model,
+            )
         )
     return out
 
@@ -67,25 +78,25 @@ def _pct(x: float, digits: int) -> str:
 
 
 def table_rows(
-    results: Sequence[dict[str, Any]], task: str, modes: Sequence[str]
+    results: Sequence[EvaluatedSweep], task: str, modes: Sequence[str]
 ) -> list[dict[str, str]]:
-    digits = 1 if task == "pubmedqa" else 2
+    digits = task_class(task).table.digits
     rows = []
-    task_results = [r for r in results if r["task"] == task]
-    for r in sorted(task_results, key=lambda r: (r["model"], r["sparsity"])):
+    task_results = [r for r in results if r.task == task]
+    for r in sorted(task_results, key=lambda r: (r.model, r.sparsity)):
         row = {
-            "model": r["variant"],
-            "sparsity": f"{r['sparsity']:.0%}",
-            "active size": human(r["active_non_embedding_params"]),
-            "pre-training FLOPs": f"{r['train_flops']:.3g}",
+            "model": r.variant,
+            "sparsity": f"{r.sparsity:.0%}",
+            "active size": human(r.active_non_embedding_params),
+            "pre-training FLOPs": f"{r.train_flops:.3g}",
         }
         for m in modes:
-            s = r["selection"][m]
-            row[f"{MODE_NAMES[m]}"] = (
-                f"{_pct(s['test_mean'], digits)} ± {_pct(s['test_std'], digits)}"
+            s = r.selected.get(m)
+            row[MODE_NAMES[m]] = (
+                f"{_pct(s.test_mean, digits)} ± {_pct(s.test_std, digits)}" if s else "-"
             )
             row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = (
-                f"{s['batch_size']}, {s['lr']:g} ({len(s['seeds'])})"
+                f"{s.batch_size}, {s.lr:g} ({len(s.seeds)})" if s else "-"
             )
         rows.append(row)
     if task_results:
@@ -97,7 +108,7 @@ def table_rows(
             "pre-training FLOPs": "-",
         }
         for m in modes:
-            row[MODE_NAMES[m]] = _pct(base["majority_test"], digits)
+            row[MODE_NAMES[m]] = _pct(base.majority_test, digits)
             row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = "-"
         rows.append(row)
     return rows
@@ -126,58 +137,62 @@ def csv_text(rows: Sequence[dict[str, str]]) -> str:
     return buf.getvalue()
 
 
+def tasks_in(results: Sequence[EvaluatedSweep]) -> list[str]:
+    return list(dict.fromkeys(r.task for r in results))
+
+
 def write_tables(
-    results: Sequence[dict[str, Any]], modes: Sequence[str], out_dir: Path
-) -> dict[str, dict[str, str]]:
-    """table3_pubmedqa.{md,csv}, table4_hoc.{md,csv}; returns {task: {md, csv, text}}."""
+    results: Sequence[EvaluatedSweep], modes: Sequence[str], out_dir: Path
+) -> dict[str, tuple[TableFiles, str]]:
+    """One table per task (`<stem>.md`, `<stem>.csv`); returns {task: (files, markdown)}."""
     written = {}
-    for task, (label, what) in TASK_TITLES.items():
-        if not any(r["task"] == task for r in results):
-            continue
+    for task in tasks_in(results):
+        layout = task_class(task).table
         rows = table_rows(results, task, modes)
-        stem = f"{label.lower().replace(' ', '')}_{task}"
-        text = markdown(rows, f"{label}: {what}, mean ± std over seeds")
-        write_atomic(out_dir / f"{stem}.md", text)
-        write_atomic(out_dir / f"{stem}.csv", csv_text(rows))
-        written[task] = {"md": f"{stem}.md", "csv": f"{stem}.csv", "text": text}
+        text = markdown(rows, f"{layout.title}, mean ± std over seeds")
+        write_atomic(out_dir / f"{layout.stem}.md", text)
+        write_atomic(out_dir / f"{layout.stem}.csv", csv_text(rows))
+        written[task] = (TableFiles(md=f"{layout.stem}.md", csv=f"{layout.stem}.csv"), text)
     return written
 
 
-def plot(results: Sequence[dict[str, Any]], mode: str, path: Path) -> Path:
+def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     """Test metric (mean ± std over seeds) against pre-training FLOPs, one panel per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in TASK_TITLES if any(r["task"] == t for r in results)]
+    tasks = tasks_in(results)
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4))
     axes = axes if hasattr(axes, "__len__") else [axes]
     for ax, task in zip(axes, tasks, strict=False):
-        rs = [r for r in results if r["task"] == task]
-        for model in sorted({r["model"] for r in rs}):
-            pts = sorted((r for r in rs if r["model"] == model), key=lambda r: r["train_flops"])
+        rs = [r for r in results if r.task == task]
+        # A task without this mode (no candidate grammar) is drawn in greedy generation.
+        m = mode if all(mode in r.selected for r in rs) else "generate"
+        for model in sorted({r.model for r in rs}):
+            pts = sorted((r for r in rs if r.model == model), key=lambda r: r.train_flops)
             ax.errorbar(
-                [r["train_flops"] for r in pts],
-                [100 * r["selection"][mode]["test_mean"] for r in pts],
-                yerr=[100 * r["selection"][mode]["test_std"] for r in pts],
+                [r.train_flops for r in pts],
+                [100 * r.selected[m].test_mean for r in pts],
+                yerr=[100 * r.selected[m].test_std for r in pts],
                 marker="o",
                 capsize=3,
                 label=model,
             )
             for r in pts:
                 ax.annotate(
-                    f"s={r['sparsity']:.0%}",
-                    (r["train_flops"], 100 * r["selection"][mode]["test_mean"]),
+                    f"s={r.sparsity:.0%}",
+                    (r.train_flops, 100 * r.selected[m].test_mean),
                     textcoords="offset points",
                     xytext=(4, 4),
                     fontsize=8,
                 )
-        ax.axhline(100 * rs[0]["majority_test"], color="grey", ls="--", label="majority class")
+        ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label="majority class")
         ax.set_xscale("log")
         ax.set_xlabel("pre-training FLOPs")
-        ax.set_ylabel("accuracy (%)" if task == "pubmedqa" else "micro-F1 (%)")
-        ax.set_title(f"{task} ({MODE_NAMES[mode]})")
+        ax.set_ylabel(task_class(task).table.axis)
+        ax.set_title(f"{task} ({MODE_NAMES[m]})")
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,55 +204,26 @@ def plot(results: Sequence[dict[str, Any]], mode: str, path: Path) -> Path:
 
 
 def write_report(
-    finetune: dict[str, Any],
-    pretrain: dict[str, Any],
+    finetune: FinetuneManifest,
+    pretrain: PretrainManifest,
     modes: Sequence[str],
     plot_mode: str,
     out_dir: Path,
-) -> dict[str, Any]:
-    """Tables, plot and `results.json` into `out_dir`; returns what the evaluate manifest lists."""
-    import json
-
+) -> tuple[EvaluateManifest, dict[str, str]]:
+    """Tables, plot and `results.json` into `out_dir`: the evaluate manifest (without its
+    MLflow run) and each task's table as Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = summarize(finetune, pretrain, modes)
     tables = write_tables(results, modes, out_dir)
     mode = plot_mode if plot_mode in modes else modes[0]
     plot_path = plot(results, mode, out_dir / "accuracy_vs_flops.png")
-    listing = [
-        {
-            "variant": r["variant"],
-            "task": r["task"],
-            "metric": r["metric"],
-            "sparsity": r["sparsity"],
-            "active_non_embedding_params": r["active_non_embedding_params"],
-            "train_flops": r["train_flops"],
-            "majority_test": r["majority_test"],
-            "parent_run_id": r["parent_run_id"],
-            **{
-                m: {
-                    k: r["selection"][m][k]
-                    for k in (
-                        "batch_size",
-                        "lr",
-                        "seeds",
-                        "test_mean",
-                        "test_std",
-                        "dev_mean",
-                        "dev_std",
-                        "test_per_seed",
-                        "dev_per_seed",
-                    )
-                }
-                for m in modes
-            },
-        }
-        for r in results
-    ]
+    listing = [r.model_dump(mode="json") for r in results]
     write_atomic(out_dir / "results.json", json.dumps(listing, indent=2) + "\n")
-    return {
-        "tables": {t: {"md": v["md"], "csv": v["csv"]} for t, v in tables.items()},
-        "table_text": {t: v["text"] for t, v in tables.items()},
-        "plot": plot_path.name,
-        "plot_mode": mode,
-        "results": listing,
-    }
+    report = EvaluateManifest(
+        tables={t: files for t, (files, _) in tables.items()},
+        plot=plot_path.name,
+        plot_mode=mode,
+        modes=list(modes),
+        results=results,
+    )
+    return report, {t: text for t, (_, text) in tables.items()}

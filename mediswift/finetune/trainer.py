@@ -28,22 +28,25 @@ LogFn = Callable[[dict[str, float], int], None]
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """One fine-tune's settings; the defaults live in `FinetuneConfig` only (see
+    `mediswift.finetune.point.settings_for`)."""
+
     batch_size: int
     lr: float
     epochs: int
     seed: int
-    patience: int = 3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_fraction: float = 0.1
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    loss_on: LossOn = "target"
-    early_stop_on: Mode = "score"
-    eval_batch_size: int = 16
+    patience: int
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    warmup_fraction: float
+    min_lr_ratio: float
+    grad_clip: float
+    loss_on: LossOn
+    early_stop_on: Mode
+    eval_batch_size: int
     max_new_tokens: int | None = None  # generation bound (None: the task's own targets)
-    log_every: int = 10
+    log_every: int = 10  # steps between logged training losses
 
 
 @dataclass

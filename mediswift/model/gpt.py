@@ -6,7 +6,11 @@ The six weight matrices of a block -- attention q, k, v, o and MLP fc, proj -- a
 `nn.Linear` modules so that each one can carry its own sparsity mask (the paper sparsifies exactly
 these six, Section 3.3). The model knows nothing about masks: they live in `mediswift.sparsity`.
 
-Shapes: B batch, T time (sequence), C = d_model, H heads, D = C // H head size, V vocabulary.
+The model also decodes incrementally: `forward_hidden` takes per-row positions and a key/value
+cache (`empty_cache`), so a prefix runs once and each continuation costs only its own tokens.
+
+Shapes: B batch, T time (sequence), C = d_model, H heads, D = C // H head size, V vocabulary,
+L cache slots.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mediswift.model.sizes import size as _size
+
+# Per layer, the (K, V) buffers of incremental decoding, each (B, H, L, D).
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -79,18 +86,47 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); with `kv`, T new tokens at positions pos (B, T)."""
         B, T, C = x.shape
         H = self.n_head
         # (B, T, C) -> (B, H, T, D)
         q = self.q(x).view(B, T, H, C // H).transpose(1, 2)
         k = self.k(x).view(B, T, H, C // H).transpose(1, 2)
         v = self.v(x).view(B, T, H, C // H).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, H, T, D)
+        if kv is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )  # (B, H, T, D)
+        else:
+            y = self._attend_cached(q, k, v, pos, kv)  # type: ignore[arg-type]
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.o(y))
+
+    @staticmethod
+    def _attend_cached(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pos: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """Write k, v (B, H, T, D) into the cache at pos (B, T); each query attends to the slots
+        <= its own position. Rows are right-padded to a common length, and a row's padding sits
+        after its last real slot, so it is never attended."""
+        K, V = kv  # (B, H, L, D)
+        B, H, T, D = q.shape
+        where = pos[:, None, :, None].expand(B, H, T, D)
+        K.scatter_(2, where, k)
+        V.scatter_(2, where, v)
+        slots = torch.arange(K.size(2), device=q.device)  # (L,)
+        mask = slots[None, None, None, :] <= pos[:, None, :, None]  # (B, 1, T, L)
+        return F.scaled_dot_product_attention(q, K, V, attn_mask=mask)  # (B, H, T, D)
 
 
 class MLP(nn.Module):
@@ -114,8 +150,13 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), pos, kv)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -184,18 +225,49 @@ class GPT(nn.Module):
 
         Learned positions are added here, so callers pass bare token/prompt embeddings.
         """
-        B, T, C = x.shape
-        if self.config.block_size < T:
-            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=x.device)  # (T,)
-        x = self.drop(x + self.wpe(pos))  # (B, T, C)
-        for block in self.h:
-            x = block(x)
-        x = self.ln_f(x)
-        logits = F.linear(x, self.wte.weight)  # tied output layer: (B, T, V)
+        logits = self.output(self.forward_hidden(x))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
             )
         return logits, loss
+
+    def forward_hidden(
+        self, x: torch.Tensor, pos: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """x (B, T, C) input embeddings -> final-LayerNormed hidden states (B, T, C).
+
+        Without `cache`: the whole causal sequence, positions 0..T-1. With `cache` (from
+        `empty_cache`): T new tokens at positions pos (B, T), their keys and values written into
+        the cache; use it in eval mode (incremental decoding is for inference).
+        """
+        B, T, C = x.shape
+        if pos is None:
+            if cache is not None:
+                raise ValueError("decoding with a cache needs the tokens' positions")
+            if self.config.block_size < T:
+                raise ValueError(
+                    f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
+                )
+            pos = torch.arange(T, device=x.device)  # (T,)
+        x = self.drop(x + self.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, pos, None if cache is None else cache[i])
+        return self.ln_f(x)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., C) -> logits (..., V): the tied output layer."""
+        return F.linear(h, self.wte.weight)
+
+    def empty_cache(self, batch: int, length: int) -> KVCache:
+        """Per layer (K, V) buffers of shape (B, H, length, D), on the model's device."""
+        cfg = self.config
+        shape = (batch, cfg.n_head, length, cfg.d_model // cfg.n_head)
+        w = self.wte.weight
+        return [(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(cfg.n_layer)]
+
+
+def select_cache(cache: KVCache, rows: torch.Tensor) -> KVCache:
+    """The cache rows `rows` (repeats allowed: one prefix per candidate continuation)."""
+    return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache]

@@ -33,9 +33,9 @@ from typing import Any, Protocol
 import torch
 
 from mediswift.artifacts import MANIFEST, write_atomic
-from mediswift.config import PretrainConfig
 from mediswift.flops import step_flops, training_flops
 from mediswift.model.gpt import GPT, model_config
+from mediswift.settings import PretrainConfig
 from mediswift.sparsity import DynamicSparsity, MaskedParams, count_active, make_masks
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import (

@@ -1,0 +1,34 @@
+"""Fetching a downstream task's raw files into `<home>/raw/<the task's mirror folder>/`.
+
+Downstream datasets publish no checksums, so a file is fetched whole (resumable) and a copy
+already in place is kept; the task's data unit is keyed by the digests of what was fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mediswift.artifacts import safe_child
+from mediswift.data.download import fetch_file
+from mediswift.data.http import HttpClient
+from mediswift.finetune.task import DownstreamTask
+
+
+def raw_name(task: DownstreamTask, url: str) -> str:
+    """Where `url` goes under `<home>/raw`: the upstream layout below the task's folder."""
+    rel = url[len(task.upstream) :] if url.startswith(task.upstream) else url.rsplit("/", 1)[-1]
+    return task.mirror_folder.rstrip("/") + "/" + rel.split("?")[0]
+
+
+def fetch_task_files(
+    client: HttpClient, task: DownstreamTask, home: Path, resolve: Callable[[str], str]
+) -> dict[str, str]:
+    """Fetch every file the task declares; role -> path relative to `home`."""
+    raw = home / "raw"
+    out = {}
+    for role, url in task.sources().items():
+        name = raw_name(task, url)
+        fetch_file(client, resolve(url), safe_child(raw, name))
+        out[role] = f"raw/{name}"
+    return out

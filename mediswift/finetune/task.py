@@ -1,0 +1,96 @@
+"""A downstream task as one plug-in: everything the pipeline needs to know about it.
+
+A task module subclasses `DownstreamTask`, declares its settings class (its grid, epochs,
+prompt length and any setting of its own, with their defaults), its raw files, how to read them
+into splits, its target sentences, label parsing, metric, candidate grammar for constrained
+scoring, majority baseline and table layout, and registers itself with
+`mediswift.finetune.registry.register`. Nothing outside the task's module looks at a task's name
+to decide behaviour: the recipe section `finetune.tasks.<name>` selects and configures it.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from mediswift.finetune.formats import Example, Label, TaskFormat
+from mediswift.settings import TaskSettings
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a task's training schedule: train on `train`, stop early on `dev`."""
+
+    name: str
+    train: str
+    dev: str
+    epochs: int
+
+
+@dataclass
+class TaskData:
+    """A task's examples by split name (`train`, `dev`, `test` at least) and its schedule.
+
+    `stages` run in order, each starting from the previous stage's best state; most tasks have
+    one (train on `train`, stop on `dev`); PubMedQA with PQA-A/PQA-U has three.
+    """
+
+    splits: dict[str, list[Example]]
+    stages: list[Stage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How the task's results table is titled and printed."""
+
+    stem: str  # file stem of the table, e.g. "table3_pubmedqa"
+    title: str  # e.g. "Table 3: PubMedQA reasoning-required, PQA-L test accuracy (%)"
+    axis: str  # y-axis label of the plots, e.g. "accuracy (%)"
+    digits: int = 1  # decimals of the percentages
+
+
+class DownstreamTask(TaskFormat):
+    """Base of every task plug-in. Subclasses set the class attributes and the methods below."""
+
+    name: ClassVar[str]
+    metric_name: ClassVar[str]
+    Settings: ClassVar[type[TaskSettings]]
+    table: ClassVar[TableLayout]
+    # The real upstream base of `files` and the mirror folder standing for it.
+    upstream: ClassVar[str]
+    mirror_folder: ClassVar[str]
+    # Role -> file name under the task's `url` (what the finetune stage fetches).
+    files: ClassVar[dict[str, str]]
+    # Prediction modes the task supports ("score" needs a candidate grammar).
+    modes: ClassVar[tuple[str, ...]] = ("generate", "score")
+
+    def __init__(self, settings: TaskSettings | None = None):
+        self.settings = settings if settings is not None else self.Settings()
+
+    # -- data ------------------------------------------------------------------------------
+    def sources(self) -> dict[str, str]:
+        """Role -> upstream URL of every raw file the task reads (before mirroring)."""
+        base = self.settings.url.rstrip("/") + "/"
+        return {role: base + name for role, name in self.files.items()}
+
+    def upstreams(self) -> dict[str, str]:
+        """Upstream base -> mirror folder, for the recipe's mirror mapping."""
+        return {self.upstream: self.mirror_folder}
+
+    @abstractmethod
+    def load(self, files: dict[str, Path]) -> TaskData:
+        """Read the fetched raw files (role -> local path) into splits and a schedule."""
+
+    def final_stage(self) -> Stage:
+        return Stage(self.name, "train", "dev", self.settings.epochs)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def scores(self, preds: Sequence[Label | None], golds: Sequence[Label]) -> dict[str, float]:
+        """Extra metrics reported beside the main one (e.g. precision and recall)."""
+        return {}
+
+    def candidates(self, chosen: Label | None) -> list:  # pragma: no cover - see modes
+        raise NotImplementedError(f"{self.name} has no candidate grammar (modes: {self.modes})")

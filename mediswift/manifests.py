@@ -1,0 +1,281 @@
+"""The contracts between stages: one model per stage manifest and per unit spec.
+
+A stage writes its manifest through its model (`write`) and the next stage reads it through the
+same model (`read`), so a field renamed on one side fails at once, by name, on the other. Paths
+in manifests are relative to the home unless said otherwise. `reference()` renders these models
+as the stage-manifest reference (`docs/manifests.md`, checked by a test to be current).
+
+Entries whose shape belongs to one library function (a PubMed file record, a shard record) are
+kept as JSON objects here and documented where they are made; the stage-level structure is
+typed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediswift.artifacts import Artifact
+
+Record = dict[str, Any]
+M = TypeVar("M", bound="Manifest")
+
+
+class Manifest(BaseModel):
+    """Base of every stage manifest: `stage` and `key` are added by `Artifact.write_manifest`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field("", description="the stage that wrote it")
+    key: str = Field("", description="the output's content key")
+
+
+def read(art: Artifact, model: type[M]) -> M:
+    """The manifest of `art` as `model` (a missing manifest says which stage to run first)."""
+    try:
+        return model.model_validate(art.manifest())
+    except ValueError as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{art.manifest_path}: not a {model.__name__}: {e}") from e
+
+
+def write(art: Artifact, manifest: Manifest) -> Record:
+    """Write `manifest` as `art`'s manifest, last: the artifact is done after this."""
+    data = manifest.model_dump(mode="json", exclude={"stage", "key"})
+    return art.ensure().write_manifest(data)
+
+
+# -- data stages ----------------------------------------------------------------------------
+class DownloadManifest(Manifest):
+    pubmed: list[Record] = Field(
+        description="PubMed files in apply order: name, kind (baseline/update), path, md5, bytes"
+    )
+    pmc: list[Record] = Field(description="PMC articles: pmcid, version, path, metadata, license")
+    corpora: list[Record] = Field(description="extra JSONL corpora: path, name, source, records")
+    counts: dict[str, int] = Field(description="files, articles, bytes and records by kind")
+    skipped: dict[str, dict[str, int]] = Field(description="PMC articles left out, by reason")
+
+
+class ParseManifest(Manifest):
+    shards: list[Record] = Field(description="document shards: path, source, rows, input file")
+    deleted_pmids: list[str] = Field(description="PMIDs deleted by update files (in order)")
+    quarantined: list[Record] = Field(description="input files skipped with on_error=quarantine")
+    counts: dict[str, Any] = Field(description="documents, shards, quarantined, per-source counts")
+
+
+class FilterManifest(Manifest):
+    shards: list[Record] = Field(description="filtered shards: path, split, rows")
+    counts: dict[str, Any] = Field(description="input, kept per split, dropped per reason")
+
+
+class VocabManifest(Manifest):
+    model_config = ConfigDict(extra="allow")  # the tokenizer's own facts (see text/bpe.py)
+
+    hash: str = Field(description="content hash of the tokenizer files")
+    vocab_size: int = Field(description="BPE entries, specials included")
+
+
+class TokenizeManifest(Manifest):
+    shards: list[Record] = Field(description="token shards: path, split, n_docs, n_tokens")
+    tokens: dict[str, int] = Field(description="tokens per split")
+    docs: dict[str, int] = Field(description="documents per split")
+    tokenizer_hash: str = Field(description="the vocab stage's tokenizer hash")
+    vocab_size: int = Field(description="BPE entries, specials included")
+
+
+# -- pre-training ---------------------------------------------------------------------------
+class VariantRecord(BaseModel):
+    """One pre-trained variant, as the pretrain stage lists it."""
+
+    model_config = ConfigDict(extra="allow")  # the variant's own facts (FLOPs, timings...)
+
+    name: str = Field(description="e.g. tiny-s0.75")
+    model: str = Field(description="size name")
+    sparsity: float = Field(description="fraction of zero weights")
+    checkpoint: str = Field(description="final checkpoint directory")
+    loss_curve: str = Field(description="CSV of the loss curve")
+    mlflow_run_id: str | None = Field(None, description="the variant's MLflow run")
+    train_flops: float = Field(description="training FLOPs (Hoffmann et al. 2022)")
+    active_params: int = Field(description="parameters active during pre-training")
+    active_non_embedding_params: int = Field(description="the paper's 'size' column")
+
+
+class PretrainManifest(Manifest):
+    variants: list[VariantRecord] = Field(description="one per sparsity level")
+    loss_plot: str = Field(description="PNG of every variant's loss curve (Figure 2)")
+    table: str = Field(description="Table 2 as Markdown")
+
+
+# -- fine-tuning ----------------------------------------------------------------------------
+class TrackingSpec(BaseModel):
+    uri: str = Field(description="MLflow tracking URI")
+    experiment: str = Field(description="MLflow experiment name")
+    parent_run_id: str | None = Field(None, description="the sweep's parent run")
+    tags: dict[str, str] = Field(default_factory=dict, description="tags of every run")
+
+
+class TaskDataSpec(BaseModel):
+    """What one task's data unit is made from."""
+
+    key: str = Field(description="the unit's content key")
+    task: str = Field(description="downstream task name")
+    settings: Record = Field(description="the finetune section with only this task in it")
+    files: dict[str, str] = Field(description="role -> raw file (relative to home)")
+    tokenizer_dir: str = Field(description="the vocab stage output (relative to home)")
+
+
+class PointSpec(BaseModel):
+    """One grid point: fine-tune `variant` on `task` at (batch_size, lr, seed)."""
+
+    key: str = Field(description="the unit's content key")
+    variant: str = Field(description="pre-trained variant name")
+    task: str = Field(description="downstream task name")
+    settings: Record = Field(description="the finetune section with only this task in it")
+    checkpoint: str = Field(description="pre-trained checkpoint (relative to home)")
+    data_dir: str = Field(description="the task's data unit (relative to home)")
+    tokenizer_dir: str = Field(description="the vocab stage output (relative to home)")
+    batch_size: int
+    lr: float
+    seed: int
+    modes: list[str] = Field(description="prediction modes evaluated")
+    tracking: TrackingSpec
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
+
+
+class Majority(BaseModel):
+    label: Any = Field(description="the majority-class prediction")
+    dev: float
+    test: float
+
+
+class TaskDataInfo(BaseModel):
+    data: str = Field(description="the task's data unit (relative to home)")
+    metric: str = Field(description="name of the task metric")
+    counts: dict[str, int] = Field(description="examples per split, after caps")
+    full_counts: dict[str, int] = Field(description="examples per split, before caps")
+    majority: Majority
+    stages: list[str] = Field(description="training schedule, in order")
+
+
+class PointResult(BaseModel):
+    unit: str = Field(description="the point's unit (relative to home)")
+    batch_size: int
+    lr: float
+    seed: int
+    metrics: dict[str, float] = Field(description="<split>_<mode>[_<extra>] on dev and test")
+    steps: int
+    best_epoch: int
+    mlflow_run_id: str | None = None
+
+
+class Sweep(BaseModel):
+    variant: str
+    task: str
+    metric: str
+    parent_run_id: str | None = None
+    points: list[PointResult]
+
+
+class FinetuneManifest(Manifest):
+    tasks: dict[str, TaskDataInfo] = Field(description="task name -> its prepared data")
+    sweeps: list[Sweep] = Field(description="one per (variant, task)")
+    modes: list[str] = Field(description="prediction modes every point was evaluated in")
+    torch_threads: int = Field(description="torch threads per grid point")
+
+
+# -- evaluation -----------------------------------------------------------------------------
+class Selection(BaseModel):
+    batch_size: int
+    lr: float
+    seeds: list[int]
+    test_mean: float
+    test_std: float
+    dev_mean: float
+    dev_std: float
+    test_per_seed: list[float]
+    dev_per_seed: list[float]
+
+
+class EvaluatedSweep(BaseModel):
+    variant: str
+    model: str = Field(description="size name")
+    task: str
+    metric: str
+    sparsity: float
+    active_non_embedding_params: int
+    train_flops: float
+    majority_test: float
+    parent_run_id: str | None = None
+    selected: dict[str, Selection] = Field(description="prediction mode -> the chosen point")
+
+
+class TableFiles(BaseModel):
+    md: str
+    csv: str
+
+
+class EvaluateManifest(Manifest):
+    tables: dict[str, TableFiles] = Field(description="task -> its table (in this directory)")
+    plot: str = Field(description="metric vs pre-training FLOPs (PNG, in this directory)")
+    plot_mode: str = Field(description="prediction mode drawn in the plot")
+    modes: list[str] = Field(description="prediction modes reported")
+    results: list[EvaluatedSweep]
+    mlflow_run_id: str | None = None
+
+
+STAGE_MANIFESTS: dict[str, type[Manifest]] = {
+    "download": DownloadManifest,
+    "parse": ParseManifest,
+    "filter": FilterManifest,
+    "vocab": VocabManifest,
+    "tokenize": TokenizeManifest,
+    "pretrain": PretrainManifest,
+    "finetune": FinetuneManifest,
+    "evaluate": EvaluateManifest,
+}
+
+
+def reference() -> str:
+    """The stage-manifest reference (Markdown), generated from the models above."""
+    lines = ["# Stage manifests", "", "Generated from `mediswift/manifests.py`.", ""]
+    seen: set[type[BaseModel]] = set()
+
+    def section(title: str, model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        doc = (model.__doc__ or "").strip().splitlines() or [""]
+        lines.extend([f"## {title}", "", doc[0], ""])
+        lines.extend(["| field | type | meaning |", "|---|---|---|"])
+        nested = []
+        for name, f in model.model_fields.items():
+            if name in ("stage", "key") and issubclass(model, Manifest):
+                continue
+            ann = _type_name(f.annotation)
+            lines.append(f"| `{name}` | `{ann}` | {f.description or ''} |")
+            nested += [m for m in _models_in(f.annotation) if m not in seen]
+        lines.append("")
+        for m in nested:
+            section(m.__name__, m)
+
+    for stage, model in STAGE_MANIFESTS.items():
+        section(f"{stage} (`{model.__name__}`)", model)
+    for spec in (TaskDataSpec, PointSpec):
+        section(f"unit spec `{spec.__name__}`", spec)
+    return "\n".join(line for line in lines) + "\n"
+
+
+def _type_name(ann: Any) -> str:
+    text = getattr(ann, "__name__", None) if not getattr(ann, "__args__", None) else None
+    return text or str(ann).replace("typing.", "").replace("mediswift.manifests.", "")
+
+
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for a in getattr(ann, "__args__", ()) or () for m in _models_in(a)]

@@ -1,0 +1,356 @@
+"""Settings that own their rules and their keys: the base of every recipe section.
+
+Every field is declared with `result(...)` or `schedule(...)`:
+- result: the field can change what a unit of work produces (a checkpoint, a metric), so it is
+  part of that unit's content key: changing it re-runs the unit.
+- schedule: the field only decides how the work runs (workers, devices, threads, retries), or,
+  with `plan=True`, which units a stage has (the sparsity levels, the seeds, the grid). A unit's
+  key already names what it is, so changing it never re-runs a finished unit; a `plan` field
+  is part of the *stage* key, since the stage's output lists its units.
+
+`Section.result_settings()` and `Section.stage_settings()` are the one place content keys take
+settings from; a field declared with neither helper is refused by `Section.unclassified()` (a
+test runs it over every section). Every field carries a description with its unit: it is the recipe reference, and the
+Prefect form shows it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+AFFECTS = "affects"  # the json_schema_extra key of the classification
+Role = Literal["result", "plan", "schedule"]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _field(role: Role, default: Any, description: str, **kw: Any) -> Any:
+    if not description:
+        raise ValueError("every setting needs a description (with its unit)")
+    if default is ... and "default_factory" in kw:
+        return Field(description=description, json_schema_extra={AFFECTS: role}, **kw)
+    return Field(default, description=description, json_schema_extra={AFFECTS: role}, **kw)
+
+
+def result(default: Any = ..., description: str = "", **kw: Any) -> Any:
+    """A setting that changes what a unit produces: it is part of the unit's content key."""
+    return _field("result", default, description, **kw)
+
+
+def schedule(default: Any = ..., description: str = "", plan: bool = False, **kw: Any) -> Any:
+    """A setting that only schedules work: never in a unit's key. `plan=True`: it decides which
+    units the stage has, so it is in the stage's key."""
+    return _field("plan" if plan else "schedule", default, description, **kw)
+
+
+def role_of(model: type[BaseModel], name: str) -> Role | None:
+    extra = model.model_fields[name].json_schema_extra
+    return extra.get(AFFECTS) if isinstance(extra, dict) else None  # type: ignore[return-value]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are typos and refused; every field is classified."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def unclassified(cls) -> list[str]:
+        """Fields declared without `result(...)` / `schedule(...)`, or without a description."""
+        return [
+            name
+            for name, f in cls.model_fields.items()
+            if role_of(cls, name) not in ("result", "plan", "schedule") or not f.description
+        ]
+
+    def _settings(self, roles: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            name: _json(getattr(self, name), roles)
+            for name in type(self).model_fields
+            if role_of(type(self), name) in roles
+        }
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change a unit's result, as JSON values: a unit key hashes them."""
+        return self._settings(("result",))
+
+    def stage_settings(self) -> dict[str, Any]:
+        """The result and plan settings: what a stage key hashes (never how the work runs)."""
+        return self._settings(("result", "plan"))
+
+
+def _json(value: Any, roles: tuple[str, ...]) -> Any:
+    if isinstance(value, Section):
+        return value._settings(roles)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple | list):
+        return [_json(v, roles) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v, roles) for k, v in value.items()}
+    return value
+
+
+class Grid(Section):
+    """The grid of one fine-tuning task (Appendices A.2-A.3): every batch size x rate x seed."""
+
+    batch_sizes: list[int] = schedule(
+        ..., description="examples per optimizer step", plan=True, min_length=1
+    )
+    learning_rates: list[float] = schedule(
+        ..., description="peak learning rates", plan=True, min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Grid:
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if any(not 0 < lr < 1 for lr in self.learning_rates):
+            raise ValueError(f"learning rates must be in (0, 1), got {self.learning_rates}")
+        return self
+
+
+def optimization(name: str, **defaults: Any) -> type[Section]:
+    """A base section with the AdamW + warmup/cosine settings, one definition for both uses.
+
+    Pre-training and fine-tuning mean the same thing by these names (Appendix A); only their
+    paper defaults differ, so each section passes its own defaults here.
+    """
+    fields: dict[str, Any] = {
+        "weight_decay": (
+            float,
+            result(defaults["weight_decay"], "AdamW decoupled weight decay", ge=0.0, le=1.0),
+        ),
+        "betas": (
+            tuple[Beta, Beta],
+            result(defaults["betas"], "AdamW (beta1, beta2), each in [0, 1)"),
+        ),
+        "eps": (float, result(1e-8, "AdamW epsilon", gt=0.0, le=1e-2)),
+        "warmup_fraction": (
+            float,
+            result(0.1, "fraction of the steps with a linear warmup", ge=0.0, le=1.0),
+        ),
+        "min_lr_ratio": (
+            float,
+            result(defaults["min_lr_ratio"], "cosine floor, as a fraction of the peak", ge=0.0, le=1.0),
+        ),
+        "grad_clip": (
+            float,
+            result(1.0, "global gradient-norm clip (0: none)", ge=0.0),
+        ),
+    }
+    return create_model(name, __base__=Section, **fields)  # type: ignore[call-overload]
+
+
+# Real upstream bases of the pre-training corpus and the mirror folder standing for each (same
+# relative layout). Downstream tasks declare their own bases (see `mediswift.finetune.task`).
+CORPUS_UPSTREAMS: dict[str, str] = {
+    "https://ftp.ncbi.nlm.nih.gov/pubmed/": "pubmed/",
+    "https://pmc-oa-opendata.s3.amazonaws.com/": "pmc/",
+}
+
+
+class DownloadConfig(Section):
+    pubmed_url: str = result(
+        "https://ftp.ncbi.nlm.nih.gov/pubmed/", "PubMed base (baseline/ and updatefiles/ below)"
+    )
+    pubmed_max_files: int | None = result(None, "baseline files to take (None: all)", ge=0)
+    pubmed_include_updates: bool = result(True, "apply the daily update files too")
+    pubmed_max_update_files: int | None = result(None, "update files to take (None: all)", ge=0)
+    pmc_url: str = result(
+        "https://pmc-oa-opendata.s3.amazonaws.com/", "PMC Cloud Service bucket (per-article)"
+    )
+    pmc_max_articles: int | None = result(None, "PMC articles to take (None: all)", ge=0)
+    pmc_commercial_only: bool = result(False, "keep only licences allowing commercial use")
+    extra_corpora: list[str] = result(
+        default_factory=list,
+        description="JSONL files (id, text, optional title): URLs, or paths; a relative path "
+        "is looked up in the mirror first",
+    )
+    max_connections: int = schedule(3, "parallel connections per host", ge=1, le=64)
+    contact_email: str = schedule(
+        "mediswift-users@example.org", "sent in the User-Agent, as NCBI asks"
+    )
+    timeout_s: float = schedule(60.0, "seconds without data before a request fails", gt=0)
+    max_retries: int = schedule(6, "in-process retries of a transient fault", ge=0, le=100)
+    backoff_s: float = schedule(1.0, "first retry waits up to this many seconds (doubling)", ge=0)
+    backoff_max_s: float = schedule(60.0, "longest wait between retries, seconds", ge=0)
+    pmc_batch_size: int = schedule(50, "PMC articles per download task", ge=1)
+
+
+class ParseConfig(Section):
+    on_error: Literal["fail", "quarantine"] = schedule(
+        "fail", "a bad input file fails its task, or is listed and skipped", plan=True
+    )
+    rows_per_shard: int = result(
+        50_000, "documents per shard: a file with more is cut into several shards", ge=1
+    )
+    pmc_articles_per_shard: int = result(
+        1_000, "PMC articles per shard and per parse task", ge=1
+    )
+
+
+class FilterConfig(Section):
+    min_abstract_chars: int = result(1, "shortest abstract kept, in characters", ge=0)
+    languages: list[str] | None = result(
+        None, "keep only these PubMed languages (e.g. ['eng']; None: all)"
+    )
+    validation_fraction: float = result(
+        0.03, "fraction of documents in the validation split", ge=0.0, lt=1.0
+    )
+    split_salt: str = result("mediswift", "salt of the doc_id hash that assigns the split")
+
+
+class VocabConfig(Section):
+    vocab_size: int = result(42_384, "BPE entries, specials included", ge=16, le=2**31 - 1)
+    sample_sentences: int = result(
+        2_000_000, "Moses-tokenized train lines sampled for BPE (0: all)", ge=0
+    )
+    seed: int = result(0, "seed of the line sample")
+    character_coverage: float = result(
+        0.9999, "fraction of characters the BPE alphabet covers", gt=0.0, le=1.0
+    )
+    workers: int = schedule(
+        2, "processes for the Moses pass (the vocabulary does not depend on it)", ge=1
+    )
+
+
+class TokenizeConfig(Section):
+    workers: int = schedule(2, "worker processes (ProcessPoolTaskRunner)", ge=1)
+    dask_address: str | None = schedule(
+        None, "Dask scheduler (tcp://host:8786): run the shard tasks on that cluster"
+    )
+
+
+_PretrainOptim = optimization(
+    "PretrainOptimization", weight_decay=0.1, betas=(0.9, 0.95), min_lr_ratio=0.1
+)
+
+
+class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
+    model: str = result("tiny", "size name: tiny, small, med, large, xl (Table 5)")
+    sparsity_levels: list[float] = schedule(
+        default_factory=lambda: [0.0, 0.5, 0.75],
+        description="one variant per level: the fraction of zero weights, in [0, 1)",
+        plan=True,
+        min_length=1,
+    )
+    sparsity_method: Literal["static", "set", "rigl"] = result(
+        "static", "static random masks (the paper), or dynamic SET / RigL"
+    )
+    sparsity_update_every: int = result(100, "dynamic sparsity: steps between mask updates", ge=1)
+    sparsity_drop_fraction: float = result(
+        0.3, "dynamic sparsity: fraction of active weights dropped per update", gt=0.0, lt=1.0
+    )
+    sparsity_stop_fraction: float = result(
+        0.75, "dynamic sparsity: fraction of steps with mask updates", gt=0.0, le=1.0
+    )
+    seq_len: int = result(1024, "tokens per training sequence (MSL)", ge=2)
+    block_size: int = result(1024, "learned positions (context window), >= seq_len", ge=2)
+    global_batch: int = result(512, "sequences per optimizer step", ge=1)
+    micro_batch: int = result(8, "sequences per forward pass and process", ge=1)
+    steps: int = result(200_000, "optimizer steps", ge=1)
+    lr: float = result(2e-4, "peak learning rate", gt=0.0, lt=1.0)
+    dropout: float = result(0.0, "dropout probability", ge=0.0, lt=1.0)
+    eval_every: int = result(1000, "steps between validation losses", ge=1)
+    eval_batches: int = result(20, "micro-batches per validation loss", ge=1)
+    checkpoint_every: int = result(1000, "steps between checkpoints", ge=1)
+    log_every: int = result(10, "steps between logged training losses", ge=1)
+    seed: int = result(0, "seed of the weights, masks and data order")
+    compile: bool = result(False, "torch.compile the model (numerics may differ slightly)")
+    fsdp: bool = result(False, "shard the model with FSDP2 (static sparsity only)")
+    device: str = result("auto", "auto, cpu, cuda or cuda:N (bf16 autocast on CUDA)")
+    nproc: int = schedule(1, "processes under torchrun (DDP)", ge=1, le=1024)
+    keep_checkpoints: int = schedule(2, "periodic checkpoints kept per variant", ge=1)
+    measure_peak: bool = schedule(True, "time a matmul to report achieved/peak FLOP/s")
+    torch_threads: int = schedule(0, "CPU threads per process (0: torch default)", ge=0)
+
+    @model_validator(mode="after")
+    def _rules(self) -> PretrainConfig:
+        for s in self.sparsity_levels:
+            if not 0.0 <= s < 1.0:
+                raise ValueError(f"pretrain.sparsity_levels: {s} is not in [0, 1)")
+        if self.seq_len > self.block_size:
+            raise ValueError(
+                f"pretrain.seq_len {self.seq_len} exceeds the context pretrain.block_size "
+                f"{self.block_size}"
+            )
+        per_step = self.micro_batch * self.nproc
+        if self.global_batch % per_step:
+            raise ValueError(
+                f"pretrain.global_batch {self.global_batch} is not a multiple of micro_batch "
+                f"{self.micro_batch} x nproc {self.nproc}"
+            )
+        if self.fsdp and self.sparsity_method != "static" and any(self.sparsity_levels):
+            raise ValueError("pretrain: dynamic sparsity (set/rigl) needs whole matrices, not fsdp")
+        return self
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens per variant."""
+        return self.steps * self.global_batch * self.seq_len
+
+
+class EvaluateConfig(Section):
+    predictions: list[Literal["generate", "score"]] = result(
+        default_factory=lambda: ["generate", "score"],
+        description="prediction modes reported (greedy generation, constrained scoring)",
+        min_length=1,
+    )
+    plot_mode: Literal["generate", "score"] = result(
+        "score", "prediction mode drawn in the accuracy-vs-FLOPs plot"
+    )
+
+
+class TrackingConfig(Section):
+    tracking_uri: str | None = schedule(None, "MLflow URI; default SQLite under the home")
+    pretrain_experiment: str = schedule("mediswift-pretrain", "MLflow experiment of pre-training")
+    finetune_experiment: str = schedule("mediswift-finetune", "MLflow experiment of fine-tuning")
+
+
+class TaskSettings(Section):
+    """The settings every downstream task has; a task's section may add its own fields.
+
+    Defaults differ by task: a task module builds its settings class with `task_settings`.
+    """
+
+    url: str = result(..., description="base URL of the task's raw files (mirrored when set)")
+    grid: Grid = schedule(..., description="batch sizes x learning rates searched", plan=True)
+    epochs: int = result(..., description="training epochs (early stopping may end sooner)", ge=1)
+    prompt_tokens: int = result(..., description="soft-prompt length, virtual tokens", ge=0)
+    max_train_examples: int | None = result(
+        None, "train examples kept: a seeded random subset (None: all)", ge=1
+    )
+    max_eval_examples: int | None = result(
+        None, "dev and test examples kept: a seeded random subset (None: all)", ge=1
+    )
+
+
+def task_settings(
+    name: str,
+    *,
+    url: str,
+    grid: Grid,
+    epochs: int,
+    prompt_tokens: int,
+    base: type[TaskSettings] = TaskSettings,
+) -> type[TaskSettings]:
+    """`base` with this task's defaults (the fields and their rules stay those of `base`)."""
+
+    def redefault(field: str, default: Any) -> tuple[Any, Any]:
+        info = base.model_fields[field]
+        copy = Field(
+            default,
+            description=info.description,
+            json_schema_extra=info.json_schema_extra,
+        )
+        copy.metadata = list(info.metadata)  # bounds (ge, le) carry over
+        return (info.annotation, copy)
+
+    fields = {
+        "url": redefault("url", url),
+        "grid": redefault("grid", grid),
+        "epochs": redefault("epochs", epochs),
+        "prompt_tokens": redefault("prompt_tokens", prompt_tokens),
+    }
+    return create_model(name, __base__=base, **fields)  # type: ignore[call-overload]
