@@ -129,7 +129,7 @@ class FinetuneConfig(_FinetuneOptim):  # type: ignore[misc,valid-type]
             try:
                 out[name] = settings_cls.model_validate(section or {})
             except ValidationError as e:
-                raise ValueError(f"finetune.tasks.{name}: {e}") from e
+                raise ValueError(f"finetune.tasks.{name}.{explain(e)}") from e
         return out
 
     def task(self, name: str) -> Any:

@@ -37,8 +37,9 @@ class Overrides(BaseModel):
     sparsity_levels: list[float] | None = Field(None, description="e.g. [0, 0.5, 0.75]")
     sparsity_method: Literal["static", "set", "rigl"] | None = None
     finetune_tasks: list[str] | None = Field(
-        None, description="downstream tasks to run (pubmedqa, hoc, bc5cdr, ddi, ...), each "
-        "with the recipe's settings for it"
+        None,
+        description="downstream tasks to run (pubmedqa, hoc, bc5cdr, ddi, ...), each "
+        "with the recipe's settings for it",
     )
     finetune_seeds: list[int] | None = Field(None, description="fine-tuning seeds")
     extra: dict[str, Any] = Field(

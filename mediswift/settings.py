@@ -132,7 +132,9 @@ def optimization(name: str, **defaults: Any) -> type[Section]:
         ),
         "min_lr_ratio": (
             float,
-            result(defaults["min_lr_ratio"], "cosine floor, as a fraction of the peak", ge=0.0, le=1.0),
+            result(
+                defaults["min_lr_ratio"], "cosine floor, as a fraction of the peak", ge=0.0, le=1.0
+            ),
         ),
         "grad_clip": (
             float,
@@ -185,9 +187,7 @@ class ParseConfig(Section):
     rows_per_shard: int = result(
         50_000, "documents per shard: a file with more is cut into several shards", ge=1
     )
-    pmc_articles_per_shard: int = result(
-        1_000, "PMC articles per shard and per parse task", ge=1
-    )
+    pmc_articles_per_shard: int = result(1_000, "PMC articles per shard and per parse task", ge=1)
 
 
 class FilterConfig(Section):

@@ -49,7 +49,10 @@ def prepare_data(key: str, home: str, spec: TaskDataSpec) -> dict[str, Any]:
     return unit.write_manifest(info)
 
 
-@task(name="finetune-point", task_run_name="{spec.variant}-{spec.task}-b{spec.batch_size}-lr{spec.lr}-s{spec.seed}")
+@task(
+    name="finetune-point",
+    task_run_name="{spec.variant}-{spec.task}-b{spec.batch_size}-lr{spec.lr}-s{spec.seed}",
+)
 def finetune_point(key: str, home: str, spec: PointSpec) -> dict[str, Any]:
     """Fine-tune one variant on one task at one (batch, lr, seed); one child MLflow run."""
     root = Path(home)

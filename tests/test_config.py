@@ -42,8 +42,9 @@ def test_mirror_remaps_every_upstream(tmp_path: Path) -> None:
     d = cfg.download
     assert cfg.resolve(d.pubmed_url + "baseline/") == f"{tmp_path}/pubmed/baseline/"
     assert cfg.resolve(d.pmc_url).startswith(f"{tmp_path}/pmc")
-    assert cfg.resolve(d.pubmedqa_url + "ori_pqal.json") == f"{tmp_path}/pubmedqa/ori_pqal.json"
-    assert cfg.resolve(d.hoc_url + "train.tsv") == f"{tmp_path}/hoc/train.tsv"
+    pqa, hoc = cfg.finetune.task("pubmedqa"), cfg.finetune.task("hoc")
+    assert cfg.resolve(pqa.sources()["ori_pqal"]) == f"{tmp_path}/pubmedqa/ori_pqal.json"
+    assert cfg.resolve(hoc.sources()["train"]) == f"{tmp_path}/hoc/train.tsv"
     http = load_recipe("demo", mirror="http://127.0.0.1:8000")
     assert http.resolve(d.pmc_url + "PMC1.1/x.xml") == "http://127.0.0.1:8000/pmc/PMC1.1/x.xml"
 

@@ -38,7 +38,7 @@ from mediswift.data.download import (
 from mediswift.data.listing import index_names, list_prefixes, parse_list_bucket
 from mediswift.data.pmc_files import allows_commercial, fetch_pmc_batch, select_pmc
 from mediswift.data.pubmed_files import PubmedFile, fetch_pubmed, list_pubmed
-from mediswift.data.sources import corpus_name, fetch_corpus, fetch_hoc, fetch_pubmedqa
+from mediswift.data.sources import corpus_name, fetch_corpus
 
 
 class MirrorServer(ThreadingHTTPServer):
@@ -486,10 +486,14 @@ def test_hostile_listings_cannot_escape_raw(server: MirrorServer, mirror_dir: Pa
 
 
 def test_pubmedqa_hoc_and_corpus_over_http(server: MirrorServer, mirror_dir: Path, tmp_path: Path):
+    from mediswift.config import load_recipe
+    from mediswift.finetune.sources import fetch_task_files
+
     raw = tmp_path / "raw"
     c = client()
-    qa = fetch_pubmedqa(c, server.url + "pubmedqa/", raw)
-    hoc = fetch_hoc(c, server.url + "hoc", raw)
+    cfg = load_recipe("demo", mirror=server.url.rstrip("/"))
+    qa = fetch_task_files(c, cfg.finetune.task("pubmedqa"), tmp_path, cfg.resolve)
+    hoc = fetch_task_files(c, cfg.finetune.task("hoc"), tmp_path, cfg.resolve)
     assert qa["ori_pqal"] == "raw/pubmedqa/ori_pqal.json"
     assert md5(tmp_path / hoc["train"]) == md5(mirror_dir / "hoc/train.tsv")
     entry = fetch_corpus(c, server.url + "corpus/biomed_text.jsonl", None, raw)

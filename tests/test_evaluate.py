@@ -99,12 +99,23 @@ def _manifest_dicts() -> tuple[dict, dict]:
                     "points": pts,
                 }
             )
-    data = {"data": "finetune/units/d", "metric": "m", "counts": {}, "full_counts": {}, "stages": []}
+    data = {
+        "data": "finetune/units/d",
+        "metric": "m",
+        "counts": {},
+        "full_counts": {},
+        "stages": [],
+    }
     tasks = {
         "pubmedqa": {"majority": {"label": "yes", "dev": 0.5, "test": 0.552}, **data},
         "hoc": {"majority": {"label": [8], "dev": 0.3, "test": 0.31}, **data},
     }
-    finetune = {"sweeps": sweeps, "tasks": tasks, "modes": ["generate", "score"], "torch_threads": 1}
+    finetune = {
+        "sweeps": sweeps,
+        "tasks": tasks,
+        "modes": ["generate", "score"],
+        "torch_threads": 1,
+    }
     return finetune, pretrain
 
 

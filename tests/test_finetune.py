@@ -239,9 +239,7 @@ def test_grid_point_multistage_and_never_retrained(
         "pqa_a_url": str(tmp_path / "ori_pqaa.json"),
         "pqa_u_url": str(tmp_path / "ori_pqau.json"),
     }
-    cfg = FinetuneConfig(
-        tasks={"pubmedqa": section}, max_len=64, eval_batch_size=12, patience=1
-    )
+    cfg = FinetuneConfig(tasks={"pubmedqa": section}, max_len=64, eval_batch_size=12, patience=1)
     files = {
         "ori_pqal": mirror_dir / "pubmedqa" / "ori_pqal.json",
         "test_ground_truth": mirror_dir / "pubmedqa" / "test_ground_truth.json",
@@ -257,7 +255,12 @@ def test_grid_point_multistage_and_never_retrained(
     assert [s["name"] for s in info["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
     assert info["counts"]["pqa_a_train"] == 24 and info["counts"]["pqa_a_dev"] == 10
     assert info["full_counts"] == {
-        "train": 450, "dev": 50, "test": 500, "pqa_a_train": 30, "pqa_a_dev": 10, "pqa_u_train": 24
+        "train": 450,
+        "dev": 50,
+        "test": 500,
+        "pqa_a_train": 30,
+        "pqa_a_dev": 10,
+        "pqa_u_train": 24,
     }
     torch.manual_seed(0)
     lm = GPT(GPTConfig(n_layer=1, n_head=2, d_model=32, vocab_size=tok.vocab_size, block_size=64))

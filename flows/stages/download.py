@@ -145,9 +145,7 @@ def _run_windowed(
 ) -> dict[str, dict[str, Any]]:
     """Submit the jobs keeping at most `window` in flight (the default thread pool is
     unbounded, and a thousand threads queueing on three connections help nobody)."""
-    n_files = sum(
-        2 * len(j.params.get("articles", [])) or 1 for j in jobs
-    )
+    n_files = sum(2 * len(j.params.get("articles", [])) or 1 for j in jobs)
     progress = Progress(home, n_files)
     pending = deque(jobs)
     running: dict[PrefectFuture[Any], str] = {}

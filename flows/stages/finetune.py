@@ -74,12 +74,16 @@ def run(
 
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     tracker = Tracker(uri, cfg.tracking.finetune_experiment, artifact_root=home / "mlruns")
-    tracking = TrackingSpec(uri=uri, experiment=cfg.tracking.finetune_experiment, tags=flow_run_tags())
+    tracking = TrackingSpec(
+        uri=uri, experiment=cfg.tracking.finetune_experiment, tags=flow_run_tags()
+    )
     plans = P.sweep_plans(fc, home, pretrain.variants, data, vocab, tracking)
     parents = {}
     for plan in plans:
         parents[plan.key] = parent_run(tracker, plan)
-        link_mlflow_run(parents[plan.key], tracker.experiment_id, uri, f"{plan.variant.name}-{plan.task} sweep")
+        link_mlflow_run(
+            parents[plan.key], tracker.experiment_id, uri, f"{plan.variant.name}-{plan.task} sweep"
+        )
         for spec, _ in plan.points:
             spec.tracking = tracking.model_copy(update={"parent_run_id": parents[plan.key]})
     points = [spec for plan in plans for spec, _ in plan.points]

@@ -28,7 +28,9 @@ class GridPoint:
 
 
 def grid_points(grid: Grid, seeds: Sequence[int]) -> list[GridPoint]:
-    return [GridPoint(b, lr, s) for b in grid.batch_sizes for lr in grid.learning_rates for s in seeds]
+    return [
+        GridPoint(b, lr, s) for b in grid.batch_sizes for lr in grid.learning_rates for s in seeds
+    ]
 
 
 def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:

@@ -79,7 +79,9 @@ class HoC(DownstreamTask):
     )
 
     def load(self, files: dict[str, Path]) -> TaskData:
-        return TaskData(hoc_splits(files["train"], files["dev"], files["test"]), [self.final_stage()])
+        return TaskData(
+            hoc_splits(files["train"], files["dev"], files["test"]), [self.final_stage()]
+        )
 
     def _sentence(self, labels: Sequence[int]) -> str:
         return f"{TARGET_PREFIX} " + JOINER.join(HALLMARKS[k] for k in labels)

@@ -38,13 +38,13 @@ UPSTREAM = "https://raw.githubusercontent.com/pubmedqa/pubmedqa/master/data/"
 
 
 class _PubMedQAFields(TaskSettings):
-    pqal_fold: int = result(0, "official PQA-L cross-validation fold used as dev (BLURB: 0)", ge=0, le=9)
+    pqal_fold: int = result(
+        0, "official PQA-L cross-validation fold used as dev (BLURB: 0)", ge=0, le=9
+    )
     pqa_a_url: str | None = result(
         None, "PQA-A JSON (ori_pqaa.json): first stage of the multi-stage schedule (Appendix A.2)"
     )
-    pqa_u_url: str | None = result(
-        None, "pseudo-labelled PQA-U JSON: second stage, before PQA-L"
-    )
+    pqa_u_url: str | None = result(None, "pseudo-labelled PQA-U JSON: second stage, before PQA-L")
     pqa_a_train_size: int = result(
         200_000, "PQA-A items for training; the rest is its dev set", ge=1
     )

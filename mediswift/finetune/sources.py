@@ -16,8 +16,14 @@ from mediswift.finetune.task import DownstreamTask
 
 
 def raw_name(task: DownstreamTask, url: str) -> str:
-    """Where `url` goes under `<home>/raw`: the upstream layout below the task's folder."""
-    rel = url[len(task.upstream) :] if url.startswith(task.upstream) else url.rsplit("/", 1)[-1]
+    """Where `url` goes under `<home>/raw`: the layout below the task's base URL (configured or
+    upstream), in the task's folder; a file from elsewhere (PQA-A, say) by its name."""
+    rel = url.rsplit("/", 1)[-1]
+    for base in (task.settings.url, task.upstream):
+        base = base.rstrip("/") + "/"
+        if base != "/" and url.startswith(base):
+            rel = url[len(base) :]
+            break
     return task.mirror_folder.rstrip("/") + "/" + rel.split("?")[0]
 
 

@@ -10,6 +10,9 @@ A checkpoint is a directory:
                            position of every rank
 It is written under a temporary name in the same folder and renamed into place, so a directory
 named `step_<n>` is always complete; a run killed while writing leaves only a `.tmp-` folder.
+
+This module is the layout (files, atomic writes, loaders). What a pre-training run puts in it,
+part by part, is `mediswift.train.state`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from mediswift.model.gpt import GPT, GPTConfig
 
 FORMAT = 1
 STEP_PREFIX = "step_"
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+MASKS_FILE = "masks.safetensors"
+TRAIN_TENSORS_FILE = "train_state.safetensors"
+TRAIN_JSON_FILE = "train_state.json"
+TENSOR_FILES = (MODEL_FILE, MASKS_FILE, TRAIN_TENSORS_FILE)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -70,31 +79,43 @@ def save_checkpoint(
     `weights` and `optimizer_state` (from `model_state` / `optimizer_tensors`) replace the ones
     read from `model` / `optimizer`: under FSDP every rank gathers them, rank 0 passes them here.
     """
-    path = Path(path)
     bare = _unwrap(model)
-    cfg: GPTConfig = bare.config
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(
-        json.dumps({"format": FORMAT, "model": cfg.to_dict()}, indent=2) + "\n"
-    )
-    save_file(weights if weights is not None else model_state(bare), str(tmp / "model.safetensors"))
+    files = {MODEL_FILE: weights if weights is not None else model_state(bare)}
     if masks:
-        save_file(
-            {k: v.to("cpu", torch.bool).contiguous() for k, v in masks.items()},
-            str(tmp / "masks.safetensors"),
-        )
+        files[MASKS_FILE] = {k: v.to("cpu", torch.bool) for k, v in masks.items()}
+    train_json = None
     if optimizer is not None or optimizer_state is not None or train_state is not None:
         tensors, groups = {}, []
         if optimizer_state is not None:
             tensors, groups = dict(optimizer_state[0]), optimizer_state[1]
         elif optimizer is not None:
             tensors, groups = optimizer_tensors(bare, optimizer)
-        tensors.update(_cpu(extra_tensors or {}))
-        save_file(tensors, str(tmp / "train_state.safetensors"))
-        state = {**(train_state or {}), "optimizer_groups": groups}
-        (tmp / "train_state.json").write_text(json.dumps(state, indent=1) + "\n")
+        files[TRAIN_TENSORS_FILE] = {**tensors, **(extra_tensors or {})}
+        train_json = {**(train_state or {}), "optimizer_groups": groups}
+    return write_checkpoint(path, bare.config, files, train_json)
+
+
+def write_checkpoint(
+    path: Path,
+    config: GPTConfig,
+    files: dict[str, dict[str, torch.Tensor]],
+    train_json: dict[str, Any] | None = None,
+) -> Path:
+    """Write config.json, each safetensors file of `files` (name -> tensors) and, when given,
+    train_state.json into a temporary folder, then rename it to `path` (atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / CONFIG_FILE).write_text(
+        json.dumps({"format": FORMAT, "model": config.to_dict()}, indent=2) + "\n"
+    )
+    for name, tensors in files.items():
+        if name not in TENSOR_FILES:
+            raise ValueError(f"{name} is not a file of the checkpoint format")
+        save_file(_cpu(tensors), str(tmp / name))
+    if train_json is not None:
+        (tmp / TRAIN_JSON_FILE).write_text(json.dumps(train_json, indent=1) + "\n")
     _fsync_dir(tmp)
     if path.exists():  # re-saving the same step (a resumed run reaching it again)
         old = path.with_name(f".old-{path.name}-{os.getpid()}")
@@ -104,6 +125,16 @@ def save_checkpoint(
     else:
         tmp.rename(path)
     return path
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """(safetensors file name -> tensors on CPU, train_state.json or {}) of checkpoint `path`,
+    after checking its format."""
+    path = Path(path)
+    read_config(path)
+    files = {n: load_file(str(path / n)) for n in TENSOR_FILES if (path / n).is_file()}
+    js = path / TRAIN_JSON_FILE
+    return files, json.loads(js.read_text()) if js.is_file() else {}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -135,13 +166,24 @@ def load_optimizer(
 ) -> None:
     """Restore AdamW state saved by `save_checkpoint`, matching parameters by name."""
     path = Path(path)
-    tensors = tensors if tensors is not None else load_file(str(path / "train_state.safetensors"))
-    groups = json.loads((path / "train_state.json").read_text())["optimizer_groups"]
+    tensors = tensors if tensors is not None else load_file(str(path / TRAIN_TENSORS_FILE))
+    groups = json.loads((path / TRAIN_JSON_FILE).read_text())["optimizer_groups"]
+    restore_optimizer(model, optimizer, tensors, groups, where=str(path))
+
+
+def restore_optimizer(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    groups: list[dict[str, Any]],
+    where: str = "checkpoint",
+) -> None:
+    """Load `optimizer_tensors` output back into `optimizer`, matching parameters by name."""
     bare = _unwrap(model)
     params = dict(bare.named_parameters())
     if len(groups) != len(optimizer.param_groups):
         raise ValueError(
-            f"{path}: checkpoint has {len(groups)} optimizer groups, expected "
+            f"{where}: checkpoint has {len(groups)} optimizer groups, expected "
             f"{len(optimizer.param_groups)}"
         )
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -149,7 +191,7 @@ def load_optimizer(
     for saved, live in zip(groups, optimizer.param_groups, strict=True):
         live_names = [n for n, p in params.items() if any(p is q for q in live["params"])]
         if sorted(live_names) != sorted(saved["param_names"]):
-            raise ValueError(f"{path}: optimizer groups do not match the model's parameters")
+            raise ValueError(f"{where}: optimizer groups do not match the model's parameters")
         ids = []
         for pname in saved["param_names"]:
             st = {
@@ -171,8 +213,19 @@ def load_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": out_groups})
 
 
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy whole `weights` (from `model_state`) into a built model, strictly: into its shards
+    under FSDP2 (a collective then: every rank must call it), through DDP/compile wrappers."""
+    bare = _unwrap(model)
+    live = bare.state_dict()
+    bare.load_state_dict(
+        {k: _shard_like(t, live[k]) if k in live else t for k, t in weights.items()}, strict=True
+    )
+
+
 def _shard_like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """A saved moment as a shard of `p` when `p` is an FSDP2 DTensor (scalars stay whole)."""
+    """A saved whole tensor (a weight or moment) as a shard of `p` when `p` is an FSDP2 DTensor
+    (scalars such as AdamW's step stay whole)."""
     if type(p).__name__ != "DTensor" or t.shape != p.shape:
         return t
     from torch.distributed.tensor import distribute_tensor
@@ -182,7 +235,7 @@ def _shard_like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 def read_config(path: Path) -> GPTConfig:
     path = Path(path)
-    cfg_file = path / "config.json"
+    cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no config.json)")
     data = json.loads(cfg_file.read_text())
@@ -195,25 +248,25 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> GPT:
     """The GPT saved in checkpoint dir `path`, loaded strictly (every weight must match)."""
     path = Path(path)
     model = GPT(read_config(path))
-    state = load_file(str(path / "model.safetensors"), device="cpu")
+    state = load_file(str(path / MODEL_FILE), device="cpu")
     model.load_state_dict(state, strict=True)
     return model.to(device)
 
 
 def load_masks(path: Path) -> dict[str, torch.Tensor]:
     """The bool masks (True = active) of checkpoint `path`; {} for a dense model."""
-    f = Path(path) / "masks.safetensors"
+    f = Path(path) / MASKS_FILE
     return {k: v.bool() for k, v in load_file(str(f)).items()} if f.is_file() else {}
 
 
 def load_train_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(train_state.json contents, train_state.safetensors tensors) of a resumable checkpoint."""
     path = Path(path)
-    if not (path / "train_state.json").is_file():
+    if not (path / TRAIN_JSON_FILE).is_file():
         raise FileNotFoundError(f"{path} holds no train state (a weights-only checkpoint)")
     return (
-        json.loads((path / "train_state.json").read_text()),
-        load_file(str(path / "train_state.safetensors")),
+        json.loads((path / TRAIN_JSON_FILE).read_text()),
+        load_file(str(path / TRAIN_TENSORS_FILE)),
     )
 
 

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -21,19 +21,42 @@ from mediswift.sparsity import DynamicSparsity, MaskedParams
 from mediswift.train.distributed import Dist, mean_across
 from mediswift.train.optim import lr_at, set_lr
 
+if TYPE_CHECKING:
+    from mediswift.settings import PretrainConfig
+
 
 @dataclass
 class LoopConfig:
+    """The loop's settings. Those a recipe sets have no defaults here: their values live in the
+    pre-training settings (`PretrainConfig`, see `from_settings`) alone."""
+
     steps: int
-    grad_accum: int = 1
-    grad_clip: float = 1.0
-    peak_lr: float = 2e-4
-    warmup_fraction: float = 0.1
-    min_lr_ratio: float = 0.1
-    log_every: int = 10
-    eval_every: int = 1000
-    checkpoint_every: int = 1000
+    grad_clip: float
+    peak_lr: float
+    warmup_fraction: float
+    min_lr_ratio: float
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    grad_accum: int = 1  # micro-batches per optimizer step (from the batch sizes and processes)
     amp_dtype: torch.dtype | None = None  # torch.bfloat16 on GPU
+
+    @classmethod
+    def from_settings(
+        cls, cfg: PretrainConfig, grad_accum: int = 1, amp_dtype: torch.dtype | None = None
+    ) -> LoopConfig:
+        return cls(
+            steps=cfg.steps,
+            grad_clip=cfg.grad_clip,
+            peak_lr=cfg.lr,
+            warmup_fraction=cfg.warmup_fraction,
+            min_lr_ratio=cfg.min_lr_ratio,
+            log_every=cfg.log_every,
+            eval_every=cfg.eval_every,
+            checkpoint_every=cfg.checkpoint_every,
+            grad_accum=grad_accum,
+            amp_dtype=amp_dtype,
+        )
 
 
 @dataclass

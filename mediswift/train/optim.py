@@ -1,6 +1,9 @@
 """AdamW and the learning-rate schedule of Appendix A.1.
 
-Weight decay (0.1) applies to the weight matrices only -- the six per block. Embeddings,
+The hyperparameters have no defaults here: their paper values live in the pre-training settings
+(`PretrainConfig`), the one place a recipe changes them.
+
+Weight decay applies to the weight matrices only -- the six per block. Embeddings,
 LayerNorm gains and biases are not decayed: decaying gains and biases pulls them to zero for no
 regularisation benefit, and decaying the tied embedding also shrinks the output layer; this is
 the GPT-3 / nanoGPT / Megatron convention, which the paper ("weight decay 0.1") does not contradict.
@@ -9,9 +12,13 @@ the GPT-3 / nanoGPT / Megatron convention, which the paper ("weight decay 0.1") 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from mediswift.settings import PretrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -30,13 +37,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(
     model: nn.Module,
-    lr: float = 2e-4,
-    betas: tuple[float, float] = (0.9, 0.95),
-    eps: float = 1e-8,
-    weight_decay: float = 0.1,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
     fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW with the paper's hyperparameters; the fused kernel on CUDA.
+    """AdamW over `param_groups`; the fused kernel on CUDA.
 
     `foreach` on CPU keeps the update deterministic and fast; masks are applied around the step
     (see `mediswift.sparsity`), never inside it, so any AdamW implementation works.
@@ -53,12 +61,26 @@ def make_optimizer(
     )
 
 
+def optimizer_for(
+    model: nn.Module, cfg: PretrainConfig, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """`make_optimizer` with the pre-training settings' AdamW hyperparameters."""
+    return make_optimizer(
+        model,
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),  # type: ignore[arg-type]
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        fused=fused,
+    )
+
+
 def lr_at(
     step: int,
     total_steps: int,
     peak_lr: float,
-    warmup_fraction: float = 0.1,
-    min_ratio: float = 0.1,
+    warmup_fraction: float,
+    min_ratio: float,
 ) -> float:
     """Linear warmup over `warmup_fraction` of the steps, then cosine decay to min_ratio * peak.
 

@@ -31,23 +31,34 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.nn as nn
 
 from mediswift.artifacts import MANIFEST, write_atomic
 from mediswift.flops import step_flops, training_flops
 from mediswift.model.gpt import GPT, model_config
 from mediswift.settings import PretrainConfig
-from mediswift.sparsity import DynamicSparsity, MaskedParams, count_active, make_masks
-from mediswift.train import checkpoint as ckpt
-from mediswift.train.distributed import (
-    Dist,
-    barrier,
-    gather_objects,
-    init_distributed,
-    shutdown,
-    wrap_model,
+from mediswift.sparsity import (
+    DynamicSparsity,
+    MaskCounts,
+    MaskedParams,
+    count_active,
+    make_masks,
 )
+from mediswift.train import checkpoint as ckpt
+from mediswift.train.distributed import Dist, barrier, init_distributed, shutdown, wrap_model
 from mediswift.train.loop import Hooks, LoopConfig, TrainState, evaluate, train
-from mediswift.train.optim import make_optimizer
+from mediswift.train.optim import optimizer_for
+from mediswift.train.state import (
+    DynamicSparsityState,
+    LoaderState,
+    MaskState,
+    ModelState,
+    OptimizerState,
+    ProgressState,
+    RNGState,
+    Stateful,
+    TrainCheckpoint,
+)
 
 RECORD = MANIFEST  # the variant directory is a unit artifact: its record is its manifest
 
@@ -251,180 +262,198 @@ def variant_params(spec: VariantSpec) -> dict[str, Any]:
     }
 
 
+# --- One variant's run: setup -> build -> fit --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How this process trains, decided before anything is built."""
+
+    d: Dist
+    grad_accum: int  # micro-batches per optimizer step on each rank
+    method: str  # static, set or rigl
+    sharded: bool  # FSDP across processes: every rank takes part in gathering state
+    amp: torch.dtype | None  # autocast dtype (bf16 on CUDA)
+
+
+@dataclass
+class Run:
+    """What training needs, built (and, when resuming, restored from a checkpoint)."""
+
+    model: GPT  # the bare model
+    wrapped: nn.Module  # what runs the forward pass: DDP/FSDP/compiled around `model`
+    masked: MaskedParams
+    dynamic: DynamicSparsity | None
+    optimizer: torch.optim.Optimizer
+    loader: Any  # resumable iterator of (micro_batch, seq_len + 1) rows
+    val_batches: list[torch.Tensor]
+    state: TrainState
+    checkpoint: TrainCheckpoint  # the named parts above, as one checkpoint
+    counts: MaskCounts
+
+
 def _run(
     spec: VariantSpec, cfg: PretrainConfig, d: Dist, out: Path, sink: MetricSink | None
 ) -> dict[str, Any]:
-    if cfg.seq_len > cfg.block_size:
-        raise ValueError(f"seq_len {cfg.seq_len} exceeds block_size {cfg.block_size}")
+    env = _setup(spec, cfg, d)
+    run = _build(spec, cfg, env)
+    resume = ckpt.latest_checkpoint(out / "checkpoints")
+    if resume is not None:
+        run.checkpoint.load(resume)
+        if d.is_main:
+            print(f"{spec.name}: resuming from {resume} (step {run.state.step})", flush=True)
+    metrics = None
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = JsonlMetrics(out / "metrics.jsonl", run.state.step, sink)
+    _fit(spec, cfg, env, run, out, metrics)
+    run.checkpoint.save(out / "final", only=("model", "masks"))  # every rank: FSDP gathers
+    record: dict[str, Any] = {}
+    if d.is_main:
+        record = _finish(spec, cfg, run, out, env.method, metrics)  # type: ignore[arg-type]
+    barrier(d)
+    return record if d.is_main else json.loads((out / RECORD).read_text())
+
+
+def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
+    """Check what depends on this launch (its process count, this variant's sparsity), set the
+    numerics (threads, TF32) and seed every RNG that building the model draws from."""
     per_step = cfg.micro_batch * d.world_size
     if cfg.global_batch % per_step:
         raise ValueError(
             f"global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch} "
             f"x {d.world_size} processes"
         )
-    grad_accum = cfg.global_batch // per_step
     method = cfg.sparsity_method if spec.sparsity > 0 else "static"
     if cfg.fsdp and method != "static":
         raise ValueError("dynamic sparsity (set/rigl) needs whole matrices: not with fsdp")
     on_gpu = d.device.type == "cuda"
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    amp = torch.bfloat16 if on_gpu else None
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-    # Model and masks: the same seed on every rank gives the same init and masks.
+    # The same seed on every rank gives the same initial weights and masks.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    return Setup(
+        d=d,
+        grad_accum=cfg.global_batch // per_step,
+        method=method,
+        sharded=cfg.fsdp and d.enabled,
+        amp=torch.bfloat16 if on_gpu else None,
+    )
+
+
+def _build(spec: VariantSpec, cfg: PretrainConfig, env: Setup) -> Run:
+    """The model with its masks, wrapped for the processes; the optimizer, dynamic sparsity,
+    loaders and train state; and the checkpoint made of them. Nothing is loaded here: resuming
+    restores the checkpoint into what this builds."""
+    d = env.d
     model = GPT(model_config(cfg.model, spec.vocab_size, cfg.block_size, cfg.dropout))
     masks = make_masks(model, spec.sparsity, seed=cfg.seed)
     counts = count_active(model, masks)
-    resume = ckpt.latest_checkpoint(out / "checkpoints")
-    state, tensors, train_json = TrainState(), {}, {}
-    if resume is not None:
-        train_json, tensors = ckpt.load_train_state(resume)
-        model.load_state_dict(ckpt.load_model(resume).state_dict(), strict=True)
-        masks = ckpt.load_masks(resume) or masks  # dynamic sparsity moves them
-        state = TrainState.from_json(train_json)
     model.to(d.device)
     masked = MaskedParams(model, masks)
     masked.apply_to_weights()
-    if cfg.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
-    wrapped = wrap_model(model, d, fsdp=cfg.fsdp)
-    if cfg.fsdp and d.enabled:
+    wrapped = torch.compile(model) if cfg.compile else model
+    wrapped = wrap_model(wrapped, d, fsdp=cfg.fsdp)  # type: ignore[arg-type]
+    if env.sharded:
         masked = MaskedParams(wrapped, masks)  # bind to the sharded parameters
-    optimizer = make_optimizer(
-        wrapped, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
+    optimizer = optimizer_for(wrapped, cfg)
     dynamic = None
-    if method in ("set", "rigl"):
+    if env.method in ("set", "rigl"):
         dynamic = DynamicSparsity(
             masked,
-            method,
+            env.method,
             cfg.steps,
             cfg.sparsity_update_every,
             cfg.sparsity_drop_fraction,
             cfg.sparsity_stop_fraction,
             seed=cfg.seed,
         )
-
     loader = make_train_loader(spec, d)
-    val_batches = make_val_batches(spec, d)
-    if resume is not None:
-        ckpt.load_optimizer(resume, wrapped, optimizer, tensors)
-        loader.load_state_dict(train_json["loader"][d.rank])
-        torch.set_rng_state(tensors[f"rng.torch.{d.rank}"])
-        if on_gpu and f"rng.cuda.{d.rank}" in tensors:  # dropout on the GPU draws from here
-            torch.cuda.set_rng_state(tensors[f"rng.cuda.{d.rank}"], d.device)
-        if dynamic is not None:
-            dynamic.load_state_dict({"generator": tensors["dynamic.generator"]})
-        if d.is_main:
-            print(f"{spec.name}: resuming from {resume} (step {state.step})", flush=True)
+    state = TrainState()
+    parts: dict[str, Stateful] = {
+        "progress": ProgressState(state),
+        "model": ModelState(wrapped, d, env.sharded),
+        "masks": MaskState(masked, d),
+        "optimizer": OptimizerState(wrapped, optimizer, d, env.sharded),
+        "loader": LoaderState(loader, d),
+        "rng": RNGState(d),
+    }
+    if dynamic is not None:
+        parts["dynamic"] = DynamicSparsityState(dynamic, d)
+    return Run(
+        model=model,
+        wrapped=wrapped,
+        masked=masked,
+        dynamic=dynamic,
+        optimizer=optimizer,
+        loader=loader,
+        val_batches=make_val_batches(spec, d),
+        state=state,
+        checkpoint=TrainCheckpoint(model.config, d, parts),
+        counts=counts,
+    )
+
+
+def _fit(
+    spec: VariantSpec,
+    cfg: PretrainConfig,
+    env: Setup,
+    run: Run,
+    out: Path,
+    metrics: JsonlMetrics | None,
+) -> TrainState:
+    """Train from `run.state` to `cfg.steps`: evaluating, logging and checkpointing on the way."""
+    d = env.d
 
     def val_loss() -> float:
-        return evaluate(wrapped, val_batches, d, amp)
-
-    run_logger = None
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        run_logger = JsonlMetrics(out / "metrics.jsonl", state.step, sink)
-
-    sharded = cfg.fsdp and d.enabled
+        return evaluate(run.wrapped, run.val_batches, d, env.amp)
 
     def save(st: TrainState) -> None:
-        loader_states = gather_objects(loader.state_dict(), d)
-        rngs = gather_objects(torch.get_rng_state(), d)
-        cuda_rngs = gather_objects(torch.cuda.get_rng_state(d.device), d) if on_gpu else []
-        # Under FSDP every rank takes part in gathering the whole weights and moments.
-        weights = ckpt.model_state(wrapped) if sharded else None
-        opt_state = ckpt.optimizer_tensors(wrapped, optimizer) if sharded else None
-        if not d.is_main:
-            return
-        extra = {f"rng.torch.{r}": t for r, t in enumerate(rngs)}
-        extra |= {f"rng.cuda.{r}": t for r, t in enumerate(cuda_rngs)}
-        if dynamic is not None:
-            extra["dynamic.generator"] = dynamic.state_dict()["generator"]
         root = out / "checkpoints"
-        ckpt.save_checkpoint(
-            ckpt.step_dir(root, st.step),
-            wrapped,
-            masks=masked.bool_masks() if masked else None,
-            optimizer=optimizer,
-            train_state={**st.to_json(), "loader": loader_states},
-            extra_tensors=extra,
-            weights=weights,
-            optimizer_state=opt_state,
-        )
+        if run.checkpoint.save(ckpt.step_dir(root, st.step)) is None:
+            return  # not rank 0
         ckpt.prune_checkpoints(root, cfg.keep_checkpoints)
         _write_curve(out / "curve.csv", st.curve)
-        if run_logger is not None:
-            run_logger.flush()
+        if metrics is not None:
+            metrics.flush()
 
-    seq_flops = step_flops(
-        model.config.n_layer,
-        model.config.d_model,
-        model.config.n_head,
-        spec.vocab_size,
-        cfg.seq_len,
-        cfg.global_batch,
-        0.0,
-    )  # what the dense hardware executes per step (masked zeros are still multiplied)
+    def log(step: int, row: dict[str, float]) -> None:
+        metrics.log_metrics(row, step)  # type: ignore[union-attr]
+        if step % (cfg.log_every * 10) == 0 or step == cfg.steps or "val_loss" in row:
+            val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""
+            print(
+                f"{spec.name}: step {step}/{cfg.steps} loss {row['train_loss']:.4f}{val} "
+                f"lr {row['lr']:.2e} {row['tokens_per_s']:,.0f} tok/s",
+                flush=True,
+            )
+
+    mc = run.model.config
+    # What the dense hardware executes per step (masked zeros are still multiplied).
+    flops = step_flops(
+        mc.n_layer, mc.d_model, mc.n_head, spec.vocab_size, cfg.seq_len, cfg.global_batch, 0.0
+    )
     peak = None
     if cfg.measure_peak and d.is_main:
         from mediswift.peak import matmul_peak
 
-        peak = matmul_peak(d.device, torch.bfloat16 if on_gpu else torch.float32)
-    loop_cfg = LoopConfig(
-        steps=cfg.steps,
-        grad_accum=grad_accum,
-        grad_clip=cfg.grad_clip,
-        peak_lr=cfg.lr,
-        warmup_fraction=cfg.warmup_fraction,
-        min_lr_ratio=cfg.min_lr_ratio,
-        log_every=cfg.log_every,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        amp_dtype=amp,
-    )
-
-    def log(step: int, metrics: dict[str, float]) -> None:
-        run_logger.log_metrics(metrics, step)  # type: ignore[union-attr]
-        if step % (cfg.log_every * 10) == 0 or step == cfg.steps or "val_loss" in metrics:
-            val = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
-            print(
-                f"{spec.name}: step {step}/{cfg.steps} loss {metrics['train_loss']:.4f}{val} "
-                f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:,.0f} tok/s",
-                flush=True,
-            )
-
-    hooks = Hooks(
-        evaluate=val_loss,
-        checkpoint=save,
-        log=log if d.is_main else None,
-    )
-    state = train(
-        wrapped,
-        optimizer,
-        iter(loader),
-        loop_cfg,
+        peak = matmul_peak(d.device, env.amp or torch.float32)
+    return train(
+        run.wrapped,
+        run.optimizer,
+        iter(run.loader),
+        LoopConfig.from_settings(cfg, env.grad_accum, env.amp),
         d,
-        state,
-        masked,
-        dynamic,
-        hooks,
-        flops_per_step=seq_flops,
+        run.state,
+        run.masked,
+        run.dynamic,
+        Hooks(evaluate=val_loss, checkpoint=save, log=log if d.is_main else None),
+        flops_per_step=flops,
         peak_flops=peak,
     )
-    final_weights = ckpt.model_state(wrapped) if sharded else None
-    record: dict[str, Any] = {}
-    if d.is_main:
-        record = _finish(
-            spec, cfg, counts, wrapped, masked, state, out, method, run_logger, final_weights
-        )
-    barrier(d)
-    return record if d.is_main else json.loads((out / RECORD).read_text())
 
 
 def training_flops_for(
@@ -454,17 +483,13 @@ def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
 def _finish(
     spec: VariantSpec,
     cfg: PretrainConfig,
-    counts: Any,
-    model: torch.nn.Module,
-    masked: MaskedParams,
-    state: TrainState,
+    run: Run,
     out: Path,
     method: str,
-    run_logger: JsonlMetrics,
-    weights: dict[str, torch.Tensor] | None,
+    metrics: JsonlMetrics,
 ) -> dict[str, Any]:
-    masks = masked.bool_masks() if masked else None
-    final = ckpt.save_checkpoint(out / "final", model, masks=masks, weights=weights)
+    """Rank 0, after the final weights are saved: the curve, the last metrics and the record."""
+    state = run.state
     _write_curve(out / "curve.csv", state.curve)
     last_val = next(
         (r["val_loss"] for r in reversed(state.curve) if r["val_loss"] is not None), float("nan")
@@ -475,8 +500,8 @@ def _finish(
         "model": cfg.model,
         "sparsity": spec.sparsity,
         "method": method,
-        "checkpoint": str(final),
-        **asdict(counts),
+        "checkpoint": str(out / "final"),
+        **asdict(run.counts),
         "train_flops": flops,
         "flops_ratio": flops / training_flops_for(cfg, spec, state.tokens, dense=True),
         "final_train_loss": state.curve[-1]["train_loss"] if state.curve else float("nan"),
@@ -486,8 +511,8 @@ def _finish(
         "steps": state.step,
         "loss_curve": str(out / "curve.csv"),
     }
-    run_logger.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
-    run_logger.flush()
+    metrics.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
+    metrics.flush()
     write_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
     return record
 

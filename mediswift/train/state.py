@@ -1,0 +1,211 @@
+"""A resumable pre-training checkpoint as named parts, each with its save and load side by side.
+
+A part's `state_dict()` returns its share of the checkpoint as it lies on disk (a `Snapshot`:
+tensors by safetensors file, entries of train_state.json; see `mediswift.train.checkpoint` for
+the layout), and its `load_state_dict(snapshot)` takes that share back from the whole checkpoint.
+`TrainCheckpoint` is the one place that iterates the parts, to save and to resume.
+
+Parts are restored into objects that are already built (the model wrapped, the optimizer made),
+so resuming runs the same construction code as a fresh start. Every rank calls `state_dict()`
+on the parts in the same order, since a part may gather across ranks (loader positions, RNG
+states, FSDP shards); rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn as nn
+
+from mediswift.model.gpt import GPTConfig
+from mediswift.sparsity import DynamicSparsity, MaskedParams
+from mediswift.train import checkpoint as ckpt
+from mediswift.train.distributed import Dist, gather_objects
+from mediswift.train.loop import TrainState
+
+
+@dataclass
+class Snapshot:
+    """Checkpoint contents: safetensors file name -> tensors, and train_state.json entries."""
+
+    files: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
+
+    def tensors(self, file: str) -> dict[str, torch.Tensor]:
+        return self.files.get(file, {})
+
+    def merge(self, other: Snapshot, part: str) -> None:
+        """Add a part's share; two parts writing the same name is a bug, not a merge."""
+        for file, tensors in other.files.items():
+            mine = self.files.setdefault(file, {})
+            if clash := mine.keys() & tensors.keys():
+                raise ValueError(f"part {part!r} rewrites {file} tensors {sorted(clash)[:3]}")
+            mine.update(tensors)
+        if clash := self.json.keys() & other.json.keys():
+            raise ValueError(f"part {part!r} rewrites train state entries {sorted(clash)}")
+        self.json.update(other.json)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> Snapshot: ...
+
+    def load_state_dict(self, snap: Snapshot) -> None: ...
+
+
+class ModelState:
+    """The weights (model.safetensors: what fine-tuning loads)."""
+
+    def __init__(self, model: nn.Module, d: Dist, sharded: bool):
+        self.model, self.d, self.sharded = model, d, sharded
+
+    def state_dict(self) -> Snapshot:
+        if not (self.sharded or self.d.is_main):  # under FSDP every rank gathers the shards
+            return Snapshot()
+        return Snapshot({ckpt.MODEL_FILE: ckpt.model_state(self.model)})
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        ckpt.load_weights(self.model, snap.tensors(ckpt.MODEL_FILE))
+
+
+class MaskState:
+    """The sparsity masks (masks.safetensors; none for a dense model)."""
+
+    def __init__(self, masked: MaskedParams, d: Dist):
+        self.masked, self.d = masked, d
+
+    def state_dict(self) -> Snapshot:
+        if not (self.masked and self.d.is_main):
+            return Snapshot()
+        return Snapshot({ckpt.MASKS_FILE: self.masked.bool_masks()})
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        saved = {k: v.bool() for k, v in snap.tensors(ckpt.MASKS_FILE).items()}
+        if not saved:  # a checkpoint without masks keeps the ones the seed drew
+            return
+        if sorted(saved) != self.masked.names:
+            raise ValueError("checkpoint masks do not cover the model's sparse matrices")
+        if self.masked.sharded:  # FSDP runs static masks only: they must be the seed's
+            live = self.masked.bool_masks()
+            if not all(torch.equal(saved[n], live[n]) for n in saved):
+                raise ValueError("checkpoint masks differ from this run's static masks")
+            return
+        for i, name in enumerate(self.masked.names):
+            self.masked.set_mask(i, saved[name])  # dynamic sparsity moved them
+        self.masked.apply_to_weights()
+
+
+class OptimizerState:
+    """AdamW moments and steps by parameter name, and the groups' hyperparameters."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist, sharded: bool):
+        self.model, self.optimizer, self.d, self.sharded = model, optimizer, d, sharded
+
+    def state_dict(self) -> Snapshot:
+        if not (self.sharded or self.d.is_main):  # under FSDP every rank gathers the moments
+            return Snapshot()
+        tensors, groups = ckpt.optimizer_tensors(self.model, self.optimizer)
+        return Snapshot({ckpt.TRAIN_TENSORS_FILE: tensors}, {"optimizer_groups": groups})
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        ckpt.restore_optimizer(
+            self.model,
+            self.optimizer,
+            snap.tensors(ckpt.TRAIN_TENSORS_FILE),
+            snap.json["optimizer_groups"],
+        )
+
+
+class LoaderState:
+    """Every rank's position in its stream of training batches (resuming needs the same ranks)."""
+
+    def __init__(self, loader: Any, d: Dist):
+        self.loader, self.d = loader, d
+
+    def state_dict(self) -> Snapshot:
+        return Snapshot(json={"loader": gather_objects(self.loader.state_dict(), self.d)})
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        self.loader.load_state_dict(snap.json["loader"][self.d.rank])
+
+
+class RNGState:
+    """Every rank's torch RNG (dropout draws from it), and its CUDA RNG on GPUs."""
+
+    def __init__(self, d: Dist):
+        self.d = d
+        self.cuda = d.device.type == "cuda"
+
+    def state_dict(self) -> Snapshot:
+        rngs = gather_objects(torch.get_rng_state(), self.d)
+        cuda = gather_objects(torch.cuda.get_rng_state(self.d.device), self.d) if self.cuda else []
+        tensors = {f"rng.torch.{r}": t for r, t in enumerate(rngs)}
+        tensors |= {f"rng.cuda.{r}": t for r, t in enumerate(cuda)}
+        return Snapshot({ckpt.TRAIN_TENSORS_FILE: tensors})  # type: ignore[dict-item]
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        tensors, rank = snap.tensors(ckpt.TRAIN_TENSORS_FILE), self.d.rank
+        torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+        if self.cuda and f"rng.cuda.{rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], self.d.device)
+
+
+class DynamicSparsityState:
+    """The SET/RigL schedule's own generator (its masks are the masks part)."""
+
+    PREFIX = "dynamic."
+
+    def __init__(self, dynamic: DynamicSparsity, d: Dist):
+        self.dynamic, self.d = dynamic, d
+
+    def state_dict(self) -> Snapshot:
+        own = {self.PREFIX + k: v for k, v in self.dynamic.state_dict().items()}
+        return Snapshot({ckpt.TRAIN_TENSORS_FILE: own} if self.d.is_main else {})
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        tensors = snap.tensors(ckpt.TRAIN_TENSORS_FILE)
+        n = len(self.PREFIX)
+        self.dynamic.load_state_dict({k[n:]: v for k, v in tensors.items() if k[:n] == self.PREFIX})
+
+
+class ProgressState:
+    """Steps and tokens done and the loss curve so far (the `TrainState` the loop advances)."""
+
+    def __init__(self, state: TrainState):
+        self.state = state
+
+    def state_dict(self) -> Snapshot:
+        return Snapshot(json=self.state.to_json())
+
+    def load_state_dict(self, snap: Snapshot) -> None:
+        saved = TrainState.from_json(snap.json)
+        self.state.step, self.state.tokens, self.state.curve = saved.step, saved.tokens, saved.curve
+
+
+class TrainCheckpoint:
+    """The named parts of a run's checkpoint, saved and restored in their order."""
+
+    def __init__(self, config: GPTConfig, d: Dist, parts: dict[str, Stateful]):
+        self.config, self.d, self.parts = config, d, parts
+
+    def save(self, path: Path, only: Iterable[str] | None = None) -> Path | None:
+        """Every rank calls this; rank 0 writes `path` (returned) from the parts `only` (all)."""
+        names = list(self.parts) if only is None else list(only)
+        snap = Snapshot()
+        for name in names:
+            snap.merge(self.parts[name].state_dict(), name)
+        if not self.d.is_main:
+            return None
+        return ckpt.write_checkpoint(path, self.config, snap.files, snap.json or None)
+
+    def load(self, path: Path) -> None:
+        """Restore every part from checkpoint `path` (every rank reads it)."""
+        files, train_json = ckpt.read_checkpoint(path)
+        if not train_json:
+            raise FileNotFoundError(f"{path} holds no train state (a weights-only checkpoint)")
+        snap = Snapshot(files, train_json)
+        for part in self.parts.values():
+            part.load_state_dict(snap)
