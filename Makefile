@@ -12,13 +12,13 @@ export MEDISWIFT_HOME ?= $(abspath .mediswift)
 unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
-.PHONY: install demo test lint format bench serve stop clean
+.PHONY: install demo test lint format bench serve stop clean docs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv
 	# torch is pinned to the CPU build here; pyproject keeps the range open for GPU users.
-	$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask]'
+	$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask,hf]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,6 +33,11 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q tests
+
+# The stage-manifest and recipe-settings references, generated from the types (a test checks).
+docs: install
+	$(PY) -c "from mediswift.manifests import reference; open('docs/manifests.md', 'w').write(reference())"
+	$(PY) -c "from mediswift.config import settings_reference as r; open('docs/settings.md', 'w').write(r())"
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -27,19 +27,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import statistics
 import time
 
 import torch
 
+from mediswift.config import PretrainConfig
 from mediswift.flops import step_flops
 from mediswift.model import GPT, model_config
 from mediswift.peak import matmul_peak
 from mediswift.sparsity import MaskedParams, make_masks
 from mediswift.train.distributed import Dist
 from mediswift.train.loop import LoopConfig, TrainState, train
-from mediswift.train.optim import make_optimizer
+from mediswift.train.optim import optimizer_for
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -88,15 +90,17 @@ class Ours:
         self.masked = MaskedParams(self.model, masks) if masks else None
         if self.masked:
             self.masked.apply_to_weights()
-        self.opt = make_optimizer(self.model)
+        self.opt = optimizer_for(self.model, PretrainConfig())  # the paper's AdamW
         self.batches = itertools.repeat(batch)
         self.state = TrainState()
         self.total = 10**9  # the schedule's horizon: the speed does not depend on it
         self.amp = DTYPES[args.dtype]
 
     def steps(self, n: int) -> None:
-        cfg = LoopConfig(
-            steps=self.state.step + n, log_every=10, checkpoint_every=10**9, amp_dtype=self.amp
+        cfg = dataclasses.replace(
+            LoopConfig.from_settings(PretrainConfig(), amp_dtype=self.amp),
+            steps=self.state.step + n,
+            checkpoint_every=10**9,
         )
         self.state = train(
             self.model,

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 
 from flows.report import publish_report
 from mediswift.config import PipelineConfig, home_dir, load_recipe
+from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
 from mediswift.plan import STAGE_INPUTS, parse_stages, plan
 
@@ -63,10 +64,14 @@ def mediswift(
     cfg = load_recipe(recipe, fragment, mirror)
     root = home_dir(home)
     arts = plan(cfg, root)
-    ran = [
-        s for s in parse_stages(list(stages) if stages else None) if run_stage(s, cfg, root, arts)
-    ]
-    report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran))
+    # One writer per home: a second run waits here, then finds the stages it shares done.
+    with home_lock(root, on_wait=get_run_logger().warning):
+        ran = [
+            s
+            for s in parse_stages(list(stages) if stages else None)
+            if run_stage(s, cfg, root, arts)
+        ]
+        report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran))
     return {
         **{s: str(a.path) for s, a in arts.items() if a.done()},
         **({"report": str(report)} if report else {}),

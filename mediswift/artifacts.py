@@ -12,7 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
+import socket
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +69,63 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
+# A short tag of this machine: a home may be shared over the network, and a pid means nothing
+# on another host.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+# `.<name>.<host>-<pid>-<thread>-<random>.tmp`, as `tmp_path` writes it.
+_TMP_NAME = re.compile(
+    r"^\..+\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-(?P<thread>[0-9]+)-[0-9a-f]{8}\.tmp$"
+)
+
+
 def tmp_path(path: Path) -> Path:
-    """A sibling temporary name for writers that need a path (Parquet, safetensors)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """A sibling temporary name for writers that need a path (Parquet, safetensors).
+
+    Unique per writer: two threads of one run (or two runs on one home) writing the same
+    target each get their own file, so neither truncates or renames the other's. The host and
+    pid are in the name so that `sweep_stale_tmp` can tell a dead writer's leftovers from a
+    live writer's file; the random part keeps two writers apart even if a pid is reused.
+    """
+    writer = f"{_HOST}-{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(4)}"
+    return path.with_name(f".{path.name}.{writer}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (one we may not signal exists too)."""
+    if pid <= 0:
+        return True  # not a pid we can judge: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
+    """Remove the `tmp_path` files under `folder` whose writer is dead; return those removed.
+
+    Why: a writer killed between creating its temporary file and renaming it leaves the file
+    behind, forever. Only names that `tmp_path` made are considered, and only those written on
+    this host by a pid that no longer exists: a live writer's file (or another host's, or any
+    other `.tmp` file) is left alone, so this is safe to run while other runs write.
+    """
+    removed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        if not recursive:
+            dirnames.clear()
+        for name in filenames:
+            m = _TMP_NAME.match(name)
+            if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+                continue
+            stale = Path(dirpath) / name
+            try:
+                stale.unlink()
+            except FileNotFoundError:
+                continue  # swept by another run at the same moment
+            removed.append(stale)
+    return removed
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
+from mediswift.console import log_traceback, one_line, quiet_console, run_log
 from mediswift.overrides import parse_set
 from mediswift.plan import parse_stages, plan
 
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dry-run", action="store_true", help="print the plan, token budget and FLOPs"
+    )
+    run.add_argument(
+        "--verbose", action="store_true", help="print tracebacks (always in <home>/logs/)"
     )
 
     flops = sub.add_parser("flops", help="training FLOPs of a model size (Hoffmann et al. 2022)")
@@ -104,22 +109,36 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
     return "\n".join(lines)
 
 
+class BadSettings(Exception):
+    """A recipe, override or stage selection that cannot run: exit status 2."""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    overrides = parse_set(args.sets)
-    cfg = load_recipe(args.recipe, overrides, args.mirror)
+    try:
+        overrides = parse_set(args.sets)
+        cfg = load_recipe(args.recipe, overrides, args.mirror)
+        stages = parse_stages(args.stages)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadSettings(str(e)) from e
     home = home_dir(args.home)
-    stages = parse_stages(args.stages)
     if args.dry_run:
         print(dry_run(cfg, home, stages))
         return 0
-    # Settings read when Prefect is imported: keep its local results next to the artifacts.
+    # Settings read when Prefect is imported: its local state and results live in the home, not
+    # in the user's ~/.prefect, and it sends no telemetry (a closed network logs errors for it).
     os.environ["MEDISWIFT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect-results"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.pipeline import mediswift
     from mediswift.overrides import Overrides
 
+    args.log_path = run_log(home)
+    if not args.verbose:
+        quiet_console()
     result = mediswift(
         recipe=args.recipe,
         stages=stages,
@@ -150,7 +169,10 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 2 for bad settings, 1 for a fault while running; errors are one line
+    (`--verbose` adds the traceback, which the run's log file always has)."""
     args = _parser().parse_args(argv)
+    args.log_path = None
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -159,9 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(RECIPES_DIR.glob("*.yaml")):
             print(path.stem)
         return 0
-    except (FileNotFoundError, ValueError) as e:
-        print(f"mediswift: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("mediswift: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        running = args.log_path is not None  # the run had started: a runtime fault
+        bad_input = isinstance(e, BadSettings | FileNotFoundError | ValueError)
+        where = ""
+        if running:
+            log_traceback(args.log_path, e)
+            where = f" (details: {args.log_path})"
+        if getattr(args, "verbose", False):
+            traceback.print_exception(e, file=sys.stderr)
+        print(f"mediswift: error: {one_line(e)}{where}", file=sys.stderr)
+        return 2 if bad_input and not running else 1
 
 
 if __name__ == "__main__":

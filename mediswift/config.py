@@ -36,6 +36,7 @@ from mediswift.settings import (
     VocabConfig,
     optimization,
     result,
+    role_of,
     schedule,
 )
 
@@ -267,3 +268,34 @@ def explain(e: ValidationError) -> str:
 
 def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
     return Path(home or os.environ.get("MEDISWIFT_HOME") or ".mediswift").expanduser().resolve()
+
+
+def settings_reference() -> str:
+    """Every recipe setting (section, role, default, description) as Markdown."""
+    from mediswift.finetune.registry import names, task_class
+
+    sections: list[tuple[str, type[Section]]] = [
+        (name, f.annotation)
+        for name, f in PipelineConfig.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, Section)
+    ]
+    sections += [(f"finetune.tasks.{n}", task_class(n).Settings) for n in names()]
+    lines = [
+        "# Recipe settings",
+        "",
+        "Generated from `mediswift/settings.py`, `mediswift/config.py` and the task modules.",
+        "Role: `result` settings re-key the units they change; `plan` settings decide which",
+        "units a stage has; `schedule` settings only decide how the work runs.",
+        "",
+    ]
+    for title, cls in sections:
+        lines += [f"## `{title}`", "", "| setting | role | default | meaning |", "|---|---|---|---|"]
+        for name, f in cls.model_fields.items():
+            default = "(required)" if f.is_required() else f.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            cell = repr(default).replace("|", "\\|")
+            role = role_of(cls, name)
+            lines.append(f"| `{name}` | {role} | `{cell}` | {f.description} |")
+        lines.append("")
+    return "\n".join(lines)

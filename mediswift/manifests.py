@@ -49,6 +49,8 @@ def write(art: Artifact, manifest: Manifest) -> Record:
 
 # -- data stages ----------------------------------------------------------------------------
 class DownloadManifest(Manifest):
+    """Raw files under `<home>/raw` in upstream layout, md5-verified."""
+
     pubmed: list[Record] = Field(
         description="PubMed files in apply order: name, kind (baseline/update), path, md5, bytes"
     )
@@ -59,6 +61,8 @@ class DownloadManifest(Manifest):
 
 
 class ParseManifest(Manifest):
+    """Document Parquet shards, one or more per input file."""
+
     shards: list[Record] = Field(description="document shards: path, source, rows, input file")
     deleted_pmids: list[str] = Field(description="PMIDs deleted by update files (in order)")
     quarantined: list[Record] = Field(description="input files skipped with on_error=quarantine")
@@ -66,11 +70,15 @@ class ParseManifest(Manifest):
 
 
 class FilterManifest(Manifest):
+    """Filtered document shards with their `split`, and why documents were dropped."""
+
     shards: list[Record] = Field(description="filtered shards: path, split, rows")
     counts: dict[str, Any] = Field(description="input, kept per split, dropped per reason")
 
 
 class VocabManifest(Manifest):
+    """The tokenizer (Moses + BPE) in the stage directory."""
+
     model_config = ConfigDict(extra="allow")  # the tokenizer's own facts (see text/bpe.py)
 
     hash: str = Field(description="content hash of the tokenizer files")
@@ -78,6 +86,8 @@ class VocabManifest(Manifest):
 
 
 class TokenizeManifest(Manifest):
+    """Token Parquet shards of every document."""
+
     shards: list[Record] = Field(description="token shards: path, split, n_docs, n_tokens")
     tokens: dict[str, int] = Field(description="tokens per split")
     docs: dict[str, int] = Field(description="documents per split")
@@ -103,6 +113,8 @@ class VariantRecord(BaseModel):
 
 
 class PretrainManifest(Manifest):
+    """Every pre-trained variant of the recipe's model size, with Figure 2 and Table 2."""
+
     variants: list[VariantRecord] = Field(description="one per sparsity level")
     loss_plot: str = Field(description="PNG of every variant's loss curve (Figure 2)")
     table: str = Field(description="Table 2 as Markdown")
@@ -110,6 +122,8 @@ class PretrainManifest(Manifest):
 
 # -- fine-tuning ----------------------------------------------------------------------------
 class TrackingSpec(BaseModel):
+    """Where a unit logs to MLflow."""
+
     uri: str = Field(description="MLflow tracking URI")
     experiment: str = Field(description="MLflow experiment name")
     parent_run_id: str | None = Field(None, description="the sweep's parent run")
@@ -148,12 +162,16 @@ class PointSpec(BaseModel):
 
 
 class Majority(BaseModel):
+    """The majority-class baseline learned on train, scored on dev and test."""
+
     label: Any = Field(description="the majority-class prediction")
     dev: float
     test: float
 
 
 class TaskDataInfo(BaseModel):
+    """One task's prepared data, as the finetune stage lists it."""
+
     data: str = Field(description="the task's data unit (relative to home)")
     metric: str = Field(description="name of the task metric")
     counts: dict[str, int] = Field(description="examples per split, after caps")
@@ -163,6 +181,8 @@ class TaskDataInfo(BaseModel):
 
 
 class PointResult(BaseModel):
+    """One finished grid point."""
+
     unit: str = Field(description="the point's unit (relative to home)")
     batch_size: int
     lr: float
@@ -174,6 +194,8 @@ class PointResult(BaseModel):
 
 
 class Sweep(BaseModel):
+    """The grid points of one (variant, task)."""
+
     variant: str
     task: str
     metric: str
@@ -182,6 +204,8 @@ class Sweep(BaseModel):
 
 
 class FinetuneManifest(Manifest):
+    """Every task's prepared data and every (variant, task) sweep with its grid points."""
+
     tasks: dict[str, TaskDataInfo] = Field(description="task name -> its prepared data")
     sweeps: list[Sweep] = Field(description="one per (variant, task)")
     modes: list[str] = Field(description="prediction modes every point was evaluated in")
@@ -190,6 +214,8 @@ class FinetuneManifest(Manifest):
 
 # -- evaluation -----------------------------------------------------------------------------
 class Selection(BaseModel):
+    """The (batch, lr) chosen on mean dev metric over seeds, with test mean/std there."""
+
     batch_size: int
     lr: float
     seeds: list[int]
@@ -202,6 +228,8 @@ class Selection(BaseModel):
 
 
 class EvaluatedSweep(BaseModel):
+    """One (variant, task) after selection."""
+
     variant: str
     model: str = Field(description="size name")
     task: str
@@ -215,11 +243,15 @@ class EvaluatedSweep(BaseModel):
 
 
 class TableFiles(BaseModel):
+    """A task's table as Markdown and CSV."""
+
     md: str
     csv: str
 
 
 class EvaluateManifest(Manifest):
+    """The selected results, one table per task and the metric-vs-FLOPs plot."""
+
     tables: dict[str, TableFiles] = Field(description="task -> its table (in this directory)")
     plot: str = Field(description="metric vs pre-training FLOPs (PNG, in this directory)")
     plot_mode: str = Field(description="prediction mode drawn in the plot")
@@ -272,7 +304,8 @@ def reference() -> str:
 
 def _type_name(ann: Any) -> str:
     text = getattr(ann, "__name__", None) if not getattr(ann, "__args__", None) else None
-    return text or str(ann).replace("typing.", "").replace("mediswift.manifests.", "")
+    text = text or str(ann).replace("typing.", "").replace("mediswift.manifests.", "")
+    return text.replace("|", "\\|")  # inside a Markdown table cell
 
 
 def _models_in(ann: Any) -> list[type[BaseModel]]:

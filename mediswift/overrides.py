@@ -66,7 +66,15 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"--set expects section.key=value, got {item!r}")
         node = out
         *parents, leaf = path.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                where = ".".join(parents[: i + 1])
+                raise ValueError(f"--set {path}: {where} was set to a value, not a section")
+        if isinstance(node.get(leaf), dict):
+            raise ValueError(f"--set {path}: {path} is a section; set its keys ({path}.<key>=...)")
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({e})") from e
     return out

@@ -184,6 +184,13 @@ class ParseConfig(Section):
     on_error: Literal["fail", "quarantine"] = schedule(
         "fail", "a bad input file fails its task, or is listed and skipped", plan=True
     )
+    max_quarantined: int = schedule(
+        0,
+        "quarantined files a run accepts; above it the stage fails and the next run fetches "
+        "and parses exactly those files again",
+        plan=True,
+        ge=0,
+    )
     rows_per_shard: int = result(
         50_000, "documents per shard: a file with more is cut into several shards", ge=1
     )

@@ -1,4 +1,5 @@
-"""The model: Table 5 parameter counts, shapes, tied embeddings, causality, forward_embeds."""
+"""The model: Table 5 parameter counts, shapes, tied embeddings, causality, forward_embeds, the
+hidden states and cached decoding."""
 
 from __future__ import annotations
 
@@ -77,6 +78,28 @@ def test_forward_embeds_matches_forward() -> None:
     logits, loss = model(idx, idx)
     logits2, loss2 = model.forward_embeds(model.wte(idx), idx)
     assert torch.equal(logits, logits2) and torch.equal(loss, loss2)
+
+
+def test_forward_hidden_is_the_forward_before_the_output_layer() -> None:
+    model = tiny().eval()
+    x = model.wte(torch.randint(97, (2, 7)))  # (B, T, C)
+    h = model.forward_hidden(x)
+    assert h.shape == (2, 7, 32)
+    assert torch.equal(model.output(h), model.forward_embeds(x)[0])
+
+
+@torch.no_grad()
+def test_cached_decoding_matches_the_full_forward() -> None:
+    model = tiny().eval()
+    x = model.wte(torch.randint(97, (2, 9)))
+    full = model.forward_hidden(x)  # (B, T, C)
+    cache = model.empty_cache(2, 12)
+    pos = torch.arange(9).expand(2, 9)  # (B, T)
+    prefix = model.forward_hidden(x[:, :5], pos[:, :5], cache)  # then one token at a time
+    steps = [model.forward_hidden(x[:, t : t + 1], pos[:, t : t + 1], cache) for t in range(5, 9)]
+    assert torch.allclose(torch.cat([prefix, *steps], dim=1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="positions"):
+        model.forward_hidden(x, cache=cache)
 
 
 def test_too_long_sequence_is_refused() -> None:

@@ -31,7 +31,13 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def make_home(root: Path, mirror: Path, on_error: str = "fail", truncate: str | None = None):
+def make_home(
+    root: Path,
+    mirror: Path,
+    on_error: str = "fail",
+    truncate: str | None = None,
+    max_quarantined: int = 0,
+):
     """A home whose download stage is done: mirror files under raw/, manifest written."""
     home = root / "home"
     root.mkdir(parents=True, exist_ok=True)
@@ -39,7 +45,8 @@ def make_home(root: Path, mirror: Path, on_error: str = "fail", truncate: str | 
     recipe.write_text(
         "name: stage-test\n"
         f"download: {{pmc_max_articles: {N_PMC}, extra_corpora: [corpus/biomed_text.jsonl]}}\n"
-        f"parse: {{on_error: {on_error}, pmc_articles_per_shard: 5}}\n"
+        f"parse: {{on_error: {on_error}, pmc_articles_per_shard: 5, "
+        f"max_quarantined: {max_quarantined}}}\n"
     )
     pubmed = []
     for kind, folder in (("baseline", "baseline"), ("update", "updatefiles")):
@@ -66,7 +73,7 @@ def make_home(root: Path, mirror: Path, on_error: str = "fail", truncate: str | 
     shutil.copy(mirror / "corpus/biomed_text.jsonl", corpus)
     cfg = load_recipe(str(recipe), mirror=str(mirror))
     plan(cfg, home)["download"].ensure().write_manifest({
-        "pubmed": pubmed, "pmc": pmc, "pubmedqa": {}, "hoc": {},
+        "pubmed": pubmed, "pmc": pmc,
         "corpora": [{"path": "raw/corpus/biomed_text.jsonl", "name": "biomed_text",
                      "source": "corpus/biomed_text.jsonl"}],
         "counts": {}, "skipped": {},
@@ -158,7 +165,9 @@ def test_bad_file_fails_or_is_quarantined(
     assert not list(home.glob("parse/*/manifest.json"))
     assert not any(bad in str(p) for p in home.glob("parse/units/*/*.parquet"))
 
-    home, recipe = make_home(tmp_path / "q", mirror_dir, on_error="quarantine", truncate=bad)
+    home, recipe = make_home(
+        tmp_path / "q", mirror_dir, on_error="quarantine", truncate=bad, max_quarantined=1
+    )
     parse = run(home, recipe, mirror_dir, ["parse"])["parse"]
     assert [q["input"] for q in parse["quarantined"]] == [f"raw/pubmed/baseline/{bad}"]
     assert "compressed bytes" in parse["quarantined"][0]["error"]
@@ -168,3 +177,24 @@ def test_bad_file_fails_or_is_quarantined(
     assert len(list(home.glob("parse/units/*/manifest.json"))) == 4 + 3 + 1
     with gzip.open(mirror_dir / "pubmed/baseline" / bad) as f:
         assert f.read(5) == b"<?xml"  # the mirror itself is untouched
+
+
+def test_quarantine_heals_when_the_file_is_fixed_upstream(
+    prefect_harness, mirror_dir: Path, tmp_path: Path
+) -> None:
+    bad = "pubmed26n0002.xml.gz"
+    home, recipe = make_home(tmp_path, mirror_dir, on_error="quarantine", truncate=bad)
+    # Above parse.max_quarantined (0): the stage fails, naming the file, and is not done.
+    with pytest.raises(RuntimeError, match=rf"1 input file\(s\) quarantined .*{bad}"):
+        run(home, recipe, mirror_dir, ["parse"])
+    assert not list(home.glob("parse/*/manifest.json"))
+    assert (home / "quarantine/raw/pubmed/baseline" / bad).is_file()  # kept for inspection
+    good_units = sorted(home.glob("parse/units/*/manifest.json"))
+    stamps = [p.stat().st_mtime_ns for p in good_units]
+    # The mirror holds the good file ("fixed upstream"): the next run fetches and parses it.
+    out = run(home, recipe, mirror_dir, ["download", "parse"])
+    assert out["parse"]["quarantined"] == []
+    assert len([s for s in out["parse"]["shards"] if s["source"] == "pubmed"]) == 5
+    assert _md5(home / f"raw/pubmed/baseline/{bad}") == _md5(mirror_dir / f"pubmed/baseline/{bad}")
+    # Only the healed file was parsed again.
+    assert [p.stat().st_mtime_ns for p in good_units] == stamps

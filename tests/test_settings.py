@@ -85,3 +85,21 @@ def test_task_list_selects_and_keeps_the_recipes_sections() -> None:
     assert cfg.finetune.tasks["hoc"].epochs == 3  # the demo's, not the paper's 100
     both = load_recipe("demo", {"finetune": {"tasks": ["hoc", "pubmedqa"]}})
     assert both.finetune.tasks["pubmedqa"].grid.learning_rates == [2e-3, 1e-3]
+
+
+def test_manifest_reference_is_current() -> None:
+    from pathlib import Path
+
+    from mediswift.manifests import reference
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "manifests.md"
+    assert doc.read_text() == reference(), "regenerate docs/manifests.md: make docs"
+
+
+def test_settings_reference_is_current() -> None:
+    from pathlib import Path
+
+    from mediswift.config import settings_reference
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+    assert doc.read_text() == settings_reference(), "regenerate docs/settings.md: make docs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mediswift.config import PretrainConfig
 from mediswift.model import GPT, GPTConfig, model_config
 from mediswift.sparsity import (
     DynamicSparsity,
@@ -16,7 +17,7 @@ from mediswift.sparsity import (
 )
 from mediswift.train.distributed import Dist
 from mediswift.train.loop import LoopConfig, train
-from mediswift.train.optim import make_optimizer
+from mediswift.train.optim import optimizer_for
 from mediswift.train.synthetic import SyntheticTokens
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,10 +60,10 @@ def test_masked_weights_and_moments_stay_zero_through_training() -> None:
     masked = MaskedParams(model, masks)
     masked.apply_to_weights()
     assert masked.nonzeros_outside_mask() == 0
-    opt = make_optimizer(model, lr=3e-3, weight_decay=0.1)
+    opt = optimizer_for(model, PretrainConfig(lr=3e-3, weight_decay=0.1))
     assert opt.param_groups[0]["weight_decay"] == 0.1
     loader = SyntheticTokens(64, 16, 4, seed=0)
-    cfg = LoopConfig(steps=60, log_every=1000, checkpoint_every=1000, peak_lr=3e-3)
+    cfg = LoopConfig.from_settings(PretrainConfig(steps=60, lr=3e-3, log_every=1000))
     state = train(model, opt, iter(loader), cfg, Dist(), masked=masked)
     assert state.step == 60
     assert masked.nonzeros_outside_mask() == 0
@@ -80,8 +81,8 @@ def test_without_upkeep_masked_weights_would_revive() -> None:
     model = tiny()
     masked = MaskedParams(model, make_masks(model, 0.75, seed=0))
     masked.apply_to_weights()
-    opt = make_optimizer(model, lr=3e-3)
-    cfg = LoopConfig(steps=3, log_every=1000, checkpoint_every=1000, peak_lr=3e-3)
+    opt = optimizer_for(model, PretrainConfig(lr=3e-3))
+    cfg = LoopConfig.from_settings(PretrainConfig(steps=3, lr=3e-3, log_every=1000))
     train(model, opt, iter(SyntheticTokens(64, 16, 4)), cfg, Dist(), masked=None)
     assert masked.nonzeros_outside_mask() > 0
 
@@ -130,9 +131,9 @@ def test_dynamic_sparsity_keeps_density_and_moves_connections(method: str) -> No
     masks = make_masks(model, 0.75, seed=0)
     masked = MaskedParams(model, masks)
     masked.apply_to_weights()
-    opt = make_optimizer(model, lr=3e-3)
+    opt = optimizer_for(model, PretrainConfig(lr=3e-3))
     dyn = DynamicSparsity(masked, method, total_steps=40, update_every=5, seed=0)
-    cfg = LoopConfig(steps=40, log_every=1000, checkpoint_every=1000, peak_lr=3e-3)
+    cfg = LoopConfig.from_settings(PretrainConfig(steps=40, lr=3e-3, log_every=1000))
     train(model, opt, iter(SyntheticTokens(64, 16, 4)), cfg, Dist(), masked=masked, dynamic=dyn)
     now = masked.bool_masks()
     for name, before in masks.items():

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from mediswift.config import PretrainConfig
 from mediswift.model import GPT, GPTConfig
 from mediswift.sparsity import MaskedParams, make_masks
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import Dist
 from mediswift.train.loop import LoopConfig, TrainState, train
-from mediswift.train.optim import lr_at, make_optimizer, param_groups
+from mediswift.train.optim import lr_at, optimizer_for, param_groups
 from mediswift.train.synthetic import SyntheticTokens
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,15 +27,26 @@ def tiny(seed: int = 0) -> GPT:
     return GPT(GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=64, block_size=32))
 
 
+def loop(steps: int, lr: float, **kw) -> LoopConfig:
+    """The loop of the pre-training settings (the paper's defaults) at `lr` for `steps`."""
+    return LoopConfig.from_settings(PretrainConfig(steps=steps, lr=lr), **kw)
+
+
 def test_schedule_warmup_then_cosine_to_10_percent() -> None:
-    peak, steps = 2e-4, 1000
-    assert lr_at(0, steps, peak) == pytest.approx(peak / 100)
-    assert lr_at(99, steps, peak) == pytest.approx(peak)  # end of the 10% warmup
-    assert lr_at(50, steps, peak) == pytest.approx(peak * 51 / 100)
-    assert lr_at(steps, steps, peak) == pytest.approx(2e-5)  # floor: 10% of peak
+    cfg = PretrainConfig()
+    peak, steps = cfg.lr, 1000
+    assert (peak, cfg.warmup_fraction, cfg.min_lr_ratio) == (2e-4, 0.1, 0.1)  # the paper's
+
+    def lr(step: int) -> float:
+        return lr_at(step, steps, peak, cfg.warmup_fraction, cfg.min_lr_ratio)
+
+    assert lr(0) == pytest.approx(peak / 100)
+    assert lr(99) == pytest.approx(peak)  # end of the 10% warmup
+    assert lr(50) == pytest.approx(peak * 51 / 100)
+    assert lr(steps) == pytest.approx(2e-5)  # floor: 10% of peak
     mid = 100 + (steps - 100) // 2
-    assert lr_at(mid, steps, peak) == pytest.approx(2e-5 + 0.5 * (peak - 2e-5), rel=1e-3)
-    lrs = [lr_at(s, steps, peak) for s in range(100, steps)]
+    assert lr(mid) == pytest.approx(2e-5 + 0.5 * (peak - 2e-5), rel=1e-3)
+    lrs = [lr(s) for s in range(100, steps)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
@@ -43,15 +56,16 @@ def test_weight_decay_only_on_matrices() -> None:
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)] for p in decay["params"]} == set(model.matrix_names())
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    opt = make_optimizer(model)
+    opt = optimizer_for(model, PretrainConfig())  # the paper's AdamW, from the settings
     assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["eps"] == 1e-8
     assert opt.defaults["lr"] == 2e-4
+    assert opt.param_groups[0]["weight_decay"] == 0.1
 
 
 def test_training_lowers_the_loss() -> None:
     model = tiny()
-    opt = make_optimizer(model, lr=3e-3)
-    cfg = LoopConfig(steps=80, log_every=10, checkpoint_every=1000, peak_lr=3e-3)
+    opt = optimizer_for(model, PretrainConfig(lr=3e-3))
+    cfg = loop(80, 3e-3)
     state = train(model, opt, iter(SyntheticTokens(64, 16, 8)), cfg, Dist())
     first, last = state.curve[0]["train_loss"], state.curve[-1]["train_loss"]
     assert first > math.log(64) - 0.3 and last < first - 0.5, (first, last)
@@ -60,8 +74,8 @@ def test_training_lowers_the_loss() -> None:
 def test_grad_accumulation_matches_one_big_batch() -> None:
     def run(micro: int, accum: int) -> tuple[list[float], torch.Tensor]:
         model = tiny()
-        opt = make_optimizer(model, lr=1e-3)
-        cfg = LoopConfig(steps=3, grad_accum=accum, log_every=1, checkpoint_every=99, peak_lr=1e-3)
+        opt = optimizer_for(model, PretrainConfig(lr=1e-3))
+        cfg = replace(loop(3, 1e-3, grad_accum=accum), log_every=1)
         st = train(model, opt, iter(SyntheticTokens(64, 16, micro)), cfg, Dist())
         return [r["train_loss"] for r in st.curve], model.h[0].mlp.fc.weight.detach()
 
@@ -76,8 +90,8 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     masks = make_masks(model, 0.5, seed=0)
     masked = MaskedParams(model, masks)
     masked.apply_to_weights()
-    opt = make_optimizer(model, lr=1e-3)
-    cfg = LoopConfig(steps=3, log_every=1, checkpoint_every=99, peak_lr=1e-3)
+    opt = optimizer_for(model, PretrainConfig(lr=1e-3))
+    cfg = replace(loop(3, 1e-3), log_every=1)
     st = train(model, opt, iter(SyntheticTokens(64, 16, 4)), cfg, Dist(), masked=masked)
     path = ckpt.save_checkpoint(
         ckpt.step_dir(tmp_path, st.step),
@@ -101,7 +115,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         assert torch.equal(a, b), n
     assert all(torch.equal(ckpt.load_masks(path)[n], masks[n]) for n in masks)
     # The optimizer state comes back keyed by parameter, bit for bit.
-    opt2 = make_optimizer(loaded, lr=1e-3)
+    opt2 = optimizer_for(loaded, PretrainConfig(lr=1e-3))
     ckpt.load_optimizer(path, loaded, opt2)
     for p1, p2 in zip(model.parameters(), loaded.parameters(), strict=True):
         for k in ("exp_avg", "exp_avg_sq", "step"):

@@ -28,6 +28,19 @@ def _unit(home: Path, kind: str, content: Any, cfg: PipelineConfig) -> Artifact:
     return unit_artifact(home, "parse", kind, content, settings, t.PARSER_VERSION)
 
 
+def heal(home: Path, download: Artifact, quarantined: list[dict[str, str]]) -> None:
+    """Make the next run retry exactly the quarantined inputs: move each raw file aside (to
+    `<home>/quarantine/`, for inspection), so its download unit no longer holds and fetches it
+    again, and reopen the download stage; every other unit stays done."""
+    for q in quarantined:
+        src = home / q["input"]
+        if src.is_file():
+            dest = home / "quarantine" / q["input"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src.replace(dest)
+    download.manifest_path.unlink(missing_ok=True)
+
+
 def run(
     cfg: PipelineConfig, home: Path, out: Artifact, inputs: dict[str, Artifact]
 ) -> dict[str, Any]:
@@ -86,6 +99,13 @@ def run(
         shards += entries
     for q in quarantined:
         log.warning("parse: quarantined %s: %s", q["input"], q["error"])
+    if len(quarantined) > p.max_quarantined:
+        heal(home, inputs["download"], quarantined)
+        raise RuntimeError(
+            f"parse: {len(quarantined)} input file(s) quarantined (parse.max_quarantined is "
+            f"{p.max_quarantined}): {', '.join(q['input'] for q in quarantined)}; the next run "
+            "fetches and parses exactly these again"
+        )
     total = {
         "documents": sum(s["n_docs"] for s in shards),
         "shards": len(shards),

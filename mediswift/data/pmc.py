@@ -37,7 +37,14 @@ from typing import Any
 from lxml import etree
 
 from mediswift.data.shards import Document, write_sharded
-from mediswift.data.xml import XMLParseError, iter_elements, release, text_of
+from mediswift.data.xml import (
+    DEFAULT_LIMITS,
+    XMLLimits,
+    XMLParseError,
+    iter_elements,
+    release,
+    text_of,
+)
 
 XLINK = "{http://www.w3.org/1999/xlink}"
 ALI = "{http://www.niso.org/schemas/ali/1.0/}"
@@ -237,11 +244,15 @@ def article_document(
 
 
 def iter_pmc(
-    path: Path | str, hints: PmcHints = PmcHints(), stats: PmcStats | None = None
+    path: Path | str,
+    hints: PmcHints = PmcHints(),
+    stats: PmcStats | None = None,
+    limits: XMLLimits = DEFAULT_LIMITS,
 ) -> Iterator[Document]:
     """The articles of one JATS file, in file order. `hints` apply to its first article only
-    (a Cloud Service file holds exactly one)."""
-    for i, article in enumerate(iter_elements(path, ("article",))):
+    (a Cloud Service file holds exactly one). A file over the size caps of `limits` raises
+    `XMLLimitError` while it streams."""
+    for i, article in enumerate(iter_elements(path, ("article",), limits)):
         try:
             doc = article_document(article, hints if i == 0 else PmcHints(), stats)
         except ValueError as e:
@@ -260,13 +271,18 @@ class PmcInput:
 
 
 def parse_pmc_batch(
-    articles: Sequence[PmcInput], out_dir: Path, rows_per_shard: int, quarantine: bool = False
+    articles: Sequence[PmcInput],
+    out_dir: Path,
+    rows_per_shard: int,
+    quarantine: bool = False,
+    limits: XMLLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """Parse a batch of PMC article files into document shards under `out_dir`.
 
     A bad file fails the batch (no shard is left), or with `quarantine` is listed in
     "quarantined" and left out while the rest of the batch is written. Each file is read
-    completely before any of its articles is written, so a file is in or out as a whole.
+    completely before any of its articles is written, so a file is in or out as a whole; a file
+    over the size caps of `limits` is a bad file like any other.
     """
     stats = PmcStats()
     quarantined: list[dict[str, str]] = []
@@ -274,7 +290,7 @@ def parse_pmc_batch(
     def docs() -> Iterator[Document]:
         for a in articles:
             try:
-                file_docs = list(iter_pmc(a.path, a.hints, stats))
+                file_docs = list(iter_pmc(a.path, a.hints, stats, limits))
             except (XMLParseError, ValueError, OSError) as e:
                 if not quarantine:
                     raise

@@ -24,7 +24,7 @@ from typing import Any
 from lxml import etree
 
 from mediswift.data.shards import Document, write_sharded
-from mediswift.data.xml import head, iter_elements, release, text_of
+from mediswift.data.xml import DEFAULT_LIMITS, XMLLimits, head, iter_elements, release, text_of
 
 RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 LEGACY_TAGS = ("MedlineCitation", "DeleteCitation")  # MedlineCitationSet (before 2017)
@@ -153,17 +153,20 @@ def book_document(record: etree._Element) -> Document:
     return doc
 
 
-def iter_pubmed(path: Path | str, stats: PubmedStats | None = None) -> Iterator[Document]:
+def iter_pubmed(
+    path: Path | str, stats: PubmedStats | None = None, limits: XMLLimits = DEFAULT_LIMITS
+) -> Iterator[Document]:
     """The documents of one PubMed XML file (.xml or .xml.gz), in file order.
 
     `stats`, when given, is filled in as the file is read (counts and deleted PMIDs).
-    A malformed file raises `XMLParseError` naming the file and the position.
+    A malformed file raises `XMLParseError` naming the file and the position; one over the
+    size caps of `limits` (a decompression bomb) raises `XMLLimitError` while it streams.
     """
     stats = stats if stats is not None else PubmedStats()
     # Only a legacy file's records are bare MedlineCitation elements: listening for that tag
     # in a PubmedArticleSet would add an event per record.
     tags = LEGACY_TAGS if b"<MedlineCitationSet" in head(path) else RECORD_TAGS
-    for el in iter_elements(path, tags):
+    for el in iter_elements(path, tags, limits):
         tag = el.tag
         if tag == "PubmedArticle":
             citation = el.find("MedlineCitation")
@@ -187,11 +190,14 @@ def iter_pubmed(path: Path | str, stats: PubmedStats | None = None) -> Iterator[
         yield doc
 
 
-def parse_pubmed_file(path: Path | str, out_dir: Path, rows_per_shard: int) -> dict[str, Any]:
-    """Parse one PubMed file into document shards under `out_dir` (all or nothing).
+def parse_pubmed_file(
+    path: Path | str, out_dir: Path, rows_per_shard: int, limits: XMLLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """Parse one PubMed file into document shards under `out_dir` (all or nothing), within the
+    size caps of `limits`.
 
     Returns {"shards": [(path, n_docs)], "deleted_pmids": [...], "counts": {...}}.
     """
     stats = PubmedStats()
-    shards = write_sharded(iter_pubmed(path, stats), out_dir, rows_per_shard)
+    shards = write_sharded(iter_pubmed(path, stats, limits), out_dir, rows_per_shard)
     return {"shards": shards, "deleted_pmids": stats.deleted, "counts": stats.as_dict()}

@@ -2,7 +2,7 @@
 
 Every XML file goes through `iter_elements`: `lxml.etree.iterparse` with entity expansion, DTD
 loading and network access switched off and lxml's size limits left on (`huge_tree=False`).
-Two more guards:
+Three more guards:
 
 - A document whose internal DTD subset declares entities (the XXE and billion-laughs shapes) is
   refused with `UnsafeXMLError` before any of its text is used. PubMed and PMC files only ever
@@ -10,6 +10,13 @@ Two more guards:
   stops a billion-laughs file even earlier, as a syntax error.
 - Parse and decompression errors (malformed XML, a truncated gzip) become `XMLParseError`, which
   names the file and the position (line and column of the XML, or compressed bytes read).
+- Size caps (`XMLLimits`) on the decompressed bytes of a file and on any single text run,
+  comment, tag (its attribute values), CDATA section or processing instruction, enforced on the
+  bytes as they stream towards libxml2 (`GuardedStream`): lxml's incremental parser keeps a
+  comment, CDATA section, PI or start tag whole in its input buffer until it sees the end, so a
+  1 MB gzip expanding to an 800 MB comment used to cost 800 MB before libxml2 refused it. Over a
+  cap the read fails with `XMLLimitError`, naming the file, before libxml2 holds more than the
+  cap.
 
 Memory stays flat because the caller hands every finished element back to `release`, which
 clears it and deletes the already processed siblings before it, so the tree never grows.
@@ -18,9 +25,11 @@ clears it and deletes the already processed siblings before it, so the tree neve
 from __future__ import annotations
 
 import gzip
+import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -45,6 +54,155 @@ class XMLParseError(ValueError):
 
 class UnsafeXMLError(XMLParseError):
     """A file that declares DTD entities (possible XXE or entity-expansion attack)."""
+
+
+class XMLLimitError(XMLParseError):
+    """A file over one of the `XMLLimits` (possible decompression bomb), refused while streaming."""
+
+
+@dataclass(frozen=True)
+class XMLLimits:
+    """Caps on what one XML file may cost, checked before libxml2 buffers the bytes.
+
+    `max_bytes`: decompressed bytes per file (a PubMed baseline file is ~200 MB, so 2 GiB leaves
+    room for growth while stopping a gzip bomb). `max_node_bytes`: the longest run of raw bytes
+    one text node, comment, tag with its attributes, CDATA section or processing instruction may
+    span (real ones stay far below 1 MB; libxml2 refuses a text node over 10 MB by itself).
+    Peak memory of a refused file stays near `max_node_bytes` above a clean run.
+    """
+
+    max_bytes: int = 2 << 30
+    max_node_bytes: int = 64 << 20
+
+
+DEFAULT_LIMITS = XMLLimits()
+# lxml's iterparse reads 32 KiB at a time; a caller asking for more still gets at most this.
+READ_CHUNK = 1 << 20
+# Where a comment, CDATA section or PI starts, and how it ends (and what to call it).
+_OPENER = re.compile(rb"<(!--|!\[CDATA\[|\?)")
+_SPECIAL = {
+    b"!--": (b"-->", "comment"),
+    b"![CDATA[": (b"]]>", "CDATA section"),
+    b"?": (b"?>", "processing instruction"),
+}
+# Bytes held back between reads: an opener (up to 9 bytes) or an end may straddle two reads.
+_HOLD = 8
+
+
+class RunGuard:
+    """A streaming lexical check: how far the current node runs in the raw bytes.
+
+    Outside comments, CDATA and PIs every text node and every attribute value lies between two
+    `<` (XML forbids `<` in both), so the distance between consecutive `<` bounds them, and the
+    tag around them. A comment, CDATA section or PI may contain `<`; it is measured from its
+    opener to its end marker instead. This runs in C string searches, a few per read: it does
+    not parse XML, only bounds what libxml2 could be made to buffer.
+    """
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit = path, limit
+        self.pending = b""  # held-back tail of the last read
+        self.offset = 0  # decompressed offset of pending[0]
+        self.end: bytes | None = None  # end marker of the open comment/CDATA/PI
+        self.kind = ""  # what the open comment/CDATA/PI is called
+        self.start = 0  # decompressed offset where the current run started
+        self.in_tag = False  # inside a tag (for the message only)
+
+    def feed(self, chunk: bytes) -> None:
+        """Check the next decompressed bytes; an empty chunk marks the end of the file."""
+        data = self.pending + chunk if self.pending else chunk
+        stop = max(len(data) - _HOLD, 0) if chunk else len(data)
+        pos = 0
+        while pos < stop:
+            pos = (
+                self._markup(data, pos, stop)
+                if self.end is None
+                else self._special(data, pos, stop)
+            )
+        self.offset += pos
+        self.pending = data[pos:]
+
+    def _markup(self, data: bytes, pos: int, stop: int) -> int:
+        """Text and tags up to the next comment/CDATA/PI opener (or `stop`)."""
+        m = _OPENER.search(data, pos)
+        seg_end = m.start() if m is not None and m.start() < stop else stop
+        self._lt_gaps(data, pos, seg_end)
+        if m is None or seg_end == stop:
+            return stop
+        self.end, self.kind = _SPECIAL[m.group(1)]
+        self.start = self.offset + m.start()
+        return m.end()
+
+    def _lt_gaps(self, data: bytes, lo: int, hi: int) -> None:
+        """Check every distance between consecutive `<` in data[lo:hi], and the open run."""
+        first = data.find(b"<", lo, hi)
+        if first < 0:
+            self.in_tag = self.in_tag and data.find(b">", lo, hi) < 0
+            self._check(self.offset + hi, "tag" if self.in_tag else "text node")
+            return
+        self.in_tag = self.in_tag and data.find(b">", lo, first) < 0
+        self._check(self.offset + first, "tag" if self.in_tag else "text node")
+        last = data.rfind(b"<", first, hi)
+        if last - first > self.limit:  # only with tiny limits: gaps inside the segment too
+            self._each_gap(data, first, last)
+        self.start = self.offset + last
+        self.in_tag = data.rfind(b">", last, hi) < 0
+        self._check(self.offset + hi, "tag" if self.in_tag else "text node")
+
+    def _each_gap(self, data: bytes, first: int, last: int) -> None:
+        p = first
+        while p < last:
+            q = data.find(b"<", p + 1, last + 1)
+            self.start = self.offset + p
+            self._check(self.offset + q, "tag or text node")
+            p = q
+
+    def _special(self, data: bytes, pos: int, stop: int) -> int:
+        """Inside a comment, CDATA section or PI: find its end marker."""
+        assert self.end is not None
+        i = data.find(self.end, pos)
+        if i < 0:
+            self._check(self.offset + stop, self.kind)
+            return stop
+        self._check(self.offset + i, self.kind)
+        after = i + len(self.end)
+        self.end = None
+        self.in_tag = False
+        self.start = self.offset + after
+        return after
+
+    def _check(self, at: int, kind: str) -> None:
+        if at - self.start > self.limit:
+            raise XMLLimitError(
+                f"{self.path}: refusing XML: a {kind} starting at decompressed byte {self.start} "
+                f"runs past the limit of {self.limit} bytes per node (possible decompression "
+                "bomb; the cap is `max_node_bytes` of the parse limits)"
+            )
+
+
+class GuardedStream:
+    """The decompressed bytes of one file, read through `XMLLimits` before libxml2 sees them.
+
+    Why a reader: libxml2 refuses an oversized node only once it has buffered it, so the cap
+    has to act on the bytes on their way in; lxml's iterparse pulls them with `read`, so a
+    limit raised here stops the parse with no more than one read of extra bytes buffered.
+    """
+
+    def __init__(self, stream: IO[bytes], path: Path, limits: XMLLimits):
+        self.stream, self.path, self.limits = stream, path, limits
+        self.total = 0
+        self.guard = RunGuard(path, limits.max_node_bytes)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(READ_CHUNK if n is None or n < 0 else min(n, READ_CHUNK))
+        self.total += len(data)
+        if self.total > self.limits.max_bytes:
+            raise XMLLimitError(
+                f"{self.path}: refusing XML: more than {self.limits.max_bytes} decompressed bytes "
+                "(possible decompression bomb; the cap is `max_bytes` of the parse limits)"
+            )
+        self.guard.feed(data)
+        return data
 
 
 _local = threading.local()
@@ -81,19 +239,23 @@ def check_entities(element: etree._Element, path: Path) -> None:
         )
 
 
-def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Element]:
+def iter_elements(
+    path: Path | str, tags: Iterable[str], limits: XMLLimits = DEFAULT_LIMITS
+) -> Iterator[etree._Element]:
     """Yield each element whose tag is in `tags` (in document order; tags must not nest, and
     records must be the root or its children, as in every PubMed and PMC format).
 
-    Files larger than `WHOLE_FILE_BYTES` and every gzip file stream through `iterparse`, so
-    memory stays flat whatever their size. Smaller plain files (a PMC article, an efetch reply)
-    are parsed whole by libxml2 with the same settings, which is faster and bounded by the
-    small size. The caller must pass every element it is done with to `release`.
+    Files larger than `WHOLE_FILE_BYTES` (or than the node cap) and every gzip file stream
+    through `iterparse`, reading through `GuardedStream`, so memory stays flat whatever their
+    size and a decompression bomb fails with `XMLLimitError` before libxml2 buffers it. Smaller
+    plain files (a PMC article, an efetch reply) are parsed whole by libxml2 with the same
+    settings, which is faster and bounded by the small size. The caller must pass every element
+    it is done with to `release`.
     """
     path = Path(path)
     stream, raw = open_binary(path)
     try:
-        if stream is raw and path.stat().st_size <= WHOLE_FILE_BYTES:
+        if stream is raw and path.stat().st_size <= _whole_file_bytes(limits):
             root = etree.parse(str(path), safe_parser()).getroot()
             check_entities(root, path)
             # Records are the root itself (a single JATS article) or children of the root
@@ -102,7 +264,8 @@ def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Elem
             yield from [root] if root.tag in wanted else list(root.iterchildren(*wanted))
             return
         checked = False
-        context = etree.iterparse(stream, events=("end",), tag=tuple(tags), **SAFE_PARSER_OPTIONS)
+        guarded = GuardedStream(stream, path, limits)
+        context = etree.iterparse(guarded, events=("end",), tag=tuple(tags), **SAFE_PARSER_OPTIONS)
         for _, element in context:
             if not checked:
                 check_entities(element, path)
@@ -121,6 +284,11 @@ def iter_elements(path: Path | str, tags: Iterable[str]) -> Iterator[etree._Elem
     finally:
         stream.close()
         raw.close()
+
+
+def _whole_file_bytes(limits: XMLLimits) -> int:
+    """Plain files up to this size are parsed whole: no node in them can pass the caps."""
+    return min(WHOLE_FILE_BYTES, limits.max_node_bytes, limits.max_bytes)
 
 
 def release(element: etree._Element) -> None:

@@ -1,12 +1,18 @@
-"""Dense fine-tuning with soft prompts on PubMedQA and HoC (the paper's Sections 2.2 and 4).
+"""Dense fine-tuning with soft prompts on downstream tasks (the paper's Sections 2.2 and 4).
 
-formats   the task interface: examples, target sentences, candidate grammar, parsing, metric
+task      the plug-in base: settings, files, splits, targets, parsing, metric, table layout
+registry  name -> task class (built-ins, entry points, `register`)
 pubmedqa  PQA-L (official split), PQA-A / PQA-U for multi-stage fine-tuning
 hoc       Hallmarks of Cancer, BLURB split, document-level multi-label targets
+bc5cdr    BC5CDR chemical-induced-disease relations, end to end by generation (as BioGPT)
+ddi       DDI-2013 drug-drug interactions, end to end by generation (as BioGPT)
+formats   examples, candidates and their JSONL files
+sources   fetching a task's raw files into the home
 metrics   accuracy and micro-F1
 scoring   batching, loss masks, constrained scoring and greedy generation
 trainer   one dense fine-tune with early stopping on the dev metric
+plan      content keys of task data and grid points, and the stage manifest
 point     one grid point (variant, task, batch, lr, seed): load, train, evaluate, save
 grid      grid points, selection of (batch, lr) by mean dev metric, mean/std over seeds
-tables    Tables 3 and 4 (Markdown and CSV) and the accuracy-vs-FLOPs plot
+tables    one table per task (Markdown and CSV) and the metric-vs-FLOPs plot
 """

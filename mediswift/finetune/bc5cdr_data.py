@@ -142,6 +142,7 @@ def iter_pubtator(path: Path) -> Iterator[PubTatorDocument]:
     """The documents of a PubTator file, one at a time; a ValueError names file:line on bad input."""
     seen: set[str] = set()
     doc: _Builder | None = None
+    n = 0
     with open(path, encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             where = f"{path}:{n}"
@@ -169,22 +170,24 @@ def iter_pubtator(path: Path) -> Iterator[PubTatorDocument]:
             fields = line.split("\t")
             if doc is None or doc.abstract is None:
                 raise ValueError(f"{where}: annotation line before a title and abstract")
-            if fields[0] != doc.pmid:
-                raise ValueError(f"{where}: PMID {fields[0]!r} inside document {doc.pmid}")
-            if len(fields) == 4 and not fields[1].isdigit():
-                rtype, chemical, disease = fields[1:]
-                if not (chemical and disease):
-                    raise ValueError(f"{where}: {rtype} relation with an empty id")
-                doc.relations.append((rtype, chemical, disease))
-            elif len(fields) in (6, 7):
-                doc.mentions.append(_mention(fields, f"{doc.title} {doc.abstract}", where))
-            else:
+            if len(fields) not in (4, 6, 7):
                 raise ValueError(
                     f"{where}: expected a title/abstract line, a mention (6-7 tab-separated "
                     f"fields) or a relation (4 fields), got {len(fields)} field(s)"
                 )
+            if fields[0] != doc.pmid:
+                raise ValueError(f"{where}: PMID {fields[0]!r} inside document {doc.pmid}")
+            if len(fields) == 4:
+                rtype, chemical, disease = fields[1:]
+                if not rtype or rtype.isdigit():
+                    raise ValueError(f"{where}: relation type {rtype!r} (a 4-field line)")
+                if not (chemical and disease):
+                    raise ValueError(f"{where}: {rtype} relation with an empty id")
+                doc.relations.append((rtype, chemical, disease))
+            else:
+                doc.mentions.append(_mention(fields, f"{doc.title} {doc.abstract}", where))
     if doc is not None:
-        yield doc.build(f"{path}:end")
+        yield doc.build(f"{path}:{n}")
 
 
 def name_to_id(doc: PubTatorDocument, entity_type: str) -> dict[str, str]:

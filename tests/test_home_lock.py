@@ -1,0 +1,118 @@
+"""One writer per home: a second run waits for (or, asked to, refuses) a live holder; the lock
+of a killed holder is taken over at once; three real runs started together on one home against a
+slow loopback HTTP mirror all succeed and leave the home as one run would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_download import MirrorServer
+
+from mediswift.lock import HomeBusy, home_lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from mediswift.lock import home_lock
+with home_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _holder(home: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(home)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_busy_home_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(HomeBusy, match=rf"in use by pid {proc.pid} on .* since "):
+            with home_lock(tmp_path, wait_s=0):
+                pass
+        waited: list[str] = []
+        with pytest.raises(HomeBusy):
+            with home_lock(tmp_path, wait_s=0.3, on_wait=waited.append, poll_s=0.05):
+                pass
+        assert len(waited) == 1 and "waiting" in waited[0]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # The kernel dropped the dead holder's lock: taken at once, and the file names us now.
+    with home_lock(tmp_path, wait_s=0):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_waiting_run_goes_on_when_the_holder_ends(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def first() -> None:
+        with home_lock(tmp_path):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.1)
+    with home_lock(tmp_path, wait_s=10, poll_s=0.05):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]
+
+
+def _tree(home: Path) -> dict[str, int]:
+    """Every finished file of the data stages (name -> size): what a run leaves behind."""
+    out = {}
+    for stage in ("raw", "download", "parse", "filter"):
+        for p in sorted((home / stage).rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                out[str(p.relative_to(home))] = p.stat().st_size
+    return out
+
+
+@pytest.mark.slow
+def test_three_runs_at_once_on_one_home(mirror_dir: Path, tmp_path: Path) -> None:
+    server = MirrorServer(mirror_dir, delay_s=0.02)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "PREFECT_API_URL": "", "MEDISWIFT_MIRROR": server.url.rstrip("/")}
+    cmd = [
+        sys.executable, "-m", "mediswift.cli", "run", "--recipe", "tests/recipes/tiny.yaml",
+        "--stages", "download,parse,filter",
+    ]  # fmt: skip
+    try:
+        procs = [
+            subprocess.Popen(
+                [*cmd, "--home", str(tmp_path / "shared")],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        errs = [p.communicate(timeout=600)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errs
+        single = subprocess.run(
+            [*cmd, "--home", str(tmp_path / "single")], cwd=REPO, env=env, capture_output=True
+        )
+        assert single.returncode == 0, single.stderr
+    finally:
+        server.shutdown()
+    assert _tree(tmp_path / "shared") == _tree(tmp_path / "single")
+    assert sum("waiting for it to finish" in e for e in errs) >= 1

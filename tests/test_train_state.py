@@ -1,0 +1,137 @@
+"""Checkpointed state as named parts: save a run's parts, restore them into a freshly built run,
+and the two continue bit for bit alike; the on-disk layout is the one the loaders read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mediswift.config import PretrainConfig
+from mediswift.model import GPT, GPTConfig
+from mediswift.sparsity import DynamicSparsity, MaskedParams, make_masks
+from mediswift.train import checkpoint as ckpt
+from mediswift.train.distributed import Dist
+from mediswift.train.loop import LoopConfig, TrainState, train
+from mediswift.train.optim import optimizer_for
+from mediswift.train.state import (
+    DynamicSparsityState,
+    LoaderState,
+    MaskState,
+    ModelState,
+    OptimizerState,
+    ProgressState,
+    RNGState,
+    Snapshot,
+    TrainCheckpoint,
+)
+from mediswift.train.synthetic import SyntheticTokens
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+D = Dist()
+CFG = PretrainConfig(steps=12, lr=3e-3, log_every=1, dropout=0.1)
+
+
+@dataclass
+class Built:
+    model: GPT
+    masked: MaskedParams
+    dynamic: DynamicSparsity
+    opt: torch.optim.Optimizer
+    loader: SyntheticTokens
+    state: TrainState
+    checkpoint: TrainCheckpoint
+
+    def fit(self, steps: int) -> list[float]:
+        cfg = replace(LoopConfig.from_settings(CFG), steps=steps)
+        train(self.model, self.opt, self.loader, cfg, D, self.state, self.masked, self.dynamic)
+        return [r["train_loss"] for r in self.state.curve]
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
+
+
+def build(init_seed: int) -> Built:
+    """A small sparse run with dynamic masks and dropout: every part of the state matters."""
+    torch.manual_seed(init_seed)
+    model = GPT(
+        GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=64, block_size=32, dropout=0.1)
+    )
+    masked = MaskedParams(model, make_masks(model, 0.5, seed=init_seed))
+    masked.apply_to_weights()
+    dynamic = DynamicSparsity(masked, "set", total_steps=12, update_every=2, seed=init_seed)
+    opt = optimizer_for(model, CFG)
+    loader = SyntheticTokens(64, 16, 4, seed=0)  # its seed is configuration, not state
+    state = TrainState()
+    parts = {
+        "progress": ProgressState(state),
+        "model": ModelState(model, D, sharded=False),
+        "masks": MaskState(masked, D),
+        "optimizer": OptimizerState(model, opt, D, sharded=False),
+        "dynamic": DynamicSparsityState(dynamic, D),
+        "loader": LoaderState(loader, D),
+        "rng": RNGState(D),
+    }
+    return Built(
+        model, masked, dynamic, opt, loader, state, TrainCheckpoint(model.config, D, parts)
+    )
+
+
+def test_restored_parts_continue_bitwise(tmp_path: Path) -> None:
+    ref = build(init_seed=0)  # never interrupted
+    ref.fit(6)
+    ref.fit(12)
+
+    a = build(init_seed=0)
+    a.fit(6)
+    path = a.checkpoint.save(ckpt.step_dir(tmp_path, 6))
+    # The layout every loader reads: the same files as before the parts existed.
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "masks.safetensors",
+        "model.safetensors",
+        "train_state.json",
+        "train_state.safetensors",
+    ]
+    assert all(torch.equal(ckpt.load_masks(path)[n], m) for n, m in a.masked.bool_masks().items())
+
+    b = build(init_seed=1)  # other weights, masks, generators and data position: all restored
+    b.checkpoint.load(path)
+    assert b.state.step == 6 and b.state.curve == a.state.curve
+    assert same_weights(a.model, b.model)
+    assert b.masked.bool_masks().keys() == a.masked.bool_masks().keys()
+    assert all(torch.equal(b.masked.bool_masks()[n], m) for n, m in a.masked.bool_masks().items())
+
+    # Dropout (the RNG), data order (the loader), SET (masks, generator) and AdamW line up.
+    assert b.fit(12) == [r["train_loss"] for r in ref.state.curve]
+    assert same_weights(ref.model, b.model)
+    assert ref.masked.bool_masks().keys() == b.masked.bool_masks().keys()
+    assert all(torch.equal(b.masked.bool_masks()[n], m) for n, m in ref.masked.bool_masks().items())
+
+
+def test_final_checkpoint_holds_weights_and_masks_only(tmp_path: Path) -> None:
+    a = build(init_seed=0)
+    a.fit(2)
+    path = a.checkpoint.save(tmp_path / "final", only=("model", "masks"))
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "masks.safetensors",
+        "model.safetensors",
+    ]
+    loaded = ckpt.load_model(path)
+    assert same_weights(a.model, loaded)
+    with pytest.raises(FileNotFoundError, match="no train state"):
+        build(init_seed=0).checkpoint.load(path)
+
+
+def test_parts_may_not_overwrite_each_other() -> None:
+    snap = Snapshot({ckpt.TRAIN_TENSORS_FILE: {"x": torch.zeros(1)}}, {"step": 1})
+    with pytest.raises(ValueError, match="rewrites"):
+        snap.merge(Snapshot({ckpt.TRAIN_TENSORS_FILE: {"x": torch.ones(1)}}), "other")
+    with pytest.raises(ValueError, match="rewrites"):
+        snap.merge(Snapshot(json={"step": 2}), "other")
