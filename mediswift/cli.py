@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tokens(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
 def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
     from mediswift.flops import main_flops
 
@@ -84,7 +91,7 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
     lines += [
         "",
         f"pre-training: model {pt.model}, {pt.steps:,} steps x batch {pt.global_batch} x "
-        f"MSL {pt.seq_len} = {tokens / 1e9:.2f}B tokens per variant",
+        f"MSL {pt.seq_len} = {_tokens(tokens)} tokens per variant",
     ]
     dense = main_flops(pt.model, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
     for s in pt.sparsity_levels:

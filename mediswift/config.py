@@ -289,7 +289,12 @@ def settings_reference() -> str:
         "",
     ]
     for title, cls in sections:
-        lines += [f"## `{title}`", "", "| setting | role | default | meaning |", "|---|---|---|---|"]
+        lines += [
+            f"## `{title}`",
+            "",
+            "| setting | role | default | meaning |",
+            "|---|---|---|---|",
+        ]
         for name, f in cls.model_fields.items():
             default = "(required)" if f.is_required() else f.get_default(call_default_factory=True)
             if isinstance(default, BaseModel):

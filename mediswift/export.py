@@ -48,6 +48,8 @@ TOKENIZER_SOURCE = Path(__file__).parent / "hf" / f"{TOKENIZER_MODULE}.py"
 SOFT_PROMPT_FILE = "soft_prompt.safetensors"
 CARD_FILE = "README.md"
 EXPORT_FORMAT = 1
+# NLM's terms for its downloadable data (PubMed): what the card's licence metadata points to.
+NLM_TERMS = "https://www.nlm.nih.gov/databases/download/terms_and_conditions.html"
 
 # The special pieces of our sentencepiece models (`mediswift.text.bpe`), by role.
 SPECIAL_PIECES = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
@@ -74,6 +76,13 @@ CARD_FIELDS: dict[str, str] = {
 }
 _CARD_HIDDEN = {"checkpoint", "loss_curve"}
 
+# The GPTConfig fields whose effect on the computation `hf_config`/`hf_state_dict` reproduce. A
+# new field (another activation, norm or position scheme) must be mapped here before export
+# can claim equal logits, so an unknown one stops the export instead of exporting silently.
+SUPPORTED_CONFIG = frozenset(
+    {"n_layer", "n_head", "d_model", "vocab_size", "block_size", "dropout", "bias"}
+)
+
 
 def export_model(
     checkpoint_dir: Path,
@@ -98,6 +107,12 @@ def export_model(
     )
     card = dict(card or {})
     cfg = read_config(checkpoint_dir)
+    unknown = set(cfg.to_dict()) - SUPPORTED_CONFIG
+    if unknown:
+        raise ValueError(
+            f"{checkpoint_dir}: model setting(s) {sorted(unknown)} have no GPT-2 mapping in "
+            "mediswift.export yet; exporting would not reproduce the model"
+        )
     weights = load_file(str(checkpoint_dir / MODEL_FILE))
     tok = Tokenizer.load(tokenizer_dir)  # checks that bpe.model matches tokenizer.json
     if cfg.vocab_size < tok.vocab_size:
@@ -343,6 +358,7 @@ def _front_matter(task: str | None) -> str:
         "language: en",
         "license: other",
         "license_name: pubmed-and-pmc-data-terms",
+        f"license_link: {NLM_TERMS}",
         "library_name: transformers",
         "pipeline_tag: text-generation",
         "tags:",
@@ -402,6 +418,7 @@ def _model_section(
         ("vocabulary", f"{cfg.vocab_size:,} (Moses + sentencepiece BPE, tokenizer {tok.hash})"),
         ("parameters", f"{stats['params']:,} (non-embedding {stats['non_embedding_params']:,})"),
         ("non-zero non-embedding parameters", f"{stats['nonzero_non_embedding_params']:,}"),
+        ("active parameters in pre-training", _int(card, "active_params")),
         (
             "active non-embedding parameters in pre-training",
             _int(card, "active_non_embedding_params"),
@@ -443,7 +460,7 @@ def _sparsity_section(stats: dict[str, Any], card: dict[str, Any]) -> str:
         lines += [
             "",
             "Fine-tuning was dense: the masks were dropped and the masked weights, starting at "
-            "zero, trained like the others, so a fine-tuned point has few exact zeros left.",
+            "zero, trained like the others; the zeros measured above are what it left.",
         ]
     return "\n".join(lines)
 
@@ -591,15 +608,14 @@ def _limitations_section(cfg: GPTConfig) -> str:
 
 
 def _licence_section(card: dict[str, Any]) -> str:
-    commercial = card.get("pmc_commercial_only")
-    pmc = (
-        "This model was trained only on articles whose licence allows commercial use "
-        "(`download.pmc_commercial_only: true`)."
-        if commercial
-        else "Unless the export says otherwise above, non-commercial licences (CC BY-NC and "
-        "similar) were included; set `download.pmc_commercial_only: true` to train on "
-        "commercial-use licences only."
-    )
+    pmc = {
+        True: "This model was trained only on articles whose licence allows commercial use "
+        "(`download.pmc_commercial_only: true`).",
+        False: "Articles under non-commercial licences (CC BY-NC and similar) were included; "
+        "`download.pmc_commercial_only: true` trains on commercial-use licences only.",
+        None: "Whether non-commercial licences were included is not recorded here: the "
+        "pipeline includes them unless `download.pmc_commercial_only: true` is set.",
+    }[None if card.get("pmc_commercial_only") is None else bool(card["pmc_commercial_only"])]
     return f"""## Licence of the data
 
 The weights are derived from the training data; there is no separate licence for them beyond
@@ -607,7 +623,7 @@ the data's terms (Hub metadata: `license: other`).
 
 - **PubMed abstracts** are distributed by the U.S. National Library of Medicine under NLM's
   terms and conditions for downloading its data
-  (https://www.nlm.nih.gov/databases/download/terms_and_conditions.html). NLM does not own the
+  ({NLM_TERMS}). NLM does not own the
   abstracts: some are copyrighted by their publishers or authors.
 - **PubMed Central Open Access subset**: each article carries its own licence (CC0, CC BY,
   CC BY-SA, CC BY-ND, CC BY-NC and variants, or other), recorded per article in the download

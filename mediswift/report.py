@@ -108,7 +108,8 @@ def build_report(
         f"# MediSwift report: recipe `{cfg.name}`",
         "## Pre-training data (Table 1)\n\n" + data_section(arts),
         "## Pre-training (Tables 2 and 6)\n\n" + pretrain_section(arts),
-        "## Fine-tuning (Tables 3 and 4, and every other downstream task)\n\n" + finetune_section(arts),
+        "## Fine-tuning (Tables 3 and 4, and every other downstream task)\n\n"
+        + finetune_section(arts),
     ]
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in images if p.exists())
     if figures:

@@ -1,37 +1,154 @@
-"""What every MediSwift task shares: caching on content, persisted under MEDISWIFT_HOME.
+"""What every MediSwift task shares: reuse of finished units, with nothing read back by pickle.
 
-Convention: every cached task takes `key: str` as a parameter, the content key of the unit it
-produces (see `mediswift.artifacts`). The cache key is that key plus the task's source, so a
-task is Cached exactly when the same content was produced by the same code, never on its
-`INPUTS` alone. Cache records live in `<home>/prefect-cache`, next to the artifacts they stand
-for; when the artifact itself is missing (deleted by hand), the cache is refreshed.
+Convention: every cached task takes `key: str`, the content key of the unit it produces (see
+`mediswift.artifacts`), and writes the unit's `manifest.json` last. A unit with a manifest is
+done, so the artifacts themselves are the cache, and Prefect's result persistence and cache
+lookups are off for these tasks (`persist_result=False`, `NO_CACHE`).
+
+Why not Prefect's cache: its records are cloudpickles under the result storage, and a record's
+metadata names the serializer to load it with. Whoever can write to the home could plant a
+record that runs code in the next run that looks it up (even the lookup that only asks whether a
+record exists deserializes it). Switching the serializer does not help: a planted record can
+still name pickle.
+
+What replaces it: when a task returns and its unit is done, the return value is written as a
+plain JSON record, `<home>/prefect-cache/<stage>-<key>-<task>.json`, tied to the exact bytes of
+the unit's manifest. Run again for a done unit whose record matches, the task returns the
+record's value without running its code, in a Completed state named "Cached" (what the UI shows
+for a cache hit). A record that is not ours (another format, a pickle, a manifest that changed)
+is ignored with a warning and the task runs; the tasks return their manifest at once when their
+unit is done, so a lost record costs a little time, never a wrong result. Records are only ever
+read with `json.loads`, which cannot run code.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
+import inspect
+import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import Task
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect import Task, get_run_logger
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.states import Completed
 
-from mediswift.artifacts import Artifact
+from mediswift.artifacts import Artifact, content_key, write_atomic
+
+RECORD_FORMAT = "mediswift-task-result/1"
+RECORDS_DIR = "prefect-cache"
+# A record is a small dict of paths and counts; anything larger is not ours.
+MAX_RECORD_BYTES = 64 << 20
 
 
-def _key_param(context: Any, parameters: dict[str, Any]) -> str | None:
-    return parameters.get("key")
+def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The task run's logger (shown in the UI), or this module's outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
-def content_cache(home: Path) -> CachePolicy:
-    policy = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_key_param)
-    return policy.configure(key_storage=str(home / "prefect-cache"))
+def task_digest(task: Task[Any, Any]) -> str:
+    """The task's name and source: a record is reused only by the code that wrote it."""
+    source = getattr(task, "source_code", None)
+    if source is None:
+        try:
+            source = inspect.getsource(task.fn)
+        except (OSError, TypeError):
+            source = task.fn.__qualname__
+    return content_key(task.name, source)
+
+
+def record_path(home: Path, artifact: Artifact, digest: str) -> Path:
+    return home / RECORDS_DIR / f"{artifact.stage}-{artifact.key}-{digest}.json"
+
+
+def _manifest_sha(artifact: Artifact) -> str | None:
+    try:
+        return hashlib.sha256(artifact.manifest_path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _expected(artifact: Artifact, digest: str, manifest: str) -> dict[str, str]:
+    """The fields a record of this unit, task and manifest must carry."""
+    return {
+        "format": RECORD_FORMAT,
+        "stage": artifact.stage,
+        "key": artifact.key,
+        "task": digest,
+        "manifest_sha256": manifest,
+    }
+
+
+def read_record(path: Path, artifact: Artifact, digest: str) -> dict[str, Any] | None:
+    """The record of a done unit, or None (not done, no record, or a record not ours)."""
+    manifest = _manifest_sha(artifact)
+    if manifest is None or not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
+        record = json.loads(path.read_bytes())
+        expected = _expected(artifact, digest, manifest)
+        if not isinstance(record, dict) or "result" not in record:
+            raise ValueError("not a result record")
+        if any(record.get(k) != v for k, v in expected.items()):
+            raise ValueError(f"not a {RECORD_FORMAT} record of this unit, task and manifest")
+    except (OSError, ValueError) as e:  # JSON errors are ValueErrors
+        _log().warning("ignoring cache record %s (nothing in it was loaded): %s", path, e)
+        return None
+    return record
+
+
+def write_record(path: Path, artifact: Artifact, digest: str, result: Any) -> None:
+    """Record `result` for the next run, if the unit is done and JSON gives it back unchanged
+    (a value with tuples or objects in it is simply not recorded: the task runs next time)."""
+    manifest = _manifest_sha(artifact)
+    if manifest is None:
+        return
+    try:
+        if json.loads(json.dumps(result, allow_nan=False)) != result:
+            return
+        record = {**_expected(artifact, digest, manifest), "result": result}
+        write_atomic(path, json.dumps(record, sort_keys=True) + "\n")
+    except (TypeError, ValueError):
+        return
+    except OSError as e:
+        _log().warning("could not write cache record %s: %s", path, e)
+
+
+def _reusing(fn: Callable[..., Any], home: Path, artifact: Artifact, digest: str) -> Any:
+    """`fn`, answering from the unit's JSON record when the unit is done."""
+    path = record_path(home, artifact, digest)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        record = read_record(path, artifact, digest)
+        if record is not None:
+            return Completed(data=record["result"], name="Cached", message=f"{artifact.path}")
+        result = fn(*args, **kwargs)
+        write_record(path, artifact, digest, result)
+        return result
+
+    # Prefect keys the task (names in the UI, the flow tests) on the wrapped function's code.
+    run.__prefect_task_source__ = fn  # type: ignore[attr-defined]
+    return run
 
 
 def cached(task: Task, home: Path, artifact: Artifact, **options: Any) -> Task:
-    """`task` bound to the content cache for `artifact` (refreshed when it is not on disk)."""
-    return task.with_options(
-        cache_policy=content_cache(home),
-        persist_result=True,
-        refresh_cache=not artifact.done(),
-        **options,
-    )
+    """`task` reusing the result of `artifact` when it is done, with Prefect's own result
+    persistence and cache off (see the module docstring).
+
+    Submit the returned task (`.submit(...)`, as every stage does): a cache hit is a Completed
+    state named "Cached" whose data is the result, which `future.result()` unwraps.
+    """
+    clone = copy.copy(task)
+    clone.fn = _reusing(task.fn, Path(home), artifact, task_digest(task))
+    return clone.with_options(**{**options, "cache_policy": NO_CACHE, "persist_result": False})

@@ -227,6 +227,19 @@ def test_tokenizer_ids_equal_ours(
         assert hf.decode(ids) == tok.decode(ids)
 
 
+@pytest.mark.slow
+def test_tokenizer_ids_equal_ours_on_whole_mirror_corpus(
+    exported: dict, tok: Tokenizer, corpus: list[str]
+) -> None:
+    """Every document of the mirror corpus (8,163; about 25 s: Moses runs in pure Python)."""
+    hf = load_hf_tok(exported["dense"][1])
+    ours = tok.encode_batch(corpus)
+    mismatched = [
+        i for i, (t, ids) in enumerate(zip(corpus, ours, strict=True)) if hf(t)["input_ids"] != ids
+    ]
+    assert not mismatched, f"{len(mismatched)} documents differ, first {mismatched[:5]}"
+
+
 def test_card_names_sparsity_data_and_licence(exported: dict) -> None:
     card = (exported["sparse75"][1] / CARD_FILE).read_text()
     assert card.startswith("---\n") and "library_name: transformers" in card
@@ -322,6 +335,13 @@ def test_export_refuses_foreign_folders_and_bad_prompts(
     export_model(tmp_path / "ckpt", tok_dir, out)  # an earlier export is replaced
     assert (out / f"{TOKENIZER_MODULE}.py").is_file()
     assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
+
+    import mediswift.export
+
+    with pytest.MonkeyPatch.context() as mp:  # a model setting the export cannot map yet
+        mp.setattr(mediswift.export, "SUPPORTED_CONFIG", frozenset({"n_layer", "n_head"}))
+        with pytest.raises(ValueError, match="no GPT-2 mapping"):
+            export_model(tmp_path / "ckpt", tok_dir, tmp_path / "hf3")
 
     from safetensors.torch import save_file
 

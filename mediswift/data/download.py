@@ -2,7 +2,9 @@
 
 `fetch_file` is the one way a raw file comes to exist: bytes stream into a hidden `.part`
 sibling, a dropped connection resumes it with an HTTP Range request, the whole file is checked
-against its published md5, and only then is it renamed into place. A file already in place whose
+against its published md5, and only then is it renamed into place. No download may bring more
+than the client's byte cap (`HttpClient.max_download_bytes`): a Content-Length over it is
+refused before a byte is read, and a body that runs past it is cut and its `.part` removed. A file already in place whose
 md5 verifies is not fetched again. A checksum mismatch earns one fresh full download (the
 partial file may have been corrupt from an earlier crash); a second mismatch is an error naming
 the file.
@@ -25,7 +27,9 @@ from mediswift.data.http import (
     HttpClient,
     NotFoundError,
     PermanentError,
+    TooLargeError,
     TransientError,
+    check_size,
 )
 from mediswift.settings import DownloadConfig
 
@@ -38,6 +42,7 @@ __all__ = [
     "HttpClient",
     "NotFoundError",
     "PermanentError",
+    "TooLargeError",
     "TransientError",
     "client_for",
     "fetch_file",
@@ -72,12 +77,16 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fetch_file(client: HttpClient, src: str, dest: Path, md5: str | None = None) -> FetchResult:
-    """Make `dest` a verified copy of `src` (a URL or a local path).
+def fetch_file(
+    client: HttpClient, src: str, dest: Path, md5: str | None = None, max_bytes: int | None = None
+) -> FetchResult:
+    """Make `dest` a verified copy of `src` (a URL or a local path), of at most `max_bytes`
+    (default: the client's `max_download_bytes`).
 
     With `md5=None` (sources that publish no checksum) a file already in place is trusted: it
     was renamed there only after a complete download.
     """
+    cap = client.max_download_bytes if max_bytes is None else max_bytes
     if dest.is_file():
         digest = md5_file(dest)
         if md5 is None or digest == md5.lower():
@@ -90,7 +99,7 @@ def fetch_file(client: HttpClient, src: str, dest: Path, md5: str | None = None)
         if fresh:
             log.warning("%s: md5 %s != expected %s, one fresh download", src, digest, md5)
             part.unlink(missing_ok=True)
-        client.retry(lambda: _stream_into(client, src, part), src)
+        client.retry(lambda: _stream_into(client, src, part, cap), src)
         digest = md5_file(part)
         if md5 is None or digest == md5.lower():
             size = part.stat().st_size
@@ -103,10 +112,21 @@ def fetch_file(client: HttpClient, src: str, dest: Path, md5: str | None = None)
     )
 
 
-def _stream_into(client: HttpClient, src: str, part: Path) -> None:
-    """Append the rest of `src` to `part`, resuming from its current size."""
+def _stream_into(client: HttpClient, src: str, part: Path, cap: int) -> None:
+    """Append the rest of `src` to `part`, resuming from its current size, never past `cap`
+    bytes in all (an over-cap source leaves no `.part` behind: it is not resumable)."""
     have = part.stat().st_size if part.exists() else 0
+    try:
+        _copy(client, src, part, have, cap)
+    except TooLargeError:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _copy(client: HttpClient, src: str, part: Path, have: int, cap: int) -> None:
+    """One attempt: the bytes of `src` from `have` on, appended to (or replacing) `part`."""
     with client.open(src, have) as stream:
+        check_size(src, stream.total, cap)
         # A server may ignore Range (200) or grant a different start: write from what it sent.
         mode = "ab" if stream.offset == have and have else "wb"
         written = stream.offset if mode == "ab" else 0
@@ -115,8 +135,13 @@ def _stream_into(client: HttpClient, src: str, part: Path) -> None:
             raise TransientError(f"{src}: server resumed at {stream.offset}, expected {have}")
         with open(part, mode) as f:
             for block in stream.chunks:
-                f.write(block)
                 written += len(block)
+                if written > cap:
+                    raise TooLargeError(
+                        f"{src}: more than {cap} bytes, the download cap; cut there (the source "
+                        "does not end, or is larger than announced)"
+                    )
+                f.write(block)
             f.flush()
             os.fsync(f.fileno())
         if stream.total is not None and written != stream.total:

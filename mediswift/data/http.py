@@ -6,7 +6,8 @@ either; everything above it (resume, md5, rename) is shared.
 
 Errors are classified once, here: `TransientError` (timeouts, connection resets, a body cut
 short, 5xx, 408, 429) is worth retrying; `PermanentError` (404, other 4xx, a checksum that keeps
-failing, an unsafe name) is not. `retry()` retries transient faults with exponential backoff and
+failing, an unsafe name, a TLS certificate that does not verify, a body over the byte cap) is
+not. `retry()` retries transient faults with exponential backoff and
 full jitter, honouring `Retry-After`; the orchestration layer retries the same class only.
 
 Politeness: at most `max_connections` open connections per host in this process (a semaphore
@@ -20,6 +21,7 @@ import email.utils
 import importlib.metadata
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +40,9 @@ CHUNK = 1 << 20
 # (urllib3 raises before returning them), so a small chunk keeps a resume close to the cut.
 NET_CHUNK = 64 << 10
 MAX_RETRY_AFTER_S = 900.0
+# The most bytes one download may bring (the largest real file, a PubMed baseline file, is
+# ~100 MB compressed): past it an endless or lying body is cut instead of filling the disk.
+MAX_DOWNLOAD_BYTES = 8 << 30
 
 
 def _version() -> str:
@@ -74,6 +79,15 @@ class NotFoundError(PermanentError):
 
 class ChecksumError(PermanentError):
     """The bytes do not match their published md5, even after a fresh download."""
+
+
+class TooLargeError(PermanentError):
+    """The source is larger than the download byte cap (announced, or found while reading)."""
+
+
+class TLSError(PermanentError):
+    """The server's TLS certificate does not verify (or TLS cannot be agreed): a retry sees
+    the same certificate, so this is not retried."""
 
 
 def is_url(src: str) -> bool:
@@ -137,6 +151,7 @@ class HttpClient:
     max_connections: int = 3
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
+    max_download_bytes: int = MAX_DOWNLOAD_BYTES
     sleep: Callable[[float], None] = time.sleep
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
@@ -181,6 +196,8 @@ class HttpClient:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             try:
                 r = self._session().get(src, headers=headers, stream=True, timeout=self.timeout_s)
+            except requests.exceptions.SSLError as e:
+                raise classify_tls(src, e) from e
             except requests.RequestException as e:
                 raise TransientError(f"{src}: {type(e).__name__}: {e}") from e
             if r.status_code == 416 and offset:
@@ -216,11 +233,12 @@ class HttpClient:
 
         def once() -> bytes:
             with self.open(src) as s:
+                check_size(src, s.total, limit)
                 buf = bytearray()
                 for block in s.chunks:
                     buf += block
                     if len(buf) > limit:
-                        raise PermanentError(f"{src}: larger than {limit} bytes")
+                        raise TooLargeError(f"{src}: larger than {limit} bytes")
                 if s.total is not None and len(buf) != s.total:
                     raise TransientError(f"{src}: got {len(buf)} of {s.total} bytes")
                 return bytes(buf)
@@ -255,6 +273,48 @@ class HttpClient:
         if retry_after is None:
             return jittered
         return max(jittered, min(retry_after, MAX_RETRY_AFTER_S))
+
+
+def check_size(src: str, total: int | None, limit: int) -> None:
+    """Refuse a source whose announced size (Content-Length) is over `limit`, before reading."""
+    if total is not None and total > limit:
+        raise TooLargeError(
+            f"{src}: {total} bytes announced, over the download cap of {limit} bytes (not read)"
+        )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: requests and urllib3 nest the ssl error in args and `reason`."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or len(seen) > 32:
+            continue
+        seen.add(id(e))
+        yield e
+        nested = [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+        todo += [n for n in nested if isinstance(n, BaseException)]
+
+
+# TLS faults a retry may cure: the connection was cut during the handshake.
+_TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def classify_tls(src: str, exc: requests.exceptions.SSLError) -> DownloadError:
+    """A TLS failure: permanent (certificate verification, no common protocol) unless the
+    connection was merely cut during the handshake."""
+    causes = list(_causes(exc))
+    for e in causes:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            why = getattr(e, "verify_message", None) or e
+            return TLSError(
+                f"{src}: TLS certificate verification failed ({why}); "
+                "not retried: check the URL, the system clock and the CA bundle"
+            )
+    if any(isinstance(e, _TLS_TRANSIENT) for e in causes):
+        return TransientError(f"{src}: TLS connection cut: {exc}")
+    return TLSError(f"{src}: TLS failed: {exc}; not retried")
 
 
 def check_status(src: str, r: requests.Response) -> None:

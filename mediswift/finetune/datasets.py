@@ -58,7 +58,7 @@ def prepare_task(
         for name, exs in splits.items():
             rows = [[tok.encode(e.source), tok.encode(e.target)] for e in exs]
             write_atomic(out_dir / f"{name}.ids.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    majority = task.majority([e.label for e in splits["train"]])
+    train = splits["train"]
     info = {
         "task": task.name,
         "metric": task.metric_name,
@@ -66,12 +66,15 @@ def prepare_task(
         "full_counts": full_counts,
         "stages": [asdict(st) for st in stages],
         "tokenizer": getattr(tok, "hash", None) if tok is not None else None,
+        # The task's trivial baseline (the majority class for classification tasks).
         "majority": {
-            "label": label_to_json(majority),
-            "dev": task.metric([majority] * len(splits["dev"]), [e.label for e in splits["dev"]]),
-            "test": task.metric(
-                [majority] * len(splits["test"]), [e.label for e in splits["test"]]
-            ),
+            "label": label_to_json(task.baseline_label(train)),
+            **{
+                split: task.metric(
+                    task.baseline(train, splits[split]), [e.label for e in splits[split]]
+                )
+                for split in ("dev", "test")
+            },
         },
     }
     write_atomic(out_dir / DATA_FILE, json.dumps(info, indent=2) + "\n")

@@ -15,6 +15,8 @@ from mediswift.finetune.task import DownstreamTask
 BUILTIN = (
     "mediswift.finetune.pubmedqa",
     "mediswift.finetune.hoc",
+    "mediswift.finetune.bc5cdr",
+    "mediswift.finetune.ddi",
 )
 ENTRY_POINT_GROUP = "mediswift.tasks"
 

@@ -102,7 +102,7 @@ def table_rows(
     if task_results:
         base = task_results[0]
         row = {
-            "model": "majority class",
+            "model": task_class(task).baseline_name,
             "sparsity": "-",
             "active size": "-",
             "pre-training FLOPs": "-",
@@ -188,7 +188,8 @@ def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
                     xytext=(4, 4),
                     fontsize=8,
                 )
-        ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label="majority class")
+        baseline = task_class(task).baseline_name
+        ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label=baseline)
         ax.set_xscale("log")
         ax.set_xlabel("pre-training FLOPs")
         ax.set_ylabel(task_class(task).table.axis)

@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mediswift.finetune.formats import Example, Label, TaskFormat
 from mediswift.settings import TaskSettings
@@ -66,6 +66,8 @@ class DownstreamTask(TaskFormat):
     files: ClassVar[dict[str, str]]
     # Prediction modes the task supports ("score" needs a candidate grammar).
     modes: ClassVar[tuple[str, ...]] = ("generate", "score")
+    # What the trivial baseline row of the task's table is called.
+    baseline_name: ClassVar[str] = "majority class"
 
     def __init__(self, settings: TaskSettings | None = None):
         self.settings = settings if settings is not None else self.Settings()
@@ -91,6 +93,14 @@ class DownstreamTask(TaskFormat):
     def scores(self, preds: Sequence[Label | None], golds: Sequence[Label]) -> dict[str, float]:
         """Extra metrics reported beside the main one (e.g. precision and recall)."""
         return {}
+
+    def baseline(self, train: Sequence[Example], split: Sequence[Example]) -> list[Label]:
+        """The trivial baseline's predictions on `split` (default: the majority label)."""
+        return [self.majority([e.label for e in train])] * len(split)
+
+    def baseline_label(self, train: Sequence[Example]) -> Any:
+        """What the baseline predicts, for the manifest (default: the majority label)."""
+        return self.majority([e.label for e in train])
 
     def candidates(self, chosen: Label | None) -> list:  # pragma: no cover - see modes
         raise NotImplementedError(f"{self.name} has no candidate grammar (modes: {self.modes})")

@@ -38,6 +38,7 @@ from mediswift.flops import step_flops, training_flops
 from mediswift.model.gpt import GPT, model_config
 from mediswift.settings import PretrainConfig
 from mediswift.sparsity import (
+    METHODS,
     DynamicSparsity,
     MaskCounts,
     MaskedParams,
@@ -361,17 +362,8 @@ def _build(spec: VariantSpec, cfg: PretrainConfig, env: Setup) -> Run:
     if env.sharded:
         masked = MaskedParams(wrapped, masks)  # bind to the sharded parameters
     optimizer = optimizer_for(wrapped, cfg)
-    dynamic = None
-    if env.method in ("set", "rigl"):
-        dynamic = DynamicSparsity(
-            masked,
-            env.method,
-            cfg.steps,
-            cfg.sparsity_update_every,
-            cfg.sparsity_drop_fraction,
-            cfg.sparsity_stop_fraction,
-            seed=cfg.seed,
-        )
+    build_rule = METHODS[env.method]  # the mask-update rule of dynamic methods
+    dynamic = build_rule(masked, cfg) if build_rule is not None else None
     loader = make_train_loader(spec, d)
     state = TrainState()
     parts: dict[str, Stateful] = {
