@@ -9,6 +9,9 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.report import publish_report
+from flows.server import tie_temporary_server_to_this_process
+
+__all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
 from mediswift.config import PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides

@@ -140,8 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from flows.pipeline import mediswift
+    from flows.pipeline import mediswift, tie_temporary_server_to_this_process
     from mediswift.overrides import Overrides
+
+    tie_temporary_server_to_this_process()  # a killed run leaves no server behind
 
     args.log_path = run_log(home)
     if not args.verbose:

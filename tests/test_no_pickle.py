@@ -66,9 +66,9 @@ def _plant(home: Path, marker: Path) -> int:
     return len(names)
 
 
-def _forget_stages(home: Path) -> None:
+def _forget_stages(home: Path, mirror: Path) -> None:
     """Delete the stage manifests (not the units'): the stages run again, unit by unit."""
-    arts = plan(load_recipe(TINY), home)
+    arts = plan(load_recipe(TINY, mirror=str(mirror)), home)
     for stage in STAGES:
         arts[stage].manifest_path.unlink()
 
@@ -111,14 +111,14 @@ def test_planted_pickles_are_never_loaded(prefect_harness, mirror_dir: Path, tmp
         assert not results.exists() or not any(results.iterdir())  # Prefect persisted nothing
 
         assert _plant(home, marker) > 10
-        _forget_stages(home)
+        _forget_stages(home, mirror_dir)
         second, states = _run(home, mirror_dir)
         assert not marker.exists()
         assert second == first
         assert states and "Cached" not in states, states  # every planted record was refused
 
         # The records the re-run wrote are plain JSON: a third run reuses them, still no pickle.
-        _forget_stages(home)
+        _forget_stages(home, mirror_dir)
         third, states = _run(home, mirror_dir)
         assert not marker.exists()
         assert third == first

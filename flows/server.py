@@ -1,0 +1,69 @@
+"""The temporary Prefect server of a CLI run dies with the run.
+
+Without a configured server, Prefect starts a temporary one in a subprocess and stops it when the
+run ends normally; a run killed with SIGKILL leaves it behind (about 250 MB each). Here the
+subprocess asks the kernel for SIGTERM when its parent thread dies (`PR_SET_PDEATHSIG`, Linux),
+and checks that the parent is still there after asking (it may have died in between).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def tie_temporary_server_to_this_process() -> bool:
+    """Start Prefect's temporary server so that it dies with this process. Returns whether the
+    hook is in place (not on other platforms, or if Prefect's internals moved)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        from prefect.server.api import server
+    except ImportError:
+        return False
+    cls = getattr(server, "SubprocessASGIServer", None)
+    original = getattr(cls, "_run_uvicorn_command", None)
+    if original is None or getattr(original, "_mediswift", False):
+        return original is not None
+
+    def run_uvicorn(self: Any) -> subprocess.Popen[Any]:
+        parent = os.getpid()
+        popen = subprocess.Popen
+
+        def tied(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+            kwargs.setdefault("preexec_fn", lambda: _die_with_parent(parent))
+            return popen(*args, **kwargs)
+
+        # Only this call's Popen is tied: the method looks `subprocess.Popen` up in its module.
+        server.subprocess = _Shim(tied)  # type: ignore[attr-defined]
+        try:
+            return original(self)
+        finally:
+            server.subprocess = subprocess  # type: ignore[attr-defined]
+
+    run_uvicorn._mediswift = True  # type: ignore[attr-defined]
+    cls._run_uvicorn_command = run_uvicorn  # type: ignore[method-assign,union-attr]
+    return True
+
+
+class _Shim:
+    """`subprocess` as the server module sees it during one call, with a tied `Popen`."""
+
+    def __init__(self, popen: Any):
+        self.Popen = popen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)

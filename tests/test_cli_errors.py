@@ -1,0 +1,92 @@
+"""The command line as a user meets it: one line per error (exit 2 for bad settings, 1 for a
+fault while running), the traceback in the run's log file, Prefect's state under the home, and
+no temporary server left behind by a killed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_API_URL": ""}
+    env.pop("PREFECT_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mediswift.cli", *args, "--home", str(home)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sets", "names"),
+    [
+        (["pretrain.steps=0"], "pretrain.steps"),
+        (["pretrain.global_batch=10", "pretrain.micro_batch=3"], "global_batch 10"),
+        (["pretrain=1", "pretrain.steps=2"], "--set pretrain.steps"),
+        (["finetune.tasks=[pubmedqa, nope]"], "unknown downstream task 'nope'"),
+    ],
+)
+def test_bad_settings_one_line_exit_2(sets: list[str], names: str, tmp_path: Path) -> None:
+    args = ["run", "--recipe", "demo", "--dry-run"]
+    for s in sets:
+        args += ["--set", s]
+    r = cli(*args, home=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("mediswift: error: ")
+    assert names in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_runtime_fault_one_line_exit_1_traceback_in_log(tmp_path: Path) -> None:
+    r = cli("run", "--recipe", "tests/recipes/tiny.yaml", "--stages", "finetune", home=tmp_path)
+    assert r.returncode == 1
+    lines = [x for x in r.stderr.splitlines() if x.startswith("mediswift: error: ")]
+    assert len(lines) == 1 and "run the 'pretrain' stage first" in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    log = Path(lines[0].rsplit("(details: ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path / "logs" and "Traceback" in log.read_text()
+    # Prefect's own state lives in the home, not in the user's ~/.prefect.
+    assert (tmp_path / "prefect").is_dir()
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_temporary_server(mirror_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_API_URL": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediswift.cli", "run", "--recipe", "tests/recipes/tiny.yaml",
+         "--stages", "download", "--home", str(tmp_path), "--mirror", str(mirror_dir)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        server = None
+        deadline = time.monotonic() + 180
+        while server is None and time.monotonic() < deadline and proc.poll() is None:
+            found = subprocess.run(
+                ["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True
+            ).stdout.split()
+            server = int(found[0]) if found else None
+            time.sleep(0.2)
+        assert server is not None, "the run started no temporary server"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(server, signal.SIGKILL)
+    pytest.fail("the temporary Prefect server outlived the killed run")
