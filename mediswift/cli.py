@@ -3,6 +3,7 @@
 mediswift run --recipe demo [--stages download,parse,filter] [--mirror DIR] [--home DIR]
 mediswift run --recipe paper-xl --dry-run
 mediswift flops --model xl --sparsity 0.75 --tokens 104.86e9
+mediswift export --recipe demo --variant tiny-s75 [--task hoc] --out exports/tiny-s75
 mediswift recipes
 """
 
@@ -65,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     flops.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 104.86e9")
     flops.add_argument("--vocab-size", type=int, default=42_384)
     flops.add_argument("--seq-len", type=int, default=1024)
+
+    export = sub.add_parser(
+        "export",
+        help="write a pre-trained variant or a fine-tuned point as a Hugging Face model",
+        description="Write a checkpoint of this recipe's home as a Hugging Face model directory "
+        "(GPT-2 architecture, our tokenizer with trust_remote_code, a model card).",
+    )
+    export.add_argument("--recipe", default="demo", help="recipe name or YAML path")
+    export.add_argument("--home", default=None, help="artifact root (default: MEDISWIFT_HOME)")
+    export.add_argument("--set", dest="sets", action="append", default=[], metavar="K=V")
+    export.add_argument("--variant", required=True, help="pre-trained variant, e.g. tiny-s75")
+    export.add_argument("--task", default=None, help="export the best fine-tuned point instead")
+    export.add_argument("--out", required=True, help="output directory")
 
     sub.add_parser("recipes", help="list the recipes in deployments/recipes")
     return p
@@ -169,6 +183,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from mediswift.export import export_model
+    from mediswift.export_select import choose
+
+    try:
+        cfg = load_recipe(args.recipe, parse_set(args.sets))
+    except (FileNotFoundError, ValueError) as e:
+        raise BadSettings(str(e)) from e
+    home = home_dir(args.home)
+    arts = plan(cfg, home)
+    choice = choose(home, arts, args.variant, args.task, cfg.evaluate.plot_mode)
+    card = {
+        **choice.card,
+        "recipe": cfg.name,
+        "tokens": cfg.pretrain.tokens,
+        "pmc_commercial_only": cfg.download.pmc_commercial_only,
+    }
+    out = export_model(choice.checkpoint, arts["vocab"].path, Path(args.out), card, choice.prompt)
+    print(f"exported {card['name']} to {out}")
+    return 0
+
+
 def cmd_flops(args: argparse.Namespace) -> int:
     from mediswift.flops import main_flops
 
@@ -187,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "flops":
             return cmd_flops(args)
+        if args.command == "export":
+            return cmd_export(args)
         for path in sorted(RECIPES_DIR.glob("*.yaml")):
             print(path.stem)
         return 0

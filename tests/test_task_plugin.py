@@ -106,3 +106,14 @@ finetune:
     ev = arts["evaluate"].manifest()
     table = (arts["evaluate"].path / ev["tables"]["parity"]["md"]).read_text()
     assert table.startswith("**Parity test accuracy") and "majority class" in table
+
+    # The chosen point and its variant leave the pipeline as Hugging Face model directories.
+    from mediswift.cli import main
+
+    base = ["--recipe", str(recipe), "--home", str(home), "--variant", "tiny-s50"]
+    assert main(["export", *base, "--task", "parity", "--out", str(tmp_path / "ft")]) == 0
+    assert main(["export", *base, "--out", str(tmp_path / "pt")]) == 0
+    assert (tmp_path / "ft" / "soft_prompt.safetensors").is_file()
+    assert "parity" in (tmp_path / "ft" / "README.md").read_text()
+    assert not (tmp_path / "pt" / "soft_prompt.safetensors").exists()
+    assert main(["export", *base[:4], "--variant", "nope", "--out", str(tmp_path / "x")]) == 2

@@ -1,0 +1,65 @@
+"""Which checkpoint `mediswift export` writes out: a pre-trained variant, or the best grid point
+of a (variant, task) sweep, found through the stage manifests of a recipe's home.
+
+A fine-tuned point is chosen as the evaluate stage chose: the (batch, lr) with the best mean dev
+metric over seeds (in the recipe's plot mode, or greedy generation when the task has no
+constrained scoring), then, among its seeds, the one with the best dev metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mediswift import manifests
+from mediswift.artifacts import Artifact
+from mediswift.finetune.grid import select
+from mediswift.manifests import FinetuneManifest, PretrainManifest, VariantRecord
+
+
+@dataclass
+class ExportChoice:
+    checkpoint: Path
+    prompt: Path | None
+    card: dict[str, Any]
+
+
+def find_variant(pretrain: PretrainManifest, name: str) -> VariantRecord:
+    for v in pretrain.variants:
+        if v.name == name:
+            return v
+    known = ", ".join(v.name for v in pretrain.variants)
+    raise ValueError(f"no pre-trained variant {name!r} in this recipe's home (known: {known})")
+
+
+def choose(
+    home: Path, arts: dict[str, Artifact], variant: str, task: str | None, mode: str
+) -> ExportChoice:
+    """The checkpoint, soft prompt and card facts of what to export."""
+    pretrain = manifests.read(arts["pretrain"], PretrainManifest)
+    v = find_variant(pretrain, variant)
+    card: dict[str, Any] = {**v.model_dump(), "name": v.name}
+    if task is None:
+        return ExportChoice(home / v.checkpoint, None, card)
+    finetune = manifests.read(arts["finetune"], FinetuneManifest)
+    sweep = next((s for s in finetune.sweeps if s.variant == v.name and s.task == task), None)
+    if sweep is None:
+        have = sorted({s.task for s in finetune.sweeps})
+        raise ValueError(f"no fine-tuning sweep of {v.name} on {task!r} (tasks: {have})")
+    points = [p.model_dump() for p in sweep.points]
+    if not all(f"dev_{mode}" in p["metrics"] for p in points):
+        mode = "generate"
+    chosen = select(points, mode)
+    members = [
+        p for p in sweep.points if (p.batch_size, p.lr) == (chosen["batch_size"], chosen["lr"])
+    ]
+    best = max(members, key=lambda p: (p.metrics[f"dev_{mode}"], -p.seed))
+    unit = home / best.unit
+    card |= {
+        "name": f"{v.name}-{task}",
+        "task": task,
+        "point": {"batch_size": best.batch_size, "lr": best.lr, "seed": best.seed, "mode": mode},
+        "metrics": best.metrics,
+    }
+    return ExportChoice(unit / "checkpoint", unit / "checkpoint" / "prompt.safetensors", card)
