@@ -104,15 +104,17 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
         lines.append(f"{stage:<10} {arts[stage].key}  {state}")
     lines += [
         "",
-        f"pre-training: model {pt.model}, {pt.steps:,} steps x batch {pt.global_batch} x "
-        f"MSL {pt.seq_len} = {_tokens(tokens)} tokens per variant",
+        f"pre-training: model {', '.join(pt.sizes)}, {pt.steps:,} steps x batch "
+        f"{pt.global_batch} x MSL {pt.seq_len} = {_tokens(tokens)} tokens per variant",
     ]
-    dense = main_flops(pt.model, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
-    for s in pt.sparsity_levels:
-        f = main_flops(pt.model, s, tokens, cfg.vocab.vocab_size, pt.seq_len)
-        lines.append(
-            f"  sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs ({f / dense:.2f}x dense)"
-        )
+    for size in pt.sizes:
+        dense = main_flops(size, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
+        for s in pt.sparsity_levels:
+            f = main_flops(size, s, tokens, cfg.vocab.vocab_size, pt.seq_len)
+            lines.append(
+                f"  {size} sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs "
+                f"({f / dense:.2f}x dense)"
+            )
     ft = cfg.finetune
     n = 0
     for name, task in ft.tasks.items():
@@ -125,7 +127,7 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
         )
     lines.append(
         f"fine-tuning: {n} runs per variant ({', '.join(ft.tasks)}), "
-        f"{n * len(pt.sparsity_levels)} in all"
+        f"{n * len(pt.sparsity_levels) * len(pt.sizes)} in all"
     )
     return "\n".join(lines)
 

@@ -162,10 +162,11 @@ class PipelineConfig(BaseModel):
         # Rules across sections (each section checks its own fields when it is built).
         from mediswift.model.sizes import SIZES  # here: importing the model package loads torch
 
-        if self.pretrain.model not in SIZES:
-            raise ValueError(
-                f"pretrain.model: unknown size {self.pretrain.model!r}; known: {', '.join(SIZES)}"
-            )
+        for size in self.pretrain.sizes:
+            if size not in SIZES:
+                raise ValueError(
+                    f"pretrain.model: unknown size {size!r}; known: {', '.join(SIZES)}"
+                )
         return self
 
     def upstreams(self) -> dict[str, str]:

@@ -191,6 +191,9 @@ class PointResult(BaseModel):
     steps: int
     best_epoch: int
     mlflow_run_id: str | None = None
+    degenerate: dict[str, str] = Field(
+        default_factory=dict, description="<split>_<mode> -> 'constant' or 'no label'"
+    )
 
 
 class Sweep(BaseModel):
@@ -225,6 +228,13 @@ class Selection(BaseModel):
     dev_std: float
     test_per_seed: list[float]
     dev_per_seed: list[float]
+    degenerate_seeds: int = Field(0, description="seeds of the choice with degenerate output")
+    avoided_degenerate: int = Field(
+        0, description="(batch, lr) passed over because a seed was degenerate on dev"
+    )
+    test_ci95: tuple[float, float] | None = Field(
+        None, description="95% bootstrap interval over test examples of the seed-mean metric"
+    )
 
 
 class EvaluatedSweep(BaseModel):
@@ -254,6 +264,9 @@ class EvaluateManifest(Manifest):
 
     tables: dict[str, TableFiles] = Field(description="task -> its table (in this directory)")
     plot: str = Field(description="metric vs pre-training FLOPs (PNG, in this directory)")
+    size_plot: str | None = Field(
+        None, description="Figure 1: metric vs model size, a line per sparsity (PNG)"
+    )
     plot_mode: str = Field(description="prediction mode drawn in the plot")
     modes: list[str] = Field(description="prediction modes reported")
     results: list[EvaluatedSweep]

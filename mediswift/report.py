@@ -102,8 +102,9 @@ def build_report(
     images: list[Path] = []
     if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
         images.append(home / arts["pretrain"].manifest()["loss_plot"])
-    if arts["evaluate"].done() and arts["evaluate"].manifest().get("plot"):
-        images.append(arts["evaluate"].path / arts["evaluate"].manifest()["plot"])
+    if arts["evaluate"].done():
+        ev = arts["evaluate"].manifest()
+        images += [arts["evaluate"].path / ev[k] for k in ("plot", "size_plot") if ev.get(k)]
     sections = [
         f"# MediSwift report: recipe `{cfg.name}`",
         "## Pre-training data (Table 1)\n\n" + data_section(arts),

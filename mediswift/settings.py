@@ -235,7 +235,11 @@ _PretrainOptim = optimization(
 
 
 class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
-    model: str = result("tiny", "size name: tiny, small, med, large, xl (Table 5)")
+    model: str | list[str] = result(
+        "tiny",
+        "size name: tiny, small, med, large, xl (Table 5); a list trains every size at every "
+        "sparsity level (the paper's whole experiment)",
+    )
     sparsity_levels: list[float] = schedule(
         default_factory=lambda: [0.0, 0.5, 0.75],
         description="one variant per level: the fraction of zero weights, in [0, 1)",
@@ -274,6 +278,10 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
 
     @model_validator(mode="after")
     def _rules(self) -> PretrainConfig:
+        if isinstance(self.model, list) and (
+            not self.model or len(set(self.model)) != len(self.model)
+        ):
+            raise ValueError(f"pretrain.model: a list of distinct sizes, got {self.model}")
         for s in self.sparsity_levels:
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"pretrain.sparsity_levels: {s} is not in [0, 1)")
@@ -296,6 +304,15 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     def tokens(self) -> int:
         """Training tokens per variant."""
         return self.steps * self.global_batch * self.seq_len
+
+    @property
+    def sizes(self) -> list[str]:
+        """The model sizes this recipe trains (one, or the list given)."""
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    def for_size(self, size: str) -> PretrainConfig:
+        """These settings for one size: what a single variant is trained with."""
+        return self.model_copy(update={"model": size})
 
 
 class EvaluateConfig(Section):

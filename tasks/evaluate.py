@@ -18,6 +18,7 @@ def evaluate_report(
     modes: list[str],
     plot_mode: str,
     out_dir: str,
+    home: str,
 ) -> tuple[EvaluateManifest, dict[str, str]]:
     """Select (batch, lr) per sweep on dev, aggregate test over seeds, write tables and plot."""
-    return write_report(finetune, pretrain, modes, plot_mode, Path(out_dir))
+    return write_report(finetune, pretrain, modes, plot_mode, Path(out_dir), Path(home))

@@ -149,3 +149,67 @@ def test_unknown_variant_is_an_error(tmp_path: Path) -> None:
     pretrain.variants = pretrain.variants[:1]
     with pytest.raises(ValueError, match="unknown variant"):
         write_report(finetune, pretrain, ["score"], "score", tmp_path)
+
+
+def test_degenerate_seed_is_not_chosen_while_a_clean_choice_exists() -> None:
+    pts = [
+        point(8, 1e-4, 0, 0.90, 0.50) | {"degenerate": {"dev_score": "constant"}},
+        point(8, 1e-4, 1, 0.90, 0.52),
+        point(16, 5e-5, 0, 0.70, 0.60),
+        point(16, 5e-5, 1, 0.72, 0.66),
+    ]
+    s = select(pts, "score")
+    assert (s["batch_size"], s["avoided_degenerate"], s["degenerate_seeds"]) == (16, 1, 0)
+    # Every choice degenerate: the best is still chosen, and flagged.
+    pts[2]["degenerate"] = {"dev_score": "no label"}
+    s = select(pts, "score")
+    assert (s["batch_size"], s["degenerate_seeds"]) == (8, 1)
+
+
+def test_degenerate_predictions_and_bootstrap_interval() -> None:
+    from mediswift.finetune.metrics import accuracy
+    from mediswift.finetune.stats import bootstrap_interval, degenerate
+
+    assert degenerate(["yes"] * 5) == "constant"
+    assert degenerate([None, (), None]) == "no label"
+    assert degenerate(["yes", "no", "yes"]) is None
+    golds = ["yes", "no"] * 50
+    good = list(golds[:80]) + ["maybe"] * 20  # 80% correct
+    lo, hi = bootstrap_interval(accuracy, [good, good], golds, resamples=300)
+    assert lo < 0.8 < hi and lo > 0.6 and hi < 0.95
+    # Twice the examples (same accuracy): a narrower interval.
+    lo2, hi2 = bootstrap_interval(accuracy, [good * 2], golds * 2, resamples=300)
+    assert hi2 - lo2 < hi - lo
+
+
+def test_two_sizes_two_sparsities_make_cross_size_tables_and_figures(tmp_path: Path) -> None:
+    finetune, pretrain = _manifest_dicts()
+    small = [
+        dict(v, name=v["name"].replace("tiny", "small"), model="small",
+             active_non_embedding_params=v["active_non_embedding_params"] * 8,
+             train_flops=v["train_flops"] * 8)
+        for v in pretrain["variants"][:2]
+    ]  # fmt: skip
+    pretrain["variants"] = pretrain["variants"][:2] + small
+    finetune["sweeps"] = [
+        dict(s, variant=s["variant"].replace("tiny", size))
+        for size in ("tiny", "small")
+        for s in finetune["sweeps"]
+        if s["variant"] in ("tiny-dense", "tiny-s50")
+    ]
+    report, _ = write_report(
+        FinetuneManifest.model_validate(finetune),
+        PretrainManifest.model_validate(pretrain),
+        ["score"],
+        "score",
+        tmp_path,
+    )
+    rows = list(csv.DictReader(io.StringIO((tmp_path / report.tables["hoc"].csv).read_text())))
+    assert [r["model"] for r in rows] == [
+        "small-dense", "small-s50", "tiny-dense", "tiny-s50", "most frequent hallmark"
+    ]  # fmt: skip
+    assert (tmp_path / report.size_plot).read_bytes()[:4] == b"\x89PNG"
+    assert (
+        "among those with no seed whose dev predictions are degenerate"
+        in (tmp_path / report.tables["hoc"].md).read_text()
+    )

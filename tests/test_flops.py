@@ -52,3 +52,22 @@ def test_matrix_flops_are_6_n_d() -> None:
 def test_bad_sparsity_is_refused() -> None:
     with pytest.raises(ValueError):
         flops_for("med", 1.0, TOKENS)
+
+
+def test_paper_recipe_dry_run_prints_all_nine_table6_rows(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import re
+
+    from mediswift.cli import main
+
+    assert main(["run", "--recipe", "paper", "--dry-run", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    printed = {
+        (m.group(1), float(m.group(2))): float(m.group(3))
+        for m in re.finditer(r"  (\w+) sparsity ([\d.]+) \(static\): ([\d.e+]+) FLOPs", out)
+    }
+    assert set(printed) == set(TABLE6)
+    for key, (paper, _) in TABLE6.items():
+        assert printed[key] / 1e20 == pytest.approx(paper, rel=0.01)
+    assert "756 in all" in out  # 9 variants x (48 PubMedQA + 36 HoC) grid points

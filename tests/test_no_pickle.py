@@ -73,10 +73,11 @@ def _forget_stages(home: Path, mirror: Path) -> None:
         arts[stage].manifest_path.unlink()
 
 
-def _run(home: Path, mirror: Path) -> tuple[dict[str, Any], Counter[str]]:
+def _run(home: Path, mirror: Path, marker: Path) -> tuple[dict[str, Any], Counter[str]]:
     state = mediswift(
         recipe=TINY, stages=STAGES, home=str(home), mirror=str(mirror), return_state=True
     )
+    assert not marker.exists(), "a planted pickle was loaded"
     assert state.is_completed(), state
     out = state.result()
     manifests = {s: json.loads((Path(out[s]) / "manifest.json").read_text()) for s in STAGES}
@@ -106,20 +107,18 @@ def test_planted_pickles_are_never_loaded(prefect_harness, mirror_dir: Path, tmp
     marker = tmp_path / "pickle-was-loaded"
     # What `mediswift run` sets: Prefect's local result storage under the home.
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: home / "prefect-results"}):
-        first, _ = _run(home, mirror_dir)
+        first, _ = _run(home, mirror_dir, marker)
         results = home / "prefect-results"
         assert not results.exists() or not any(results.iterdir())  # Prefect persisted nothing
 
         assert _plant(home, marker) > 10
         _forget_stages(home, mirror_dir)
-        second, states = _run(home, mirror_dir)
-        assert not marker.exists()
+        second, states = _run(home, mirror_dir, marker)
         assert second == first
         assert states and "Cached" not in states, states  # every planted record was refused
 
         # The records the re-run wrote are plain JSON: a third run reuses them, still no pickle.
         _forget_stages(home, mirror_dir)
-        third, states = _run(home, mirror_dir)
-        assert not marker.exists()
+        third, states = _run(home, mirror_dir, marker)
         assert third == first
         assert set(states) == {"Cached"}, states

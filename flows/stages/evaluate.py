@@ -66,6 +66,7 @@ def run(
         modes=modes,
         plot_mode=cfg.evaluate.plot_mode,
         out_dir=str(out.path),
+        home=str(home),
     ).result()
     for text in texts.values():
         print(text)

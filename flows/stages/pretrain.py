@@ -1,4 +1,4 @@
-"""The pretrain stage: one task per model variant (the recipe's sparsity levels at one size).
+"""The pretrain stage: one task per model variant (every size x sparsity level of the recipe).
 
 Each variant is a content-addressed unit under <home>/pretrain/units/<key> (`variant_unit`: the
 token output, the pretrain settings that change results and its own sparsity make the key), so
@@ -41,12 +41,13 @@ def run(
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     tags = flow_run_tags()
     records = []
-    for s in pc.sparsity_levels:
-        unit = variant_unit(home, inputs["tokenize"].key, pc, s)
-        name = variant_name(pc.model, s, pc.sparsity_method)
+    variants = [(pc.for_size(size), s) for size in pc.sizes for s in pc.sparsity_levels]
+    for one, s in variants:
+        unit = variant_unit(home, inputs["tokenize"].key, one, s)
+        name = variant_name(one.model, s, pc.sparsity_method)
         spec = VariantSpec(
             name=name,
-            config=pc.model_dump(mode="json"),
+            config=one.model_dump(mode="json"),
             sparsity=s,
             vocab_size=tokens.vocab_size,
             out_dir=str(unit.path),
@@ -75,7 +76,7 @@ def run(
     plot = plot_loss_curves(
         {r["name"]: Path(r["loss_curve"]) for r in records},
         out.path / "loss_curves.png",
-        title=f"Pre-training loss, {pc.model} ({pc.sparsity_method} sparsity)",
+        title=f"Pre-training loss, {', '.join(pc.sizes)} ({pc.sparsity_method} sparsity)",
     )
     table = table2(records)
     write_atomic(out.path / "table2.md", table + "\n")

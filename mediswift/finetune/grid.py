@@ -36,8 +36,10 @@ def grid_points(grid: Grid, seeds: Sequence[int]) -> list[GridPoint]:
 def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
     """Best (batch, lr) by mean dev metric of `mode` over seeds, with test mean/std there.
 
-    `points` are grid-point results: batch_size, lr, seed and metrics {"dev_<mode>",
-    "test_<mode>"}. Ties go to the first (batch, lr) in grid order.
+    `points` are grid-point results: batch_size, lr, seed, metrics {"dev_<mode>",
+    "test_<mode>"} and optionally degenerate {"<split>_<mode>": why}. A (batch, lr) with a seed
+    whose dev predictions are degenerate (constant, or no label) is never chosen while one
+    without exists. Ties go to the first (batch, lr) in grid order.
     """
     groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
     for p in points:
@@ -49,6 +51,7 @@ def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         members = sorted(members, key=lambda p: p["seed"])
         dev = [p["metrics"][f"dev_{mode}"] for p in members]
         test = [p["metrics"][f"test_{mode}"] for p in members]
+        flags = [p.get("degenerate") or {} for p in members]
         table.append(
             {
                 "batch_size": batch,
@@ -60,7 +63,20 @@ def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
                 "dev_std": mean_std(dev)[1],
                 "test_mean": mean_std(test)[0],
                 "test_std": mean_std(test)[1],
+                "degenerate_seeds": sum(
+                    any(f"{split}_{mode}" in f for split in ("dev", "test")) for f in flags
+                ),
+                "dev_degenerate": any(f"dev_{mode}" in f for f in flags),
             }
         )
-    best = max(range(len(table)), key=lambda i: (table[i]["dev_mean"], -i))
-    return {**table[best], "mode": mode, "grid": table}
+    clean = [i for i, row in enumerate(table) if not row["dev_degenerate"]]
+    candidates = clean or list(range(len(table)))
+    best = max(candidates, key=lambda i: (table[i]["dev_mean"], -i))
+    return {
+        **table[best],
+        "mode": mode,
+        "grid": table,
+        "avoided_degenerate": sum(
+            1 for i, row in enumerate(table) if row["dev_degenerate"] and clean and i != best
+        ),
+    }

@@ -70,6 +70,7 @@ HoCSettings = task_settings(
 class HoC(DownstreamTask):
     name = "hoc"
     metric_name = "micro_f1"
+    baseline_name = "most frequent hallmark"
     Settings = HoCSettings
     upstream = UPSTREAM
     mirror_folder = "hoc/"

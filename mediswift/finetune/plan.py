@@ -181,6 +181,7 @@ def manifest(
                     steps=r["steps"],
                     best_epoch=r["stages"][-1]["best_epoch"],
                     mlflow_run_id=r.get("mlflow_run_id"),
+                    degenerate=r.get("degenerate", {}),
                 )
             )
         sweeps.append(

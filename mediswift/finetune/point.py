@@ -31,6 +31,7 @@ from mediswift.finetune.scoring import (
     predict,
     source_budget,
 )
+from mediswift.finetune.stats import degenerate
 from mediswift.finetune.trainer import LogFn, TrainSettings, fit
 from mediswift.manifests import PointSpec
 from mediswift.model.gpt import GPT
@@ -192,6 +193,7 @@ def run_point(
 
     metrics: dict[str, Any] = {}
     unparsed: dict[str, int] = {}  # generated sentences that name no label (counted wrong)
+    flags: dict[str, str] = {}  # <split>_<mode> -> why the predictions are degenerate
     for mode in spec.modes:
         for split in ("dev", "test"):
             preds, texts = predict(model, task, tok, enc[split], mode, cfg.eval_batch_size, max_new)
@@ -200,6 +202,8 @@ def run_point(
             metrics |= {f"{split}_{mode}_{k}": v for k, v in task.scores(preds, golds).items()}
             if mode == "generate":
                 unparsed[split] = preds.count(None)
+            if why := degenerate(preds):
+                flags[f"{split}_{mode}"] = why
             rows = [
                 {
                     "id": e.id,
@@ -234,6 +238,7 @@ def run_point(
         "steps": offset,
         "metrics": metrics,
         "unparsed_generations": unparsed,
+        "degenerate": flags,
         "checkpoint": "checkpoint",
         "predictions": {m: f"predictions_{m}.jsonl" for m in spec.modes},
     }

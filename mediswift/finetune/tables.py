@@ -14,19 +14,29 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mediswift.artifacts import write_atomic
 from mediswift.finetune.grid import select
 from mediswift.finetune.registry import task_class
+from mediswift.finetune.stats import bootstrap_interval, read_predictions
 from mediswift.manifests import (
     EvaluatedSweep,
     EvaluateManifest,
     FinetuneManifest,
     PretrainManifest,
     Selection,
+    Sweep,
     TableFiles,
 )
 
+SELECTION_RULE = (
+    "Per prediction mode: the (batch, lr) with the best mean dev metric over seeds, among those "
+    "with no seed whose dev predictions are degenerate (one constant label, or none) when any "
+    "exists; ± is the standard deviation over its seeds; the 95% CI is a percentile bootstrap "
+    "over test examples (500 resamples) of the seed-mean metric; '(!)' marks a choice with "
+    "degenerate seeds.\n"
+)
 MODE_NAMES = {"score": "constrained scoring", "generate": "greedy generation"}
 
 
@@ -37,8 +47,27 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
+def interval(
+    home: Path, sweep: Sweep, task: str, mode: str, s: dict[str, Any]
+) -> tuple[float, float] | None:
+    """The bootstrap interval of the chosen (batch, lr), from its points' test predictions."""
+    chosen = [p for p in sweep.points if (p.batch_size, p.lr) == (s["batch_size"], s["lr"])]
+    files = [home / p.unit / f"predictions_{mode}.jsonl" for p in chosen]
+    if not files or not all(f.is_file() for f in files):
+        return None
+    per_seed, golds = [], None
+    for f in files:
+        _, preds, gold = read_predictions(f, "test")
+        per_seed.append(preds)
+        golds = gold
+    return bootstrap_interval(task_class(task)().metric, per_seed, golds or [])
+
+
 def summarize(
-    finetune: FinetuneManifest, pretrain: PretrainManifest, modes: Sequence[str]
+    finetune: FinetuneManifest,
+    pretrain: PretrainManifest,
+    modes: Sequence[str],
+    home: Path | None = None,
 ) -> list[EvaluatedSweep]:
     """One result per (variant, task): pre-training facts and the per-mode selection.
 
@@ -55,7 +84,9 @@ def summarize(
         selected = {}
         for m in have:
             s = select(points, m)
-            selected[m] = Selection(**{k: s[k] for k in Selection.model_fields})
+            ci = interval(home, sweep, sweep.task, m, s) if home is not None else None
+            fields = {k: s[k] for k in Selection.model_fields if k in s}
+            selected[m] = Selection(**fields, test_ci95=ci)
         out.append(
             EvaluatedSweep(
                 variant=v.name,
@@ -95,6 +126,16 @@ def table_rows(
             row[MODE_NAMES[m]] = (
                 f"{_pct(s.test_mean, digits)} ± {_pct(s.test_std, digits)}" if s else "-"
             )
+            row[f"{MODE_NAMES[m]}: 95% CI"] = (
+                f"[{_pct(s.test_ci95[0], digits)}, {_pct(s.test_ci95[1], digits)}]"
+                if s and s.test_ci95
+                else "-"
+            )
+            row[f"{MODE_NAMES[m]}: degenerate seeds"] = (
+                f"{s.degenerate_seeds} of {len(s.seeds)}" + (" (!)" if s.degenerate_seeds else "")
+                if s
+                else "-"
+            )
             row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = (
                 f"{s.batch_size}, {s.lr:g} ({len(s.seeds)})" if s else "-"
             )
@@ -109,6 +150,8 @@ def table_rows(
         }
         for m in modes:
             row[MODE_NAMES[m]] = _pct(base.majority_test, digits)
+            row[f"{MODE_NAMES[m]}: 95% CI"] = "-"
+            row[f"{MODE_NAMES[m]}: degenerate seeds"] = "-"
             row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = "-"
         rows.append(row)
     return rows
@@ -149,7 +192,7 @@ def write_tables(
     for task in tasks_in(results):
         layout = task_class(task).table
         rows = table_rows(results, task, modes)
-        text = markdown(rows, f"{layout.title}, mean ± std over seeds")
+        text = markdown(rows, f"{layout.title}, mean ± std over seeds") + "\n" + SELECTION_RULE
         write_atomic(out_dir / f"{layout.stem}.md", text)
         write_atomic(out_dir / f"{layout.stem}.csv", csv_text(rows))
         written[task] = (TableFiles(md=f"{layout.stem}.md", csv=f"{layout.stem}.csv"), text)
@@ -204,25 +247,82 @@ def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     return path
 
 
+def _dense_size(r: EvaluatedSweep) -> float:
+    """The model's size as the paper's Figure 1 draws it: non-embedding parameters, dense."""
+    return r.active_non_embedding_params / max(1e-9, 1.0 - r.sparsity)
+
+
+def plot_sizes(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
+    """The paper's Figure 1: test metric against model size, one line per sparsity level, one
+    panel per task (with one size, each line is a single point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = tasks_in(results)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4))
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    for ax, task in zip(axes, tasks, strict=False):
+        rs = [r for r in results if r.task == task]
+        m = mode if all(mode in r.selected for r in rs) else "generate"
+        for level in sorted({r.sparsity for r in rs}):
+            pts = sorted((r for r in rs if r.sparsity == level), key=_dense_size)
+            ax.errorbar(
+                [_dense_size(r) for r in pts],
+                [100 * r.selected[m].test_mean for r in pts],
+                yerr=[100 * r.selected[m].test_std for r in pts],
+                marker="o",
+                capsize=3,
+                label=f"s={level:.0%}",
+            )
+            for r in pts:
+                ax.annotate(
+                    r.model,
+                    (_dense_size(r), 100 * r.selected[m].test_mean),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=8,
+                )
+        ax.axhline(
+            100 * rs[0].majority_test, color="grey", ls="--", label=task_class(task).baseline_name
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("model size (non-embedding parameters)")
+        ax.set_ylabel(task_class(task).table.axis)
+        ax.set_title(f"{task} ({MODE_NAMES[m]})")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def write_report(
     finetune: FinetuneManifest,
     pretrain: PretrainManifest,
     modes: Sequence[str],
     plot_mode: str,
     out_dir: Path,
+    home: Path | None = None,
 ) -> tuple[EvaluateManifest, dict[str, str]]:
     """Tables, plot and `results.json` into `out_dir`: the evaluate manifest (without its
     MLflow run) and each task's table as Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = summarize(finetune, pretrain, modes)
+    results = summarize(finetune, pretrain, modes, home)
     tables = write_tables(results, modes, out_dir)
     mode = plot_mode if plot_mode in modes else modes[0]
     plot_path = plot(results, mode, out_dir / "accuracy_vs_flops.png")
+    sizes_path = plot_sizes(results, mode, out_dir / "figure1_size_vs_metric.png")
     listing = [r.model_dump(mode="json") for r in results]
     write_atomic(out_dir / "results.json", json.dumps(listing, indent=2) + "\n")
     report = EvaluateManifest(
         tables={t: files for t, (files, _) in tables.items()},
         plot=plot_path.name,
+        size_plot=sizes_path.name,
         plot_mode=mode,
         modes=list(modes),
         results=results,
