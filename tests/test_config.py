@@ -11,7 +11,7 @@ from mediswift.config import load_recipe
 from mediswift.overrides import Overrides, parse_set
 from mediswift.plan import parse_stages, plan
 
-RECIPES = ["demo", "paper-med", "paper-large", "paper-xl"]
+RECIPES = ["demo", "paper", "paper-med", "paper-large", "paper-xl"]
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -28,6 +28,13 @@ def test_paper_recipes_follow_table5() -> None:
         assert pt.sparsity_levels == [0.0, 0.5, 0.75]
         # 200k steps x 512 x 1024 = the paper's 104.86B training tokens
         assert pt.steps * pt.global_batch * pt.seq_len == pytest.approx(104.86e9, rel=1e-3)
+
+
+def test_paper_recipes_fine_tune_pubmedqa_in_stages() -> None:
+    for name in ("paper", "paper-med", "paper-large", "paper-xl"):
+        pqa = load_recipe(name).finetune.tasks["pubmedqa"]
+        assert pqa.pqa_a_url.endswith("pqa_artificial/train-00000-of-00001.parquet")
+        assert pqa.pqa_u_url.endswith("pqa_unlabeled/train-00000-of-00001.parquet")
 
 
 def test_unknown_key_is_refused(tmp_path: Path) -> None:

@@ -226,9 +226,13 @@ def test_grid_point_multistage_and_never_retrained(
     tok: Tokenizer, mirror_dir: Path, tmp_path: Path
 ) -> None:
     # Tiny fake PQA-A / PQA-U built from PQA-L items (pseudo labels: their real labels).
+    # PQA-A in the repository's JSON; PQA-U as its maintainers publish it: unlabelled Parquet,
+    # pseudo-labelled by the PQA-A-trained model before its stage.
+    from test_pubmedqa import write_hub_parquet
+
     items = list(load_json(mirror_dir / "pubmedqa" / "ori_pqal.json").items())
     (tmp_path / "ori_pqaa.json").write_text(json.dumps(dict(items[:40])))
-    (tmp_path / "ori_pqau.json").write_text(json.dumps(dict(items[40:64])))
+    write_hub_parquet(tmp_path / "pqa_unlabeled.parquet", items[40:64], labelled=False)
     section = {
         "epochs": 1,
         "pqa_a_epochs": 1,
@@ -237,14 +241,14 @@ def test_grid_point_multistage_and_never_retrained(
         "max_eval_examples": 12,
         "pqa_a_train_size": 30,
         "pqa_a_url": str(tmp_path / "ori_pqaa.json"),
-        "pqa_u_url": str(tmp_path / "ori_pqau.json"),
+        "pqa_u_url": str(tmp_path / "pqa_unlabeled.parquet"),
     }
     cfg = FinetuneConfig(tasks={"pubmedqa": section}, max_len=64, eval_batch_size=12, patience=1)
     files = {
         "ori_pqal": mirror_dir / "pubmedqa" / "ori_pqal.json",
         "test_ground_truth": mirror_dir / "pubmedqa" / "test_ground_truth.json",
         "pqa_a": tmp_path / "ori_pqaa.json",
-        "pqa_u": tmp_path / "ori_pqau.json",
+        "pqa_u": tmp_path / "pqa_unlabeled.parquet",
     }
     assert set(cfg.task("pubmedqa").sources()) == set(files)
     info = prepare_task(cfg.task("pubmedqa"), files, tmp_path / "data", tok)
@@ -282,6 +286,8 @@ def test_grid_point_multistage_and_never_retrained(
     )
     m = run_point(unit, spec, tmp_path, tok)
     assert [s["name"] for s in m["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
+    labels = m["stages"][1]["pseudo_labels"]  # every PQA-U item labelled by the PQA-A model
+    assert sum(labels.values()) == 24 and set(labels) <= {'"yes"', '"no"', '"maybe"'}
     # PQA-L starts from PQA-U's best state: its epoch-0 dev metric (same PQA-L dev set) equals
     # the best PQA-U dev metric.
     assert m["stages"][2]["history"][0]["dev_metric"] == pytest.approx(m["stages"][1]["best_dev"])

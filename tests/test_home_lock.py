@@ -41,13 +41,15 @@ def _holder(home: Path) -> subprocess.Popen:
 def test_busy_home_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
     proc = _holder(tmp_path)
     try:
-        with pytest.raises(HomeBusy, match=rf"in use by pid {proc.pid} on .* since "):
-            with home_lock(tmp_path, wait_s=0):
-                pass
+        busy = rf"in use by pid {proc.pid} on .* since "
+        with pytest.raises(HomeBusy, match=busy), home_lock(tmp_path, wait_s=0):
+            pass
         waited: list[str] = []
-        with pytest.raises(HomeBusy):
-            with home_lock(tmp_path, wait_s=0.3, on_wait=waited.append, poll_s=0.05):
-                pass
+        with (
+            pytest.raises(HomeBusy),
+            home_lock(tmp_path, wait_s=0.3, on_wait=waited.append, poll_s=0.05),
+        ):
+            pass
         assert len(waited) == 1 and "waiting" in waited[0]
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -110,7 +110,43 @@ def test_pqaa_and_pqau_sources(pqal: tuple[Path, Path], tmp_path: Path) -> None:
     pqau = tmp_path / "ori_pqau.json"
     unlabelled = {p: {k: v for k, v in it.items() if k != "final_decision"} for p, it in items[:3]}
     pqau.write_text(json.dumps(unlabelled))
-    with pytest.raises(ValueError, match="pseudo label"):
+    assert [e.label for e in pqau_examples(pqau)] == [None] * 3  # pseudo-labelled in training
+    mixed = {**unlabelled, **dict(items[30:31])}
+    pqau.write_text(json.dumps(mixed))
+    with pytest.raises(ValueError, match="all or none"):
         pqau_examples(pqau)
     pqau.write_text(json.dumps(dict(items[30:40])))
     assert len(pqau_examples(pqau)) == 10
+
+
+def write_hub_parquet(path: Path, items: list[tuple[str, dict]], labelled: bool) -> None:
+    """PubMedQA items in the maintainers' Hugging Face Parquet layout (pqa_artificial /
+    pqa_unlabeled: pubid, question, context{contexts, labels, meshes}, long_answer[,
+    final_decision])."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {
+            "pubid": int(p),
+            "question": it["QUESTION"],
+            "context": {"contexts": it["CONTEXTS"], "labels": it["LABELS"], "meshes": []},
+            "long_answer": it.get("LONG_ANSWER", ""),
+            **({"final_decision": it["final_decision"]} if labelled else {}),
+        }
+        for p, it in items
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_published_parquet_format(pqal: tuple[Path, Path], tmp_path: Path) -> None:
+    items = list(load_json(pqal[0]).items())
+    write_hub_parquet(tmp_path / "pqa_artificial.parquet", items[:30], labelled=True)
+    write_hub_parquet(tmp_path / "pqa_unlabeled.parquet", items[30:40], labelled=False)
+    a = pqaa_splits(tmp_path / "pqa_artificial.parquet", train_size=25)
+    from_json = {p: it for p, it in items[:30]}
+    ex = a["train"][0]
+    assert ex.label == from_json[ex.id]["final_decision"]
+    assert ex.source.startswith(f"question: {from_json[ex.id]['QUESTION']} context: ")
+    u = pqau_examples(tmp_path / "pqa_unlabeled.parquet")
+    assert len(u) == 10 and all(e.label is None and e.target == "" for e in u)

@@ -13,6 +13,7 @@ modes, and write the unit: `checkpoint/` (model.safetensors + config.json as
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import load_prepared, load_token_ids
 from mediswift.finetune.formats import label_to_json
 from mediswift.finetune.scoring import (
+    Encoded,
     TokenizerLike,
     encode_examples,
     max_target_tokens,
@@ -97,6 +99,27 @@ def load_finetuned(path: Path, device: torch.device | str = "cpu") -> PromptedLM
     return model
 
 
+def pseudo_label(
+    model: PromptedLM,
+    task: Any,
+    tok: TokenizerLike,
+    data: list[Encoded],
+    batch_size: int,
+) -> tuple[list[Encoded], dict[str, int]]:
+    """Label unlabelled examples with the model as it stands (constrained scoring when the task
+    has it: every item gets a valid label), as the multi-stage PubMedQA schedule labels PQA-U
+    with the PQA-A-trained model. Returns the labelled examples and the label counts."""
+    mode = "score" if "score" in task.modes else "generate"
+    preds, _ = predict(model, task, tok, data, mode, batch_size)
+    out, counts = [], Counter()
+    for e, p in zip(data, preds, strict=True):
+        if p is None:
+            continue  # a generation that names no label teaches nothing
+        counts[json.dumps(label_to_json(p))] += 1
+        out.append(Encoded(e.id, e.source, tok.encode(task.target(p)) + [tok.eos_id], p))
+    return out, dict(counts)
+
+
 def settings_for(
     cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, max_new: int, early_stop_on: str
 ) -> TrainSettings:
@@ -167,6 +190,11 @@ def run_point(
         ) -> None:
             log({p + k: v for k, v in metrics.items()}, o + step)
 
+        labels_made = None
+        if stage.get("pseudo_label"):
+            enc[stage["train"]], labels_made = pseudo_label(
+                model, task, tok, enc[stage["train"]], cfg.eval_batch_size
+            )
         result = fit(
             model,
             task,
@@ -188,6 +216,7 @@ def run_point(
                 "steps": result.steps,
                 "stopped_early": result.stopped_early,
                 "history": result.history,
+                **({"pseudo_labels": labels_made} if labels_made is not None else {}),
             }
         )
 

@@ -97,8 +97,10 @@ class PubMedQA(DownstreamTask):
             stages.append(Stage("pqa_a", "pqa_a_train", "pqa_a_dev", s.pqa_a_epochs))
         if "pqa_u" in files:
             splits["pqa_u_train"] = pqau_examples(files["pqa_u"])
-            # PQA-U has no dev split of its own: its stage stops early on the PQA-L dev set.
-            stages.append(Stage("pqa_u", "pqa_u_train", "dev", s.pqa_u_epochs))
+            # PQA-U has no dev split of its own: its stage stops early on the PQA-L dev set;
+            # unlabelled items are labelled by the model of the previous stage first.
+            pseudo = pseudo_labelled(splits["pqa_u_train"])
+            stages.append(Stage("pqa_u", "pqa_u_train", "dev", s.pqa_u_epochs, pseudo))
         stages.append(Stage("pqa_l", "train", "dev", s.epochs))
         return TaskData(splits, stages)
 
@@ -222,10 +224,39 @@ def pqal_splits(ori_pqal: Path, ground_truth: Path, fold: int = 0) -> dict[str, 
     }
 
 
+def load_items(path: Path) -> dict[str, dict[str, Any]]:
+    """PMID -> item of a PubMedQA file in either published format: the repository's JSON
+    (`ori_pqaa.json`: QUESTION, CONTEXTS, final_decision) or the dataset maintainers' Parquet on
+    the Hugging Face hub (`pqa_artificial`, `pqa_unlabeled`: pubid, question,
+    context.contexts, final_decision when labelled), read as the same item shape."""
+    if Path(path).suffix != ".parquet":
+        return load_json(path)
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=None)
+    except Exception as e:  # pyarrow raises several kinds for a bad file
+        raise ValueError(f"{path}: cannot read PubMedQA Parquet: {e}") from e
+    names = set(table.column_names)
+    missing = {"pubid", "question", "context"} - names
+    if missing:
+        raise ValueError(f"{path}: PubMedQA Parquet lacks column(s) {sorted(missing)}")
+    rows = table.select(
+        [c for c in ("pubid", "question", "context", "final_decision") if c in names]
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows.to_pylist():
+        item = {"QUESTION": row["question"], "CONTEXTS": list(row["context"]["contexts"])}
+        if row.get("final_decision") is not None:
+            item["final_decision"] = row["final_decision"]
+        out[str(row["pubid"])] = item
+    return out
+
+
 def pqaa_splits(ori_pqaa: Path, train_size: int = 200_000) -> dict[str, list[Example]]:
     """PQA-A (artificially labelled): one seeded shuffle, first `train_size` train, rest dev."""
     task = PubMedQA()
-    data = load_json(ori_pqaa)
+    data = load_items(ori_pqaa)
     pmids = list(data)
     random.Random(0).shuffle(pmids)
     if len(pmids) <= train_size:
@@ -239,13 +270,25 @@ def pqaa_splits(ori_pqaa: Path, train_size: int = 200_000) -> dict[str, list[Exa
 
 
 def pqau_examples(ori_pqau: Path) -> list[Example]:
-    """Pseudo-labelled PQA-U: every item needs a `final_decision` (the pseudo label)."""
+    """PQA-U items. Published unlabelled: their label is None and their target empty, and the
+    schedule pseudo-labels them with the PQA-A-trained model before their stage (Appendix A.2).
+    A file whose items all carry a pseudo label in `final_decision` is used as labelled."""
     task = PubMedQA()
-    data = load_json(ori_pqau)
-    unlabelled = [p for p, it in data.items() if it.get("final_decision") not in ANSWERS][:5]
-    if unlabelled:
+    data = load_items(ori_pqau)
+    labelled = [it.get("final_decision") in ANSWERS for it in data.values()]
+    if any(labelled) and not all(labelled):
         raise ValueError(
-            f"{ori_pqau}: PQA-U items need a pseudo label in final_decision "
-            f"(yes/no/maybe); e.g. {unlabelled} have none"
+            f"{ori_pqau}: some PQA-U items have a pseudo label in final_decision and some do "
+            "not: give all or none"
         )
-    return [to_example(p, it, task, str(ori_pqau)) for p, it in data.items()]
+    if all(labelled) and data:
+        return [to_example(p, it, task, str(ori_pqau)) for p, it in data.items()]
+    out = []
+    for pmid, item in data.items():
+        ex = to_example(pmid, {**item, "final_decision": "yes"}, task, str(ori_pqau))
+        out.append(Example(ex.id, ex.source, "", None))
+    return out
+
+
+def pseudo_labelled(items: list[Example]) -> bool:
+    return any(e.label is None for e in items)

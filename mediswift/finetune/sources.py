@@ -6,8 +6,10 @@ already in place is kept; the task's data unit is keyed by the digests of what w
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mediswift.artifacts import safe_child
 from mediswift.data.download import fetch_file
@@ -17,8 +19,14 @@ from mediswift.finetune.task import DownstreamTask
 
 def raw_name(task: DownstreamTask, url: str) -> str:
     """Where `url` goes under `<home>/raw`: the layout below the task's base URL (configured or
-    upstream), in the task's folder; a file from elsewhere (PQA-A, say) by its name."""
-    rel = url.rsplit("/", 1)[-1]
+    upstream), in the task's folder; a file from elsewhere (PQA-A, say) under its host and path
+    (two hub files may share a name), a local file under a digest of its folder."""
+    if "://" in url:
+        parts = urlsplit(url)
+        rel = parts.netloc + parts.path
+    else:
+        folder = hashlib.sha256(str(Path(url).parent).encode()).hexdigest()[:12]
+        rel = f"local/{folder}/{Path(url).name}"
     for base in (task.settings.url, task.upstream):
         base = base.rstrip("/") + "/"
         if base != "/" and url.startswith(base):

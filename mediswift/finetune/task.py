@@ -28,6 +28,8 @@ class Stage:
     train: str
     dev: str
     epochs: int
+    # Label `train` with the model as it stands before the stage (its labels are None).
+    pseudo_label: bool = False
 
 
 @dataclass
