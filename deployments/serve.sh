@@ -11,10 +11,30 @@ RUN_DIR="${MEDISWIFT_SERVE_DIR:-$PWD/.serve}"
 BIN="$PWD/.venv/bin"
 mkdir -p "$RUN_DIR" "$MEDISWIFT_HOME"
 
+# The same mirror as `make serve`: the shared folder beside the checkout when present; without a
+# mirror the runs go upstream, so refuse to start when upstream cannot be reached.
+if [ -z "${MEDISWIFT_MIRROR:-}" ] && [ -d "$PWD/../shared/mirror" ]; then
+  MEDISWIFT_MIRROR="$(cd "$PWD/../shared/mirror" && pwd)"
+fi
+export MEDISWIFT_MIRROR="${MEDISWIFT_MIRROR:-}"
+if [ -z "$MEDISWIFT_MIRROR" ] \
+  && ! curl -fsI --max-time 10 -o /dev/null https://ftp.ncbi.nlm.nih.gov/pubmed/ 2>/dev/null; then
+  echo "serve.sh: no mirror (set MEDISWIFT_MIRROR) and NCBI is unreachable: not starting" >&2
+  exit 2
+fi
+
 # The server keeps its database under MEDISWIFT_HOME; clients only need PREFECT_API_URL.
 export PREFECT_HOME="$MEDISWIFT_HOME/prefect-server"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 export PREFECT_UI_URL="http://127.0.0.1:$PREFECT_PORT"
+# A shared machine: the API accepts browser requests from its own UI only, with CSRF tokens.
+# Set PREFECT_SERVER_API_AUTH_STRING (user:password) to require it from every client too; the
+# worker and `prefect deployment run` then need PREFECT_API_AUTH_STRING with the same value.
+export PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED=true
+export PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="$PREFECT_UI_URL"
+if [ -n "${PREFECT_SERVER_API_AUTH_STRING:-}" ]; then
+  export PREFECT_API_AUTH_STRING="$PREFECT_SERVER_API_AUTH_STRING"
+fi
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 export MEDISWIFT_MLFLOW_UI="$MLFLOW_TRACKING_URI"
 export PREFECT_LOCAL_STORAGE_PATH="$MEDISWIFT_HOME/prefect-results"
@@ -55,5 +75,6 @@ Artifacts:   $MEDISWIFT_HOME
 Run the pipeline:
   export PREFECT_API_URL=$PREFECT_API_URL
   .venv/bin/prefect deployment run mediswift/full-pipeline
-Stop everything: make stop
+Mirror:      ${MEDISWIFT_MIRROR:-none (upstream)}
+Stop everything: make stop (or deployments/stop.sh)
 MSG

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from flows.report import publish_report
 from flows.server import tie_temporary_server_to_this_process
 
 __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
-from mediswift.config import PipelineConfig, home_dir, load_recipe
+from mediswift.artifacts import MANIFEST, content_key
+from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
 from mediswift.plan import STAGE_INPUTS, parse_stages, plan
 
 Stage = Literal[
     "download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"
+]
+# The form shows the known recipes as choices; the command line also takes a YAML path.
+RecipeName = Annotated[
+    str,
+    Field(
+        description="recipe name (deployments/recipes) or a YAML path",
+        json_schema_extra={"enum": sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))},
+    ),
 ]
 
 
@@ -46,22 +56,53 @@ def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any])
     return True
 
 
-@flow(name="mediswift", log_prints=True)
+def run_name() -> str:
+    """`<recipe>-<stages>-<key>`: what a run is, readable in the Prefect UI's run list."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    recipe = Path(str(p.get("recipe") or "demo")).stem
+    chosen = parse_stages(p.get("stages") or None)
+    what = "all" if len(chosen) == len(STAGE_INPUTS) else "+".join(chosen)
+    fragment = Overrides.model_validate(p.get("overrides") or {}).as_recipe_fragment()
+    key = content_key(recipe, chosen, fragment, p.get("force") or [], length=6)
+    return f"{recipe}-{what}-{key}"
+
+
+def force_stages(home: Path, arts: dict[str, Any], stages: list[str]) -> None:
+    """Make the named stages run again, every unit of them: their output and unit manifests
+    are removed (units are content-addressed, so recomputing them gives the same content;
+    pre-training resumes from a unit's last checkpoint: delete the unit to train afresh)."""
+    log = get_run_logger()
+    for stage in stages:
+        arts[stage].manifest_path.unlink(missing_ok=True)
+        units = list((home / stage / "units").glob(f"*/{MANIFEST}"))
+        for m in units:
+            m.unlink(missing_ok=True)
+        log.warning("%s: forced: its output and %d unit(s) will be made again", stage, len(units))
+
+
+@flow(name="mediswift", log_prints=True, flow_run_name=run_name)
 def mediswift(
-    recipe: str = "demo",
+    recipe: RecipeName = "demo",
     stages: list[Stage] | None = None,
     overrides: Overrides | None = None,
     home: str | None = None,
     mirror: str | None = None,
+    force: list[Stage] | None = None,
 ) -> dict[str, str]:
     """Run the selected stages (all when empty) of a recipe, then refresh the report.
 
     Args:
-        recipe: a recipe name from deployments/recipes (demo, paper-med, ...) or a YAML path.
+        recipe: a recipe of deployments/recipes (its settings: docs/settings.md and the recipe
+            file), or a YAML path when run from the command line.
         stages: the stages to run, in pipeline order; each reads the outputs of earlier ones.
-        overrides: settings that replace the recipe's.
+            Empty: every stage.
+        overrides: settings that replace the recipe's (empty fields keep the recipe's values).
         home: the artifact root (default: MEDISWIFT_HOME or ./.mediswift).
-        mirror: a local folder or URL standing for the upstream servers (or MEDISWIFT_MIRROR).
+        mirror: a local folder or URL standing for the upstream servers (default:
+            MEDISWIFT_MIRROR, then the recipe's `mirror`).
+        force: stages to run again in full even though their outputs are done.
     """
     fragment = (overrides or Overrides()).as_recipe_fragment()
     cfg = load_recipe(recipe, fragment, mirror)
@@ -69,12 +110,13 @@ def mediswift(
     arts = plan(cfg, root)
     # One writer per home: a second run waits here, then finds the stages it shares done.
     with home_lock(root, on_wait=get_run_logger().warning):
+        force_stages(root, arts, parse_stages(list(force)) if force else [])
         ran = [
             s
             for s in parse_stages(list(stages) if stages else None)
             if run_stage(s, cfg, root, arts)
         ]
-        report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran))
+        report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran), fragment=fragment)
     return {
         **{s: str(a.path) for s, a in arts.items() if a.done()},
         **({"report": str(report)} if report else {}),

@@ -1,28 +1,88 @@
-"""Publishes the report: files under MEDISWIFT_HOME, a Prefect artifact and an MLflow run."""
+"""Publishes the report: files under MEDISWIFT_HOME, Prefect artifacts and an MLflow run.
+
+The report is always whole: each stage shows the recipe's planned output when done, else the
+newest complete output this recipe reached earlier (marked so). It is logged to MLflow only when
+something ran and the evaluate output is the current one, so a run of a few stages never files a
+partial report. In Prefect, the report is a Markdown artifact with its figures inlined (relative
+links cannot render there) and every results table is a table artifact.
+"""
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mediswift.config import PipelineConfig
-from mediswift.report import write_report
-from tasks.tracking import log_report
+from mediswift.report import code_version, record_outputs, resolve_outputs, write_report
+from tasks.tracking import flow_run_tags, log_report
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def context(cfg: PipelineConfig, fragment: dict[str, Any]) -> dict[str, str]:
+    tags = flow_run_tags()
+    out = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code version": code_version(REPO),
+        "overrides": f"`{fragment}`" if fragment else "none",
+        "mirror": cfg.mirror or "none (upstream)",
+    }
+    if "prefect.flow_run_url" in tags:
+        out["Prefect flow run"] = (
+            f"[{tags['prefect.flow_run_name']}]({tags['prefect.flow_run_url']})"
+        )
+    elif "prefect.flow_run_id" in tags:
+        out["Prefect flow run"] = f"{tags['prefect.flow_run_name']} ({tags['prefect.flow_run_id']})"
+    return out
+
+
+def inline_images(md: str, folder: Path) -> str:
+    """Markdown with `![x](file.png)` replaced by data URIs of the files in `folder`."""
+
+    def embed(m: re.Match[str]) -> str:
+        path = folder / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{m.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)/:]+\.png)\)", embed, md)
+
+
+def table_artifacts(evaluate: Any) -> None:
+    if not evaluate.done():
+        return
+    for task, files in evaluate.manifest().get("tables", {}).items():
+        rows = list(csv.DictReader(io.StringIO((evaluate.path / files["csv"]).read_text())))
+        key = re.sub(r"[^a-z0-9-]", "-", f"mediswift-table-{task}".lower())
+        create_table_artifact(table=rows, key=key, description=f"{task}: results table")
 
 
 def publish_report(
-    cfg: PipelineConfig, home: Path, arts: dict[str, Any], log_to_mlflow: bool = True
+    cfg: PipelineConfig,
+    home: Path,
+    arts: dict[str, Any],
+    log_to_mlflow: bool = True,
+    fragment: dict[str, Any] | None = None,
 ) -> Path | None:
     """Refresh the report from the manifests; log it to MLflow when something new ran."""
-    if not arts["filter"].done():
+    record_outputs(home, cfg.name, arts)
+    shown = resolve_outputs(home, cfg.name, arts)
+    if not shown["filter"].done():
         return None
-    html_path = write_report(cfg, home, arts)
-    md = (html_path.parent / "report.md").read_text()
+    html_path = write_report(cfg, home, shown, arts, context(cfg, fragment or {}))
+    md = inline_images((html_path.parent / "report.md").read_text(), html_path.parent)
     create_markdown_artifact(key="mediswift-report", markdown=md, description=str(html_path))
-    if log_to_mlflow and (arts["evaluate"].done() or arts["pretrain"].done()):
+    table_artifacts(shown["evaluate"])
+    if log_to_mlflow and arts["evaluate"].done():
         log_report(cfg, home, html_path.parent)
     get_run_logger().info("report: %s", html_path)
     return html_path

@@ -74,6 +74,16 @@ class FilterManifest(Manifest):
 
     shards: list[Record] = Field(description="filtered shards: path, split, rows")
     counts: dict[str, Any] = Field(description="input, kept per split, dropped per reason")
+    rules: Record = Field(
+        default_factory=dict,
+        description="the optional rules applied: max_year (cut-off, publication year), "
+        "pmc_overlap, decontaminate, contamination_ngram (words)",
+    )
+    contamination: Record | None = Field(
+        None,
+        description="decontamination (None: off): ngram, tasks, examples and checked (per task "
+        "and split), documents dropped, found (task, split, id, documents, first doc_ids)",
+    )
 
 
 class VocabManifest(Manifest):

@@ -32,10 +32,14 @@ class Overrides(BaseModel):
     pubmed_max_files: int | None = Field(None, ge=0, description="PubMed baseline files to take")
     pmc_max_articles: int | None = Field(None, ge=0, description="PMC articles to take")
     vocab_size: int | None = Field(None, gt=0, description="BPE vocabulary size")
-    model: str | None = Field(None, description="model size: tiny, small, med, large, xl")
+    model: Literal["tiny", "small", "med", "large", "xl"] | None = Field(
+        None, description="model size (Table 5: med, large, xl; tiny and small for CPUs)"
+    )
     pretrain_steps: int | None = Field(None, gt=0, description="pre-training steps")
     sparsity_levels: list[float] | None = Field(None, description="e.g. [0, 0.5, 0.75]")
-    sparsity_method: Literal["static", "set", "rigl"] | None = None
+    sparsity_method: Literal["static", "set", "rigl"] | None = Field(
+        None, description="static random masks (the paper), or dynamic SET / RigL"
+    )
     finetune_tasks: list[str] | None = Field(
         None,
         description="downstream tasks to run (pubmedqa, hoc, bc5cdr, ddi, ...), each "

@@ -35,7 +35,16 @@ def stage_config(cfg: PipelineConfig, stage: str) -> Any:
     if stage in ("download", "finetune"):
         # The mirror decides what is fetched, so it is part of these stages' identity.
         return {"section": section, "mirror": cfg.mirror}
+    if stage == "filter" and cfg.filter.decontaminate:
+        # The evaluation examples decide what decontamination drops: the tasks and their files
+        # are part of the filter's identity (the mirror already is, through download's key).
+        return {"section": section, "decontaminate_against": decontamination_sources(cfg)}
     return section
+
+
+def decontamination_sources(cfg: PipelineConfig) -> dict[str, dict[str, str]]:
+    """Task name -> role -> upstream URL of every file of the tasks decontaminated against."""
+    return {name: cfg.finetune.task(name).sources() for name in sorted(cfg.finetune.tasks)}
 
 
 def plan(cfg: PipelineConfig, home: Path) -> dict[str, Artifact]:

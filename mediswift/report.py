@@ -7,6 +7,7 @@ run yet are reported as such. Markdown is the source; HTML is rendered from it f
 from __future__ import annotations
 
 import html
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,59 @@ def finetune_section(arts: dict[str, Artifact]) -> str:
     return "\n\n".join(parts) or "_No tables were written._"
 
 
+OUTPUTS_FILE = "outputs.json"
+
+
+def report_dir(home: Path, recipe: str) -> Path:
+    """`<home>/report/<recipe>/`: one report per recipe, so recipes sharing a home keep theirs."""
+    return home / "report" / recipe
+
+
+def record_outputs(home: Path, recipe: str, arts: dict[str, Artifact]) -> None:
+    """Remember, per stage, the newest complete output this recipe reached (its key)."""
+    path = report_dir(home, recipe) / OUTPUTS_FILE
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    known |= {stage: art.key for stage, art in arts.items() if art.done()}
+    write_atomic(path, json.dumps(known, indent=2, sort_keys=True) + "\n")
+
+
+def resolve_outputs(home: Path, recipe: str, arts: dict[str, Artifact]) -> dict[str, Artifact]:
+    """Each stage's planned output when done, else the newest complete one of this recipe: a
+    run of a few stages never turns the report into a partial one."""
+    path = report_dir(home, recipe) / OUTPUTS_FILE
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    out = {}
+    for stage, art in arts.items():
+        older = (
+            Artifact(stage, known[stage], home / stage / known[stage]) if stage in known else None
+        )
+        out[stage] = art if art.done() or older is None or not older.done() else older
+    return out
+
+
 def build_report(
-    cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]
+    cfg: PipelineConfig,
+    home: Path,
+    arts: dict[str, Artifact],
+    planned: dict[str, Artifact] | None = None,
+    context: dict[str, str] | None = None,
 ) -> tuple[str, list[Path]]:
-    """The report's Markdown and the images it shows (copied next to it)."""
+    """The report's Markdown and the images it shows (copied next to it).
+
+    `arts`: the outputs shown; `planned`: the recipe's current keys (an output shown that is
+    not the planned one is marked as from an earlier run); `context`: date, code version,
+    overrides and links, listed at the top."""
+    planned = planned or arts
     images: list[Path] = []
     if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
         images.append(home / arts["pretrain"].manifest()["loss_plot"])
     if arts["evaluate"].done():
         ev = arts["evaluate"].manifest()
         images += [arts["evaluate"].path / ev[k] for k in ("plot", "size_plot") if ev.get(k)]
+    about = "\n".join(f"- {k}: {v}" for k, v in (context or {}).items())
     sections = [
         f"# MediSwift report: recipe `{cfg.name}`",
+        *([about] if about else []),
         "## Pre-training data (Table 1)\n\n" + data_section(arts),
         "## Pre-training (Tables 2 and 6)\n\n" + pretrain_section(arts),
         "## Fine-tuning (Tables 3 and 4, and every other downstream task)\n\n"
@@ -115,17 +157,28 @@ def build_report(
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in images if p.exists())
     if figures:
         sections.append("## Figures\n\n" + figures)
-    keys = "\n".join(
-        f"- {s}: `{a.key}` {'done' if a.done() else 'not run'}" for s, a in arts.items()
-    )
-    sections.append("## Stage outputs\n\n" + keys)
+
+    def state(stage: str) -> str:
+        a = arts[stage]
+        if not a.done():
+            return f"`{planned[stage].key}` not run"
+        return f"`{a.key}` done" + ("" if a.key == planned[stage].key else " (an earlier run)")
+
+    sections.append("## Stage outputs\n\n" + "\n".join(f"- {s}: {state(s)}" for s in arts))
     return "\n\n".join(sections) + "\n", [p for p in images if p.exists()]
 
 
-def write_report(cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]) -> Path:
-    """Write report.md, report.html and its images under `<home>/report/`; returns the HTML."""
-    text, images = build_report(cfg, home, arts)
-    out = home / "report"
+def write_report(
+    cfg: PipelineConfig,
+    home: Path,
+    arts: dict[str, Artifact],
+    planned: dict[str, Artifact] | None = None,
+    context: dict[str, str] | None = None,
+) -> Path:
+    """Write report.md, report.html and its images under `<home>/report/<recipe>/`; returns the
+    HTML."""
+    text, images = build_report(cfg, home, arts, planned, context)
+    out = report_dir(home, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     for img in images:
         shutil.copyfile(img, out / img.name)
@@ -140,3 +193,21 @@ def write_report(cfg: PipelineConfig, home: Path, arts: dict[str, Artifact]) -> 
     )
     write_atomic(out / "report.html", page)
     return out / "report.html"
+
+
+def code_version(repo: Path) -> str:
+    """The git commit of the code (with '+changes' when the tree differs), or 'unknown'."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")

@@ -206,6 +206,24 @@ class FilterConfig(Section):
         0.03, "fraction of documents in the validation split", ge=0.0, lt=1.0
     )
     split_salt: str = result("mediswift", "salt of the doc_id hash that assigns the split")
+    max_year: int | None = result(
+        None,
+        "corpus cut-off: drop documents published after this year (publication year; "
+        "documents without one are kept; None: no cut-off)",
+        ge=1000,
+        le=9999,
+    )
+    pmc_overlap: bool = result(
+        False, "drop PubMed abstracts whose article's full text is in the PMC set (yes/no)"
+    )
+    decontaminate: bool = result(
+        False,
+        "drop documents sharing an n-gram with a dev or test example of the recipe's "
+        "downstream tasks (yes/no)",
+    )
+    contamination_ngram: int = result(
+        13, "n-gram length of the decontamination check, in words after normalisation", ge=1
+    )
 
 
 class VocabConfig(Section):

@@ -1,10 +1,15 @@
-"""Prefect tasks of the filter stage: a planning task, then one task per document shard.
+"""Prefect tasks of the filter stage: a planning task, then one task per document shard, and,
+when the recipe decontaminates, the evaluation n-gram index they check against.
 
 `plan` reads the small columns of every parsed shard (in parse-manifest order) and writes one
 reason-code array per shard (`mediswift.data.filters.plan_filter`); `filter_shard` applies one
-array to its shard and adds the split (`apply_plan`). Both take `key`, the content key of their
-unit under `<home>/filter/units/<key>/`, and write the unit manifest last. No network, no
-retries.
+array to its shard, drops contaminated rows and adds the split (`apply_plan`).
+`fetch_eval_files` fetches a downstream task's raw files (the same files, in the same place, as
+the finetune stage: whichever runs first fetches them) and `contamination_index` reads their dev
+and test examples into plain texts for `mediswift.data.contamination`: reading a task's
+examples is the fine-tuning layer's business, so it happens here, above the data layer. Tasks
+that take `key` (the content key of their unit under `<home>/filter/units/<key>/`) write the
+unit manifest last. Only `fetch_eval_files` uses the network (and retries transient failures).
 """
 
 from __future__ import annotations
@@ -18,10 +23,18 @@ import numpy as np
 from prefect import task
 
 from mediswift.artifacts import Artifact, unit_at, write_atomic
+from mediswift.config import PipelineConfig
+from mediswift.data.contamination import EvalText, NgramIndex
+from mediswift.data.download import client_for
 from mediswift.data.filters import ShardRef, apply_plan, plan_filter
+from mediswift.finetune.sources import fetch_task_files
+from tasks.download import NETWORK
 
 # Bump when the filter's output changes: it re-keys every filter unit.
-FILTER_VERSION = 1
+# 2: cut-off, PubMed/PMC overlap and decontamination.
+FILTER_VERSION = 2
+# The splits a task is judged on (model selection and the reported numbers).
+EVAL_SPLITS = ("dev", "test")
 
 
 def unit(home: str, key: str) -> Artifact:
@@ -47,6 +60,8 @@ def plan(
     shards: list[dict[str, Any]],
     min_text_chars: int,
     languages: list[str] | None,
+    max_year: int | None = None,
+    pmc_overlap: bool = False,
 ) -> dict[str, Any]:
     if (done := _done(home, key)) is not None:
         return done
@@ -54,7 +69,7 @@ def plan(
     refs = [
         ShardRef(root / s["path"], s["source"], tuple(s.get("deleted_pmids", ()))) for s in shards
     ]
-    codes, dropped = plan_filter(refs, min_text_chars, languages)
+    codes, dropped = plan_filter(refs, min_text_chars, languages, max_year, pmc_overlap)
     u = unit(home, key).ensure()
     plans = []
     for i, c in enumerate(codes):
@@ -72,14 +87,70 @@ def plan(
 
 @task(name="filter-shard", task_run_name="filter-shard-{index}")
 def filter_shard(
-    key: str, home: str, index: int, shard: str, codes: str, salt: str, validation_fraction: float
+    key: str,
+    home: str,
+    index: int,
+    shard: str,
+    codes: str,
+    salt: str,
+    validation_fraction: float,
+    ngrams: str | None = None,
 ) -> dict[str, Any]:
+    """Filter one shard; `ngrams`: the evaluation n-gram index folder (None: no check)."""
     if (done := _done(home, key)) is not None:
         return done
     root = Path(home)
     u = unit(home, key)
     out = u.path / "docs.parquet"
-    result = apply_plan(root / shard, load_codes(root / codes), out, salt, validation_fraction)
+    found = NgramIndex.load(root / ngrams) if ngrams else None
+    result = apply_plan(
+        root / shard, load_codes(root / codes), out, salt, validation_fraction, found
+    )
     result = {"path": str(out.relative_to(root)), **result}
+    u.write_manifest(result)
+    return result
+
+
+@task(name="filter-fetch-eval", task_run_name="fetch-eval-{task_name}", **NETWORK)
+def fetch_eval_files(cfg: PipelineConfig, task_name: str, home: str) -> dict[str, str]:
+    """The task's raw files under <home>/raw (mirrored when the recipe has a mirror)."""
+    return fetch_task_files(
+        client_for(cfg.download), cfg.finetune.task(task_name), Path(home), cfg.resolve
+    )
+
+
+def evaluation_texts(name: str, task: Any, files: dict[str, Path]) -> list[EvalText]:
+    """The task's dev and test examples as plain texts (source and target apart)."""
+    data = task.load(files)
+    return [
+        EvalText(name, split, str(ex.id), (ex.source, ex.target))
+        for split in EVAL_SPLITS
+        for ex in data.splits.get(split, [])
+    ]
+
+
+@task(name="filter-contamination-index")
+def contamination_index(
+    key: str, home: str, cfg: PipelineConfig, files: dict[str, dict[str, str]], ngram: int
+) -> dict[str, Any]:
+    """Hash the n-grams of every dev and test example of the tasks in `files` (task -> role ->
+    path under home) into `<unit>/ngrams.npz` + `examples.jsonl`."""
+    if (done := _done(home, key)) is not None:
+        return done
+    root = Path(home)
+    examples: list[EvalText] = []
+    for name, roles in sorted(files.items()):
+        paths = {role: root / rel for role, rel in roles.items()}
+        examples += evaluation_texts(name, cfg.finetune.task(name), paths)
+    index = NgramIndex.build(examples, ngram)
+    u = unit(home, key).ensure()
+    index.save(u.path)
+    result = {
+        "path": str(u.path.relative_to(root)),
+        "digest": index.digest(),
+        "ngram": ngram,
+        "ngrams": int(len(index.hashes)),
+        **index.coverage(),
+    }
     u.write_manifest(result)
     return result

@@ -16,6 +16,7 @@ from mediswift.artifacts import unit_at
 from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.data.download import client_for
 from mediswift.finetune.datasets import prepare_task
+from mediswift.finetune.plan import read_spec
 from mediswift.finetune.point import run_point
 from mediswift.finetune.sources import fetch_task_files
 from mediswift.manifests import PointSpec, TaskDataSpec
@@ -32,13 +33,14 @@ def fetch_files(cfg: PipelineConfig, task_name: str, home: str) -> dict[str, str
     )
 
 
-@task(name="finetune-data", task_run_name="data-{spec.task}")
-def prepare_data(key: str, home: str, spec: TaskDataSpec) -> dict[str, Any]:
+@task(name="finetune-data", task_run_name="data-{name}")
+def prepare_data(key: str, home: str, name: str) -> dict[str, Any]:
     """The task's splits as JSONL (+ data.json, token ids) in the unit `key`."""
     root = Path(home)
     unit = unit_at(root, "finetune", key)
     if unit.done():
         return unit.manifest()
+    spec = read_spec(unit, TaskDataSpec)
     task_ = FinetuneConfig.model_validate(spec.settings).task(spec.task)
     info = prepare_task(
         task_,
@@ -49,16 +51,14 @@ def prepare_data(key: str, home: str, spec: TaskDataSpec) -> dict[str, Any]:
     return unit.write_manifest(info)
 
 
-@task(
-    name="finetune-point",
-    task_run_name="{spec.variant}-{spec.task}-b{spec.batch_size}-lr{spec.lr}-s{spec.seed}",
-)
-def finetune_point(key: str, home: str, spec: PointSpec) -> dict[str, Any]:
+@task(name="finetune-point", task_run_name="{name}")
+def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
     """Fine-tune one variant on one task at one (batch, lr, seed); one child MLflow run."""
     root = Path(home)
     unit = unit_at(root, "finetune", key)
     if unit.done():
         return unit.manifest()
+    spec = read_spec(unit, PointSpec)
     tr = spec.tracking
     tracker = Tracker(tr.uri, tr.experiment, artifact_root=root / "mlruns")
     params = {

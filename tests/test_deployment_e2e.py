@@ -79,7 +79,7 @@ def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> N
     home = Path(served["MEDISWIFT_HOME"])
     arts = plan(load_recipe(TINY, mirror=str(mirror_dir)), home)
     assert all(a.done() for a in arts.values()), detail
-    assert (home / "report" / "report.html").is_file()
+    assert (home / "report" / "tiny" / "report.html").is_file()
 
     # The runs went through the MLflow server into the SQLite store under MEDISWIFT_HOME.
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")

@@ -63,7 +63,7 @@ def test_full_flow_caches_and_reruns_only_what_changed(prefect_harness, tmp_path
     docs = arts["filter"].manifest()["counts"]["kept"]
     assert docs["train"] > 0 and docs["validation"] > 0
     assert len(arts["pretrain"].manifest()["variants"]) == 2
-    assert (home / "report" / "report.html").exists()
+    assert (home / "report" / "tiny" / "report.html").exists()
 
     # Nothing changed: every stage finds its manifest, so no task runs its code.
     second = _run(home, mirror_dir)
@@ -80,3 +80,14 @@ def test_full_flow_caches_and_reruns_only_what_changed(prefect_harness, tmp_path
     assert changed[("evaluate_report", "Completed")] == 1, changed
     manifests = [json.loads(p.read_text()) for p in home.glob("evaluate/*/manifest.json")]
     assert len(manifests) == 2
+
+    # Only the finetune stage, re-keyed (seed 1 alone: its points exist): the report stays
+    # whole, showing the newest evaluate output of this recipe, marked as an earlier run.
+    state = mediswift(
+        recipe=TINY, home=str(home), mirror=str(mirror_dir), stages=["finetune"],
+        overrides=Overrides(finetune_seeds=[1]), return_state=True,
+    )  # fmt: skip
+    assert state.is_completed(), state
+    report = (home / "report" / "tiny" / "report.md").read_text()
+    assert "Table 3" in report and "(an earlier run)" in report
+    assert "- code version: " in report and "- date: " in report

@@ -21,7 +21,7 @@ from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
 from mediswift.finetune import plan as P
-from mediswift.manifests import PointSpec, PretrainManifest, TaskDataSpec, TrackingSpec
+from mediswift.manifests import PretrainManifest, TrackingSpec
 from mediswift.tracking import Tracker, resolve_tracking_uri
 from tasks import finetune as t
 from tasks.common import cached
@@ -46,17 +46,22 @@ def parent_run(tracker: Tracker, plan: P.SweepPlan) -> str:
 
 @flow(name="finetune-sweep")
 def finetune_sweep(
-    home: str, data: list[TaskDataSpec], points: list[PointSpec]
+    home: str, data: dict[str, str], points: dict[str, str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Prepare every task's data, then run every grid point (in the flow's thread pool)."""
+    """Prepare every task's data, then run every grid point (in the flow's thread pool).
+
+    `data` and `points` map unit keys to display names: each unit's spec is in its directory
+    (`spec.json`), so the subflow's parameters stay small."""
     root = Path(home)
 
-    def submit(task: Any, stage_key: str, spec: Any) -> Any:
-        unit = unit_at(root, "finetune", stage_key)
-        return cached(task, root, unit).submit(key=spec.key, home=home, spec=spec)
+    def submit(task: Any, key: str, name: str) -> Any:
+        unit = unit_at(root, "finetune", key)
+        return cached(task, root, unit).submit(key=key, home=home, name=name)
 
-    data_results = [f.result() for f in [submit(t.prepare_data, d.key, d) for d in data]]
-    return data_results, [f.result() for f in [submit(t.finetune_point, p.key, p) for p in points]]
+    data_results = [f.result() for f in [submit(t.prepare_data, k, n) for k, n in data.items()]]
+    return data_results, [
+        f.result() for f in [submit(t.finetune_point, k, n) for k, n in points.items()]
+    ]
 
 
 def run(
@@ -95,9 +100,16 @@ def run(
         fc.concurrency,
         threads,
     )
+    for spec, unit in data.values():
+        P.write_spec(unit, spec)
+    for plan in plans:
+        for spec, unit in plan.points:
+            P.write_spec(unit, spec)
     runner = ThreadPoolTaskRunner(max_workers=fc.concurrency)
     data_results, results = finetune_sweep.with_options(task_runner=runner)(
-        home=str(home), data=[spec for spec, _ in data.values()], points=points
+        home=str(home),
+        data={spec.key: spec.task for spec, _ in data.values()},
+        points={spec.key: spec.name for spec in points},
     )
     manifest = P.manifest(
         home,

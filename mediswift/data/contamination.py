@@ -172,6 +172,12 @@ def _chunks(texts: pa.Array, max_bytes: int) -> Iterator[tuple[int, pa.Array]]:
         done, i = int(ends[j - 1]), j
 
 
+def _ranks(width: np.ndarray) -> np.ndarray:
+    """0, 1, ..., w-1 for every w in `width`, concatenated."""
+    total = int(width.sum())
+    return np.arange(total) - np.repeat(np.cumsum(width) - width, width)
+
+
 @dataclass(frozen=True)
 class Match:
     """A corpus text (by its position in the scanned batch) and the examples it shares an
@@ -217,6 +223,17 @@ class NgramIndex:
         out[self.owners] = True
         return out
 
+    def coverage(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Examples per task and split, and how many of them are long enough to be checked."""
+        examples: dict[str, dict[str, int]] = {}
+        checked: dict[str, dict[str, int]] = {}
+        for e, ok in zip(self.examples, self.checked().tolist(), strict=True):
+            examples.setdefault(e.task, {}).setdefault(e.split, 0)
+            checked.setdefault(e.task, {}).setdefault(e.split, 0)
+            examples[e.task][e.split] += 1
+            checked[e.task][e.split] += int(ok)
+        return {"examples": examples, "checked": checked}
+
     def digest(self) -> str:
         """What the scan depends on: n, the hashes, and the examples (ids and texts)."""
         h = hashlib.sha256(f"ngram-index/{INDEX_VERSION}/{self.n}".encode())
@@ -248,10 +265,34 @@ class NgramIndex:
     def _confirm(self, example: int, gram: str) -> bool:
         """Whether the n-gram's words really occur in the example (rules out hash collisions)."""
         if self._padded is None:
-            self._padded = [
-                " " + " ".join(normalise(list(e.texts)).to_pylist()) + " " for e in self.examples
-            ]
+            flat = normalise([t for e in self.examples for t in e.texts]).to_pylist()
+            self._padded, i = [], 0
+            for e in self.examples:
+                self._padded.append(" " + " ".join(flat[i : i + len(e.texts)]) + " ")
+                i += len(e.texts)
         return f" {gram} " in self._padded[example]
+
+    def _candidates(self, grams: _Grams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(text, example, n-gram) of every hash hit, sorted by text then example."""
+        lo = np.searchsorted(self.hashes, grams.hashes, side="left")
+        hi = np.searchsorted(self.hashes, grams.hashes, side="right")
+        width = hi - lo
+        gram = np.repeat(np.arange(len(lo)), width)
+        owner = self.owners[np.repeat(lo, width) + _ranks(width)]
+        doc = grams.doc[gram]
+        order = np.lexsort((gram, owner, doc))
+        return doc[order], owner[order], gram[order]
+
+    def _confirmed(self, grams: _Grams) -> dict[int, set[int]]:
+        """Text -> the examples it shares an n-gram with, each pair confirmed on the words."""
+        doc, owner, gram = self._candidates(grams)
+        found: dict[int, set[int]] = {}
+        done: tuple[int, int] | None = None
+        for d, e, g in zip(doc.tolist(), owner.tolist(), gram.tolist(), strict=True):
+            if (d, e) != done and self._confirm(e, grams.text(g, self.n)):
+                found.setdefault(d, set()).add(e)
+                done = (d, e)  # one confirmed n-gram per (text, example) is enough
+        return found
 
     def find(self, texts: Texts, chunk_bytes: int = CHUNK_BYTES) -> list[Match]:
         """The texts sharing at least one n-gram with an example, in order; streamed in
@@ -261,18 +302,32 @@ class NgramIndex:
             return out
         for first, chunk in _chunks(_as_array(texts), chunk_bytes):
             grams = ngrams(normalise(chunk), self.n)
-            pos = np.searchsorted(self.hashes, grams.hashes)
-            hit = np.flatnonzero(
-                (pos < len(self.hashes))
-                & (self.hashes[np.minimum(pos, len(self.hashes) - 1)] == grams.hashes)
-            )
-            found: dict[int, set[int]] = {}
-            for i in hit:
-                lo, h = int(pos[i]), grams.hashes[i]
-                hi = int(np.searchsorted(self.hashes, h, side="right"))
-                gram = grams.text(int(i), self.n)
-                for ex in self.owners[lo:hi]:
-                    if self._confirm(int(ex), gram):
-                        found.setdefault(first + int(grams.doc[i]), set()).add(int(ex))
-            out += [Match(row, tuple(sorted(ex))) for row, ex in sorted(found.items())]
+            for row, examples in self._confirmed(grams).items():
+                out.append(Match(first + row, tuple(sorted(examples))))
         return out
+
+
+def summarise(
+    examples: Sequence[EvalText], matches: Sequence[tuple[str, Sequence[int]]], max_docs: int = 5
+) -> list[dict[str, object]]:
+    """The evaluation examples found in the corpus, from (doc_id, example indices) matches:
+    task, split, id, how many documents held it and the first `max_docs` of their doc_ids
+    (bounded by the evaluation set, however many documents matched)."""
+    docs: dict[int, list[str]] = {}
+    count: dict[int, int] = {}
+    for doc_id, found in matches:
+        for e in found:
+            count[e] = count.get(e, 0) + 1
+            if len(held := docs.setdefault(e, [])) < max_docs:
+                held.append(doc_id)
+    rows = [
+        {
+            "task": examples[e].task,
+            "split": examples[e].split,
+            "id": examples[e].id,
+            "documents": count[e],
+            "doc_ids": docs[e],
+        }
+        for e in count
+    ]
+    return sorted(rows, key=lambda r: (r["task"], r["split"], r["id"]))

@@ -12,10 +12,20 @@ numpy arrays), never by the text:
    - `empty_text`: title-only records (no abstract / empty text), as the paper drops them;
    - `language`: the record's language is known and not in `FilterConfig.languages` (records
      of unknown language, such as corpus texts, are kept);
+   - `after_cutoff` (only with `max_year`): published after the cut-off year, so the corpus
+     stops where the paper's did ("prior to 2023"); records without a year are kept;
    - `duplicate`: a doc_id already kept earlier in shard order (PubMed, then PMC, then corpora;
-     doc_ids are compared as 64-bit BLAKE2b digests, so memory stays ~12 bytes a document).
+     doc_ids are compared as 64-bit BLAKE2b digests, so memory stays ~12 bytes a document);
+   - `pmc_overlap` (only with `pmc_overlap`): a PubMed abstract whose article's full text is
+     among the kept PMC documents (same PMID), which would otherwise be trained on twice.
 2. `apply_plan` writes one filtered shard per input shard: the kept rows, in order, with
-   `split` = `validation` for a stable ~3% of doc_ids (`split_of`), else `train`.
+   `split` = `validation` for a stable ~3% of doc_ids (`split_of`). With an `NgramIndex` it
+   first drops, as `contamination`, the kept rows that share an n-gram with an evaluation
+   example (`mediswift.data.contamination`): that check reads the text, which this pass reads
+   anyway, and runs shard by shard in parallel.
+
+`dropped` lists the optional reasons only when their rule is on, so a count of 0 always means
+"checked, none found".
 """
 
 from __future__ import annotations
@@ -31,10 +41,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mediswift.data.contamination import NgramIndex
 from mediswift.data.shards import FILTERED_SCHEMA, ShardWriter, iter_batches, num_rows
 
-REASONS: tuple[str, ...] = ("keep", "superseded", "deleted", "empty_text", "language", "duplicate")
-KEEP, SUPERSEDED, DELETED, EMPTY, LANGUAGE, DUPLICATE = range(len(REASONS))
+REASONS: tuple[str, ...] = (
+    "keep", "superseded", "deleted", "empty_text", "language", "duplicate",
+    "after_cutoff", "pmc_overlap", "contamination",
+)  # fmt: skip
+(
+    KEEP, SUPERSEDED, DELETED, EMPTY, LANGUAGE, DUPLICATE, AFTER_CUTOFF, PMC_OVERLAP, CONTAMINATION,
+) = range(len(REASONS))  # fmt: skip
+ALWAYS = ("superseded", "deleted", "empty_text", "language", "duplicate")
+NO_PMID = -1
 
 
 @dataclass(frozen=True)
@@ -57,67 +75,121 @@ def _id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big")
 
 
+def _pmids(column: pa.Array) -> np.ndarray:
+    """PMIDs as int64, NO_PMID where missing or not a number (PMC metadata can be odd)."""
+    ok = pc.fill_null(pc.match_substring_regex(column, r"^[0-9]{1,18}$"), False)
+    safe = pc.if_else(ok, column, pa.scalar(str(NO_PMID)))
+    return pc.cast(pc.fill_null(safe, str(NO_PMID)), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _row_codes(
+    batch: pa.RecordBatch, min_text_chars: int, wanted: set[str] | None, max_year: int | None
+) -> np.ndarray:
+    """The reasons one row shows on its own: empty_text, language, after_cutoff."""
+    n = batch.num_rows
+    code = np.zeros(n, dtype=np.uint8)
+    lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_numpy(zero_copy_only=False)
+    code[lengths < min_text_chars] = EMPTY
+    if wanted is not None:
+        lang = batch.column("language").to_pylist()
+        bad = np.fromiter((x is not None and x not in wanted for x in lang), dtype=bool, count=n)
+        code[(code == KEEP) & bad] = LANGUAGE
+    if max_year is not None:
+        year = pc.fill_null(batch.column("year"), max_year).to_numpy(zero_copy_only=False)
+        code[(code == KEEP) & (year > max_year)] = AFTER_CUTOFF
+    return code
+
+
 def plan_filter(
-    shards: Sequence[ShardRef], min_text_chars: int = 1, languages: Sequence[str] | None = None
+    shards: Sequence[ShardRef],
+    min_text_chars: int = 1,
+    languages: Sequence[str] | None = None,
+    max_year: int | None = None,
+    pmc_overlap: bool = False,
 ) -> tuple[list[np.ndarray], dict[str, int]]:
     """A reason code (uint8, see REASONS) for every row of every shard, and the dropped counts."""
     codes: list[np.ndarray] = []
-    # PubMed rows: pmid, version, shard, row (for "latest wins").
-    pm_pmid, pm_ver, pm_shard, pm_row = [], [], [], []
+    pmids: list[np.ndarray | None] = []  # per shard: PMID of every row (PubMed and PMC shards)
+    versions: list[np.ndarray] = []  # per PubMed shard: PMID Version of every row
     deleted_at: dict[int, int] = {}  # pmid -> last shard index that deletes it
     wanted = set(languages) if languages else None
     for i, ref in enumerate(shards):
         for pmid in ref.deleted_pmids:
             deleted_at[int(pmid)] = i
-        parts = []
-        start = 0
-        for batch in iter_batches(ref.path, ["pmid", "pmid_version", "text", "language"]):
-            n = batch.num_rows
-            code = np.zeros(n, dtype=np.uint8)
-            lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_numpy(
-                zero_copy_only=False
-            )
-            code[lengths < min_text_chars] = EMPTY
-            if wanted is not None:
-                lang = batch.column("language").to_pylist()
-                bad = np.fromiter(
-                    (x is not None and x not in wanted for x in lang), dtype=bool, count=n
-                )
-                code[(code == KEEP) & bad] = LANGUAGE
-            if ref.source == "pubmed":
+        parts, ids, vers = [], [], []
+        for batch in iter_batches(ref.path, ["pmid", "pmid_version", "text", "language", "year"]):
+            parts.append(_row_codes(batch, min_text_chars, wanted, max_year))
+            if ref.source == "pmc":
+                ids.append(_pmids(batch.column("pmid")))
+            if ref.source == "pubmed":  # a PubMed row always has a numeric PMID
                 pmid = pc.cast(batch.column("pmid"), pa.int64()).to_numpy(zero_copy_only=False)
+                ids.append(pmid.astype(np.int64))
                 ver = pc.fill_null(batch.column("pmid_version"), 1).to_numpy(zero_copy_only=False)
-                pm_pmid.append(pmid.astype(np.int64))
-                pm_ver.append(ver.astype(np.int32))
-                pm_shard.append(np.full(n, i, dtype=np.int32))
-                pm_row.append(np.arange(start, start + n, dtype=np.int32))
-            parts.append(code)
-            start += n
+                vers.append(ver.astype(np.int32))
         codes.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8))
+        pmids.append(np.concatenate(ids) if ids else None)
+        if ref.source == "pubmed":
+            versions.append(np.concatenate(vers) if vers else np.zeros(0, dtype=np.int32))
 
-    if pm_pmid:
-        pmid, ver = np.concatenate(pm_pmid), np.concatenate(pm_ver)
-        shard, row = np.concatenate(pm_shard), np.concatenate(pm_row)
-        # Sort by pmid, then (shard, version, row): the last row of each pmid group wins.
-        order = np.lexsort((row, ver, shard, pmid))
-        last = np.ones(len(order), dtype=bool)
-        last[:-1] = pmid[order][1:] != pmid[order][:-1]
-        for idx in order[~last]:
-            codes[shard[idx]][row[idx]] = SUPERSEDED
-        winners = order[last]
-        if deleted_at:
-            keys = np.fromiter(deleted_at, dtype=np.int64, count=len(deleted_at))
-            for idx in winners[np.isin(pmid[winners], keys)]:
-                if deleted_at[int(pmid[idx])] >= shard[idx]:
-                    codes[shard[idx]][row[idx]] = DELETED
-
+    _mark_revisions(shards, codes, pmids, versions, deleted_at)
     _mark_duplicates(shards, codes)
+    if pmc_overlap:
+        _mark_pmc_overlap(shards, codes, pmids)
     dropped: Counter[str] = Counter()
     for code in codes:
         counts = np.bincount(code, minlength=len(REASONS))
         for k in range(1, len(REASONS)):
             dropped[REASONS[k]] += int(counts[k])
-    return codes, {r: dropped[r] for r in REASONS[1:]}
+    reasons = ALWAYS + (("after_cutoff",) if max_year is not None else ())
+    reasons += ("pmc_overlap",) if pmc_overlap else ()
+    return codes, {r: dropped[r] for r in reasons}
+
+
+def _mark_revisions(
+    shards: Sequence[ShardRef],
+    codes: list[np.ndarray],
+    pmids: list[np.ndarray | None],
+    versions: list[np.ndarray],
+    deleted_at: dict[int, int],
+) -> None:
+    """Mark older copies of a PMID `superseded` and deleted winners `deleted` (PubMed only)."""
+    which = [i for i, ref in enumerate(shards) if ref.source == "pubmed"]
+    if not which:
+        return
+    lengths = [len(codes[i]) for i in which]
+    pmid = np.concatenate([pmids[i] for i in which])  # type: ignore[misc]
+    ver = np.concatenate(versions)
+    shard = np.repeat(np.asarray(which, dtype=np.int32), lengths)
+    row = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+    # Sort by pmid, then (shard, version, row): the last row of each pmid group wins.
+    order = np.lexsort((row, ver, shard, pmid))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = pmid[order][1:] != pmid[order][:-1]
+    for idx in order[~last]:
+        codes[shard[idx]][row[idx]] = SUPERSEDED
+    winners = order[last]
+    if deleted_at:
+        keys = np.fromiter(deleted_at, dtype=np.int64, count=len(deleted_at))
+        for idx in winners[np.isin(pmid[winners], keys)]:
+            if deleted_at[int(pmid[idx])] >= shard[idx]:
+                codes[shard[idx]][row[idx]] = DELETED
+
+
+def _mark_pmc_overlap(
+    shards: Sequence[ShardRef], codes: list[np.ndarray], pmids: list[np.ndarray | None]
+) -> None:
+    """Mark kept PubMed rows whose PMID a kept PMC document carries (The Pile's PubMed rule:
+    the full text already holds the abstract)."""
+    in_pmc = [
+        p[code == KEEP]
+        for ref, code, p in zip(shards, codes, pmids, strict=True)
+        if ref.source == "pmc" and p is not None
+    ]
+    full = np.unique(np.concatenate(in_pmc)) if in_pmc else np.zeros(0, dtype=np.int64)
+    full = full[full != NO_PMID]
+    for ref, code, p in zip(shards, codes, pmids, strict=True):
+        if ref.source == "pubmed" and p is not None and len(full):
+            code[(code == KEEP) & np.isin(p, full)] = PMC_OVERLAP
 
 
 def _mark_duplicates(shards: Sequence[ShardRef], codes: list[np.ndarray]) -> None:
@@ -149,14 +221,29 @@ def _mark_duplicates(shards: Sequence[ShardRef], codes: list[np.ndarray]) -> Non
         codes[i][row[pos]] = DUPLICATE
 
 
+def _scan_text(table: pa.Table) -> pa.Array:
+    """What a document contributes to pre-training: its title, then its text."""
+    title = pc.fill_null(table["title"], "")
+    text = pc.fill_null(table["text"], "")
+    return pc.binary_join_element_wise(title, text, " ").combine_chunks()
+
+
 def apply_plan(
-    shard: Path, codes: np.ndarray, out: Path, salt: str, validation_fraction: float
+    shard: Path,
+    codes: np.ndarray,
+    out: Path,
+    salt: str,
+    validation_fraction: float,
+    index: NgramIndex | None = None,
 ) -> dict[str, Any]:
-    """Write the kept rows of `shard` (codes == 0) to `out` with a `split` column."""
+    """Write the kept rows of `shard` (codes == 0) to `out` with a `split` column; with an
+    `index`, rows sharing an n-gram with an evaluation example are dropped as `contamination`
+    and listed in `matches` as [doc_id, [example index, ...]]."""
     rows = num_rows(shard)
     if rows != len(codes):
         raise ValueError(f"{shard}: {rows} rows but the filter plan has {len(codes)} rows")
     by_source: dict[str, Counter[str]] = {}
+    matches: list[list[Any]] = []
     start = 0
     with ShardWriter(out, FILTERED_SCHEMA) as w:
         for batch in iter_batches(shard):
@@ -164,13 +251,20 @@ def apply_plan(
             keep = codes[start : start + n] == KEEP
             start += n
             table = pa.Table.from_batches([batch]).filter(pa.array(keep))
+            if index is not None and table.num_rows:
+                found = index.find(_scan_text(table))
+                ids = table["doc_id"].to_pylist()
+                matches += [[ids[m.row], list(m.examples)] for m in found]
+                clean = np.ones(table.num_rows, dtype=bool)
+                clean[[m.row for m in found]] = False
+                table = table.filter(pa.array(clean))
             splits = [split_of(d, salt, validation_fraction) for d in table["doc_id"].to_pylist()]
             for src, sp in zip(table["source"].to_pylist(), splits, strict=True):
                 by_source.setdefault(src, Counter())[sp] += 1
             w.write(table.append_column("split", pa.array(splits, pa.string())))
         n_docs = w.rows
     n_val = sum(c["validation"] for c in by_source.values())
-    return {
+    result: dict[str, Any] = {
         "n_docs": n_docs,
         "n_train": n_docs - n_val,
         "n_validation": n_val,
@@ -179,3 +273,6 @@ def apply_plan(
             for s, c in sorted(by_source.items())
         },
     }
+    if index is not None:
+        result |= {"contamination": len(matches), "matches": matches}
+    return result

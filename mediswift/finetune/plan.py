@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from mediswift.artifacts import Artifact, content_key, file_digest, unit_artifact
+from mediswift.artifacts import Artifact, content_key, file_digest, unit_artifact, write_atomic
 from mediswift.config import FinetuneConfig
 from mediswift.finetune.grid import grid_points
 from mediswift.manifests import (
@@ -28,6 +28,7 @@ from mediswift.manifests import (
     VariantRecord,
 )
 
+S = TypeVar("S", TaskDataSpec, PointSpec)
 # Bump when a unit's content or meaning changes (data format, training or evaluation code).
 UNIT_VERSION = 2
 MODES = ("generate", "score")
@@ -195,6 +196,19 @@ def manifest(
         )
     modes = sorted({m for p in plans for s, _ in p.points for m in s.modes}, key=MODES.index)
     return FinetuneManifest(tasks=tasks, sweeps=sweeps, modes=modes, torch_threads=torch_threads)
+
+
+SPEC_FILE = "spec.json"
+
+
+def write_spec(unit: Artifact, spec: TaskDataSpec | PointSpec) -> None:
+    """The unit's spec, in its directory before it runs (the task reads it from there)."""
+    if not unit.done():
+        write_atomic(unit.path / SPEC_FILE, spec.model_dump_json(indent=2) + "\n")
+
+
+def read_spec(unit: Artifact, model: type[S]) -> S:
+    return model.model_validate_json((unit.path / SPEC_FILE).read_text())
 
 
 def rel(path: Path, home: Path) -> str:
