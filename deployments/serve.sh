@@ -38,6 +38,8 @@ fi
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 export MEDISWIFT_MLFLOW_UI="$MLFLOW_TRACKING_URI"
 export PREFECT_LOCAL_STORAGE_PATH="$MEDISWIFT_HOME/prefect-results"
+# No task falls back to Prefect's default (pickled) cache records.
+export PREFECT_TASKS_DEFAULT_NO_CACHE=true
 
 start() {  # name, command...: run in its own session so stop.sh can end the whole group
   local name=$1; shift

@@ -13,11 +13,11 @@ from flows.report import publish_report
 from flows.server import tie_temporary_server_to_this_process
 
 __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
-from mediswift.artifacts import MANIFEST, content_key
+from mediswift.artifacts import MANIFEST, content_key, sweep_stale_tmp
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
-from mediswift.plan import STAGE_INPUTS, parse_stages, plan
+from mediswift.plan import STAGE_INPUTS, listing_digest, parse_stages, plan
 
 Stage = Literal[
     "download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"
@@ -48,6 +48,10 @@ def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any])
     if out.done():
         logger.info("%s: already done (%s), nothing to do", stage, out.path)
         return False
+    # Temp files of writers killed in an earlier run of this stage (the home is ours: locked).
+    swept = sweep_stale_tmp(home / stage)
+    if swept:
+        logger.info("%s: removed %d temporary file(s) of dead writers", stage, len(swept))
     module = importlib.import_module(f"flows.stages.{stage}")
     logger.info("%s: running into %s", stage, out.path)
     module.run(cfg, home, out, inputs)
@@ -67,6 +71,17 @@ def run_name() -> str:
     fragment = Overrides.model_validate(p.get("overrides") or {}).as_recipe_fragment()
     key = content_key(recipe, chosen, fragment, p.get("force") or [], length=6)
     return f"{recipe}-{what}-{key}"
+
+
+def upstream_listing(cfg: PipelineConfig) -> str | None:
+    """The digest of the PubMed files upstream lists now, when the recipe tracks upstream."""
+    if not cfg.download.track_upstream:
+        return None
+    from tasks.download import list_pubmed_files
+
+    files = list_pubmed_files(cfg.download, cfg.resolve(cfg.download.pubmed_url))
+    get_run_logger().info("upstream lists %d PubMed files", len(files))
+    return listing_digest(files)
 
 
 def force_stages(home: Path, arts: dict[str, Any], stages: list[str]) -> None:
@@ -107,7 +122,7 @@ def mediswift(
     fragment = (overrides or Overrides()).as_recipe_fragment()
     cfg = load_recipe(recipe, fragment, mirror)
     root = home_dir(home)
-    arts = plan(cfg, root)
+    arts = plan(cfg, root, upstream_listing(cfg))
     # One writer per home: a second run waits here, then finds the stages it shares done.
     with home_lock(root, on_wait=get_run_logger().warning):
         force_stages(root, arts, parse_stages(list(force)) if force else [])

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,7 +56,8 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = tmp_path(path)  # named so that `sweep_stale_tmp` can judge it if we die
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)

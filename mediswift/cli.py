@@ -154,6 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect-results"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Tasks outside `tasks.common.cached` would use Prefect's default cache, whose records are
+    # pickles: off, so nothing read back from the home can run code.
+    os.environ.setdefault("PREFECT_TASKS_DEFAULT_NO_CACHE", "true")
     # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.pipeline import mediswift, tie_temporary_server_to_this_process

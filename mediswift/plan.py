@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mediswift.artifacts import Artifact, stage_artifact, unit_artifact
+from mediswift.artifacts import Artifact, content_key, stage_artifact, unit_artifact
 from mediswift.config import STAGES, PipelineConfig, PretrainConfig
 
 # Stage -> the stages whose outputs it reads.
@@ -47,15 +47,24 @@ def decontamination_sources(cfg: PipelineConfig) -> dict[str, dict[str, str]]:
     return {name: cfg.finetune.task(name).sources() for name in sorted(cfg.finetune.tasks)}
 
 
-def plan(cfg: PipelineConfig, home: Path) -> dict[str, Artifact]:
-    """The output artifact of every stage for this config, in stage order."""
+def plan(cfg: PipelineConfig, home: Path, listing: str | None = None) -> dict[str, Artifact]:
+    """The output artifact of every stage for this config, in stage order.
+
+    `listing`: a digest of the upstream PubMed listing (`download.track_upstream`): new update
+    files upstream then re-key the download stage and what follows it."""
     arts: dict[str, Artifact] = {}
     for stage in STAGES:
         inputs = [arts[s] for s in STAGE_INPUTS[stage]]
-        arts[stage] = stage_artifact(
-            home, stage, stage_config(cfg, stage), inputs, STAGE_VERSIONS[stage]
-        )
+        config = stage_config(cfg, stage)
+        if stage == "download" and listing is not None:
+            config = {**config, "upstream_listing": listing}
+        arts[stage] = stage_artifact(home, stage, config, inputs, STAGE_VERSIONS[stage])
     return arts
+
+
+def listing_digest(files: list[dict[str, Any]]) -> str:
+    """What of the upstream listing identifies the download: every file's kind and name."""
+    return content_key(sorted((f["kind"], f["name"]) for f in files))
 
 
 # Bump when a variant's content or meaning changes (model, loop, checkpoint format).

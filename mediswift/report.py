@@ -58,9 +58,69 @@ def data_section(arts: dict[str, Artifact]) -> str:
     dropped = counts.get("dropped", {})
     if dropped:
         out += "\n\nDropped: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+    out += "\n\n" + rules_lines(arts["filter"].manifest().get("rules", {}), dropped)
     if arts["tokenize"].done():
         tokens = arts["tokenize"].manifest().get("tokens", {})
         out += "\n\nTokens: " + ", ".join(f"{k} {_human(v)}" for k, v in sorted(tokens.items()))
+    contamination = arts["filter"].manifest().get("contamination")
+    if contamination:
+        out += "\n\n" + contamination_section(contamination)
+    return out
+
+
+def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
+    """The corpus cut-off and the optional rules, stated under Table 1."""
+    year = rules.get("max_year")
+    cutoff = (
+        f"publication year {year} and earlier (documents published later dropped: "
+        f"{dropped.get('after_cutoff', 0)}; documents without a year kept)"
+        if year is not None
+        else "none (every publication year kept)"
+    )
+    overlap = (
+        f"dropped when the article's full text is in the PMC set ({dropped.get('pmc_overlap', 0)})"
+        if rules.get("pmc_overlap")
+        else "kept even when the article's full text is in the PMC set"
+    )
+    n = rules.get("contamination_ngram")
+    decon = (
+        f"documents sharing a {n}-word n-gram with a dev or test example dropped "
+        f"({dropped.get('contamination', 0)})"
+        if rules.get("decontaminate")
+        else "off"
+    )
+    return f"- Corpus cut-off: {cutoff}\n- PubMed abstracts: {overlap}\n- Decontamination: {decon}"
+
+
+def contamination_section(c: dict[str, Any]) -> str:
+    """Which evaluation examples the pre-training corpus held (and lost to the filter)."""
+    found = c.get("found", [])
+    per: dict[tuple[str, str], int] = {}
+    for f in found:
+        per[(f["task"], f["split"])] = per.get((f["task"], f["split"]), 0) + 1
+    summary = [
+        [
+            task,
+            split,
+            n,
+            c.get("checked", {}).get(task, {}).get(split, "-"),
+            per.get((task, split), 0),
+        ]
+        for task, splits in sorted(c.get("examples", {}).items())
+        for split, n in sorted(splits.items())
+    ]
+    out = (
+        f"**Decontamination** ({c.get('ngram')}-word n-grams after lower-casing and removing "
+        f"punctuation): {c.get('documents', 0)} pre-training documents dropped; "
+        f"{len(found)} evaluation examples were in the corpus.\n\n"
+        + _table(["Task", "Split", "Examples", "Checked (long enough)", "Found"], summary)
+    )
+    if found:
+        rows = [
+            [f["task"], f["split"], f["id"], f["documents"], ", ".join(f["doc_ids"])] for f in found
+        ]
+        header = ["Task", "Split", "Example", "Documents", "Corpus doc_id (first 5)"]
+        out += "\n\nEvaluation examples found in the corpus:\n\n" + _table(header, rows)
     return out
 
 

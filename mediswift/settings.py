@@ -159,6 +159,12 @@ class DownloadConfig(Section):
     pubmed_max_files: int | None = result(None, "baseline files to take (None: all)", ge=0)
     pubmed_include_updates: bool = result(True, "apply the daily update files too")
     pubmed_max_update_files: int | None = result(None, "update files to take (None: all)", ge=0)
+    track_upstream: bool = schedule(
+        False,
+        "list PubMed upstream at every run and key the download on that listing, so new "
+        "daily update files re-run download and what follows (the scheduled updates use it)",
+        plan=True,
+    )
     pmc_url: str = result(
         "https://pmc-oa-opendata.s3.amazonaws.com/", "PMC Cloud Service bucket (per-article)"
     )
@@ -178,6 +184,9 @@ class DownloadConfig(Section):
     backoff_s: float = schedule(1.0, "first retry waits up to this many seconds (doubling)", ge=0)
     backoff_max_s: float = schedule(60.0, "longest wait between retries, seconds", ge=0)
     pmc_batch_size: int = schedule(50, "PMC articles per download task", ge=1)
+    max_download_bytes: int = schedule(
+        8 * 1024**3, "bytes one downloaded file may have; a longer body is cut and refused", ge=1
+    )
 
 
 class ParseConfig(Section):
@@ -195,6 +204,14 @@ class ParseConfig(Section):
         50_000, "documents per shard: a file with more is cut into several shards", ge=1
     )
     pmc_articles_per_shard: int = result(1_000, "PMC articles per shard and per parse task", ge=1)
+    max_xml_bytes: int = schedule(
+        2 * 1024**3, "decompressed bytes one XML file may have; more is refused", ge=1024
+    )
+    max_xml_node_bytes: int = schedule(
+        64 * 1024**2,
+        "bytes one text, comment, attribute, CDATA or PI node may have (bounds peak memory)",
+        ge=1024,
+    )
 
 
 class FilterConfig(Section):

@@ -15,10 +15,11 @@ What replaces it: when a task returns and its unit is done, the return value is 
 plain JSON record, `<home>/prefect-cache/<stage>-<key>-<task>.json`, tied to the exact bytes of
 the unit's manifest. Run again for a done unit whose record matches, the task returns the
 record's value without running its code, in a Completed state named "Cached" (what the UI shows
-for a cache hit). A record that is not ours (another format, a pickle, a manifest that changed)
-is ignored with a warning and the task runs; the tasks return their manifest at once when their
-unit is done, so a lost record costs a little time, never a wrong result. Records are only ever
-read with `json.loads`, which cannot run code.
+for a cache hit). A record that is not ours (another format, a pickle, another unit) is ignored
+with a warning, and a stale one (the manifest changed) quietly; then the task runs. Most tasks
+return their manifest at once when their unit is done (downloads re-check their files' md5s), so
+a lost record costs time, never a wrong result. Records are only ever read with `json.loads`,
+which cannot run code.
 """
 
 from __future__ import annotations
@@ -88,21 +89,29 @@ def _expected(artifact: Artifact, digest: str, manifest: str) -> dict[str, str]:
 
 
 def read_record(path: Path, artifact: Artifact, digest: str) -> dict[str, Any] | None:
-    """The record of a done unit, or None (not done, no record, or a record not ours)."""
+    """The record of a done unit, or None (not done, no record, or a record not ours).
+
+    A record of another format (a pickle, Prefect's own record naming a serializer) or of
+    another unit is refused with a warning: nothing in it is used. One written for an earlier
+    manifest of this unit (rewritten since) is merely stale: the task runs and records anew.
+    """
     manifest = _manifest_sha(artifact)
     if manifest is None or not path.is_file():
         return None
+    expected = _expected(artifact, digest, manifest)
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
         record = json.loads(path.read_bytes())
-        expected = _expected(artifact, digest, manifest)
         if not isinstance(record, dict) or "result" not in record:
             raise ValueError("not a result record")
-        if any(record.get(k) != v for k, v in expected.items()):
-            raise ValueError(f"not a {RECORD_FORMAT} record of this unit, task and manifest")
+        if any(record.get(k) != v for k, v in expected.items() if k != "manifest_sha256"):
+            raise ValueError(f"not a {RECORD_FORMAT} record of this unit and task")
     except (OSError, ValueError) as e:  # JSON errors are ValueErrors
-        _log().warning("ignoring cache record %s (nothing in it was loaded): %s", path, e)
+        _log().warning("ignoring cache record %s (nothing in it was used): %s", path, e)
+        return None
+    if record.get("manifest_sha256") != manifest:
+        _log().debug("cache record %s is stale (the unit's manifest changed)", path)
         return None
     return record
 

@@ -20,7 +20,7 @@ from mediswift.artifacts import Artifact, unit_at
 from mediswift.data.corpus import CorpusFormatError, parse_corpus_file
 from mediswift.data.pmc import PmcHints, PmcInput, parse_pmc_batch
 from mediswift.data.pubmed import parse_pubmed_file
-from mediswift.data.xml import XMLParseError
+from mediswift.data.xml import XMLLimits, XMLParseError
 
 # Bump when the parsers' output changes: it re-keys every parse unit.
 PARSER_VERSION = 1
@@ -62,13 +62,13 @@ def _quarantine(home: str, key: str, input_rel: str, error: Exception) -> dict[s
 
 @task(name="parse-pubmed-file", task_run_name="parse-pubmed-{input}")
 def parse_pubmed(
-    key: str, home: str, input: str, rows_per_shard: int, on_error: str
+    key: str, home: str, input: str, rows_per_shard: int, on_error: str, limits: list[int]
 ) -> dict[str, Any]:
     if (done := _done(home, key)) is not None:
         return done
     out = unit(home, key).path
     try:
-        result = parse_pubmed_file(Path(home) / input, out, rows_per_shard)
+        result = parse_pubmed_file(Path(home) / input, out, rows_per_shard, XMLLimits(*limits))
     except BAD_INPUT as e:
         if on_error != "quarantine":
             raise
@@ -84,6 +84,7 @@ def parse_pmc(
     articles: list[dict[str, Any]],
     rows_per_shard: int,
     on_error: str,
+    limits: list[int],
 ) -> dict[str, Any]:
     if (done := _done(home, key)) is not None:
         return done
@@ -96,7 +97,11 @@ def parse_pmc(
         for a in articles
     ]
     result = parse_pmc_batch(
-        inputs, unit(home, key).path, rows_per_shard, quarantine=on_error == "quarantine"
+        inputs,
+        unit(home, key).path,
+        rows_per_shard,
+        quarantine=on_error == "quarantine",
+        limits=XMLLimits(*limits),
     )
     return _finish(home, key, result)
 

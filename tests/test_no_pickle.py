@@ -26,12 +26,13 @@ from prefect.serializers import PickleSerializer
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.pipeline import mediswift
+from mediswift.artifacts import unit_at
 from mediswift.config import load_recipe
 from mediswift.plan import plan
+from tasks.common import read_record, record_path, write_record
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")
 STAGES = ["download", "parse", "filter"]
-pytestmark = pytest.mark.slow
 
 
 class Touch:
@@ -102,6 +103,7 @@ async def _states(flow_run_id: UUID) -> Counter[str]:
         return out
 
 
+@pytest.mark.slow
 def test_planted_pickles_are_never_loaded(prefect_harness, mirror_dir: Path, tmp_path: Path):
     home = tmp_path / "home"
     marker = tmp_path / "pickle-was-loaded"
@@ -122,3 +124,34 @@ def test_planted_pickles_are_never_loaded(prefect_harness, mirror_dir: Path, tmp
         third, states = _run(home, mirror_dir, marker)
         assert third == first
         assert set(states) == {"Cached"}, states
+
+
+def test_records_are_json_of_a_done_unit_only(tmp_path: Path) -> None:
+    """The record helpers alone: what they write is plain JSON, what they refuse is not used."""
+    home, marker = tmp_path / "home", tmp_path / "pickle-was-loaded"
+    unit = unit_at(home, "parse", "k1").ensure()
+    path = record_path(home, unit, "t1")
+    result = {"shards": [{"path": "parse/units/k1/docs-00000.parquet", "n_docs": 3}]}
+
+    write_record(path, unit, "t1", result)
+    assert not path.exists()  # the unit is not done: nothing to record
+    unit.write_manifest({"n": 1})
+    write_record(path, unit, "t1", result)
+    assert read_record(path, unit, "t1")["result"] == result
+    assert read_record(path, unit, "another task") is None
+
+    unit.write_manifest({"n": 2})  # the unit was redone: the record is stale
+    assert read_record(path, unit, "t1") is None
+
+    # Values JSON would not give back unchanged are not recorded (the task simply runs).
+    path.unlink()
+    write_record(path, unit, "t1", {"pair": (1, 2)})
+    assert not path.exists()
+
+    # Prefect's own record form, naming the pickle serializer, with the pickle inline.
+    meta = ResultRecordMetadata(storage_key=str(path), serializer=PickleSerializer())
+    path.write_bytes(ResultRecord(metadata=meta, result=Touch(marker)).serialize())
+    assert read_record(path, unit, "t1") is None
+    path.write_bytes(PickleSerializer().dumps(Touch(marker)))
+    assert read_record(path, unit, "t1") is None
+    assert not marker.exists()

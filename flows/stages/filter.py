@@ -77,7 +77,9 @@ def run(
     langs = sorted(f.languages) if f.languages else None
     index = contamination_index(cfg, home)
     if index is not None:
-        log.info("filter: %d n-grams of %s dev/test examples", index["ngrams"], index["checked"])
+        n = sum(sum(s.values()) for s in index["examples"].values())
+        log.info("filter: decontaminating against %d dev/test examples of %s (%d %d-grams)",
+                 n, ", ".join(sorted(index["examples"])), index["ngrams"], index["ngram"])  # fmt: skip
 
     plan_unit = unit_artifact(
         home, "filter", "plan", [s["path"] for s in parsed], [s.get("deleted_pmids") for s in parsed],

@@ -48,13 +48,14 @@ def run(
     dl = manifests.read(inputs["download"], DownloadManifest).model_dump()
     p = cfg.parse
     h = str(home)
+    limits = [p.max_xml_bytes, p.max_xml_node_bytes]  # bounded memory for any input
     jobs: list[tuple[str, PrefectFuture[Any], dict[str, Any]]] = []
 
     for entry in dl.get("pubmed", []):
         u = _unit(home, "pubmed", entry["md5"], cfg)
         fut = cached(t.parse_pubmed, home, u).submit(
             key=u.key, home=h, input=entry["path"], rows_per_shard=p.rows_per_shard,
-            on_error=p.on_error,
+            on_error=p.on_error, limits=limits,
         )  # fmt: skip
         jobs.append(("pubmed", fut, {"input": entry["path"]}))
 
@@ -70,7 +71,7 @@ def run(
         )
         fut = cached(t.parse_pmc, home, u).submit(
             key=u.key, home=h, index=i // size, articles=batch, rows_per_shard=p.rows_per_shard,
-            on_error=p.on_error,
+            on_error=p.on_error, limits=limits,
         )  # fmt: skip
         jobs.append(("pmc", fut, {"input": batch[0]["path"], "n_inputs": len(batch)}))
 

@@ -58,6 +58,7 @@ def client_for(cfg: DownloadConfig) -> HttpClient:
         max_connections=cfg.max_connections,
         backoff_s=cfg.backoff_s,
         backoff_max_s=cfg.backoff_max_s,
+        max_download_bytes=cfg.max_download_bytes,
     )
 
 

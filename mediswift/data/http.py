@@ -7,8 +7,8 @@ either; everything above it (resume, md5, rename) is shared.
 Errors are classified once, here: `TransientError` (timeouts, connection resets, a body cut
 short, 5xx, 408, 429) is worth retrying; `PermanentError` (404, other 4xx, a checksum that keeps
 failing, an unsafe name, a TLS certificate that does not verify, a body over the byte cap) is
-not. `retry()` retries transient faults with exponential backoff and
-full jitter, honouring `Retry-After`; the orchestration layer retries the same class only.
+not. `retry()` retries transient faults with exponential backoff and full jitter, honouring
+`Retry-After`; the orchestration layer retries the same class only.
 
 Politeness: at most `max_connections` open connections per host in this process (a semaphore
 per host shared by every client), and a User-Agent naming the tool and a contact address, as
@@ -40,8 +40,8 @@ CHUNK = 1 << 20
 # (urllib3 raises before returning them), so a small chunk keeps a resume close to the cut.
 NET_CHUNK = 64 << 10
 MAX_RETRY_AFTER_S = 900.0
-# The most bytes one download may bring (the largest real file, a PubMed baseline file, is
-# ~100 MB compressed): past it an endless or lying body is cut instead of filling the disk.
+# The most bytes one download may bring (real files, PubMed baseline files the largest, are tens
+# of MB): past it an endless or lying body is cut instead of filling the disk.
 MAX_DOWNLOAD_BYTES = 8 << 30
 
 

@@ -64,10 +64,10 @@ class XMLLimitError(XMLParseError):
 class XMLLimits:
     """Caps on what one XML file may cost, checked before libxml2 buffers the bytes.
 
-    `max_bytes`: decompressed bytes per file (a PubMed baseline file is ~200 MB, so 2 GiB leaves
-    room for growth while stopping a gzip bomb). `max_node_bytes`: the longest run of raw bytes
-    one text node, comment, tag with its attributes, CDATA section or processing instruction may
-    span (real ones stay far below 1 MB; libxml2 refuses a text node over 10 MB by itself).
+    `max_bytes`: decompressed bytes per file (2 GiB: far above any PubMed or PMC file, far below
+    what a gzip bomb expands to). `max_node_bytes`: the longest run of raw bytes one text node,
+    comment, tag with its attributes, CDATA section or processing instruction may span (real ones
+    are far smaller; libxml2 refuses a text node over 10 MB by itself, but not the others).
     Peak memory of a refused file stays near `max_node_bytes` above a clean run.
     """
 
