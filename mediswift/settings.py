@@ -306,7 +306,14 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     compile: bool = result(False, "torch.compile the model (numerics may differ slightly)")
     fsdp: bool = result(False, "shard the model with FSDP2 (static sparsity only)")
     device: str = result("auto", "auto, cpu, cuda or cuda:N (bf16 autocast on CUDA)")
-    nproc: int = schedule(1, "processes under torchrun (DDP)", ge=1, le=1024)
+    nproc: int = schedule(1, "processes per node under torchrun (DDP)", ge=1, le=1024)
+    nnodes: int = schedule(1, "nodes of a multi-node run (torchrun, c10d rendezvous)", ge=1)
+    rdzv_endpoint: str | None = schedule(
+        None, "host:port of the c10d rendezvous, reachable from every node (several nodes)"
+    )
+    rdzv_id: str | None = schedule(
+        None, "rendezvous id shared by the nodes of one run (default: the variant's key)"
+    )
     keep_checkpoints: int = schedule(2, "periodic checkpoints kept per variant", ge=1)
     measure_peak: bool = schedule(True, "time a matmul to report achieved/peak FLOP/s")
     torch_threads: int = schedule(0, "CPU threads per process (0: torch default)", ge=0)
@@ -325,12 +332,14 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
                 f"pretrain.seq_len {self.seq_len} exceeds the context pretrain.block_size "
                 f"{self.block_size}"
             )
-        per_step = self.micro_batch * self.nproc
+        per_step = self.micro_batch * self.nproc * self.nnodes
         if self.global_batch % per_step:
             raise ValueError(
                 f"pretrain.global_batch {self.global_batch} is not a multiple of micro_batch "
-                f"{self.micro_batch} x nproc {self.nproc}"
+                f"{self.micro_batch} x nproc {self.nproc} x nnodes {self.nnodes}"
             )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("pretrain.nnodes > 1 needs pretrain.rdzv_endpoint (host:port)")
         if self.fsdp and self.sparsity_method != "static" and any(self.sparsity_levels):
             raise ValueError("pretrain: dynamic sparsity (set/rigl) needs whole matrices, not fsdp")
         return self

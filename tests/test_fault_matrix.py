@@ -1,0 +1,136 @@
+"""The fault matrix: a real `mediswift run` killed with SIGKILL at a random point inside every
+stage, download through evaluate, then run to the end; its outputs equal an uninterrupted run's.
+
+All runs share one Prefect server started here (so each run starts in seconds); each run is a
+separate process, killed mid-stage once its log says the stage started (plus a seeded random
+delay). What must hold: every stage key is the same, and every output that does not carry a
+clock or a run id (shards, tokenizer, checkpoints, metrics, tables) is byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mediswift.config import STAGES, load_recipe
+from mediswift.plan import plan
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect"))}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [str(REPO / ".venv/bin/prefect"), "server", "start", "--host", "127.0.0.1",
+         "--port", str(port), "--no-services"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    import urllib.request
+
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the Prefect server did not start")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def _start(home: Path, mirror: Path, api: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_API_URL": api}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mediswift.cli", "run", "--recipe", TINY,
+         "--home", str(home), "--mirror", str(mirror)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+    )  # fmt: skip
+
+
+def _kill_inside(stage: str, proc: subprocess.Popen, log: Path, delay: float) -> bool:
+    """SIGKILL `proc` `delay` s after its log says `stage` started; False if it never did."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if f"{stage}: running into" in log.read_text(errors="replace"):
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+            return False
+        time.sleep(0.05)
+    proc.wait()
+    return False
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _outputs(home: Path, mirror: Path) -> dict[str, str]:
+    """Every clock-free output of the recipe's stages: path (relative) -> content digest."""
+    arts = plan(load_recipe(TINY, mirror=str(mirror)), home)
+    out: dict[str, str] = {s: arts[s].key for s in STAGES}
+    for stage in ("parse", "filter", "tokenize"):
+        for shard in arts[stage].manifest()["shards"]:
+            out[shard["path"]] = _digest(home / shard["path"])
+    for f in sorted(arts["vocab"].path.iterdir()):
+        if f.name != "manifest.json":
+            out[f"vocab/{f.name}"] = _digest(f)
+    for v in arts["pretrain"].manifest()["variants"]:
+        out[v["checkpoint"]] = _digest(home / v["checkpoint"] / "model.safetensors")
+    for sweep in arts["finetune"].manifest()["sweeps"]:
+        for p in sweep["points"]:
+            out[p["unit"]] = json.dumps(p["metrics"], sort_keys=True)
+    for task, files in arts["evaluate"].manifest()["tables"].items():
+        out[f"table/{task}"] = _digest(arts["evaluate"].path / files["csv"])
+    return out
+
+
+def test_kill_in_every_stage_then_finish_equals_an_uninterrupted_run(
+    prefect_server: str, mirror_dir: Path, tmp_path: Path
+) -> None:
+    ref_log = tmp_path / "reference.log"
+    ref = _start(tmp_path / "reference", mirror_dir, prefect_server, ref_log)
+    assert ref.wait(timeout=900) == 0, ref_log.read_text()[-3000:]
+
+    home, rng = tmp_path / "killed", random.Random(7)
+    killed = []
+    for i, stage in enumerate(STAGES):
+        log = tmp_path / f"kill-{i}-{stage}.log"
+        proc = _start(home, mirror_dir, prefect_server, log)
+        if _kill_inside(stage, proc, log, rng.uniform(0.0, 1.5)):
+            killed.append(stage)
+    final_log = tmp_path / "final.log"
+    final = _start(home, mirror_dir, prefect_server, final_log)
+    assert final.wait(timeout=900) == 0, final_log.read_text()[-3000:]
+
+    assert len(killed) >= 6, f"killed only inside {killed}"  # a stage may finish too fast
+    assert _outputs(home, mirror_dir) == _outputs(tmp_path / "reference", mirror_dir)
+    # Nothing half-written stays behind: no temporary files of the killed writers.
+    assert not [p for p in home.rglob("*.tmp") if "prefect" not in p.parts]
