@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 DEFAULT_NGRAM = 13
-# Normalised bytes hashed at once: bounds the scratch arrays (about 40 bytes per text byte).
+# Text bytes hashed at once: bounds the scratch arrays (about 50 bytes per text byte, so about
+# 50 MB; a longer single document is hashed alone).
 CHUNK_BYTES = 1 << 20
 INDEX_VERSION = 1
 
@@ -295,8 +296,8 @@ class NgramIndex:
         return found
 
     def find(self, texts: Texts, chunk_bytes: int = CHUNK_BYTES) -> list[Match]:
-        """The texts sharing at least one n-gram with an example, in order; streamed in
-        chunks of `chunk_bytes` normalised bytes, so memory does not grow with the batch."""
+        """The texts sharing at least one n-gram with an example, in order; hashed in chunks
+        of about `chunk_bytes` of text, so memory does not grow with the batch."""
         out: list[Match] = []
         if len(self.hashes) == 0:
             return out

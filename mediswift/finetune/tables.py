@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +199,23 @@ def write_tables(
     return written
 
 
-def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
-    """Test metric (mean ± std over seeds) against pre-training FLOPs, one panel per task."""
+def _dense_size(r: EvaluatedSweep) -> float:
+    """The model's size as the paper's Figure 1 draws it: non-embedding parameters, dense."""
+    return r.active_non_embedding_params / max(1e-9, 1.0 - r.sparsity)
+
+
+def _panels(
+    results: Sequence[EvaluatedSweep],
+    mode: str,
+    path: Path,
+    x: Callable[[EvaluatedSweep], float],
+    line_of: Callable[[EvaluatedSweep], Any],
+    line_label: Callable[[Any], str],
+    point_label: Callable[[EvaluatedSweep], str],
+    xlabel: str,
+) -> Path:
+    """Test metric (mean ± std over seeds) against `x`, one line per `line_of` value, one panel
+    per task, with the task's baseline as a dashed line; written atomically to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,28 +228,24 @@ def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
         rs = [r for r in results if r.task == task]
         # A task without this mode (no candidate grammar) is drawn in greedy generation.
         m = mode if all(mode in r.selected for r in rs) else "generate"
-        for model in sorted({r.model for r in rs}):
-            pts = sorted((r for r in rs if r.model == model), key=lambda r: r.train_flops)
+        for line in sorted({line_of(r) for r in rs}):
+            pts = sorted((r for r in rs if line_of(r) == line), key=x)
+            ys = [100 * r.selected[m].test_mean for r in pts]
             ax.errorbar(
-                [r.train_flops for r in pts],
-                [100 * r.selected[m].test_mean for r in pts],
+                [x(r) for r in pts],
+                ys,
                 yerr=[100 * r.selected[m].test_std for r in pts],
                 marker="o",
                 capsize=3,
-                label=model,
+                label=line_label(line),
             )
-            for r in pts:
-                ax.annotate(
-                    f"s={r.sparsity:.0%}",
-                    (r.train_flops, 100 * r.selected[m].test_mean),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=8,
-                )
+            for r, y in zip(pts, ys, strict=True):
+                ax.annotate(point_label(r), (x(r), y), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)  # fmt: skip
         baseline = task_class(task).baseline_name
         ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label=baseline)
         ax.set_xscale("log")
-        ax.set_xlabel("pre-training FLOPs")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(task_class(task).table.axis)
         ax.set_title(f"{task} ({MODE_NAMES[m]})")
         ax.legend(fontsize=8)
@@ -247,58 +258,21 @@ def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     return path
 
 
-def _dense_size(r: EvaluatedSweep) -> float:
-    """The model's size as the paper's Figure 1 draws it: non-embedding parameters, dense."""
-    return r.active_non_embedding_params / max(1e-9, 1.0 - r.sparsity)
+def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
+    """Test metric against pre-training FLOPs, one line per model size."""
+    return _panels(
+        results, mode, path, lambda r: r.train_flops, lambda r: r.model, str,
+        lambda r: f"s={r.sparsity:.0%}", "pre-training FLOPs",
+    )  # fmt: skip
 
 
 def plot_sizes(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
-    """The paper's Figure 1: test metric against model size, one line per sparsity level, one
-    panel per task (with one size, each line is a single point)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = tasks_in(results)
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4))
-    axes = axes if hasattr(axes, "__len__") else [axes]
-    for ax, task in zip(axes, tasks, strict=False):
-        rs = [r for r in results if r.task == task]
-        m = mode if all(mode in r.selected for r in rs) else "generate"
-        for level in sorted({r.sparsity for r in rs}):
-            pts = sorted((r for r in rs if r.sparsity == level), key=_dense_size)
-            ax.errorbar(
-                [_dense_size(r) for r in pts],
-                [100 * r.selected[m].test_mean for r in pts],
-                yerr=[100 * r.selected[m].test_std for r in pts],
-                marker="o",
-                capsize=3,
-                label=f"s={level:.0%}",
-            )
-            for r in pts:
-                ax.annotate(
-                    r.model,
-                    (_dense_size(r), 100 * r.selected[m].test_mean),
-                    textcoords="offset points",
-                    xytext=(4, -10),
-                    fontsize=8,
-                )
-        ax.axhline(
-            100 * rs[0].majority_test, color="grey", ls="--", label=task_class(task).baseline_name
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("model size (non-embedding parameters)")
-        ax.set_ylabel(task_class(task).table.axis)
-        ax.set_title(f"{task} ({MODE_NAMES[m]})")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    """The paper's Figure 1: test metric against model size, one line per sparsity level (with
+    one size, each line is a single point)."""
+    return _panels(
+        results, mode, path, _dense_size, lambda r: r.sparsity, lambda s: f"s={s:.0%}",
+        lambda r: r.model, "model size (non-embedding parameters)",
+    )  # fmt: skip
 
 
 def write_report(
