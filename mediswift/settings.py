@@ -175,7 +175,12 @@ class DownloadConfig(Section):
         description="JSONL files (id, text, optional title): URLs, or paths; a relative path "
         "is looked up in the mirror first",
     )
-    max_connections: int = schedule(3, "parallel connections per host", ge=1, le=64)
+    max_connections: int = schedule(
+        3, "parallel connections per NCBI host (its FTP asks for few)", ge=1, le=64
+    )
+    pmc_metadata_connections: int = schedule(
+        32, "parallel requests for PMC metadata to the Cloud Service bucket (S3)", ge=1, le=512
+    )
     contact_email: str = schedule(
         "mediswift-users@example.org", "sent in the User-Agent, as NCBI asks"
     )
