@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--verbose", action="store_true", help="print tracebacks (always in <home>/logs/)"
     )
+    run.add_argument(
+        "--gpu", default="h100", choices=["a100", "h100"], help="dry run: GPU of the estimate"
+    )
+    run.add_argument("--mfu", type=float, default=0.4, help="dry run: model FLOPs utilisation")
 
     flops = sub.add_parser("flops", help="training FLOPs of a model size (Hoffmann et al. 2022)")
     flops.add_argument("--model", required=True, help="size name: tiny, small, med, large, xl")
@@ -91,7 +95,10 @@ def _tokens(n: float) -> str:
     return f"{n:.0f}"
 
 
-def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
+def dry_run(
+    cfg: PipelineConfig, home: Path, stages: list[str], gpu: str = "h100", mfu: float = 0.4
+) -> str:
+    from mediswift.estimate import describe, estimate
     from mediswift.flops import main_flops
 
     arts = plan(cfg, home)
@@ -129,6 +136,9 @@ def dry_run(cfg: PipelineConfig, home: Path, stages: list[str]) -> str:
         f"fine-tuning: {n} runs per variant ({', '.join(ft.tasks)}), "
         f"{n * len(pt.sparsity_levels) * len(pt.sizes)} in all"
     )
+    if cfg.download.track_upstream:
+        lines.append("download key: follows the upstream PubMed listing (listed at run time)")
+    lines += ["", *describe(estimate(cfg, gpu, mfu))]
     return "\n".join(lines)
 
 
@@ -145,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BadSettings(str(e)) from e
     home = home_dir(args.home)
     if args.dry_run:
-        print(dry_run(cfg, home, stages))
+        print(dry_run(cfg, home, stages, args.gpu, args.mfu))
         return 0
     # Settings read when Prefect is imported: its local state and results live in the home, not
     # in the user's ~/.prefect, and it sends no telemetry (a closed network logs errors for it).

@@ -44,7 +44,15 @@ def stage_config(cfg: PipelineConfig, stage: str) -> Any:
 
 def decontamination_sources(cfg: PipelineConfig) -> dict[str, dict[str, str]]:
     """Task name -> role -> upstream URL of every file of the tasks decontaminated against."""
-    return {name: cfg.finetune.task(name).sources() for name in sorted(cfg.finetune.tasks)}
+    return {
+        name: {
+            "sources": cfg.finetune.task(name).eval_sources(),
+            # what else decides which examples are dev and test (e.g. PubMedQA's fold): never
+            # settings that only change training, which must not re-key the corpus
+            "split": cfg.finetune.task(name).split_settings(),
+        }
+        for name in sorted(cfg.finetune.tasks)
+    }
 
 
 def plan(cfg: PipelineConfig, home: Path, listing: str | None = None) -> dict[str, Artifact]:

@@ -92,6 +92,10 @@ def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
     return f"- Corpus cut-off: {cutoff}\n- PubMed abstracts: {overlap}\n- Decontamination: {decon}"
 
 
+# The report lists at most this many found examples (the filter manifest has them all).
+REPORT_FOUND_ROWS = 50
+
+
 def contamination_section(c: dict[str, Any]) -> str:
     """Which evaluation examples the pre-training corpus held (and lost to the filter)."""
     found = c.get("found", [])
@@ -117,10 +121,13 @@ def contamination_section(c: dict[str, Any]) -> str:
     )
     if found:
         rows = [
-            [f["task"], f["split"], f["id"], f["documents"], ", ".join(f["doc_ids"])] for f in found
+            [f["task"], f["split"], f["id"], f["documents"], ", ".join(f["doc_ids"])]
+            for f in found[:REPORT_FOUND_ROWS]
         ]
         header = ["Task", "Split", "Example", "Documents", "Corpus doc_id (first 5)"]
-        out += "\n\nEvaluation examples found in the corpus:\n\n" + _table(header, rows)
+        more = len(found) - len(rows)
+        tail = f"\n\n... and {more} more (all in the filter manifest)" if more > 0 else ""
+        out += "\n\nEvaluation examples found in the corpus:\n\n" + _table(header, rows) + tail
     return out
 
 

@@ -115,7 +115,11 @@ def filter_shard(
 def fetch_eval_files(cfg: PipelineConfig, task_name: str, home: str) -> dict[str, str]:
     """The task's raw files under <home>/raw (mirrored when the recipe has a mirror)."""
     return fetch_task_files(
-        client_for(cfg.download), cfg.finetune.task(task_name), Path(home), cfg.resolve
+        client_for(cfg.download),
+        cfg.finetune.task(task_name),
+        Path(home),
+        cfg.resolve,
+        eval_only=True,
     )
 
 

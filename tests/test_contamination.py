@@ -234,3 +234,22 @@ def test_filter_key_follows_the_evaluation_set(tmp_path: Path) -> None:
     # Off, the tasks are not the filter's business: changing them re-keys finetune only.
     assert key(decontaminate=False, tasks=["hoc"]) == key(decontaminate=False)
     assert key(max_year=2022) != key() != key(pmc_overlap=True)
+
+
+def test_training_settings_of_a_task_never_rekey_the_corpus() -> None:
+    from mediswift.config import load_recipe
+    from mediswift.plan import plan
+
+    base = plan(load_recipe("demo"), Path("/nonexistent"))
+    longer = plan(
+        load_recipe("demo", {"finetune": {"tasks": {"hoc": {"epochs": 9}}}}), Path("/nonexistent")
+    )
+    fold = plan(
+        load_recipe("demo", {"finetune": {"tasks": {"pubmedqa": {"pqal_fold": 3}}}}),
+        Path("/nonexistent"),
+    )
+    assert (
+        base["filter"].key == longer["filter"].key
+        and base["pretrain"].key == longer["pretrain"].key
+    )
+    assert base["filter"].key != fold["filter"].key  # the fold decides which examples are dev

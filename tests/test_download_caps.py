@@ -203,3 +203,15 @@ def test_tls_classification() -> None:
     assert isinstance(classify_tls("u", _requests_ssl_error(cut)), TransientError)
     version = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
     assert isinstance(classify_tls("u", _requests_ssl_error(version)), TLSError)
+
+
+def test_unresolvable_host_fails_at_once_with_a_hint() -> None:
+    import time
+
+    from mediswift.data.http import HttpClient, PermanentError
+
+    client = HttpClient(contact_email="t@example.org", timeout_s=5, max_retries=6, backoff_s=1)
+    start = time.monotonic()
+    with pytest.raises(PermanentError, match="cannot resolve host.*--mirror"):
+        client.get_bytes("http://no-such-host.invalid/pubmed/")
+    assert time.monotonic() - start < 30  # not six backed-off retries

@@ -71,3 +71,26 @@ def test_paper_recipe_dry_run_prints_all_nine_table6_rows(
     for key, (paper, _) in TABLE6.items():
         assert printed[key] / 1e20 == pytest.approx(paper, rel=0.01)
     assert "756 in all" in out  # 9 variants x (48 PubMedQA + 36 HoC) grid points
+
+
+def test_dry_run_estimates_gpu_hours_disk_and_download(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    from mediswift.cli import main
+    from mediswift.config import load_recipe
+    from mediswift.estimate import GPU_PEAKS, estimate
+
+    cfg = load_recipe("paper-xl")
+    h100, a100 = estimate(cfg, "h100", 0.4), estimate(cfg, "a100", 0.4)
+    dense = 9.148e20  # Table 6, XL dense: every variant is priced at dense speed on a GPU
+    assert h100.gpu_hours["xl-s75"] == pytest.approx(
+        dense / (GPU_PEAKS["h100"] * 0.4) / 3600, rel=0.01
+    )
+    assert a100.gpu_hours["xl-s0"] / h100.gpu_hours["xl-s0"] == pytest.approx(989 / 312)
+    assert h100.disk_bytes["checkpoints (3 variants)"] > 3 * 1.3e9 * 13  # weights + Adam + masks
+    with pytest.raises(ValueError, match="unknown GPU"):
+        estimate(cfg, "tpu")
+    args = ["run", "--recipe", "paper-xl", "--dry-run", "--home", str(tmp_path), "--gpu", "a100"]
+    assert main([*args, "--mfu", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "A100 bf16 peak 312 TFLOP/s at 50% MFU" in out and "disk in all" in out

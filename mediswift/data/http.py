@@ -21,6 +21,7 @@ import email.utils
 import importlib.metadata
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -199,6 +200,13 @@ class HttpClient:
             except requests.exceptions.SSLError as e:
                 raise classify_tls(src, e) from e
             except requests.RequestException as e:
+                if any(isinstance(c, socket.gaierror) for c in _causes(e)):
+                    # No DNS answer: on a closed network no retry helps; fail within seconds.
+                    host = urlsplit(src).hostname
+                    raise PermanentError(
+                        f"{src}: cannot resolve host {host!r}: check the URL, or run offline "
+                        "with --mirror (or MEDISWIFT_MIRROR)"
+                    ) from e
                 raise TransientError(f"{src}: {type(e).__name__}: {e}") from e
             if r.status_code == 416 and offset:
                 # The partial file is already as long as the source: nothing left to read.

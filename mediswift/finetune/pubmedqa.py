@@ -86,6 +86,12 @@ class PubMedQA(DownstreamTask):
                 out[role] = url
         return out
 
+    def split_settings(self) -> dict[str, Any]:
+        return {"pqal_fold": self.settings.pqal_fold}
+
+    def eval_sources(self) -> dict[str, str]:
+        return super().sources()  # dev and test are PQA-L's: never the large PQA-A/U files
+
     def load(self, files: dict[str, Path]) -> TaskData:
         """PQA-L's official split; PQA-A then PQA-U stages first when their files are given."""
         s = self.settings

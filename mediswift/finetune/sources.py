@@ -36,12 +36,18 @@ def raw_name(task: DownstreamTask, url: str) -> str:
 
 
 def fetch_task_files(
-    client: HttpClient, task: DownstreamTask, home: Path, resolve: Callable[[str], str]
+    client: HttpClient,
+    task: DownstreamTask,
+    home: Path,
+    resolve: Callable[[str], str],
+    eval_only: bool = False,
 ) -> dict[str, str]:
-    """Fetch every file the task declares; role -> path relative to `home`."""
+    """Fetch every file the task declares (or, `eval_only`, those its dev and test come from);
+    role -> path relative to `home`."""
     raw = home / "raw"
     out = {}
-    for role, url in task.sources().items():
+    sources = task.eval_sources() if eval_only else task.sources()
+    for role, url in sources.items():
         name = raw_name(task, url)
         fetch_file(client, resolve(url), safe_child(raw, name))
         out[role] = f"raw/{name}"

@@ -80,6 +80,16 @@ class DownstreamTask(TaskFormat):
         base = self.settings.url.rstrip("/") + "/"
         return {role: base + name for role, name in self.files.items()}
 
+    def eval_sources(self) -> dict[str, str]:
+        """The raw files the dev and test splits come from (decontamination reads only these;
+        default: every file)."""
+        return self.sources()
+
+    def split_settings(self) -> dict[str, Any]:
+        """Settings besides the files that decide which examples are dev and test (default:
+        none). They key the decontaminated corpus, so keep them to exactly those."""
+        return {}
+
     def upstreams(self) -> dict[str, str]:
         """Upstream base -> mirror folder, for the recipe's mirror mapping."""
         return {self.upstream: self.mirror_folder}

@@ -24,7 +24,6 @@ import math
 import os
 import random
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from mediswift.sparsity import (
 )
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import Dist, barrier, init_distributed, shutdown, wrap_model
+from mediswift.train.launch import Launch, launch_for, node_command, torchrun_command, unit_key
 from mediswift.train.loop import Hooks, LoopConfig, TrainState, evaluate, train
 from mediswift.train.optim import optimizer_for
 from mediswift.train.state import (
@@ -205,38 +205,57 @@ def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, 
 
 
 def launch_variant(
-    spec: VariantSpec, nproc: int = 1, sink: MetricSink | None = None, timeout: float | None = None
+    spec: VariantSpec,
+    nproc: int | None = None,
+    sink: MetricSink | None = None,
+    timeout: float | None = None,
+    *,
+    nnodes: int | None = None,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
 ) -> dict[str, Any]:
-    """Run the variant in this process (nproc 1) or as `nproc` torchrun processes.
+    """Run the variant in this process (one process in all) or as this node's torchrun part.
 
-    Under torchrun the children write metrics.jsonl; they are replayed into `sink` afterwards.
+    The launch settings left None come from the spec's settings (`mediswift.train.launch`);
+    several nodes meet at a c10d rendezvous, and each of the others runs the command this
+    prints. Under torchrun the children write metrics.jsonl; it is replayed into `sink` after.
     """
-    if nproc <= 1:
+    launch = launch_for(
+        spec.cfg,
+        unit_key(spec.out_dir),
+        nproc=nproc,
+        nnodes=nnodes,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_id=rdzv_id,
+    )
+    if launch.in_process:
         return run_variant(spec, sink)
     out = Path(spec.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spec_file = out / "spec.json"
-    write_atomic(spec_file, spec.to_json())
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(nproc),
-        "-m",
-        "mediswift.train.pretrain",
-        "--spec",
-        str(spec_file),
-    ]
-    proc = subprocess.run(cmd, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec.name}: torchrun exited with {proc.returncode} ({' '.join(cmd)})")
+    if not (out / RECORD).is_file():  # a done variant must not wait for nodes at a rendezvous
+        _torchrun(spec, launch, out, timeout)
     if sink is not None and (out / "metrics.jsonl").is_file():
         for step, metrics in read_metrics(out / "metrics.jsonl"):
             sink.log_metrics(metrics, step)
         sink.flush()
     return json.loads((out / RECORD).read_text())
+
+
+def _torchrun(spec: VariantSpec, launch: Launch, out: Path, timeout: float | None) -> None:
+    """Write the spec beside the variant's outputs and run this node's torchrun to its end."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "spec.json"
+    write_atomic(spec_file, spec.to_json())
+    cmd = torchrun_command(launch, spec_file)
+    if launch.multi_node:
+        print(
+            f"{spec.name}: this node joins the {launch.nnodes}-node rendezvous at "
+            f"{launch.rdzv_endpoint} (id {launch.rdzv_id}); on each other node run: "
+            f"{node_command(launch, spec_file)}",
+            flush=True,
+        )
+    proc = subprocess.run(cmd, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec.name}: torchrun exited with {proc.returncode} ({' '.join(cmd)})")
 
 
 def variant_params(spec: VariantSpec) -> dict[str, Any]:

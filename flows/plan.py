@@ -1,0 +1,45 @@
+"""The `mediswift-plan` flow: a recipe's dry run as a Prefect run (the `plan` deployment).
+
+It prints and publishes (as a Markdown artifact) what `mediswift run --dry-run` prints: every
+stage's key and state in the home, each variant's training FLOPs, the fine-tuning grid, and the
+accelerator-hours, disk and download estimates. It runs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.pipeline import RecipeName
+from mediswift.cli import dry_run
+from mediswift.config import home_dir, load_recipe
+from mediswift.overrides import Overrides
+from mediswift.plan import parse_stages
+
+
+@flow(name="mediswift-plan", log_prints=True)
+def mediswift_plan(
+    recipe: RecipeName = "demo",
+    overrides: Overrides | None = None,
+    home: str | None = None,
+    mirror: str | None = None,
+    gpu: Literal["a100", "h100"] = "h100",
+    mfu: float = 0.4,
+) -> str:
+    """Plan a recipe: keys, FLOPs, grid, GPU-hours at `mfu` on `gpu`, disk and download.
+
+    Args:
+        recipe: a recipe of deployments/recipes.
+        overrides: settings that replace the recipe's.
+        home: the artifact root whose stage states are shown.
+        mirror: a local folder or URL standing for upstream.
+        gpu: the GPU the hours are estimated for (bf16 peak of its data sheet).
+        mfu: the model FLOPs utilisation assumed.
+    """
+    cfg = load_recipe(recipe, (overrides or Overrides()).as_recipe_fragment(), mirror)
+    text = dry_run(cfg, home_dir(home), parse_stages(None), gpu, mfu)
+    print(text)
+    create_markdown_artifact(key="mediswift-plan", markdown=f"```\n{text}\n```")
+    return text

@@ -1,0 +1,166 @@
+"""The torchrun command of one variant: one node (`--standalone`) or several (c10d rendezvous).
+
+Every node of a multi-node run runs the same command. torchrun's c10d rendezvous (a TCP store
+on `rdzv_endpoint`, hosted by the first agent that binds it) gathers `nnodes` agents under one
+`rdzv_id`, assigns the ranks and starts `nproc` workers on each; the workers then form one
+process group (NCCL on CUDA, gloo on CPU). Nothing in the command names the node, so a Slurm
+step, a Kubernetes pod or a person at a shell can start it anywhere:
+
+  python -m mediswift.train.launch --spec <variant dir>/spec.json      # every node
+  python -m mediswift.train.launch --spec ... --print                  # show the torchrun line
+
+The variant directory must be on a file system every node sees: rank 0 (on whichever node
+the rendezvous puts it) writes the checkpoints and the record, and every rank reads the newest
+checkpoint when a run resumes. The settings come from the spec's `pretrain` config (`nproc`,
+`nnodes`, `rdzv_endpoint`, `rdzv_id`); the flags override them, for a scheduler that knows the
+head node only at start (see deployments/slurm/pretrain.sbatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mediswift.settings import PretrainConfig
+
+ENTRY = "mediswift.train.pretrain"  # what each worker runs (its `main` reads --spec)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes run a variant and how the nodes find each other."""
+
+    nproc: int = 1  # processes per node
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None  # host:port of the c10d store (several nodes)
+    rdzv_id: str | None = None  # shared by the nodes of one run
+
+    def __post_init__(self) -> None:
+        if self.nproc < 1 or self.nnodes < 1:
+            raise ValueError(f"nproc {self.nproc} and nnodes {self.nnodes} must be >= 1")
+        if self.multi_node and not (self.rdzv_endpoint and self.rdzv_id):
+            raise ValueError("a multi-node launch needs a rendezvous endpoint (host:port) and id")
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nnodes > 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    @property
+    def in_process(self) -> bool:
+        """One process in all: no torchrun, the caller trains in its own process."""
+        return self.world_size == 1
+
+    def torchrun_args(self) -> list[str]:
+        """torchrun's options: a private rendezvous on one node, c10d across several."""
+        if not self.multi_node:
+            return ["--standalone", "--nproc-per-node", str(self.nproc)]
+        return [
+            "--nnodes",
+            str(self.nnodes),
+            "--nproc-per-node",
+            str(self.nproc),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            str(self.rdzv_endpoint),
+            "--rdzv-id",
+            str(self.rdzv_id),
+        ]
+
+
+def launch_for(cfg: PretrainConfig, default_id: str, **overrides: Any) -> Launch:
+    """The launch a variant's settings ask for; `overrides` (not None) win. The rendezvous id
+    defaults to `default_id` (the variant's unit key), so a re-run of the same variant joins
+    under the same id and two variants never meet in one rendezvous."""
+    launch = Launch(
+        nproc=cfg.nproc,
+        nnodes=cfg.nnodes,
+        rdzv_endpoint=cfg.rdzv_endpoint,
+        rdzv_id=cfg.rdzv_id or default_id,
+    )
+    launch = replace(launch, **{k: v for k, v in overrides.items() if v is not None})
+    per_step = cfg.micro_batch * launch.world_size
+    if cfg.global_batch % per_step:
+        raise ValueError(
+            f"global_batch {cfg.global_batch} is not a multiple of micro_batch "
+            f"{cfg.micro_batch} x {launch.nproc} processes x {launch.nnodes} nodes"
+        )
+    return launch
+
+
+def unit_key(spec_out_dir: str | Path) -> str:
+    """A variant's unit key: the name of its directory (`<home>/pretrain/units/<key>`)."""
+    return Path(spec_out_dir).name
+
+
+def torchrun_command(launch: Launch, spec_file: str | Path) -> list[str]:
+    """This node's part of the run: torchrun, starting `launch.nproc` workers of the entry."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *launch.torchrun_args(),
+        "-m",
+        ENTRY,
+        "--spec",
+        str(spec_file),
+    ]
+
+
+def node_command(launch: Launch, spec_file: str | Path) -> str:
+    """The shell line that starts the same part on another node (for logs and schedulers)."""
+    args = ["python", "-m", "mediswift.train.launch", "--spec", str(spec_file)]
+    args += ["--nproc-per-node", str(launch.nproc), "--nnodes", str(launch.nnodes)]
+    if launch.multi_node:
+        args += ["--rdzv-endpoint", str(launch.rdzv_endpoint), "--rdzv-id", str(launch.rdzv_id)]
+    return shlex.join(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m mediswift.train.launch",
+        description="start this node's part of a variant's training (torchrun; the same "
+        "command on every node)",
+    )
+    ap.add_argument("--spec", required=True, help="the variant's spec.json (on a shared path)")
+    ap.add_argument("--nproc-per-node", type=int, help="processes on this node (spec: nproc)")
+    ap.add_argument("--nnodes", type=int, help="nodes of the run (spec: nnodes)")
+    ap.add_argument("--rdzv-endpoint", help="host:port of the c10d rendezvous (spec)")
+    ap.add_argument("--rdzv-id", help="rendezvous id (spec, else the variant's unit key)")
+    ap.add_argument("--print", action="store_true", help="print the torchrun command, run nothing")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    spec = json.loads(Path(args.spec).read_text())
+    launch = launch_for(
+        PretrainConfig.model_validate(spec["config"]),
+        unit_key(spec["out_dir"]),
+        nproc=args.nproc_per_node,
+        nnodes=args.nnodes,
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id,
+    )
+    cmd = torchrun_command(launch, args.spec)
+    if args.print:
+        print(shlex.join(cmd))
+        return 0
+    sys.stdout.flush()
+    # Replace this process: signals of the scheduler (srun, kubelet) reach torchrun directly.
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
