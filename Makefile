@@ -12,7 +12,7 @@ export MEDISWIFT_HOME ?= $(abspath .mediswift)
 unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
-.PHONY: install demo test lint format bench serve stop clean docs
+.PHONY: install demo test lint format bench serve stop clean docs cluster cluster-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,3 +54,9 @@ serve: install
 
 stop:
 	deployments/stop.sh
+
+cluster: install
+	deployments/cluster.sh
+
+cluster-stop:
+	deployments/cluster.sh stop

@@ -59,9 +59,13 @@ wait_http() {  # url, what
 start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
 wait_http "$PREFECT_API_URL/health" "Prefect server"
 
-start mlflow "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
+# MLflow: job execution off (no job-runner processes; the pipeline submits no MLflow jobs) and
+# artifacts proxied by the server into the home (experiments it creates get mlflow-artifacts:
+# locations), so a client never writes outside the server's artifact root.
+start mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+  "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
   --backend-store-uri "sqlite:///$MEDISWIFT_HOME/mlflow.db" \
-  --default-artifact-root "file://$MEDISWIFT_HOME/mlruns" --workers 1
+  --serve-artifacts --artifacts-destination "$MEDISWIFT_HOME/mlruns" --workers 1
 wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server"
 
 "$BIN/prefect" work-pool inspect mediswift-local >/dev/null 2>&1 \

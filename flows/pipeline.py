@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows.executor import run_stage_on
 from flows.report import publish_report
 from flows.server import tie_temporary_server_to_this_process
 
@@ -54,7 +55,7 @@ def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any])
         logger.info("%s: removed %d temporary file(s) of dead writers", stage, len(swept))
     module = importlib.import_module(f"flows.stages.{stage}")
     logger.info("%s: running into %s", stage, out.path)
-    module.run(cfg, home, out, inputs)
+    run_stage_on(cfg, stage, lambda: module.run(cfg, home, out, inputs))
     if not out.done():
         raise RuntimeError(f"stage '{stage}' returned without writing {out.manifest_path}")
     return True

@@ -25,6 +25,7 @@ from mediswift.settings import (
     CORPUS_UPSTREAMS,
     DownloadConfig,
     EvaluateConfig,
+    ExecutorConfig,
     FilterConfig,
     Grid,
     ParseConfig,
@@ -156,6 +157,7 @@ class PipelineConfig(BaseModel):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

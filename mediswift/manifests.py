@@ -117,6 +117,9 @@ class VariantRecord(BaseModel):
     checkpoint: str = Field(description="final checkpoint directory")
     loss_curve: str = Field(description="CSV of the loss curve")
     mlflow_run_id: str | None = Field(None, description="the variant's MLflow run")
+    registered_model: str | None = Field(
+        None, description="its registered MLflow model version, models:/<name>/<version>"
+    )
     train_flops: float = Field(description="training FLOPs (Hoffmann et al. 2022)")
     active_params: int = Field(description="parameters active during pre-training")
     active_non_embedding_params: int = Field(description="the paper's 'size' column")
@@ -134,7 +137,9 @@ class PretrainManifest(Manifest):
 class TrackingSpec(BaseModel):
     """Where a unit logs to MLflow."""
 
-    uri: str = Field(description="MLflow tracking URI")
+    uri: str | None = Field(
+        description="MLflow tracking URI; None: the store of the home the unit runs in"
+    )
     experiment: str = Field(description="MLflow experiment name")
     parent_run_id: str | None = Field(None, description="the sweep's parent run")
     tags: dict[str, str] = Field(default_factory=dict, description="tags of every run")
@@ -247,6 +252,20 @@ class Selection(BaseModel):
     )
 
 
+class SelectedPoint(BaseModel):
+    """The one grid point a sweep stands for: the chosen (batch, lr), its best seed on dev."""
+
+    mode: str = Field(description="prediction mode the choice was made in")
+    batch_size: int
+    lr: float
+    seed: int
+    unit: str = Field(description="the point's unit (relative to home)")
+    mlflow_run_id: str | None = Field(None, description="the point's (child) MLflow run")
+    registered_model: str | None = Field(
+        None, description="its registered MLflow model version, models:/<name>/<version>"
+    )
+
+
 class EvaluatedSweep(BaseModel):
     """One (variant, task) after selection."""
 
@@ -260,6 +279,9 @@ class EvaluatedSweep(BaseModel):
     majority_test: float
     parent_run_id: str | None = None
     selected: dict[str, Selection] = Field(description="prediction mode -> the chosen point")
+    selected_point: SelectedPoint | None = Field(
+        None, description="the point logged and registered as this sweep's model"
+    )
 
 
 class TableFiles(BaseModel):

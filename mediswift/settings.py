@@ -375,6 +375,21 @@ class EvaluateConfig(Section):
     )
 
 
+class ExecutorConfig(Section):
+    kind: Literal["local", "dask"] = schedule(
+        "local", "where the data stages' unit tasks run: this machine, or a Dask cluster"
+    )
+    address: str | None = schedule(
+        None, "Dask scheduler (tcp://host:8786) when kind is dask; workers share the home"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExecutorConfig:
+        if self.kind == "dask" and not self.address:
+            raise ValueError("executor.address: a Dask scheduler (tcp://host:8786) is needed")
+        return self
+
+
 class TrackingConfig(Section):
     tracking_uri: str | None = schedule(None, "MLflow URI; default SQLite under the home")
     pretrain_experiment: str = schedule("mediswift-pretrain", "MLflow experiment of pre-training")

@@ -68,7 +68,12 @@ def list_pubmed_files(cfg: DownloadConfig, base: str) -> list[dict[str, Any]]:
 @task(name="download-select-pmc", **NETWORK)
 def select_pmc_articles(cfg: DownloadConfig, base: str, home: str) -> dict[str, Any]:
     articles, skipped = select_pmc(
-        client_for(cfg), base, raw_dir(home), cfg.pmc_max_articles, cfg.pmc_commercial_only
+        client_for(cfg),
+        base,
+        raw_dir(home),
+        cfg.pmc_max_articles,
+        cfg.pmc_commercial_only,
+        metadata_connections=cfg.pmc_metadata_connections,
     )
     return {"articles": [a.to_dict() for a in articles], "skipped": skipped}
 

@@ -7,6 +7,7 @@ point is never re-trained. Each grid point is one child MLflow run under its swe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,13 @@ from prefect import task
 from mediswift.artifacts import unit_at
 from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.data.download import client_for
-from mediswift.finetune.datasets import prepare_task
+from mediswift.finetune.datasets import DATA_FILE, prepare_task
 from mediswift.finetune.plan import read_spec
 from mediswift.finetune.point import run_point
 from mediswift.finetune.sources import fetch_task_files
 from mediswift.manifests import PointSpec, TaskDataSpec
 from mediswift.text.tokenizer import Tokenizer
-from mediswift.tracking import Tracker
+from mediswift.tracking import DatasetRef, Tracker, tracking_uri_in
 from tasks.download import NETWORK
 
 
@@ -60,7 +61,7 @@ def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
         return unit.manifest()
     spec = read_spec(unit, PointSpec)
     tr = spec.tracking
-    tracker = Tracker(tr.uri, tr.experiment, artifact_root=root / "mlruns")
+    tracker = Tracker(tracking_uri_in(tr.uri, root), tr.experiment, artifact_root=root / "mlruns")
     params = {
         "variant": spec.variant,
         "task": spec.task,
@@ -77,6 +78,7 @@ def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
         tags={"mediswift.kind": "finetune-point", **tr.tags},
         parent_run_id=tr.parent_run_id,
     ) as run:
+        run.log_datasets(task_splits(root, spec))
         manifest = run_point(
             unit,
             spec,
@@ -87,3 +89,26 @@ def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
         )
         run.log_artifact(unit.path / "metrics.json")
     return manifest
+
+
+def task_splits(home: Path, spec: PointSpec) -> list[DatasetRef]:
+    """The task's splits the point trains, selects and is tested on, named by the content key
+    of the task's data unit (its folder name)."""
+    data = home / spec.data_dir
+    info = json.loads((data / DATA_FILE).read_text())
+    train = {st["train"] for st in info["stages"]}
+    dev = {st["dev"] for st in info["stages"]}
+
+    def context(split: str) -> str:
+        return "training" if split in train else "validation" if split in dev else "test"
+
+    return [
+        DatasetRef(
+            name=f"{spec.task}-{split}",
+            digest=data.name,
+            source=f"{spec.data_dir}/{split}.jsonl",
+            context=context(split),
+            profile={"examples": n, "before_caps": info["full_counts"].get(split, n)},
+        )
+        for split, n in info["counts"].items()
+    ]

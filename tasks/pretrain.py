@@ -2,7 +2,11 @@
 
 Cached on the variant's unit key (token manifest + pretrain settings + this sparsity). Retried
 once: a retry finds the variant's last checkpoint and resumes from it, logging into the same
-MLflow run (its id is kept in the variant directory).
+MLflow run (its id is kept in the variant directory). The run records the token and document
+shards it consumed as its dataset inputs when it is created.
+
+The record it returns names the checkpoint and loss curve relative to the home: it is kept as
+the task's cache record in the home, which must stay valid when the home is copied or moved.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 from prefect import task
 
 from mediswift.artifacts import write_atomic
-from mediswift.tracking import RunLogger, Tracker
+from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.pretrain import RECORD, VariantSpec, launch_variant, variant_params
 from tasks.progress import progress_reporter
+
+PATH_FIELDS = ("checkpoint", "loss_curve")
 
 
 class ProgressSink:
@@ -33,6 +39,22 @@ class ProgressSink:
         self.run.flush()
 
 
+def in_unit(path: str, unit: Path) -> Path:
+    """`path`, a file of the variant directory `unit`, as it is under `unit` now: a record
+    written before the home moved names the unit's old place (the unit key is the anchor)."""
+    p = Path(path)
+    if unit.name in p.parts:
+        last = len(p.parts) - 1 - p.parts[::-1].index(unit.name)
+        return unit.joinpath(*p.parts[last + 1 :])
+    return unit / p
+
+
+def home_relative(record: dict[str, Any], unit: Path, home: Path) -> dict[str, Any]:
+    """The record with its paths relative to the home."""
+    rel = {k: str(in_unit(record[k], unit).relative_to(home)) for k in PATH_FIELDS if k in record}
+    return {**record, **rel}
+
+
 @task(name="pretrain-variant", task_run_name="pretrain-{name}", retries=1)
 def pretrain_variant(
     key: str,
@@ -43,8 +65,10 @@ def pretrain_variant(
     experiment: str,
     home: str,
     tags: dict[str, str],
+    datasets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the variant described by `spec_json`; returns its record."""
+    """Train (or resume) the variant described by `spec_json`; returns its record, paths
+    relative to `home`. `datasets`: `DatasetRef` fields of what it trains on."""
     spec = VariantSpec.from_json(spec_json)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,8 +82,10 @@ def pretrain_variant(
     ) as run:
         if run_id is None:
             write_atomic(id_file, run.run_id)
+            run.log_datasets([DatasetRef(**d) for d in datasets or []])
         record = launch_variant(spec, nproc, sink=ProgressSink(run, spec.name, spec.cfg.steps))
         if not done:
-            run.log_artifact(Path(record["loss_curve"]))
+            run.log_artifact(in_unit(record["loss_curve"], out))
             run.log_artifact(out / "metrics.jsonl")
+    record = home_relative(record, out.resolve(), Path(home).resolve())
     return {**record, "mlflow_run_id": run.run_id, "experiment_id": tracker.experiment_id}

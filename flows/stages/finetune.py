@@ -4,7 +4,8 @@ Plan units, submit, collect, write the manifest: fetch each task's raw files, pr
 (one unit per task), then run every grid point in a thread pool of `finetune.concurrency`
 workers (torch releases the GIL in its kernels; each worker gets cores / concurrency torch
 threads). Keys come from `mediswift.finetune.plan`. MLflow: one parent run per (variant, task)
-sweep, a child run per grid point. Manifest: `mediswift.manifests.FinetuneManifest`.
+sweep, a child run per grid point; the parent lists every point of the sweep (tags and a linked
+table), those found done included. Manifest: `mediswift.manifests.FinetuneManifest`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
 from mediswift.finetune import plan as P
 from mediswift.manifests import PretrainManifest, TrackingSpec
-from mediswift.tracking import Tracker, resolve_tracking_uri
+from mediswift.tracking import (
+    NOTE_TAG,
+    RunLogger,
+    Tracker,
+    portable_tracking_uri,
+    resolve_tracking_uri,
+)
 from tasks import finetune as t
 from tasks.common import cached
 from tasks.tracking import flow_run_tags, link_mlflow_run
@@ -42,6 +49,28 @@ def parent_run(tracker: Tracker, plan: P.SweepPlan) -> str:
     ) as parent:
         pass
     return parent.run_id
+
+
+def list_points(
+    tracker: Tracker, parent_id: str, plan: P.SweepPlan, results: dict[str, dict[str, Any]]
+) -> None:
+    """Tag the sweep's parent run with every one of its points, and describe them in a table
+    with links: points found done (trained under an earlier parent, for another sweep key) are
+    listed as much as those trained now, so the parent shows the whole sweep."""
+    rows = ["| point | dev | test | run |", "|---|---|---|---|"]
+    tags = {"mediswift.points": str(len(plan.points))}
+    for spec, _ in plan.points:
+        r = results[spec.key]
+        point = f"b{spec.batch_size}-lr{spec.lr:g}-s{spec.seed}"
+        run_id = r.get("mlflow_run_id")
+        tags[f"mediswift.point.{point}"] = run_id or spec.key
+        metrics = r.get("metrics", {})
+        dev = ", ".join(f"{k[4:]} {v:.4f}" for k, v in metrics.items() if k.startswith("dev_"))
+        test = ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_"))
+        link = f"[{run_id[:8]}]({tracker.run_link(run_id)})" if run_id else spec.key
+        rows.append(f"| {point} | {dev} | {test} | {link} |")
+    tags[NOTE_TAG] = f"Grid points of {plan.variant.name} on {plan.task}:\n\n" + "\n".join(rows)
+    RunLogger(tracker.client, parent_id).set_tags(tags)
 
 
 @flow(name="finetune-sweep")
@@ -80,7 +109,9 @@ def run(
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     tracker = Tracker(uri, cfg.tracking.finetune_experiment, artifact_root=home / "mlruns")
     tracking = TrackingSpec(
-        uri=uri, experiment=cfg.tracking.finetune_experiment, tags=flow_run_tags()
+        uri=portable_tracking_uri(uri, home),  # unit specs are files in the home
+        experiment=cfg.tracking.finetune_experiment,
+        tags=flow_run_tags(),
     )
     plans = P.sweep_plans(fc, home, pretrain.variants, data, vocab, tracking)
     parents = {}
@@ -111,13 +142,16 @@ def run(
         data={spec.key: spec.task for spec, _ in data.values()},
         points={spec.key: spec.name for spec in points},
     )
+    by_key = {p.key: r for p, r in zip(points, results, strict=True)}
+    for plan in plans:
+        list_points(tracker, parents[plan.key], plan, by_key)
     manifest = P.manifest(
         home,
         data,
         dict(zip(data, data_results, strict=True)),
         plans,
         parents,
-        {p.key: r for p, r in zip(points, results, strict=True)},
+        by_key,
         threads,
     )
     return manifests.write(out, manifest)

@@ -23,7 +23,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from flows.stages.vocab import doc_shard_paths
 from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_artifact, unit_at
-from mediswift.config import PipelineConfig, TokenizeConfig
+from mediswift.config import ExecutorConfig, PipelineConfig, TokenizeConfig
 from mediswift.manifests import TokenizeManifest, VocabManifest
 from mediswift.text.token_shards import SPLITS
 from tasks import tokenize as t
@@ -33,11 +33,14 @@ from tasks.common import cached
 UNIT_VERSION = 1
 
 
-def task_runner(cfg: TokenizeConfig) -> TaskRunner:
-    if cfg.dask_address:
+def task_runner(cfg: TokenizeConfig, executor: ExecutorConfig | None = None) -> TaskRunner:
+    """The recipe's Dask cluster (`executor`, or the older `tokenize.dask_address`), else a
+    local process pool (tokenization is CPU-bound Python: threads would share one core)."""
+    address = executor.address if executor and executor.kind == "dask" else cfg.dask_address
+    if address:
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=cfg.dask_address)
+        return DaskTaskRunner(address=address)
     return ProcessPoolTaskRunner(max_workers=cfg.workers)
 
 
@@ -96,10 +99,8 @@ def run(
         # Shown in the UI: the position in the filter manifest keeps names unique even when
         # every document shard has the same file name in its own unit folder.
         units.append({"key": unit.key, "name": f"{i:04d}-{shard.stem}", "doc_shard": str(shard)})
-    log.info(
-        "tokenize: %d document shards, %s", len(units), cfg.tokenize.dask_address or "processes"
-    )
-    runner = task_runner(cfg.tokenize)
+    runner = task_runner(cfg.tokenize, cfg.executor)
+    log.info("tokenize: %d document shards on %s", len(units), type(runner).__name__)
     with workers_share_api():
         results = tokenize_shards.with_options(task_runner=runner)(
             home=str(home), tokenizer_dir=str(vocab_art.path), units=units

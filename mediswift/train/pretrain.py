@@ -433,6 +433,9 @@ def _fit(
             metrics.flush()
 
     def log(step: int, row: dict[str, float]) -> None:
+        # Cumulative training FLOPs (the record's accounting) at this step: the x axis against
+        # which the UI can chart the losses of variants of different sparsity.
+        row = {**row, "train_flops": training_flops_for(cfg, spec, row["tokens"])}
         metrics.log_metrics(row, step)  # type: ignore[union-attr]
         if step % (cfg.log_every * 10) == 0 or step == cfg.steps or "val_loss" in row:
             val = f" val {row['val_loss']:.4f}" if "val_loss" in row else ""

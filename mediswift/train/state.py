@@ -13,6 +13,7 @@ states, FSDP shards); rank 0 alone writes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,8 @@ class OptimizerState:
 
 
 class LoaderState:
-    """Every rank's position in its stream of training batches (resuming needs the same ranks)."""
+    """Every rank's position in its stream of training batches; a run resumed on another number
+    of ranks takes the same global position (`reshard_positions`)."""
 
     def __init__(self, loader: Any, d: Dist):
         self.loader, self.d = loader, d
@@ -129,7 +131,43 @@ class LoaderState:
         return Snapshot(json={"loader": gather_objects(self.loader.state_dict(), self.d)})
 
     def load_state_dict(self, snap: Snapshot) -> None:
-        self.loader.load_state_dict(snap.json["loader"][self.d.rank])
+        saved = snap.json["loader"]
+        if len(saved) != self.d.world_size:
+            saved = [saved[0]] * self.d.world_size
+        self.loader.load_state_dict(saved[self.d.rank])
+
+
+# The rows a rank has read: `TokenBatches` (in its epoch) and `SyntheticTokens` name it so.
+POSITION_KEYS = ("consumed", "position")
+
+
+def reshard_positions(states: list[dict[str, Any]], world: int) -> list[dict[str, Any]]:
+    """The loader positions of `world` ranks that continue where `states` (saved by another
+    number of ranks) stopped.
+
+    Both loaders deal one global row sequence round-robin (rank r of W reads rows r, r + W,
+    ...), and every rank reads the same number of rows per step, so W ranks at local position
+    p have read exactly the global rows before p * W; `world` ranks resume at p * W / world.
+    A step is a contiguous run of global rows either way, so the steps after the resume see
+    the same rows as with the old ranks (up to an epoch end: an epoch is cut to a whole number
+    of rows per rank, which depends on the number of ranks).
+    """
+    key = next((k for k in POSITION_KEYS if k in states[0]), None)
+    if key is None:
+        raise ValueError(f"cannot move a loader position {sorted(states[0])} to {world} ranks")
+
+    def rest(s: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in s.items() if k not in (key, "rank")}
+
+    if any(s[key] != states[0][key] or rest(s) != rest(states[0]) for s in states):
+        raise ValueError("the saved ranks stopped at different positions: cannot reshard")
+    rows = states[0][key] * len(states)
+    if rows % world:
+        raise ValueError(f"{rows} rows read cannot be split evenly over {world} ranks")
+    base = {**states[0], key: rows // world}
+    if "world_size" in base:
+        base["world_size"] = world
+    return [{**base, "rank": r} if "rank" in base else dict(base) for r in range(world)]
 
 
 class RNGState:
@@ -148,9 +186,19 @@ class RNGState:
 
     def load_state_dict(self, snap: Snapshot) -> None:
         tensors, rank = snap.tensors(ckpt.TRAIN_TENSORS_FILE), self.d.rank
+        if f"rng.torch.{rank}" not in tensors:  # more ranks than saved: a new, distinct stream
+            torch.manual_seed(_derived_seed(tensors["rng.torch.0"], rank))
+            return
         torch.set_rng_state(tensors[f"rng.torch.{rank}"])
         if self.cuda and f"rng.cuda.{rank}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], self.d.device)
+
+
+def _derived_seed(state: torch.Tensor, rank: int) -> int:
+    """A seed for a rank the checkpoint has no RNG state of: a function of rank 0's saved state
+    and the rank, so a resume is repeatable and no two ranks draw the same dropout."""
+    digest = hashlib.sha256(state.numpy().tobytes() + rank.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 class DynamicSparsityState:

@@ -1,0 +1,263 @@
+"""MLflow Models, the Model Registry, dataset inputs and the FLOPs axis.
+
+A tiny GPT is logged the way the stages log their models (`tasks.tracking.register_model`: export
+to a Hugging Face directory, the transformers flavour, registration, aliases): the registered
+version must load back through its alias with the logits of our model, carry an input example
+and a signature, keep a fine-tuned point's soft prompt beside it, and be logged once per run.
+The flow test runs the finetune and evaluate stages twice (the second time with one more seed):
+every sweep parent lists all its points, cached ones included, and names its selected child,
+whose run holds the registered model `mediswift-<size>-s<pct>-<task>@selected`. Everything runs
+offline: no Hugging Face Hub access is attempted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import mlflow  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from mediswift.finetune.point import save_finetuned  # noqa: E402
+from mediswift.model.gpt import GPT, GPTConfig  # noqa: E402
+from mediswift.model.soft_prompt import PromptedLM  # noqa: E402
+from mediswift.sparsity.masks import make_masks  # noqa: E402
+from mediswift.text import moses  # noqa: E402
+from mediswift.text.bpe import learn_bpe  # noqa: E402
+from mediswift.text.tokenizer import Tokenizer, document_text, write_tokenizer_config  # noqa: E402
+from mediswift.tracking import (  # noqa: E402
+    MODEL_TAG,
+    DatasetRef,
+    Tracker,
+    default_tracking_uri,
+    recipe_alias,
+    registered_model_name,
+)
+from mediswift.train.checkpoint import save_checkpoint  # noqa: E402
+from mediswift.train.pretrain import VariantSpec, launch_variant, read_metrics  # noqa: E402
+from tasks.tracking import register_model  # noqa: E402
+
+BLOCK = 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hf_offline(tmp_path_factory: pytest.TempPathFactory):
+    """No Hub access at all, and the tokenizer's code cached under a temporary folder."""
+    import huggingface_hub.constants
+    import transformers.dynamic_module_utils as dyn
+
+    modules = str(tmp_path_factory.mktemp("hf_modules"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(dyn, "HF_MODULES_CACHE", modules)
+        yield
+    if modules in sys.path:
+        sys.path.remove(modules)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory: pytest.TempPathFactory, mirror_dir: Path) -> Path:
+    """A small BPE vocabulary learned on part of the mirror corpus, as the vocab stage does."""
+    with open(mirror_dir / "corpus" / "biomed_text.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    texts = [document_text(r.get("title"), r.get("text")) for r in rows[::20]]
+    d = tmp_path_factory.mktemp("tok")
+    learn_bpe((moses.moses_tokenize(t) for t in texts), d / "bpe.model", 600)
+    write_tokenizer_config(d)
+    return d
+
+
+def tiny_lm(vocab: int, sparsity: float = 0.0) -> tuple[GPT, dict[str, torch.Tensor]]:
+    """A tiny GPT with non-trivial weights (and masks applied, when sparse)."""
+    torch.manual_seed(0)
+    lm = GPT(GPTConfig(n_layer=1, n_head=2, d_model=32, vocab_size=vocab, block_size=BLOCK))
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    masks = make_masks(lm, sparsity, 0) if sparsity else {}
+    with torch.no_grad():
+        for name, m in masks.items():
+            lm.get_parameter(name).mul_(m)
+    return lm.eval(), masks
+
+
+def new_run(home: Path, experiment: str = "models-test") -> tuple[str, str]:
+    uri = default_tracking_uri(home)
+    with Tracker(uri, experiment, artifact_root=home / "mlruns").run("tiny") as run:
+        pass
+    return uri, run.run_id
+
+
+def test_registered_names_and_aliases() -> None:
+    assert registered_model_name("tiny", 0.75) == "mediswift-tiny-s75"
+    assert registered_model_name("tiny", 0.0) == "mediswift-tiny-s0"
+    assert registered_model_name("med", 0.5, "rigl") == "mediswift-med-s50-rigl"
+    assert registered_model_name("tiny", 0.0, "rigl") == "mediswift-tiny-s0"  # dense: no method
+    assert registered_model_name("tiny", 0.75, task="hoc") == "mediswift-tiny-s75-hoc"
+    assert recipe_alias("paper-med") == "recipe-paper-med"
+    assert recipe_alias("my recipe/v2") == "recipe-my-recipe-v2"
+
+
+def test_variant_is_logged_registered_and_loads_through_its_alias(
+    tmp_path: Path, tok_dir: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+) -> None:
+    tok = Tokenizer.load(tok_dir)
+    lm, masks = tiny_lm(tok.vocab_size, 0.75)
+    save_checkpoint(tmp_path / "ckpt", lm, masks=masks)
+    uri, run_id = new_run(tmp_path / "home")
+    # Whatever MLFLOW_TRACKING_URI says, logging uses the given store and leaves it as it was.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/not-used")
+    name = "mediswift-tiny-s75"
+
+    def register(aliases: list[str]) -> dict:
+        return register_model.fn(
+            tracking_uri=uri,
+            run_id=run_id,
+            name=name,
+            checkpoint=str(tmp_path / "ckpt"),
+            tokenizer_dir=str(tok_dir),
+            card={"name": "tiny-s75", "model": "tiny", "sparsity": 0.75, "train_flops": 1e12},
+            aliases=aliases,
+            tags={"mediswift.variant": "tiny-s75"},
+        )
+
+    t0 = time.perf_counter()
+    ref = register(["recipe-test"])
+    print(f"export + log + register a tiny model: {time.perf_counter() - t0:.1f} s")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9/not-used"
+    client = MlflowClient(uri)
+    assert ref["version"] == "1" and ref["uri"] == f"models:/{name}/1"
+    assert str(client.get_model_version_by_alias(name, "recipe-test").version) == "1"
+    assert client.get_model_version(name, "1").tags["mediswift.variant"] == "tiny-s75"
+    assert client.get_run(run_id).data.tags[MODEL_TAG] == f"{name}/1"
+
+    # The logged model: transformers flavour with a pyfunc, a signature and an input example,
+    # named by its registry name (no path of the temporary export is recorded).
+    info = mlflow.models.get_model_info(f"models:/{name}@recipe-test")
+    assert {"transformers", "python_function"} <= set(info.flavors)
+    assert info.flavors["transformers"]["source_model_name"] == name
+    assert info.signature.inputs.input_types()[0].name == "string"
+    assert {p.name for p in info.signature.params} == {"max_new_tokens", "do_sample"}
+    assert info.saved_input_example_info["artifact_path"] == "input_example.json"
+    files = set(os.listdir(mlflow.artifacts.download_artifacts(f"models:/{name}/1")))
+    assert {"README.md", "LICENSE.txt", "MLmodel", "input_example.json"} <= files
+
+    # It loads back through the alias as the exported GPT-2: our logits, within 1e-4.
+    parts = mlflow.transformers.load_model(f"models:/{name}@recipe-test", return_type="components")
+    ids = torch.tensor([tok.encode("Aspirin reduces the risk of myocardial infarction.")])
+    with torch.no_grad():
+        ours, _ = lm(ids)
+        theirs = parts["model"].eval()(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    assert parts["tokenizer"](["IL-6 levels"])["input_ids"][0] == tok.encode("IL-6 levels")
+    text = mlflow.pyfunc.load_model(f"models:/{name}/1").predict(
+        ["Aspirin reduces"], params={"max_new_tokens": 4}
+    )
+    assert isinstance(text[0], str) and text[0]
+
+    # Called again for the same run (a stage run again): no new version, only the aliases move.
+    again = register(["recipe-test", "recipe-other"])
+    assert again["version"] == "1"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    assert str(client.get_model_version_by_alias(name, "recipe-other").version) == "1"
+
+
+def test_fine_tuned_point_keeps_its_soft_prompt_beside_the_model(
+    tmp_path: Path, tok_dir: Path, one_torch_thread: None
+) -> None:
+    tok = Tokenizer.load(tok_dir)
+    lm, _ = tiny_lm(tok.vocab_size)
+    point = save_finetuned(tmp_path / "point" / "checkpoint", PromptedLM(lm, 5))
+    uri, run_id = new_run(tmp_path / "home")
+    ref = register_model.fn(
+        tracking_uri=uri,
+        run_id=run_id,
+        name="mediswift-tiny-s0-hoc",
+        checkpoint=str(point),
+        tokenizer_dir=str(tok_dir),
+        card={"name": "tiny-dense-hoc", "task": "hoc", "point": {"batch_size": 8}},
+        prompt=str(point / "prompt.safetensors"),
+        input_example="the hallmarks of cancer in this abstract",
+        aliases=["selected"],
+    )
+    local = Path(mlflow.artifacts.download_artifacts(ref["uri"], tracking_uri=uri))
+    assert (local / "soft_prompt.safetensors").is_file()
+    assert "## Soft prompt" in (local / "README.md").read_text()
+    assert (local / "LICENSE.txt").read_text().startswith("## Licence of the data")
+    example = json.loads((local / "input_example.json").read_text())
+    assert "hallmarks of cancer" in json.dumps(example)
+    assert str(MlflowClient(uri).get_model_version_by_alias(ref["name"], "selected").version) == "1"
+
+
+def test_datasets_are_run_inputs_with_their_content_key(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    tracker = Tracker(default_tracking_uri(home), "inputs-test", artifact_root=home / "mlruns")
+    refs = [
+        DatasetRef("tokens-train", "0123456789abcdef", "tokenize/0123456789abcdef", "training"),
+        DatasetRef(
+            "hoc-test",
+            "fedcba9876543210",
+            "finetune/units/fedcba9876543210/test.jsonl",
+            "test",
+            {"examples": 12},
+        ),
+    ]
+    with tracker.run("consumer") as run:
+        run.log_datasets(refs)
+    inputs = tracker.client.get_run(run.run_id).inputs.dataset_inputs
+    got = {
+        i.dataset.name: (i.dataset.digest, json.loads(i.dataset.source)["uri"], i.tags[0].value)
+        for i in inputs
+    }
+    assert got == {
+        "tokens-train": ("0123456789abcdef", "tokenize/0123456789abcdef", "training"),
+        "hoc-test": ("fedcba9876543210", "finetune/units/fedcba9876543210/test.jsonl", "test"),
+    }
+    assert json.loads(next(i for i in inputs if i.dataset.name == "hoc-test").dataset.profile) == {
+        "examples": 12
+    }
+
+
+def test_cumulative_flops_are_a_step_metric(tmp_path: Path, one_torch_thread: None) -> None:
+    """Every logged step carries the training FLOPs so far; the last equals the record's."""
+    from mediswift.config import PretrainConfig
+    from mediswift.train.pretrain import training_flops_for
+
+    cfg = PretrainConfig(
+        model="tiny",
+        seq_len=16,
+        block_size=32,
+        global_batch=4,
+        micro_batch=4,
+        steps=6,
+        log_every=2,
+        eval_every=3,
+        eval_batches=1,
+        checkpoint_every=6,
+    )
+    spec = VariantSpec(
+        name="tiny-s75",
+        config=cfg.model_dump(mode="json"),
+        sparsity=0.75,
+        vocab_size=64,
+        out_dir=str(tmp_path / "variant"),
+        data="synthetic",
+    )
+    record = launch_variant(spec)
+    rows = [(s, m) for s, m in read_metrics(tmp_path / "variant" / "metrics.jsonl") if "lr" in m]
+    assert [s for s, _ in rows] == [2, 3, 4, 6]
+    flops = [m["train_flops"] for _, m in rows]
+    per_token = training_flops_for(cfg, spec, 1.0)
+    assert flops == pytest.approx([s * 4 * 16 * per_token for s, _ in rows])
+    assert flops[-1] == pytest.approx(record["train_flops"])
+    assert all(a < b for a, b in zip(flops, flops[1:], strict=False))
