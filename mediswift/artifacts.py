@@ -9,14 +9,16 @@ key under `<home>/<stage>/units/<key>/`, so a unit shared by two stage configs i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def scratch_dir(near: Path) -> Iterator[Path]:
+    """A scratch directory beside `near`, named like `tmp_path` files (so `sweep_stale_tmp`
+    removes it if its writer is killed), removed when the block ends."""
+    path = tmp_path(near)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
     """Remove the `tmp_path` files under `folder` whose writer is dead; return those removed.
 
@@ -113,6 +127,12 @@ def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
     """
     removed: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
+        for name in list(dirnames):  # scratch directories (`scratch_dir`) of dead writers
+            m = _TMP_NAME.match(name)
+            if m is not None and m["host"] == _HOST and not _pid_alive(int(m["pid"])):
+                shutil.rmtree(Path(dirpath) / name, ignore_errors=True)
+                dirnames.remove(name)
+                removed.append(Path(dirpath) / name)
         if not recursive:
             dirnames.clear()
         for name in filenames:

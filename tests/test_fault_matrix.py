@@ -100,7 +100,7 @@ def _outputs(home: Path, mirror: Path) -> dict[str, str]:
         for shard in arts[stage].manifest()["shards"]:
             out[shard["path"]] = _digest(home / shard["path"])
     for f in sorted(arts["vocab"].path.iterdir()):
-        if f.name != "manifest.json":
+        if f.name != "manifest.json" and not f.name.startswith("."):
             out[f"vocab/{f.name}"] = _digest(f)
     for v in arts["pretrain"].manifest()["variants"]:
         out[v["checkpoint"]] = _digest(home / v["checkpoint"] / "model.safetensors")

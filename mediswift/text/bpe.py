@@ -19,12 +19,13 @@ import io
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
+
+from mediswift.artifacts import scratch_dir
 
 # Special pieces and their ids (fixed, so every tokenizer of the project agrees on them).
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
@@ -116,7 +117,8 @@ def learn_bpe(
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     n_docs = n_lines = longest = 0
-    with tempfile.TemporaryDirectory(prefix=".bpe-", dir=model_path.parent) as tmp:
+    # Named like `tmp_path` files, so a killed run's leftover is swept by the next one.
+    with scratch_dir(model_path.parent / "bpe") as tmp:
         lines_file = Path(tmp) / "lines.txt"
         with open(lines_file, "w", encoding="utf-8") as f:
             for doc in moses_docs:

@@ -133,7 +133,7 @@ class LoaderState:
     def load_state_dict(self, snap: Snapshot) -> None:
         saved = snap.json["loader"]
         if len(saved) != self.d.world_size:
-            saved = [saved[0]] * self.d.world_size
+            saved = reshard_positions(saved, self.d.world_size)
         self.loader.load_state_dict(saved[self.d.rank])
 
 
