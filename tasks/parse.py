@@ -23,7 +23,8 @@ from mediswift.data.pubmed import parse_pubmed_file
 from mediswift.data.xml import XMLLimits, XMLParseError
 
 # Bump when the parsers' output changes: it re-keys every parse unit.
-PARSER_VERSION = 1
+# 2: no UNLABELLED label, PMC summary/synopsis headings kept, earliest publication year.
+PARSER_VERSION = 2
 
 BAD_INPUT = (XMLParseError, CorpusFormatError, ValueError, OSError)
 

@@ -66,9 +66,14 @@ def pretrain_variant(
     home: str,
     tags: dict[str, str],
     datasets: list[dict[str, Any]] | None = None,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the variant described by `spec_json`; returns its record, paths
-    relative to `home`. `datasets`: `DatasetRef` fields of what it trains on."""
+    relative to `home`. `datasets`: `DatasetRef` fields of what it trains on. With `nnodes`
+    > 1 this runs the first node's part (c10d rendezvous at `rdzv_endpoint`, id `rdzv_id` or
+    the unit key) and logs the command each other node runs."""
     spec = VariantSpec.from_json(spec_json)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +88,14 @@ def pretrain_variant(
         if run_id is None:
             write_atomic(id_file, run.run_id)
             run.log_datasets([DatasetRef(**d) for d in datasets or []])
-        record = launch_variant(spec, nproc, sink=ProgressSink(run, spec.name, spec.cfg.steps))
+        record = launch_variant(
+            spec,
+            nproc,
+            sink=ProgressSink(run, spec.name, spec.cfg.steps),
+            nnodes=nnodes,
+            rdzv_endpoint=rdzv_endpoint,
+            rdzv_id=rdzv_id or key,
+        )
         if not done:
             run.log_artifact(in_unit(record["loss_curve"], out))
             run.log_artifact(out / "metrics.jsonl")

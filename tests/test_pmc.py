@@ -116,3 +116,16 @@ def test_missing_pmcid_is_an_error(tmp_path: Path) -> None:
         list(iter_pmc(path))
     (doc,) = iter_pmc(path, PmcHints("123", "456", "CC BY"))
     assert (doc.doc_id, doc.pmid, doc.license, doc.text) == ("pmc:PMC123", "456", "CC BY", "x")
+
+
+def test_summary_abstract_keeps_its_heading() -> None:
+    from lxml import etree
+
+    from mediswift.data.pmc import abstract_text
+
+    meta = etree.fromstring(
+        b"<article-meta><abstract><title>Abstract</title><p>Main.</p></abstract>"
+        b"<abstract abstract-type='summary'><title>Author Summary</title><p>Plain words.</p>"
+        b"</abstract></article-meta>"
+    )
+    assert abstract_text(meta) == "Main.\nAuthor Summary\nPlain words."

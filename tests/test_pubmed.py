@@ -152,3 +152,23 @@ def test_tree_stays_flat_while_streaming(mirror_dir: Path) -> None:
         release(el)
         n += 1
     assert n == 325
+
+
+def test_unlabelled_placeholder_and_earliest_year(tmp_path) -> None:
+    import gzip
+
+    from mediswift.data.pubmed import iter_pubmed
+
+    xml = b"""<?xml version="1.0"?>
+<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID Version="1">42</PMID><Article>
+<Journal><JournalIssue><PubDate><Year>2023</Year></PubDate></JournalIssue></Journal>
+<ArticleTitle>T</ArticleTitle><Abstract>
+<AbstractText Label="UNLABELLED" NlmCategory="UNASSIGNED">Plain part.</AbstractText>
+<AbstractText Label="RESULTS">Found.</AbstractText></Abstract>
+<ArticleDate DateType="Electronic"><Year>2022</Year></ArticleDate>
+</Article></MedlineCitation></PubmedArticle></PubmedArticleSet>"""
+    path = tmp_path / "x.xml.gz"
+    path.write_bytes(gzip.compress(xml))
+    (doc,) = list(iter_pubmed(path))
+    assert doc.text == "Plain part.\nRESULTS: Found."
+    assert doc.year == 2022  # the electronic date is earlier than the issue's

@@ -80,6 +80,8 @@ STRIP_TAGS = (
     "sec-meta",
 )
 SKIP_ABSTRACT_TYPES = frozenset({"graphical", "teaser", "toc"})
+# Abstracts whose own title is a heading worth keeping (a plain abstract's says "Abstract").
+HEADED_ABSTRACT_TYPES = frozenset({"summary", "synopsis"})
 # xml:lang -> the ISO 639-2 (bibliographic) code PubMed's <Language> uses.
 LANGUAGES = {
     "en": "eng", "fr": "fre", "de": "ger", "es": "spa", "pt": "por", "it": "ita", "ru": "rus",
@@ -177,7 +179,11 @@ def abstract_text(meta: etree._Element) -> str:
         if abstract.get("abstract-type") in SKIP_ABSTRACT_TYPES:
             continue
         for child in abstract:
-            if child.tag == "sec":
+            if child.tag == "title" and abstract.get("abstract-type") in HEADED_ABSTRACT_TYPES:
+                # An author summary or synopsis is headed by its title ("Author Summary"):
+                # keep it, as the headings of structured abstracts are kept.
+                lines.append(text_of(child))
+            elif child.tag == "sec":
                 title = text_of(child.find("title"))
                 body = " ".join(text_of(p) for p in child.iter("p"))
                 lines.append(f"{title}: {body}" if title and body else title or body)

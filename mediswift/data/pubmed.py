@@ -8,9 +8,11 @@ Streams with `iter_elements` (constant memory whatever the file size) and reads:
 
 Fields: PMID and its Version; title (`ArticleTitle`, else `VernacularTitle`; books: the chapter's
 `ArticleTitle`, else `BookTitle`); the abstract: every `AbstractText` of `Abstract` in order,
-a labelled part as `LABEL: text`, inline markup's text kept, parts joined by newlines
-(`OtherAbstract`, usually a translation, is not used); year (`PubDate/Year`, else the first year
-in `MedlineDate`, else `ArticleDate/Year`; books: `PubDate`, else `ContributionDate`); the first
+a labelled part as `LABEL: text` (not PubMed's placeholder label `UNLABELLED`), inline markup's
+text kept, parts joined by newlines (`OtherAbstract`, usually a translation, is not used); year:
+the earliest of the issue's (`PubDate/Year`, else the first year in `MedlineDate`) and the
+electronic publication's (`ArticleDate/Year`), as the PMC parser takes the earliest `pub-date`
+(books: `PubDate`, else `ContributionDate`); the first
 `Language`; publication types; DOI and PMCID from the article ids.
 """
 
@@ -75,6 +77,8 @@ def abstract_text(abstract: etree._Element | None) -> str:
     for part in abstract.iterfind("AbstractText"):
         text = text_of(part)
         label = part.get("Label")
+        if label and label.strip().upper() == "UNLABELLED":
+            label = None  # PubMed's placeholder for a part without a heading, not a heading
         if label and text:
             text = f"{label}: {text}"
         elif label:
@@ -111,11 +115,13 @@ def citation_document(citation: etree._Element, pubmed_data: etree._Element | No
         return doc
     doc.title = text_of(article.find("ArticleTitle")) or text_of(article.find("VernacularTitle"))
     doc.text = abstract_text(article.find("Abstract"))
+    # The earliest year the record gives (issue date or electronic publication), the rule the
+    # PMC parser uses for its `pub-date`s too.
     issue = article.find("Journal/JournalIssue/PubDate")
+    years = [_year(article.findtext("ArticleDate/Year"))]
     if issue is not None:
-        doc.year = _year(issue.findtext("Year")) or _year(issue.findtext("MedlineDate"))
-    if doc.year is None:
-        doc.year = _year(article.findtext("ArticleDate/Year"))
+        years.append(_year(issue.findtext("Year")) or _year(issue.findtext("MedlineDate")))
+    doc.year = min((y for y in years if y is not None), default=None)
     doc.language = article.findtext("Language")
     doc.pub_types = [
         t.text for t in article.iterfind("PublicationTypeList/PublicationType") if t.text
