@@ -14,7 +14,7 @@ from flows.report import publish_report
 from flows.server import tie_temporary_server_to_this_process
 
 __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
-from mediswift.artifacts import MANIFEST, content_key, sweep_stale_tmp
+from mediswift.artifacts import MANIFEST, content_key, sweep_stale_tmp, units_dir
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
@@ -92,7 +92,7 @@ def force_stages(home: Path, arts: dict[str, Any], stages: list[str]) -> None:
     log = get_run_logger()
     for stage in stages:
         arts[stage].manifest_path.unlink(missing_ok=True)
-        units = list((home / stage / "units").glob(f"*/{MANIFEST}"))
+        units = list(units_dir(home, stage).glob(f"*/{MANIFEST}"))
         for m in units:
             m.unlink(missing_ok=True)
         log.warning("%s: forced: its output and %d unit(s) will be made again", stage, len(units))

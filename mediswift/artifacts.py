@@ -192,8 +192,7 @@ def stage_artifact(
 
 def unit_artifact(home: Path, stage: str, *parts: Any) -> Artifact:
     """A unit of work inside a stage, keyed by whatever determines its content."""
-    key = content_key(stage, *parts)
-    return Artifact(stage, key, home / stage / "units" / key)
+    return unit_at(home, stage, content_key(stage, *parts))
 
 
 def safe_child(root: Path, name: str) -> Path:
@@ -208,5 +207,9 @@ def safe_child(root: Path, name: str) -> Path:
 
 
 def unit_at(home: Path, stage: str, key: str) -> Artifact:
-    """The unit `key` of `stage` (the layout of `unit_artifact`, from a key already known)."""
-    return Artifact(stage, key, home / stage / "units" / key)
+    """The unit `key` of `stage`: `<home>/<stage>/units/<key>`, the one place that says so."""
+    return Artifact(stage, key, units_dir(home, stage) / key)
+
+
+def units_dir(home: Path, stage: str) -> Path:
+    return home / stage / "units"
