@@ -72,20 +72,33 @@ def _start(home: Path, mirror: Path, api: str, log: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _kill_inside(stage: str, proc: subprocess.Popen, log: Path, delay: float) -> bool:
-    """SIGKILL `proc` `delay` s after its log says `stage` started; False if it never did."""
+def _units(home: Path, stage: str) -> set[Path]:
+    return set((home / stage / "units").glob("*/manifest.json"))
+
+
+def _kill_inside(
+    stage: str, proc: subprocess.Popen, log: Path, home: Path, rng: random.Random, arts: dict
+) -> bool:
+    """SIGKILL `proc` inside `stage`: right after it starts, or just after its first unit is
+    done (the stage itself not yet), chosen at random. False if the stage was not interrupted
+    (it was done already, or finished before the kill)."""
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if f"{stage}: running into" in log.read_text(errors="replace"):
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return True
+    while f"{stage}: running into" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.wait()
             return False
-        time.sleep(0.05)
+        time.sleep(0.02)
+    before = _units(home, stage)
+    if rng.random() < 0.5:
+        time.sleep(rng.uniform(0.0, 0.2))
+    else:
+        while not _units(home, stage) - before and proc.poll() is None:
+            time.sleep(0.02)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return False
+    return not arts[stage].done()
 
 
 def _digest(path: Path) -> str:
@@ -120,17 +133,19 @@ def test_kill_in_every_stage_then_finish_equals_an_uninterrupted_run(
     assert ref.wait(timeout=900) == 0, ref_log.read_text()[-3000:]
 
     home, rng = tmp_path / "killed", random.Random(7)
+    arts = plan(load_recipe(TINY, mirror=str(mirror_dir)), home)
     killed = []
     for i, stage in enumerate(STAGES):
         log = tmp_path / f"kill-{i}-{stage}.log"
         proc = _start(home, mirror_dir, prefect_server, log)
-        if _kill_inside(stage, proc, log, rng.uniform(0.0, 1.5)):
+        if _kill_inside(stage, proc, log, home, rng, arts):
             killed.append(stage)
     final_log = tmp_path / "final.log"
     final = _start(home, mirror_dir, prefect_server, final_log)
     assert final.wait(timeout=900) == 0, final_log.read_text()[-3000:]
 
-    assert len(killed) >= 6, f"killed only inside {killed}"  # a stage may finish too fast
+    logs = "".join(p.read_text(errors="replace")[-1500:] for p in sorted(tmp_path.glob("*.log")))
+    assert len(killed) >= 6, f"killed only inside {killed}: {logs}"  # a stage may be too fast
     assert _outputs(home, mirror_dir) == _outputs(tmp_path / "reference", mirror_dir)
     # Nothing half-written stays behind: no temporary files of the killed writers.
     assert not [p for p in home.rglob("*.tmp") if "prefect" not in p.parts]
