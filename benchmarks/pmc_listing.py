@@ -144,7 +144,8 @@ class Bucket(ThreadingHTTPServer):
             start = bisect.bisect_right(self.keys, after)
             page, more = self.keys[start : start + 1000], start + 1000 < len(self.keys)
         items = "".join(f"<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>" for p in page)
-        nxt = f"<NextContinuationToken>{page[-1].encode().hex()}</NextContinuationToken>"
+        token = page[-1].encode().hex() if more else ""
+        nxt = f"<NextContinuationToken>{token}</NextContinuationToken>"
         return (
             '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
             f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>"

@@ -70,6 +70,10 @@ wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server"
 
 "$BIN/prefect" work-pool inspect mediswift-local >/dev/null 2>&1 \
   || "$BIN/prefect" work-pool create mediswift-local --type process >/dev/null
+# The GPU pool the `pretrain-gpu` deployment targets (its workers run on GPU nodes).
+"$BIN/prefect" work-pool inspect mediswift-gpu >/dev/null 2>&1 \
+  || "$BIN/prefect" work-pool create mediswift-gpu --type process \
+    --base-job-template deployments/gpu-pool.json >/dev/null
 "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml >"$RUN_DIR/deploy.log" 2>&1 \
   || { cat "$RUN_DIR/deploy.log" >&2; exit 1; }
 start worker "$BIN/prefect" worker start --pool mediswift-local --type process

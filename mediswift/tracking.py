@@ -271,6 +271,7 @@ def adopt_home_store(home: Path) -> dict[str, str]:
                 _rewrite_prefixes(con, moved)
         if moved:
             _rewrite_model_files(home / ARTIFACTS_DIR, moved)
+            _forget_artifact_repos()
         _ADOPTED.add(key)
         return moved
 
@@ -333,6 +334,16 @@ def _rewrite_model_files(root: Path, moved: dict[str, str]) -> None:
             tmp = path.with_name(f".{path.name}.relocating")
             tmp.write_text(new, encoding="utf-8")
             os.replace(tmp, path)
+
+
+def _forget_artifact_repos() -> None:
+    """Drop MLflow's process-wide cache of artifact repositories (by run and model id): this
+    process may have used the runs at their old location."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    cache = getattr(tracking_utils, "_artifact_repos_cache", None)
+    if cache is not None:
+        cache.clear()
 
 
 def _text_columns(con: sqlite3.Connection, table: str) -> list[str]:

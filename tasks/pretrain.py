@@ -72,7 +72,7 @@ def pretrain_variant(
 ) -> dict[str, Any]:
     """Train (or resume) the variant described by `spec_json`; returns its record, paths
     relative to `home`. `datasets`: `DatasetRef` fields of what it trains on. With `nnodes`
-    > 1 this runs the first node's part (c10d rendezvous at `rdzv_endpoint`, id `rdzv_id` or
+    > 1 this runs its own node's part (c10d rendezvous at `rdzv_endpoint`, id `rdzv_id` or
     the unit key) and logs the command each other node runs."""
     spec = VariantSpec.from_json(spec_json)
     out = Path(spec.out_dir)

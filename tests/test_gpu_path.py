@@ -13,6 +13,7 @@ Run as a script (under torchrun) this file is the bf16 worker: `run_variant` wit
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -260,6 +261,43 @@ def test_resume_on_another_number_of_processes(
     curve = read_curve(resumed / "curve.csv")
     assert [r["step"] for r in curve] == [1, 2, 3, 4, 5, 6]
     assert_same_run(full, resumed, rel=1e-5)
+
+
+# --- The prepared GPU check -----------------------------------------------------------------------
+
+
+def load_gpu_check():
+    """benchmarks/gpu_check.py as a module (benchmarks/ is a folder of scripts, not a package)."""
+    path = REPO / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["gpu_check"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_gpu_check_plans_the_med_model_and_refuses_without_cuda(capsys) -> None:
+    """What runs without a GPU: the plan (Med's shapes and FLOPs, every configuration), 2:4
+    pruning, and a clear refusal when no CUDA device exists."""
+    gc = load_gpu_check()
+    assert gc.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "24 layers, d 1024" in out and "8,192 tokens/step" in out
+    assert out.count("mfu:") == 4 and "sparsity 75%, compile on" in out
+    shapes = gc.matmul_shapes(model_config("med", 42384), 8192)
+    assert [(m, k, n) for _, m, k, n in shapes] == [
+        (8192, 1024, 1024),
+        (8192, 1024, 4096),
+        (8192, 4096, 1024),
+    ]
+    w = torch.randn(16, 32)
+    pruned = gc.prune_2_4(w)
+    assert ((pruned.reshape(-1, 4) != 0).sum(1) == 2).all()
+    assert torch.equal(pruned[pruned != 0], w[pruned != 0])  # the kept ones are untouched
+    if torch.cuda.is_available():
+        return
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gc.main([])
 
 
 def _worker(argv: list[str]) -> int:

@@ -116,7 +116,8 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
     save_checkpoint(tmp_path / "ckpt", lm, masks=masks)
     uri, run_id = new_run(tmp_path / "home")
     # Whatever MLFLOW_TRACKING_URI says, logging uses the given store and leaves it as it was.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/not-used")
+    wrong = f"sqlite:///{tmp_path / 'wrong.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", wrong)
     name = "mediswift-tiny-s75"
 
     def register(aliases: list[str]) -> dict:
@@ -134,7 +135,9 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
     t0 = time.perf_counter()
     ref = register(["recipe-test"])
     print(f"export + log + register a tiny model: {time.perf_counter() - t0:.1f} s")
-    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9/not-used"
+    assert os.environ["MLFLOW_TRACKING_URI"] == wrong
+    assert not (tmp_path / "wrong.db").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for this test's own fluent calls
     client = MlflowClient(uri)
     assert ref["version"] == "1" and ref["uri"] == f"models:/{name}/1"
     assert str(client.get_model_version_by_alias(name, "recipe-test").version) == "1"
@@ -173,7 +176,7 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
 
 
 def test_fine_tuned_point_keeps_its_soft_prompt_beside_the_model(
-    tmp_path: Path, tok_dir: Path, one_torch_thread: None
+    tmp_path: Path, tok_dir: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
 ) -> None:
     tok = Tokenizer.load(tok_dir)
     lm, _ = tiny_lm(tok.vocab_size)
@@ -190,7 +193,8 @@ def test_fine_tuned_point_keeps_its_soft_prompt_beside_the_model(
         input_example="the hallmarks of cancer in this abstract",
         aliases=["selected"],
     )
-    local = Path(mlflow.artifacts.download_artifacts(ref["uri"], tracking_uri=uri))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # `models:/` URIs resolve through it
+    local = Path(mlflow.artifacts.download_artifacts(ref["uri"]))
     assert (local / "soft_prompt.safetensors").is_file()
     assert "## Soft prompt" in (local / "README.md").read_text()
     assert (local / "LICENSE.txt").read_text().startswith("## Licence of the data")
@@ -261,3 +265,85 @@ def test_cumulative_flops_are_a_step_metric(tmp_path: Path, one_torch_thread: No
     assert flops == pytest.approx([s * 4 * 16 * per_token for s, _ in rows])
     assert flops[-1] == pytest.approx(record["train_flops"])
     assert all(a < b for a, b in zip(flops, flops[1:], strict=False))
+
+
+FLOW_RECIPE = """name: models-flow-test
+finetune:
+  seeds: [0]
+  patience: 1
+  max_len: 128
+  eval_batch_size: 12
+  concurrency: 2
+  tasks:
+    pubmedqa:
+      grid: {batch_sizes: [8], learning_rates: [1.0e-3, 3.0e-4]}
+      epochs: 1
+      max_train_examples: 16
+      max_eval_examples: 12
+"""
+
+
+@pytest.mark.slow
+def test_sweeps_list_their_points_and_register_the_selected_one(
+    prefect_harness, mirror_dir: Path, tmp_path: Path
+) -> None:
+    """finetune + evaluate on two hand-made tiny variants, then again with one more seed."""
+    from test_finetune_flow import make_home
+
+    from flows.pipeline import mediswift
+    from mediswift.config import load_recipe
+    from mediswift.overrides import Overrides
+    from mediswift.plan import plan
+
+    recipe, home = make_home(tmp_path, mirror_dir, FLOW_RECIPE)
+    client = MlflowClient(default_tracking_uri(home))
+
+    def run(seeds: list[int]) -> tuple[dict, dict]:
+        mediswift(
+            recipe=str(recipe),
+            stages=["finetune", "evaluate"],
+            home=str(home),
+            overrides=Overrides(finetune_seeds=seeds),
+        )
+        arts = plan(load_recipe(str(recipe), {"finetune": {"seeds": seeds}}), home)
+        return arts["finetune"].manifest(), arts["evaluate"].manifest()
+
+    def check(ft: dict, ev: dict) -> None:
+        for sweep in ft["sweeps"]:
+            parent = client.get_run(sweep["parent_run_id"]).data.tags
+            points = {
+                f"mediswift.point.b{p['batch_size']}-lr{p['lr']:g}-s{p['seed']}": p["mlflow_run_id"]
+                for p in sweep["points"]
+            }
+            assert {k: v for k, v in parent.items() if k.startswith("mediswift.point.")} == points
+            assert all(run_id[:8] in parent["mlflow.note.content"] for run_id in points.values())
+        for r in ev["results"]:
+            p = r["selected_point"]
+            name = f"mediswift-{'tiny-s0' if r['sparsity'] == 0 else 'tiny-s50'}-pubmedqa"
+            parent = client.get_run(r["parent_run_id"]).data.tags
+            assert parent["mediswift.selected.run_id"] == p["mlflow_run_id"]
+            assert parent["mediswift.selected.seed"] == str(p["seed"])
+            assert parent["mediswift.selected.lr"] == f"{p['lr']:g}"
+            assert parent["mediswift.selected.model"] == p["registered_model"]
+            selected = client.get_model_version_by_alias(name, "selected")
+            assert p["registered_model"] == f"models:/{name}/{selected.version}"
+            assert selected.run_id == p["mlflow_run_id"]
+            # The point's run recorded the task splits it consumed, keyed by the data unit.
+            inputs = client.get_run(p["mlflow_run_id"]).inputs.dataset_inputs
+            data_key = Path(ft["tasks"]["pubmedqa"]["data"]).name
+            assert {(i.dataset.name, i.dataset.digest) for i in inputs} == {
+                (f"pubmedqa-{s}", data_key) for s in ("train", "dev", "test")
+            }
+
+    first = run([0])
+    check(*first)
+    assert [len(s["points"]) for s in first[0]["sweeps"]] == [2, 2]
+
+    # One more seed: new sweep keys, so new parents; each lists its 4 points, the 2 found done
+    # (their runs are children of the first parents) included.
+    second = run([0, 1])
+    check(*second)
+    for old, new in zip(first[0]["sweeps"], second[0]["sweeps"], strict=True):
+        assert new["parent_run_id"] != old["parent_run_id"]
+        runs = {p["mlflow_run_id"] for p in new["points"]}
+        assert len(runs) == 4 and {p["mlflow_run_id"] for p in old["points"]} <= runs

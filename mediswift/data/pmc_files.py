@@ -43,7 +43,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,11 @@ class MetadataStore:
             self.add(self.pending)
             self.pending = []
 
+    def forget(self, folder: str) -> None:
+        self.pending = [(f, b) for f, b in self.pending if f != folder]
+        with transaction(self.db):
+            self.db.execute("DELETE FROM meta WHERE folder = ?", (folder,))
+
     def add(self, bodies: list[tuple[str, bytes]]) -> None:
         rows = [(f, hashlib.md5(b).hexdigest(), zlib.compress(b, 1)) for f, b in bodies]
         with transaction(self.db):
@@ -346,31 +351,45 @@ def _chunks(items: Iterator[Entry], n: int) -> Iterator[list[Entry]]:
         yield chunk
 
 
+def _kept(store: MetadataStore | None, body: Body) -> Body:
+    """`body`, remembered in `store` when it came from the bucket."""
+    folder, _, data, known = body
+    if store is not None and data is not None and not known:
+        store.remember(folder, data)
+    return body
+
+
 def read_bodies(
     client: HttpClient, base: str, entries: Iterator[Entry], store: MetadataStore | None
 ) -> Iterator[Body]:
     """The metadata of each entry, in order: stored bodies without a request, the others
     through `client.max_connections` threads, keeping up to 4 requests a thread queued ahead
-    of the caller so the connections stay busy while it works. Stopping early cancels what
-    has not started."""
+    of the caller so the connections stay busy while it works. Every body read is remembered
+    in `store`, also those read ahead of a caller that stopped (close this generator before
+    the store); requests not yet started then are cancelled."""
     window = 4 * client.max_connections
     pending: deque[Future[Body]] = deque()
-    with ThreadPoolExecutor(client.max_connections) as pool:
-        try:
-            for chunk in _chunks(entries, window):
-                known = store.lookup(chunk) if store is not None else {}
-                for folder, _ in chunk:
-                    if folder in known:
-                        pending.append(_known(base, folder, known[folder]))
-                    else:
-                        pending.append(pool.submit(_read_metadata, client, base, folder))
-                    while len(pending) > window:
-                        yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
+    try:
+        with ThreadPoolExecutor(client.max_connections) as pool:
+            try:
+                for chunk in _chunks(entries, window):
+                    known = store.lookup(chunk) if store is not None else {}
+                    for folder, _ in chunk:
+                        if folder in known:
+                            pending.append(_known(base, folder, known[folder]))
+                        else:
+                            pending.append(pool.submit(_read_metadata, client, base, folder))
+                        while len(pending) > window:
+                            yield _kept(store, pending.popleft().result())
+                while pending:
+                    yield _kept(store, pending.popleft().result())
+            finally:
+                for f in pending:
+                    f.cancel()
+    finally:  # the pool has finished what it started: keep it for the next selection
+        for f in pending:
+            if not f.cancelled() and f.exception() is None:
+                _kept(store, f.result())
 
 
 def _json_object(src: str, body: bytes) -> dict[str, Any]:
@@ -403,6 +422,28 @@ def judge(
     return None
 
 
+def _judge_current(
+    client: HttpClient,
+    base: str,
+    body: Body,
+    commercial_only: bool,
+    skipped: Counter[str],
+    store: MetadataStore | None,
+) -> tuple[PmcArticle | None, bytes | None]:
+    """`judge` the body; a stored body that fails is forgotten and read again first (the
+    bucket may have been fixed since), so only the current metadata can fail a selection."""
+    folder, src, data, known = body
+    try:
+        return judge(src, folder, data, commercial_only, skipped), data
+    except PermanentError as e:
+        if not known or store is None:
+            raise
+        log.warning("%s: stored metadata fails (%s), reading it again", src, e)
+    store.forget(folder)
+    _, _, data, _ = _kept(store, _read_metadata(client, base, folder))
+    return judge(src, folder, data, commercial_only, skipped), data
+
+
 def select_pmc(
     client: HttpClient,
     base: str,
@@ -428,12 +469,14 @@ def select_pmc(
             listing, meta = stores or (None, None)
             workdir = cache_dir(raw, base) / "inventory"
             folders = latest_versions(_listing(client, base, listing, workdir), skipped)
-            for folder, src, body, known in read_bodies(reader, base, folders, meta):
-                article = judge(src, folder, body, commercial_only, skipped)
-                if meta is not None and body is not None and not known:
-                    meta.remember(folder, body)  # judged without error: worth keeping
-                if article is not None and body is not None:
-                    written += _store(raw, f"pmc/{article.metadata_key}", body)
+            with closing(read_bodies(reader, base, folders, meta)) as bodies:
+                for body in bodies:
+                    article, data = _judge_current(
+                        reader, base, body, commercial_only, skipped, meta
+                    )
+                    if article is None or data is None:
+                        continue
+                    written += _store(raw / "pmc" / article.metadata_key, data)
                     kept.append(article)
                     if max_articles is not None and len(kept) >= max_articles:
                         break
@@ -443,17 +486,16 @@ def select_pmc(
     return kept, dict(skipped)
 
 
-def _store(raw: Path, rel: str, body: bytes) -> bool:
-    """Write `body` to `raw/rel` unless that file already holds it; True when written.
+def _store(dest: Path, body: bytes) -> bool:
+    """Write `body` to `dest` unless that file already holds it; True when written.
 
-    Atomic (a temporary name renamed into place) but not synced file by file: a full selection
-    writes millions of these, and an fsync each (~1-4 ms here) would make it hours of waiting
-    in one thread. The selection syncs once at its end; a file that a crash before then left
-    empty is rewritten by the next selection, which compares every file with its body."""
-    try:
-        dest = safe_child(raw, rel)
-    except ValueError as e:
-        raise PermanentError(str(e)) from e
+    `dest` is named by a folder that matched FOLDER_RE (PMC, digits, a dot, digits), so it
+    cannot leave the raw folder: no `safe_child`, whose two `resolve` calls were half the time
+    of a selection from the stores. Atomic (a temporary name renamed into place) but not synced
+    file by file: a full selection writes millions of these, and an fsync each (~1-4 ms here)
+    would make it hours of waiting in one thread. The selection syncs once at its end; a file
+    that a crash before then left empty is rewritten by the next selection, which compares
+    every file with its body."""
     if dest.is_file() and dest.read_bytes() == body:
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
