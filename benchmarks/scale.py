@@ -256,6 +256,43 @@ def work_parse_pmc(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return {"items": sum(n for _, n in out["shards"])}
 
 
+def work_parse_real(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """The same parsers on the mirror's real files (real markup: tables, inline formatting,
+    references), to check the generated samples against."""
+    from mediswift.data.pmc import PmcHints, PmcInput, parse_pmc_batch
+    from mediswift.data.pubmed import parse_pubmed_file
+
+    if opts["source"] == "pubmed":
+        files = sorted((MIRROR / "pubmed" / "baseline").glob("*.xml.gz"))
+        outs = [parse_pubmed_file(f, tmp / "real-pubmed" / f.name, 50_000) for f in files]
+        return {"items": sum(n for o in outs for _, n in o["shards"])}
+    inputs = []
+    for f in sorted((MIRROR / "pmc").glob("*/*.xml")):
+        meta = json.loads(f.with_suffix(".json").read_text())  # the Cloud Service XML has no ids
+        hints = PmcHints(meta["pmcid"], meta.get("pmid"), meta.get("license_code"))
+        inputs.append(PmcInput(f, f.name, hints))
+    out = parse_pmc_batch(inputs, tmp / "real-pmc", 50_000)
+    return {"items": sum(n for _, n in out["shards"])}
+
+
+def work_selection_result(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Memory a selection's result takes per article: the `PmcArticle` list `select_pmc`
+    returns and the list of dicts the download task returns from it."""
+    import psutil
+
+    from mediswift.data.pmc_files import PmcArticle
+
+    before = psutil.Process().memory_info().rss
+    kept = [
+        PmcArticle(f"PMC{n}.1", f"PMC{n}", str(30_000_000 + n), "CC BY-NC-ND",
+                   f"PMC{n}.1/PMC{n}.1.xml", f"{n:032x}")
+        for n in range(10_000_000, 10_000_000 + opts["n"])
+    ]  # fmt: skip
+    result = {"articles": [a.to_dict() for a in kept]}
+    grown = psutil.Process().memory_info().rss - before
+    return {"items": len(result["articles"]), "bytes_per_article": grown / len(kept)}
+
+
 def work_thin_shards(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     """Shards holding only what the filter's plan reads, in the corpus's proportions: PubMed
     rows (44% with text, 2% re-sent by a later file) then PMC rows."""
@@ -482,8 +519,7 @@ def bucket_rates(tmp: Path) -> dict[str, float]:
         "page_ms": 1000 * cold["seconds"] / cold["list"],
         "select_cold": sel["count"] / sel["seconds"],
         "select_warm": warm["count"] / warm["seconds"],
-        "select_base_mb": (sel["peak"] - sel["growth"]) / 2**20,
-        "select_b_per_article": sel["growth"] / sel["count"],
+        "base_mb": sel["peak"] / 2**20,
     }
 
 
@@ -562,10 +598,13 @@ def measure(tmp: Path, args: argparse.Namespace, shape: Shape) -> dict[str, Any]
     (tmp / "pmc").mkdir()
     for n in range(args.pmc_sample):
         (tmp / "pmc" / f"PMC{n}.xml").write_text(pmc_article(rng, pool, 5000 + n, shape))
-    m: dict[str, Any] = {"real_text": (MIRROR / "corpus").is_dir()}
+    m: dict[str, Any] = {"real_text": (MIRROR / "corpus").is_dir() and (MIRROR / "pmc").is_dir()}
     step("parse", m, "parse_pubmed", run_work("parse_pubmed", tmp))
     step("parse", m, "parse_threads", run_work("parse_pubmed_threads", tmp))
     step("parse", m, "parse_pmc", run_work("parse_pmc", tmp))
+    if m["real_text"]:
+        for source in ("pubmed", "pmc"):
+            step("parse", m, f"real_{source}", run_work("parse_real", tmp, source=source))
     for rows in args.filter_rows:
         run_work("thin_shards", tmp, rows=rows, shape=asdict(shape))
         step("filter", m, f"plan_{rows}", run_work("filter_plan", tmp, rows=rows))
@@ -578,6 +617,7 @@ def measure(tmp: Path, args: argparse.Namespace, shape: Shape) -> dict[str, Any]
         r = run_work("tokenize", tmp, source=source, lines=args.bpe_lines[-1])
         step("tokenize", m, f"tokenize_{source}", r)
     step("download", m, "bucket", bucket_rates(tmp))
+    step("download", m, "result", run_work("selection_result", tmp, n=200_000))
     step("download", m, "xml_fetch", {"rate": xml_fetch_rate(tmp, rng, pool, shape)})
     step("tasks", m, "prefect", run_work("prefect", tmp / "prefect", sizes=args.task_sizes))
     return m
@@ -599,7 +639,7 @@ def download_stages(m: dict[str, Any], args: argparse.Namespace, shape: Shape) -
     rtt, b = args.rtt_ms / 1000, m["bucket"]
     pages_s = shape.pmc_versions / 1000 * (b["page_ms"] + args.s3_page_ms) / 1000
     select_s = pages_s + shape.pmc_articles / min(b["select_cold"], 32 / rtt)
-    select_mb = b["select_base_mb"] + b["select_b_per_article"] * shape.pmc_articles / 2**20
+    select_mb = b["base_mb"] + m["result"]["bytes_per_article"] * shape.pmc_articles / 2**20
     return [
         Stage("download: PubMed files", shape.pubmed_files * shape.pubmed_gz_mb, "MB",
               args.ncbi_mbps, 0, shape.pubmed_files, "network"),
@@ -624,11 +664,14 @@ def parse_filter_stages(m: dict[str, Any], args: argparse.Namespace, shape: Shap
     apply_s = (shape.pubmed_records / per_core(m["apply_pubmed"])
                + shape.pmc_articles / per_core(m["apply_pmc"]))  # fmt: skip
     apply_mb = max(m["apply_pubmed"]["peak_mb"], m["apply_pmc"]["peak_mb"])
+    # The slower of the generated sample and the mirror's real files (real PMC markup weighs).
+    pubmed = min((m[k] for k in ("parse_pubmed", "real_pubmed") if k in m), key=per_core)
+    pmc = min((m[k] for k in ("parse_pmc", "real_pmc") if k in m), key=per_core)
     return [
-        Stage("parse: PubMed", shape.pubmed_records, "records", per_core(m["parse_pubmed"]),
-              m["parse_pubmed"]["peak_mb"], shape.pubmed_files),
-        Stage("parse: PMC", shape.pmc_articles, "articles", per_core(m["parse_pmc"]),
-              m["parse_pmc"]["peak_mb"], pmc_shards),
+        Stage("parse: PubMed", shape.pubmed_records, "records", per_core(pubmed),
+              pubmed["peak_mb"], shape.pubmed_files),
+        Stage("parse: PMC", shape.pmc_articles, "articles", per_core(pmc), pmc["peak_mb"],
+              pmc_shards),
         Stage("filter: plan (global dedup etc.)", rows, "ids",
               rows / fit(args.filter_rows, [r["cpu"] for r in plan], rows),
               fit(args.filter_rows, [r["peak_mb"] for r in plan], rows), 1, "global"),
@@ -667,6 +710,11 @@ def stages(m: dict[str, Any], args: argparse.Namespace, shape: Shape) -> list[St
     )
 
 
+# The download stage keeps 4 x max_connections (3) tasks in flight; in one process they share
+# the per-host limit of 3 connections, on a cluster each task's process has its own.
+DOWNLOAD_WINDOW = 12
+
+
 def walls(rows: list[Stage], per_task: float, args: argparse.Namespace) -> None:
     """Each stage's wall time on one node and on the cluster (see the module docstring)."""
     cluster = args.workers * args.worker_cores
@@ -675,7 +723,8 @@ def walls(rows: list[Stage], per_task: float, args: argparse.Namespace) -> None:
         if s.kind == "network":
             alone = s.items / s.rate
             s.wall_1 = max(alone, orchestration)
-            s.wall_m = max(alone / (args.workers if s.per_process_limit else 1), orchestration)
+            spread = min(DOWNLOAD_WINDOW, cluster) if s.per_process_limit else 1
+            s.wall_m = max(alone / spread, orchestration)
         elif s.kind == "parallel":
             s.wall_1 = max(s.core_h * 3600 / args.cores, orchestration)
             s.wall_m = max(s.core_h * 3600 / cluster, orchestration)
@@ -692,6 +741,11 @@ def report(rows: list[Stage], m: dict[str, Any], args: argparse.Namespace, shape
     p = m["prefect"]
     print(f"\nPrefect: {p['run'] * 1e3:.1f} ms a task run, {p['cached'] * 1e3:.1f} ms a cached "
           f"task (slope over {args.task_sizes} tasks; server start {p['startup']:.0f} s)")  # fmt: skip
+    if "real_pmc" in m:
+        print(f"parse per core, generated / the mirror's real files: PubMed "
+              f"{per_core(m['parse_pubmed']):,.0f} / {per_core(m['real_pubmed']):,.0f} records/s, "
+              f"PMC {per_core(m['parse_pmc']):,.0f} / {per_core(m['real_pmc']):,.0f} articles/s "
+              "(the table takes the slower)")  # fmt: skip
     print(f"parse in threads (the local runner): 2 files in 2 threads "
           f"{2 * m['parse_pubmed']['wall'] / m['parse_threads']['wall']:.2f}x one file's speed")  # fmt: skip
     tokens = (shape.pubmed_records * shape.abstract_fraction * m["tokenize_pubmed"]["tokens_per_doc"]
@@ -714,6 +768,10 @@ def report(rows: list[Stage], m: dict[str, Any], args: argparse.Namespace, shape
         "* network rows: items/s over the network (rtt "
         f"{args.rtt_ms:.0f} ms, NCBI {args.ncbi_mbps:.0f} MB/s), not per core"
     )
+    threaded = sum(s.core_h for s in rows if s.name.startswith(("parse", "filter: shards")))
+    print(f"the 1x{args.cores} column runs the unit tasks as processes (executor: a local Dask "
+          "cluster); Prefect's default thread runner gives parse and the filter's shards about "
+          f"one core (see 'parse in threads'): {threaded:.1f} h for them")  # fmt: skip
     moses = next(s for s in rows if s.kind == "node")
     print(f"the vocab's Moses pass assumes vocab.workers = {args.cores} (the node's cores); at "
           f"the default 2 it takes {hours(moses.core_h * 3600 / 2)}")  # fmt: skip

@@ -19,6 +19,7 @@ from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
 from mediswift.plan import STAGE_INPUTS, listing_digest, parse_stages, plan
+from mediswift.tracking import adopt_home_store, default_tracking_uri, resolve_tracking_uri
 
 Stage = Literal[
     "download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"
@@ -126,6 +127,9 @@ def mediswift(
     arts = plan(cfg, root, upstream_listing(cfg))
     # One writer per home: a second run waits here, then finds the stages it shares done.
     with home_lock(root, on_wait=get_run_logger().warning):
+        # A home copied or moved here: its own MLflow store still names the old place.
+        if resolve_tracking_uri(cfg.tracking.tracking_uri, root) == default_tracking_uri(root):
+            adopt_home_store(root)
         force_stages(root, arts, parse_stages(list(force)) if force else [])
         ran = [
             s

@@ -394,6 +394,11 @@ class TrackingConfig(Section):
     tracking_uri: str | None = schedule(None, "MLflow URI; default SQLite under the home")
     pretrain_experiment: str = schedule("mediswift-pretrain", "MLflow experiment of pre-training")
     finetune_experiment: str = schedule("mediswift-finetune", "MLflow experiment of fine-tuning")
+    log_models: bool = schedule(
+        True,
+        "log and register each variant and each selected point as an MLflow model "
+        "(transformers flavour; needs the hf extra)",
+    )
 
 
 class TaskSettings(Section):

@@ -84,6 +84,9 @@ class DatasetRef:
     profile: dict[str, Any] = field(default_factory=dict)
 
 
+_INPUTS_LOCK = threading.Lock()
+
+
 class RunLogger:
     """One MLflow run: params once, metrics batched, artifacts as files."""
 
@@ -118,9 +121,23 @@ class RunLogger:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
-        """Record the datasets as the run's inputs (the UI's "Datasets used")."""
-        if datasets:
-            self.client.log_inputs(self.run_id, datasets=[dataset_input(d) for d in datasets])
+        """Record the datasets as the run's inputs (the UI's "Datasets used").
+
+        A dataset is stored once per experiment, by (name, digest), and the store checks then
+        inserts: two runs logging a new one at once (grid points in threads, or processes) can
+        collide. So this process logs one at a time, and a collision is retried once (the
+        dataset then exists, and the run is linked to it)."""
+        if not datasets:
+            return
+        from mlflow.exceptions import MlflowException
+
+        inputs = [dataset_input(d) for d in datasets]
+        with _INPUTS_LOCK:
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+            except MlflowException:
+                time.sleep(0.5)
+                self.client.log_inputs(self.run_id, datasets=inputs)
 
 
 def dataset_input(d: DatasetRef) -> DatasetInput:

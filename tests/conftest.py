@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDISWIFT_SHARED", REPO.parent / "shared"))
+# Tests never reach the Hugging Face hub, and the tokenizer code transformers copies out of an
+# export goes to a temporary folder, not the user's ~/.cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="mediswift-hf-modules-"))
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from mediswift.text.tokenizer import Tokenizer, document_text, write_tokenizer_c
 from mediswift.tracking import (  # noqa: E402
     MODEL_TAG,
     DatasetRef,
+    RunLogger,
     Tracker,
     default_tracking_uri,
     recipe_alias,
@@ -230,6 +231,38 @@ def test_datasets_are_run_inputs_with_their_content_key(tmp_path: Path) -> None:
     assert json.loads(next(i for i in inputs if i.dataset.name == "hoc-test").dataset.profile) == {
         "examples": 12
     }
+
+
+def test_runs_logging_one_new_dataset_at_once_all_record_it(tmp_path: Path) -> None:
+    """Grid points run in threads: their first runs log the same new task split together."""
+    import threading
+
+    home = tmp_path / "home"
+    tracker = Tracker(default_tracking_uri(home), "race", artifact_root=home / "mlruns")
+    ref = DatasetRef(
+        "pubmedqa-train", "00ff00ff00ff00ff", "finetune/units/x/train.jsonl", "training"
+    )
+    runs = [tracker.client.create_run(tracker.experiment_id).info.run_id for _ in range(6)]
+    start = threading.Barrier(len(runs))
+    errors: list[BaseException] = []
+
+    def log(run_id: str) -> None:
+        start.wait()
+        try:
+            RunLogger(tracker.client, run_id).log_datasets([ref])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for r in runs:
+        assert [i.dataset.digest for i in tracker.client.get_run(r).inputs.dataset_inputs] == [
+            "00ff00ff00ff00ff"
+        ]
 
 
 def test_cumulative_flops_are_a_step_metric(tmp_path: Path, one_torch_thread: None) -> None:

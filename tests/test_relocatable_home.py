@@ -151,11 +151,6 @@ def test_stores_caches_and_specs_of_a_moved_home_name_no_old_path(moved) -> None
 
 
 @pipeline
-@pytest.mark.xfail(
-    strict=True,
-    reason="mediswift/train/pretrain.py writes the variant's checkpoint and loss curve into "
-    "its manifest.json as absolute paths",
-)
 def test_no_file_of_a_moved_home_names_the_old_path(moved) -> None:
     assert names_of(moved["new"], str(moved["old"])) == []
 

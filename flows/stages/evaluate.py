@@ -212,10 +212,10 @@ def run(
     for text in texts.values():
         print(text)
     choices = select_points(cfg, home, inputs, report)
-    if models_available():
+    if cfg.tracking.log_models and models_available():
         uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
         register_points(cfg, home, uri, report, choices, pretrain)
-    else:
+    elif cfg.tracking.log_models:
         log.warning("evaluate: %s", MODELS_MISSING)
     report.mlflow_run_id = log_to_mlflow(cfg, home, out.path, report)
     log.info("evaluate: tables and plot in %s (MLflow run %s)", out.path, report.mlflow_run_id)

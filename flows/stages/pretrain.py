@@ -109,10 +109,11 @@ def run(
         RunLogger(tracker.client, r["mlflow_run_id"]).log_artifact(plot)
     print(table)
     log.info("pretrain: Table 2\n%s", table)
-    if models_available():
+    if cfg.tracking.log_models and models_available():
         models = register_variants(cfg, home, uri, inputs["vocab"], records)
     else:
-        log.warning("pretrain: %s", MODELS_MISSING)
+        if cfg.tracking.log_models:
+            log.warning("pretrain: %s", MODELS_MISSING)
         models = {}
 
     variants = [

@@ -195,7 +195,7 @@ def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, 
     """
     out = Path(spec.out_dir)
     if (out / RECORD).is_file():
-        return json.loads((out / RECORD).read_text())
+        return read_record(out)
     cfg = spec.cfg
     d = init_distributed(cfg.device)
     try:
@@ -237,7 +237,7 @@ def launch_variant(
         for step, metrics in read_metrics(out / "metrics.jsonl"):
             sink.log_metrics(metrics, step)
         sink.flush()
-    return json.loads((out / RECORD).read_text())
+    return read_record(out)
 
 
 def _torchrun(spec: VariantSpec, launch: Launch, out: Path, timeout: float | None) -> None:
@@ -332,7 +332,7 @@ def _run(
     if d.is_main:
         record = _finish(spec, cfg, run, out, env.method, metrics)  # type: ignore[arg-type]
     barrier(d)
-    return record if d.is_main else json.loads((out / RECORD).read_text())
+    return record if d.is_main else read_record(out)
 
 
 def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
@@ -514,7 +514,7 @@ def _finish(
         "model": cfg.model,
         "sparsity": spec.sparsity,
         "method": method,
-        "checkpoint": str(out / "final"),
+        "checkpoint": "final",  # relative to the variant's directory: a home can move
         **asdict(run.counts),
         "train_flops": flops,
         "flops_ratio": flops / training_flops_for(cfg, spec, state.tokens, dense=True),
@@ -523,12 +523,25 @@ def _finish(
         "val_ppl": math.exp(last_val) if not math.isnan(last_val) else float("nan"),
         "tokens": state.tokens,
         "steps": state.step,
-        "loss_curve": str(out / "curve.csv"),
+        "loss_curve": "curve.csv",
     }
     metrics.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
     metrics.flush()
     write_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
+    return _absolute(record, out)
+
+
+def _absolute(record: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The record with its file fields resolved against the variant directory `out` (the
+    stored record keeps them relative, so the home can be moved)."""
+    for name in ("checkpoint", "loss_curve"):
+        if name in record and not Path(record[name]).is_absolute():
+            record[name] = str(out / record[name])
     return record
+
+
+def read_record(out: Path) -> dict[str, Any]:
+    return _absolute(json.loads((out / RECORD).read_text()), out)
 
 
 def main(argv: list[str] | None = None) -> int:
