@@ -28,8 +28,8 @@ Stage = Literal[
 RecipeName = Annotated[
     str,
     Field(
-        description="recipe name (deployments/recipes) or a YAML path",
-        json_schema_extra={"enum": sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))},
+        description="recipe name (demo, paper, paper-med, paper-large, paper-xl) or a YAML path",
+        json_schema_extra={"examples": sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))},
     ),
 ]
 
