@@ -3,7 +3,6 @@ manifest lists, the metrics a tracking run receives, the curve, the plot and the
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,7 +15,13 @@ import torch
 from mediswift.config import PretrainConfig
 from mediswift.flops import flops_for
 from mediswift.train import checkpoint as ckpt
-from mediswift.train.pretrain import VariantSpec, launch_variant, read_metrics, variant_params
+from mediswift.train.pretrain import (
+    VariantSpec,
+    launch_variant,
+    read_metrics,
+    read_record,
+    variant_params,
+)
 from mediswift.train.report import plot_loss_curves, read_curve, table2
 
 VOCAB = 300
@@ -155,4 +160,4 @@ def test_variant_on_token_shards(tmp_path: Path) -> None:
 
     # A second call finds the record and trains nothing.
     again = launch_variant(spec, nproc=1)
-    assert again == json.loads((Path(spec.out_dir) / "manifest.json").read_text())
+    assert again == read_record(Path(spec.out_dir))  # the stored record, paths resolved
