@@ -275,14 +275,16 @@ def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
 
 def settings_reference() -> str:
     """Every recipe setting (section, role, default, description) as Markdown."""
-    from mediswift.finetune.registry import names, task_class
+    from mediswift.finetune.registry import BUILTIN, names, task_class
 
     sections: list[tuple[str, type[Section]]] = [
         (name, f.annotation)
         for name, f in PipelineConfig.model_fields.items()
         if isinstance(f.annotation, type) and issubclass(f.annotation, Section)
     ]
-    sections += [(f"finetune.tasks.{n}", task_class(n).Settings) for n in names()]
+    # Built-in tasks only: the reference documents this package, not whatever else registered.
+    builtin = [n for n in names() if task_class(n).__module__ in BUILTIN]
+    sections += [(f"finetune.tasks.{n}", task_class(n).Settings) for n in builtin]
     lines = [
         "# Recipe settings",
         "",

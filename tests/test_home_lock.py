@@ -78,11 +78,15 @@ def test_a_waiting_run_goes_on_when_the_holder_ends(tmp_path: Path) -> None:
 
 
 def _tree(home: Path) -> dict[str, int]:
-    """Every finished file of the data stages (name -> size): what a run leaves behind."""
+    """Every finished file of the data stages (name -> size): what a run leaves behind.
+
+    Hidden paths are skipped: temporaries, and the PMC listing caches (SQLite files whose
+    size depends on the order their rows were written in, not on what they hold)."""
     out = {}
     for stage in ("raw", "download", "parse", "filter"):
         for p in sorted((home / stage).rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
+            hidden = any(part.startswith(".") for part in p.relative_to(home).parts)
+            if p.is_file() and not hidden:
                 out[str(p.relative_to(home))] = p.stat().st_size
     return out
 
