@@ -12,7 +12,7 @@ export MEDISWIFT_HOME ?= $(abspath .mediswift)
 unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
-.PHONY: install demo test lint format bench serve stop clean docs cluster cluster-stop
+.PHONY: install demo repro-small test lint format bench serve stop clean docs cluster cluster-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/mediswift run --recipe $(RECIPE) $(if $(MIRROR),--mirror $(MIRROR),)
+
+# The small reproduction that learns (about an hour on 2 cores; see the README).
+repro-small:
+	$(MAKE) demo RECIPE=repro-small
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,7 @@ Stage = Literal[
 RecipeName = Annotated[
     str,
     Field(
-        description="recipe name (demo, paper, paper-med, paper-large, paper-xl) or a YAML path",
+        description="recipe name (demo, repro-small, paper, paper-med, paper-large, paper-xl) or a YAML path",
         json_schema_extra={"examples": sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))},
     ),
 ]

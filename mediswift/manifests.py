@@ -131,6 +131,13 @@ class PretrainManifest(Manifest):
     variants: list[VariantRecord] = Field(description="one per sparsity level")
     loss_plot: str = Field(description="PNG of every variant's loss curve (Figure 2)")
     table: str = Field(description="Table 2 as Markdown")
+    unigram_val_loss: float | None = Field(
+        None, description="validation loss of the train split's unigram distribution (nats)"
+    )
+    sparsity_gaps: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="each sparse variant against dense at equal steps and equal FLOPs",
+    )
 
 
 # -- fine-tuning ----------------------------------------------------------------------------
@@ -182,6 +189,9 @@ class Majority(BaseModel):
     label: Any = Field(description="the majority-class prediction")
     dev: float
     test: float
+    test_ci95: tuple[float, float] | None = Field(
+        None, description="95% bootstrap interval over test examples"
+    )
 
 
 class TaskDataInfo(BaseModel):
@@ -277,6 +287,7 @@ class EvaluatedSweep(BaseModel):
     active_non_embedding_params: int
     train_flops: float
     majority_test: float
+    majority_test_ci95: tuple[float, float] | None = None
     parent_run_id: str | None = None
     selected: dict[str, Selection] = Field(description="prediction mode -> the chosen point")
     selected_point: SelectedPoint | None = Field(

@@ -16,6 +16,7 @@ import markdown
 
 from mediswift.artifacts import Artifact, write_atomic
 from mediswift.config import PipelineConfig
+from mediswift.train.compare import SparsityGap, comparison_markdown
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -148,7 +149,10 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
         for v in variants
     ]
     header = ["Variant", "Size", "Non-emb. active", "Train loss", "Val loss", "Val ppl", "FLOPs"]
-    return _table(header, rows)
+    m = arts["pretrain"].manifest()
+    gaps = [SparsityGap(**g) for g in m.get("sparsity_gaps", [])]
+    comparison = comparison_markdown(m.get("unigram_val_loss"), gaps)
+    return _table(header, rows) + ("\n\n" + comparison if comparison else "")
 
 
 def finetune_section(arts: dict[str, Artifact]) -> str:

@@ -11,7 +11,7 @@ from mediswift.config import load_recipe
 from mediswift.overrides import Overrides, parse_set
 from mediswift.plan import parse_stages, plan
 
-RECIPES = ["demo", "paper", "paper-med", "paper-large", "paper-xl"]
+RECIPES = ["demo", "repro-small", "paper", "paper-med", "paper-large", "paper-xl"]
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -34,6 +34,7 @@ from mediswift.tracking import (
     registered_model_name,
     resolve_tracking_uri,
 )
+from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
 from mediswift.train.pretrain import VariantSpec, variant_name
 from mediswift.train.report import plot_loss_curves, table2
 from tasks import pretrain as t
@@ -102,7 +103,12 @@ def run(
         out.path / "loss_curves.png",
         title=f"Pre-training loss, {', '.join(pc.sizes)} ({pc.sparsity_method} sparsity)",
     )
-    table = table2(records)
+    unigram = unigram_val_loss(
+        [Path(p) for p in shards["train"]], [Path(p) for p in shards["validation"]],
+        tokens.vocab_size,
+    )  # fmt: skip
+    gaps = sparsity_gaps(records, home)
+    table = table2(records) + "\n\n" + comparison_markdown(unigram, gaps)
     write_atomic(out.path / "table2.md", table + "\n")
     tracker = Tracker(uri, cfg.tracking.pretrain_experiment, artifact_root=home / "mlruns")
     for r in records:  # the comparison belongs to every variant's run
@@ -127,6 +133,8 @@ def run(
         variants=variants,
         loss_plot=str(plot.relative_to(home)),
         table=str((out.path / "table2.md").relative_to(home)),
+        unigram_val_loss=unigram,
+        sparsity_gaps=[vars(g) for g in gaps],
     )
     return manifests.write(out, manifest)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from mediswift.artifacts import write_atomic
 from mediswift.finetune.formats import Example, label_to_json, read_examples, write_examples
+from mediswift.finetune.stats import bootstrap_interval
 from mediswift.finetune.task import DownstreamTask
 
 DATA_FILE = "data.json"
@@ -59,6 +60,8 @@ def prepare_task(
             rows = [[tok.encode(e.source), tok.encode(e.target)] for e in exs]
             write_atomic(out_dir / f"{name}.ids.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     train = splits["train"]
+    test_golds = [e.label for e in splits["test"]]
+    baseline_test = task.baseline(train, splits["test"])
     info = {
         "task": task.name,
         "metric": task.metric_name,
@@ -75,6 +78,9 @@ def prepare_task(
                 )
                 for split in ("dev", "test")
             },
+            # The same bootstrap over test examples as the models' intervals, so a reader can
+            # tell whether a model's interval clears the baseline's.
+            "test_ci95": bootstrap_interval(task.metric, [baseline_test], test_golds),
         },
     }
     write_atomic(out_dir / DATA_FILE, json.dumps(info, indent=2) + "\n")

@@ -34,8 +34,9 @@ SELECTION_RULE = (
     "Per prediction mode: the (batch, lr) with the best mean dev metric over seeds, among those "
     "with no seed whose dev predictions are degenerate (one constant label, or none) when any "
     "exists; ± is the standard deviation over its seeds; the 95% CI is a percentile bootstrap "
-    "over test examples (500 resamples) of the seed-mean metric; '(!)' marks a choice with "
-    "degenerate seeds.\n"
+    "over test examples (500 resamples) of the seed-mean metric, the baseline's over the same "
+    "examples; 'above baseline' marks an interval that lies wholly above the baseline's; '(!)' "
+    "marks a choice with degenerate seeds.\n"
 )
 MODE_NAMES = {"score": "constrained scoring", "generate": "greedy generation"}
 
@@ -96,6 +97,7 @@ def summarize(
                 active_non_embedding_params=v.active_non_embedding_params,
                 train_flops=v.train_flops,
                 majority_test=task.majority.test,
+                majority_test_ci95=task.majority.test_ci95,
                 parent_run_id=sweep.parent_run_id,
                 selected=selected,
                 model=v.model,
@@ -106,6 +108,16 @@ def summarize(
 
 def _pct(x: float, digits: int) -> str:
     return f"{100 * x:.{digits}f}"
+
+
+def _ci(ci: tuple[float, float], base: tuple[float, float] | None, digits: int) -> str:
+    """`[lo, hi]`, marked when it does not overlap the baseline's interval."""
+    text = f"[{_pct(ci[0], digits)}, {_pct(ci[1], digits)}]"
+    if base is not None and ci[0] > base[1]:
+        return text + " above baseline"
+    if base is not None and ci[1] < base[0]:
+        return text + " below baseline"
+    return text
 
 
 def table_rows(
@@ -127,9 +139,7 @@ def table_rows(
                 f"{_pct(s.test_mean, digits)} ± {_pct(s.test_std, digits)}" if s else "-"
             )
             row[f"{MODE_NAMES[m]}: 95% CI"] = (
-                f"[{_pct(s.test_ci95[0], digits)}, {_pct(s.test_ci95[1], digits)}]"
-                if s and s.test_ci95
-                else "-"
+                _ci(s.test_ci95, r.majority_test_ci95, digits) if s and s.test_ci95 else "-"
             )
             row[f"{MODE_NAMES[m]}: degenerate seeds"] = (
                 f"{s.degenerate_seeds} of {len(s.seeds)}" + (" (!)" if s.degenerate_seeds else "")
@@ -150,7 +160,8 @@ def table_rows(
         }
         for m in modes:
             row[MODE_NAMES[m]] = _pct(base.majority_test, digits)
-            row[f"{MODE_NAMES[m]}: 95% CI"] = "-"
+            ci = base.majority_test_ci95
+            row[f"{MODE_NAMES[m]}: 95% CI"] = _ci(ci, None, digits) if ci else "-"
             row[f"{MODE_NAMES[m]}: degenerate seeds"] = "-"
             row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = "-"
         rows.append(row)

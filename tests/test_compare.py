@@ -1,0 +1,58 @@
+"""The yardsticks of the pre-training table: unigram baseline and sparsity gaps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mediswift.finetune.tables import _ci
+from mediswift.text.token_shards import write_token_shard
+from mediswift.train.compare import (
+    comparison_markdown,
+    sparsity_gaps,
+    unigram_val_loss,
+    val_loss_at,
+)
+
+
+def test_unigram_loss_is_the_smoothed_cross_entropy(tmp_path: Path) -> None:
+    train = tmp_path / "train.parquet"
+    val = tmp_path / "val.parquet"
+    write_token_shard(train, ["a", "b"], [[0, 0, 1], [0, 2]], vocab_size=4)
+    write_token_shard(val, ["c"], [[0, 3]], vocab_size=4)
+    # counts 3,1,1,0 over 5 tokens; add-one over 4 entries: p(0) = 4/9, p(3) = 1/9
+    expected = -(math.log(4 / 9) + math.log(1 / 9)) / 2
+    assert unigram_val_loss([train], [val], 4) == pytest.approx(expected)
+
+
+def _curve(path: Path, rows: list[tuple[int, float | None]]) -> str:
+    lines = ["step,train_loss,val_loss,lr"]
+    lines += [f"{s},5.0,{'' if v is None else v},0.001" for s, v in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path.name
+
+
+def test_dense_loss_at_equal_flops_is_interpolated(tmp_path: Path) -> None:
+    curve = _curve(tmp_path / "dense.csv", [(50, None), (100, 6.0), (200, 5.0), (300, 4.0)])
+    assert val_loss_at(tmp_path / curve, 250) == pytest.approx(4.5)
+    assert val_loss_at(tmp_path / curve, 300) == pytest.approx(4.0)
+    assert val_loss_at(tmp_path / curve, 60) is None  # before the first evaluation
+    dense = {"name": "t-dense", "model": "t", "sparsity": 0.0, "final_val_loss": 4.0,
+             "train_flops": 1000.0, "loss_curve": curve, "steps": 300}  # fmt: skip
+    sparse = {**dense, "name": "t-s75", "sparsity": 0.75, "final_val_loss": 4.4,
+              "train_flops": 750.0}  # fmt: skip
+    other = {**sparse, "name": "u-s50", "model": "u"}  # no dense of its size: no gap
+    (gap,) = sparsity_gaps([dense, sparse, other], tmp_path)
+    assert gap.equal_flops_step == pytest.approx(225)
+    assert gap.dense_equal_flops == pytest.approx(4.75)
+    text = comparison_markdown(5.5, [gap])
+    assert "| t-s75 | 4.400 | 4.000 | +0.400 | 4.750 (225) | -0.350 |" in text
+    assert "5.500 nats/token" in text
+
+
+def test_intervals_are_marked_against_the_baselines() -> None:
+    assert _ci((0.30, 0.40), (0.10, 0.20), 1) == "[30.0, 40.0] above baseline"
+    assert _ci((0.15, 0.40), (0.10, 0.20), 1) == "[15.0, 40.0]"
+    assert _ci((0.01, 0.05), (0.10, 0.20), 1) == "[1.0, 5.0] below baseline"
