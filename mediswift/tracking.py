@@ -475,7 +475,7 @@ def log_hf_model(
 
     hf_dir = Path(hf_dir)
     client = MlflowClient(tracking_uri)
-    with _MODEL_LOCK, _hub_offline(), _fluent_store(tracking_uri):
+    with _MODEL_LOCK, _hub_offline(), _quiet_transformers(), _fluent_store(tracking_uri):
         components = _load_pipeline_parts(hf_dir, name)
         with _reopened_run(client, run_id):
             info = mlflow.transformers.log_model(
@@ -590,6 +590,29 @@ def _hub_offline() -> Iterator[None]:
         yield
     finally:
         hub.HF_HUB_OFFLINE = previous
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading progress bars or licence warnings on the console while logging a
+    model: the pipeline's console is one line per step, not per weight file."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    flavour = logging.getLogger("mlflow.transformers")
+    level = flavour.level
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    flavour.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        flavour.setLevel(level)
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

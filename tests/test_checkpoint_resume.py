@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_fixtures import tiny_pretrain_config, tiny_variant
 
-from mediswift.config import PretrainConfig
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.pretrain import RECORD, VariantSpec, run_variant
 
@@ -22,31 +22,16 @@ STEPS = 60
 
 
 def spec(out: Path, method: str = "static") -> VariantSpec:
-    cfg = PretrainConfig(
-        model="tiny",
-        seq_len=16,
-        block_size=32,
+    cfg = tiny_pretrain_config(
         global_batch=4,
-        micro_batch=4,
         steps=STEPS,
-        lr=3e-3,
-        log_every=1,
         eval_every=10,
-        eval_batches=2,
         checkpoint_every=10,
-        measure_peak=False,
         sparsity_method=method,
         sparsity_update_every=7,
         seed=5,
     )
-    return VariantSpec(
-        name=f"tiny-s50-{method}",
-        config=cfg.model_dump(mode="json"),
-        sparsity=0.5,
-        vocab_size=64,
-        out_dir=str(out),
-        data="synthetic",
-    )
+    return tiny_variant(out, cfg, name=f"tiny-s50-{method}")
 
 
 def launch(spec_file: Path) -> subprocess.Popen:

@@ -6,53 +6,22 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from training_fixtures import free_port, tiny_pretrain_config, tiny_variant
 
-from mediswift.config import PretrainConfig
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.pretrain import VariantSpec, launch_variant, run_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spec(out: Path, fsdp: bool = False) -> VariantSpec:
-    cfg = PretrainConfig(
-        model="tiny",
-        seq_len=16,
-        block_size=32,
-        global_batch=8,
-        micro_batch=4,
-        steps=6,
-        lr=3e-3,
-        log_every=1,
-        eval_every=3,
-        eval_batches=2,
-        checkpoint_every=3,
-        measure_peak=False,
-        device="cpu",
-        seed=1,
-        fsdp=fsdp,
-    )
-    return VariantSpec(
-        name="tiny-s50",
-        config=cfg.model_dump(mode="json"),
-        sparsity=0.5,
-        vocab_size=64,
-        out_dir=str(out),
-        data="synthetic",
-    )
+    return tiny_variant(out, tiny_pretrain_config(seed=1, fsdp=fsdp))
 
 
 class ListSink:

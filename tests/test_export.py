@@ -51,24 +51,6 @@ EDGE_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def hf_offline(tmp_path_factory: pytest.TempPathFactory):
-    """No Hub access at all, and remote code copied under a temporary folder (not the home)."""
-    import huggingface_hub.constants
-    import transformers.dynamic_module_utils as dyn
-
-    modules = str(tmp_path_factory.mktemp("hf_modules"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        # Read once at import by huggingface_hub: set it too, or the variables come too late.
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        mp.setattr(dyn, "HF_MODULES_CACHE", modules)
-        yield
-    if modules in sys.path:
-        sys.path.remove(modules)
-
-
 @pytest.fixture(scope="module")
 def corpus(mirror_dir: Path) -> list[str]:
     path = mirror_dir / "corpus" / "biomed_text.jsonl"

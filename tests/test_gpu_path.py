@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from training_fixtures import tiny_pretrain_config, tiny_variant
 
 import mediswift.train.pretrain as pretrain
 from mediswift.config import PretrainConfig
@@ -44,34 +45,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(**kw) -> PretrainConfig:
-    base = dict(
-        model="tiny",
-        seq_len=16,
-        block_size=32,
-        global_batch=8,
-        micro_batch=4,
-        steps=6,
-        lr=3e-3,
-        log_every=1,
-        eval_every=3,
-        eval_batches=2,
-        checkpoint_every=3,
-        measure_peak=False,
-        device="cpu",
-        seed=3,
-    )
-    return PretrainConfig(**(base | kw))
+    return tiny_pretrain_config(**({"seed": 3} | kw))
 
 
-def variant(out: Path, cfg: PretrainConfig, **kw) -> VariantSpec:
-    return VariantSpec(
-        name="tiny-s50",
-        config=cfg.model_dump(mode="json"),
-        sparsity=0.5,
-        vocab_size=VOCAB,
-        out_dir=str(out),
-        **({"data": "synthetic"} | kw),
-    )
+variant = tiny_variant
 
 
 def losses(out: Path) -> list[float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -47,23 +46,6 @@ from mediswift.train.pretrain import VariantSpec, launch_variant, read_metrics  
 from tasks.tracking import register_model  # noqa: E402
 
 BLOCK = 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def hf_offline(tmp_path_factory: pytest.TempPathFactory):
-    """No Hub access at all, and the tokenizer's code cached under a temporary folder."""
-    import huggingface_hub.constants
-    import transformers.dynamic_module_utils as dyn
-
-    modules = str(tmp_path_factory.mktemp("hf_modules"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        mp.setattr(dyn, "HF_MODULES_CACHE", modules)
-        yield
-    if modules in sys.path:
-        sys.path.remove(modules)
 
 
 @pytest.fixture(scope="module")

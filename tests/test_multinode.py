@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import psutil
 import pytest
 import torch
 import yaml
+from training_fixtures import free_port, tiny_pretrain_config, tiny_variant
 
 from mediswift.config import PretrainConfig
 from mediswift.train import checkpoint as ckpt
@@ -33,40 +33,17 @@ STEPS = 48  # long enough that a kill at the first checkpoint (step 6) lands mid
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same float sums in every process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spec(out: Path, nproc: int, nnodes: int = 1, port: int | None = None) -> VariantSpec:
-    cfg = PretrainConfig(
-        model="tiny",
-        seq_len=16,
-        block_size=32,
-        global_batch=8,
-        micro_batch=4,
+    cfg = tiny_pretrain_config(
         steps=STEPS,
-        lr=3e-3,
-        log_every=1,
         eval_every=6,
-        eval_batches=2,
         checkpoint_every=6,
-        measure_peak=False,
-        device="cpu",
         seed=2,
         nproc=nproc,
         nnodes=nnodes,
         rdzv_endpoint=f"127.0.0.1:{port}" if port else None,
     )
-    return VariantSpec(
-        name="tiny-s50",
-        config=cfg.model_dump(mode="json"),
-        sparsity=0.5,
-        vocab_size=64,
-        out_dir=str(out),
-        data="synthetic",
-    )
+    return tiny_variant(out, cfg)
 
 
 def write_spec(s: VariantSpec) -> Path:
