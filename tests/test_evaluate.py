@@ -144,6 +144,27 @@ def test_tables_and_plot(tmp_path: Path) -> None:
     assert r["majority_test"] == 0.552
 
 
+def test_baseline_row_has_its_interval_and_only_the_modes_models_have(tmp_path: Path) -> None:
+    finetune, pretrain = _manifest_dicts()
+    finetune["tasks"]["hoc"]["majority"]["test_ci95"] = [0.25, 0.37]
+    for sweep in finetune["sweeps"]:  # HoC as a task without a candidate grammar: never scored
+        if sweep["task"] == "hoc":
+            for p in sweep["points"]:
+                p["metrics"] = {k: v for k, v in p["metrics"].items() if "score" not in k}
+    report, _ = write_report(
+        FinetuneManifest.model_validate(finetune),
+        PretrainManifest.model_validate(pretrain),
+        ["generate", "score"],
+        "generate",
+        tmp_path,
+    )
+    text = (tmp_path / report.tables["hoc"].csv).read_text()
+    base = list(csv.DictReader(io.StringIO(text)))[-1]
+    assert base["greedy generation"] == "31.00"
+    assert base["greedy generation: 95% CI"] == "[25.00, 37.00]"
+    assert base["constrained scoring"] == "-" and base["constrained scoring: 95% CI"] == "-"
+
+
 def test_unknown_variant_is_an_error(tmp_path: Path) -> None:
     finetune, pretrain = _manifests()
     pretrain.variants = pretrain.variants[:1]

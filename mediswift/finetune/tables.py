@@ -159,9 +159,12 @@ def table_rows(
             "pre-training FLOPs": "-",
         }
         for m in modes:
-            row[MODE_NAMES[m]] = _pct(base.majority_test, digits)
+            # Only beside modes some model has: a task without a candidate grammar is never
+            # scored, and a baseline figure alone in that column would read as a result.
+            ran = any(m in r.selected for r in task_results)
+            row[MODE_NAMES[m]] = _pct(base.majority_test, digits) if ran else "-"
             ci = base.majority_test_ci95
-            row[f"{MODE_NAMES[m]}: 95% CI"] = _ci(ci, None, digits) if ci else "-"
+            row[f"{MODE_NAMES[m]}: 95% CI"] = _ci(ci, None, digits) if ci and ran else "-"
             row[f"{MODE_NAMES[m]}: degenerate seeds"] = "-"
             row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = "-"
         rows.append(row)
