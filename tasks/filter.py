@@ -1,9 +1,10 @@
 """Prefect tasks of the filter stage: a planning task, then one task per document shard, and,
 when the recipe decontaminates, the evaluation n-gram index they check against.
 
-`plan` reads the small columns of every parsed shard (in parse-manifest order) and writes one
-reason-code array per shard (`mediswift.data.filters.plan_filter`); `filter_shard` applies one
-array to its shard, drops contaminated rows and adds the split (`apply_plan`).
+`scan` reads the small columns of one parsed shard (`mediswift.data.filters.scan_shard`), one
+task per shard; `plan` merges the scans (in parse-manifest order) into one reason-code array per
+shard (`merge_scans`); `filter_shard` applies one array to its shard, drops contaminated rows
+and adds the split (`apply_plan`).
 `fetch_eval_files` fetches a downstream task's raw files (the same files, in the same place, as
 the finetune stage: whichever runs first fetches them) and `contamination_index` reads their dev
 and test examples into plain texts for `mediswift.data.contamination`: reading a task's
@@ -26,7 +27,7 @@ from mediswift.artifacts import Artifact, unit_at, write_atomic
 from mediswift.config import PipelineConfig
 from mediswift.data.contamination import EvalText, NgramIndex
 from mediswift.data.download import client_for
-from mediswift.data.filters import ShardRef, apply_plan, plan_filter
+from mediswift.data.filters import ShardRef, ShardScan, apply_plan, merge_scans, scan_shard
 from mediswift.finetune.sources import fetch_task_files
 from tasks.download import NETWORK
 
@@ -53,23 +54,48 @@ def load_codes(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def _ref(root: Path, shard: dict[str, Any]) -> ShardRef:
+    return ShardRef(root / shard["path"], shard["source"], tuple(shard.get("deleted_pmids", ())))
+
+
+@task(name="filter-scan", task_run_name="filter-scan-{index}")
+def scan(
+    key: str,
+    home: str,
+    index: int,
+    shard: dict[str, Any],
+    min_text_chars: int,
+    languages: list[str] | None,
+    max_year: int | None = None,
+) -> dict[str, Any]:
+    """Scan one parsed shard for the plan (`scan.npz` in the unit)."""
+    if (done := _done(home, key)) is not None:
+        return done
+    root = Path(home)
+    result = scan_shard(_ref(root, shard), min_text_chars, languages, max_year)
+    u = unit(home, key).ensure()
+    write_atomic(u.path / "scan.npz", result.to_bytes())
+    out = {"path": str((u.path / "scan.npz").relative_to(root)), "rows": len(result.codes)}
+    u.write_manifest(out)
+    return out
+
+
 @task(name="filter-plan")
 def plan(
     key: str,
     home: str,
     shards: list[dict[str, Any]],
-    min_text_chars: int,
-    languages: list[str] | None,
+    scans: list[str],
     max_year: int | None = None,
     pmc_overlap: bool = False,
 ) -> dict[str, Any]:
+    """Merge the shards' scans (`scans`: their paths, in shard order) into the plan."""
     if (done := _done(home, key)) is not None:
         return done
     root = Path(home)
-    refs = [
-        ShardRef(root / s["path"], s["source"], tuple(s.get("deleted_pmids", ()))) for s in shards
-    ]
-    codes, dropped = plan_filter(refs, min_text_chars, languages, max_year, pmc_overlap)
+    refs = [_ref(root, s) for s in shards]
+    loaded = [ShardScan.load(root / p) for p in scans]
+    codes, dropped = merge_scans(refs, loaded, max_year, pmc_overlap)
     u = unit(home, key).ensure()
     plans = []
     for i, c in enumerate(codes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -88,3 +89,22 @@ def test_apply_plan(shards: list[ShardRef], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="filter plan has 3 rows"):
         apply_plan(shards[1].path, codes[2], tmp_path / "x.parquet", "s", 0.03)
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_scans_survive_the_disk_and_merge_like_the_whole_plan(
+    shards: list[ShardRef], tmp_path: Path
+) -> None:
+    from mediswift.data.filters import ShardScan, merge_scans, scan_shard
+
+    scans = []
+    for i, ref in enumerate(shards):
+        (tmp_path / f"scan-{i}.npz").write_bytes(scan_shard(ref, languages=["eng"]).to_bytes())
+        scans.append(ShardScan.load(tmp_path / f"scan-{i}.npz"))
+    codes, dropped = merge_scans(shards, scans)
+    whole, whole_dropped = plan_filter(shards, languages=["eng"])
+    assert dropped == whole_dropped and dropped["duplicate"] > 0
+    assert all(np.array_equal(a, b) for a, b in zip(codes, whole, strict=True))
+    with open(tmp_path / "evil.npz", "wb") as f:
+        np.savez(f, codes=np.array([object()], dtype=object))
+    with pytest.raises(ValueError):
+        ShardScan.load(tmp_path / "evil.npz")

@@ -1,5 +1,6 @@
-"""The filter stage: a planning task over all parsed shards, then one task per shard, then
-the manifest last (format: the `filter` entry of the stage manifests).
+"""The filter stage: one scan task per parsed shard, a small planning task that merges the
+scans, then one task per shard, then the manifest last (format: the `filter` entry of the stage
+manifests).
 
 Counts per drop reason (`superseded`, `deleted`, `empty_text`, `language`, `duplicate`, and
 when their rule is on `after_cutoff`, `pmc_overlap`, `contamination`) go into the manifest and
@@ -81,6 +82,25 @@ def run(
         log.info("filter: decontaminating against %d dev/test examples of %s (%d %d-grams)",
                  n, ", ".join(sorted(index["examples"])), index["ngrams"], index["ngram"])  # fmt: skip
 
+    # The plan: one scan per shard (in parallel, or on the cluster), then a small merge.
+    scans = []
+    for i, shard in enumerate(parsed):
+        u = unit_artifact(
+            home, "filter", "scan", shard["path"], f.min_abstract_chars, langs, f.max_year,
+            t.FILTER_VERSION,
+        )  # fmt: skip
+        scans.append(
+            cached(t.scan, home, u).submit(
+                key=u.key,
+                home=h,
+                index=i,
+                shard=shard,
+                min_text_chars=f.min_abstract_chars,
+                languages=langs,
+                max_year=f.max_year,
+            )  # fmt: skip
+        )
+    scan_paths = [s.result()["path"] for s in scans]
     plan_unit = unit_artifact(
         home, "filter", "plan", [s["path"] for s in parsed], [s.get("deleted_pmids") for s in parsed],
         f.min_abstract_chars, langs, f.max_year, f.pmc_overlap, t.FILTER_VERSION,
@@ -91,11 +111,10 @@ def run(
             key=plan_unit.key,
             home=h,
             shards=parsed,
-            min_text_chars=f.min_abstract_chars,
-            languages=langs,
+            scans=scan_paths,
             max_year=f.max_year,
             pmc_overlap=f.pmc_overlap,
-        )  # fmt: skip
+        )
         .result()
     )
     for reason, n in plan["dropped"].items():

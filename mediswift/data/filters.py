@@ -3,8 +3,10 @@
 Two passes over the document shards, memory bounded by the number of PubMed records (a few
 numpy arrays), never by the text:
 
-1. `plan_filter` reads the small columns of every shard in order and gives each row a reason
-   code (0 = keep), the first that applies of:
+1. The plan gives each row a reason code (0 = keep), the first that applies of the rules below.
+   It is split as the rules are: `scan_shard` reads one shard's small columns (the reasons a
+   row shows on its own, and its doc_id digest, PMID and version), one task per shard;
+   `merge_scans` applies the rules across shards to the scans (`plan_filter` does both):
    - `superseded`: an older copy of a PMID; the latest wins, ordered by (shard position, i.e.
      file order: baseline before updates, then PMID Version, then row within the file);
    - `deleted`: the winning copy of a PMID that a `DeleteCitation` in the same or a later file
@@ -31,6 +33,7 @@ numpy arrays), never by the text:
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,39 +103,82 @@ def _row_codes(
     return code
 
 
-def plan_filter(
-    shards: Sequence[ShardRef],
+@dataclass
+class ShardScan:
+    """What the plan needs of one shard, read in one pass over its small columns: the reasons
+    its rows show on their own, and the keys the cross-shard rules compare."""
+
+    codes: np.ndarray  # uint8 reason per row (empty_text, language, after_cutoff, else keep)
+    digests: np.ndarray  # uint64 digest of every row's doc_id (for `duplicate`)
+    pmids: np.ndarray | None = None  # int64 per row (PubMed and PMC shards)
+    versions: np.ndarray | None = None  # int32 PMID Version per row (PubMed shards)
+
+    def to_bytes(self) -> bytes:
+        """As an `.npz` of plain arrays (read back with pickles refused)."""
+        arrays = {"codes": self.codes, "digests": self.digests}
+        optional = (("pmids", self.pmids), ("versions", self.versions))
+        arrays |= {k: v for k, v in optional if v is not None}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, path: Path) -> ShardScan:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(**{k: z[k] for k in z.files})
+
+
+def scan_shard(
+    ref: ShardRef,
     min_text_chars: int = 1,
     languages: Sequence[str] | None = None,
     max_year: int | None = None,
+) -> ShardScan:
+    """One shard's part of the plan (the costly part: it reads every row), independent of
+    every other shard, so shards are scanned in parallel (or on a cluster) and merged after."""
+    wanted = set(languages) if languages else None
+    parts, digests, ids, vers = [], [], [], []
+    columns = ["doc_id", "pmid", "pmid_version", "text", "language", "year"]
+    for batch in iter_batches(ref.path, columns):
+        parts.append(_row_codes(batch, min_text_chars, wanted, max_year))
+        doc_ids = batch.column("doc_id").to_pylist()
+        digests.append(np.fromiter(map(_id_hash, doc_ids), np.uint64, len(doc_ids)))
+        if ref.source == "pmc":
+            ids.append(_pmids(batch.column("pmid")))
+        if ref.source == "pubmed":  # a PubMed row always has a numeric PMID
+            pmid = pc.cast(batch.column("pmid"), pa.int64()).to_numpy(zero_copy_only=False)
+            ids.append(pmid.astype(np.int64))
+            ver = pc.fill_null(batch.column("pmid_version"), 1).to_numpy(zero_copy_only=False)
+            vers.append(ver.astype(np.int32))
+    has_pmids = ref.source in ("pubmed", "pmc")
+    return ShardScan(
+        codes=np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8),
+        digests=np.concatenate(digests) if digests else np.zeros(0, dtype=np.uint64),
+        pmids=(np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)) if has_pmids else None,
+        versions=(np.concatenate(vers) if vers else np.zeros(0, dtype=np.int32))
+        if ref.source == "pubmed"
+        else None,
+    )
+
+
+def merge_scans(
+    shards: Sequence[ShardRef],
+    scans: Sequence[ShardScan],
+    max_year: int | None = None,
     pmc_overlap: bool = False,
 ) -> tuple[list[np.ndarray], dict[str, int]]:
-    """A reason code (uint8, see REASONS) for every row of every shard, and the dropped counts."""
-    codes: list[np.ndarray] = []
-    pmids: list[np.ndarray | None] = []  # per shard: PMID of every row (PubMed and PMC shards)
-    versions: list[np.ndarray] = []  # per PubMed shard: PMID Version of every row
+    """The rules across shards (revisions, deletions, duplicates, PMC overlap) over the scans,
+    in shard order: a reason code for every row of every shard, and the dropped counts.
+
+    Memory: the scans' arrays, about 21 bytes a PubMed row and 9 bytes any other row."""
+    codes = [s.codes.copy() for s in scans]
     deleted_at: dict[int, int] = {}  # pmid -> last shard index that deletes it
-    wanted = set(languages) if languages else None
     for i, ref in enumerate(shards):
         for pmid in ref.deleted_pmids:
             deleted_at[int(pmid)] = i
-        parts, ids, vers = [], [], []
-        for batch in iter_batches(ref.path, ["pmid", "pmid_version", "text", "language", "year"]):
-            parts.append(_row_codes(batch, min_text_chars, wanted, max_year))
-            if ref.source == "pmc":
-                ids.append(_pmids(batch.column("pmid")))
-            if ref.source == "pubmed":  # a PubMed row always has a numeric PMID
-                pmid = pc.cast(batch.column("pmid"), pa.int64()).to_numpy(zero_copy_only=False)
-                ids.append(pmid.astype(np.int64))
-                ver = pc.fill_null(batch.column("pmid_version"), 1).to_numpy(zero_copy_only=False)
-                vers.append(ver.astype(np.int32))
-        codes.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8))
-        pmids.append(np.concatenate(ids) if ids else None)
-        if ref.source == "pubmed":
-            versions.append(np.concatenate(vers) if vers else np.zeros(0, dtype=np.int32))
-
-    _mark_revisions(shards, codes, pmids, versions, deleted_at)
-    _mark_duplicates(shards, codes)
+    pmids = [s.pmids for s in scans]
+    _mark_revisions(shards, codes, pmids, [s.versions for s in scans], deleted_at)
+    _mark_duplicates(codes, [s.digests for s in scans])
     if pmc_overlap:
         _mark_pmc_overlap(shards, codes, pmids)
     dropped: Counter[str] = Counter()
@@ -145,11 +191,24 @@ def plan_filter(
     return codes, {r: dropped[r] for r in reasons}
 
 
+def plan_filter(
+    shards: Sequence[ShardRef],
+    min_text_chars: int = 1,
+    languages: Sequence[str] | None = None,
+    max_year: int | None = None,
+    pmc_overlap: bool = False,
+) -> tuple[list[np.ndarray], dict[str, int]]:
+    """A reason code (uint8, see REASONS) for every row of every shard, and the dropped counts:
+    every shard scanned here, one after another, then merged."""
+    scans = [scan_shard(ref, min_text_chars, languages, max_year) for ref in shards]
+    return merge_scans(shards, scans, max_year, pmc_overlap)
+
+
 def _mark_revisions(
     shards: Sequence[ShardRef],
     codes: list[np.ndarray],
-    pmids: list[np.ndarray | None],
-    versions: list[np.ndarray],
+    pmids: Sequence[np.ndarray | None],
+    versions: Sequence[np.ndarray | None],
     deleted_at: dict[int, int],
 ) -> None:
     """Mark older copies of a PMID `superseded` and deleted winners `deleted` (PubMed only)."""
@@ -158,7 +217,7 @@ def _mark_revisions(
         return
     lengths = [len(codes[i]) for i in which]
     pmid = np.concatenate([pmids[i] for i in which])  # type: ignore[misc]
-    ver = np.concatenate(versions)
+    ver = np.concatenate([versions[i] for i in which])  # type: ignore[misc]
     shard = np.repeat(np.asarray(which, dtype=np.int32), lengths)
     row = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
     # Sort by pmid, then (shard, version, row): the last row of each pmid group wins.
@@ -192,30 +251,20 @@ def _mark_pmc_overlap(
             code[(code == KEEP) & np.isin(p, full)] = PMC_OVERLAP
 
 
-def _mark_duplicates(shards: Sequence[ShardRef], codes: list[np.ndarray]) -> None:
+def _mark_duplicates(codes: list[np.ndarray], digests: Sequence[np.ndarray]) -> None:
     """Mark rows whose doc_id was kept earlier (in shard order) as duplicates.
 
     Memory: 8 bytes of digest + 4 bytes of row index per kept row (numpy), no Python set."""
-    digests: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    for ref, code in zip(shards, codes, strict=True):
-        start = 0
-        for batch in iter_batches(ref.path, ["doc_id"]):
-            ids = batch.column("doc_id").to_pylist()
-            keep = np.flatnonzero(code[start : start + len(ids)] == KEEP)
-            digests.append(np.fromiter((_id_hash(ids[j]) for j in keep), np.uint64, len(keep)))
-            rows.append((keep + start).astype(np.int32))
-            start += len(ids)
-    if not digests:
+    kept_rows = [np.flatnonzero(c == KEEP).astype(np.int32) for c in codes]
+    if not kept_rows:
         return
-    digest = np.concatenate(digests)
-    del digests
+    digest = np.concatenate([d[r] for d, r in zip(digests, kept_rows, strict=True)])
     _, first = np.unique(digest, return_index=True)  # index of each digest's first occurrence
     dup = np.ones(len(digest), dtype=bool)
     dup[first] = False
     # Map positions back to (shard, row): kept rows were appended shard by shard, in order.
-    per_shard = np.cumsum([0] + [int((c == KEEP).sum()) for c in codes])
-    row = np.concatenate(rows)
+    per_shard = np.cumsum([0] + [len(r) for r in kept_rows])
+    row = np.concatenate(kept_rows)
     for pos in np.flatnonzero(dup):
         i = int(np.searchsorted(per_shard, pos, side="right")) - 1
         codes[i][row[pos]] = DUPLICATE
