@@ -100,19 +100,31 @@ def test_three_runs_at_once_on_one_home(mirror_dir: Path, tmp_path: Path) -> Non
         sys.executable, "-m", "mediswift.cli", "run", "--recipe", "tests/recipes/tiny.yaml",
         "--stages", "download,parse,filter",
     ]  # fmt: skip
+    shared = tmp_path / "shared"
+    logs = [tmp_path / f"run-{i}.err" for i in range(3)]
+    handles = [open(log, "w") for log in logs]  # noqa: SIM115 (closed below)
     try:
-        procs = [
-            subprocess.Popen(
-                [*cmd, "--home", str(tmp_path / "shared")],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(3)
-        ]
-        errs = [p.communicate(timeout=600)[1] for p in procs]
+        # The test holds the home while the three start, until one says it waits: so the runs
+        # surely overlap (each starts its own Prefect server first, which takes a while).
+        with home_lock(shared):
+            procs = [
+                subprocess.Popen(
+                    [*cmd, "--home", str(shared)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=handle,
+                )
+                for handle in handles
+            ]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any(
+                "waiting for it to finish" in log.read_text() for log in logs
+            ):
+                time.sleep(0.2)
+        for p in procs:
+            p.wait(timeout=600)
+        errs = [log.read_text() for log in logs]
         assert [p.returncode for p in procs] == [0, 0, 0], errs
         single = subprocess.run(
             [*cmd, "--home", str(tmp_path / "single")], cwd=REPO, env=env, capture_output=True
@@ -120,5 +132,7 @@ def test_three_runs_at_once_on_one_home(mirror_dir: Path, tmp_path: Path) -> Non
         assert single.returncode == 0, single.stderr
     finally:
         server.shutdown()
+        for handle in handles:
+            handle.close()
     assert _tree(tmp_path / "shared") == _tree(tmp_path / "single")
     assert sum("waiting for it to finish" in e for e in errs) >= 1
