@@ -16,6 +16,7 @@ Prefect form shows it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -65,7 +66,7 @@ class Section(BaseModel):
 
     def _settings(self, roles: tuple[str, ...]) -> dict[str, Any]:
         return {
-            name: _json(getattr(self, name), roles)
+            name: settings_json(getattr(self, name), roles)
             for name in type(self).model_fields
             if role_of(type(self), name) in roles
         }
@@ -79,15 +80,18 @@ class Section(BaseModel):
         return self._settings(("result", "plan"))
 
 
-def _json(value: Any, roles: tuple[str, ...]) -> Any:
+def settings_json(value: Any, roles: tuple[str, ...]) -> Any:
+    """`value` as JSON, keeping of every section in it only the settings of `roles`."""
     if isinstance(value, Section):
         return value._settings(roles)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return settings_json(dataclasses.asdict(value), roles)
     if isinstance(value, tuple | list):
-        return [_json(v, roles) for v in value]
+        return [settings_json(v, roles) for v in value]
     if isinstance(value, dict):
-        return {k: _json(v, roles) for k, v in value.items()}
+        return {k: settings_json(v, roles) for k, v in value.items()}
     return value
 
 

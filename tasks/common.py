@@ -37,9 +37,11 @@ from typing import Any
 from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
+from prefect.futures import PrefectFuture
 from prefect.states import Completed
 
 from mediswift.artifacts import Artifact, content_key, write_atomic
+from mediswift.units import UnitSpec
 
 RECORD_FORMAT = "mediswift-task-result/1"
 RECORDS_DIR = "prefect-cache"
@@ -161,3 +163,16 @@ def cached(task: Task, home: Path, artifact: Artifact, **options: Any) -> Task:
     clone = copy.copy(task)
     clone.fn = _reusing(task.fn, Path(home), artifact, task_digest(task))
     return clone.with_options(**{**options, "cache_policy": NO_CACHE, "persist_result": False})
+
+
+def submit_unit(task: Task, home: Path, spec: UnitSpec, **params: Any) -> PrefectFuture[Any]:
+    """Submit `task(spec=spec, home=home, **params)` for the unit `spec`, reusing its result
+    when the unit is done (`cached`)."""
+    return cached(task, home, spec.artifact(home)).submit(spec=spec, home=str(home), **params)
+
+
+def run_units(task: Task, home: Path, specs: list[UnitSpec]) -> list[Any]:
+    """Submit one task per spec, then wait for all; results in spec order (a failure raises,
+    naming its unit)."""
+    futures = [submit_unit(task, home, s) for s in specs]
+    return [f.result() for f in futures]

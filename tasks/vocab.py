@@ -5,21 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 
+from mediswift.artifacts import Artifact
 from mediswift.config import VocabConfig
-from mediswift.text.tokenizer import build_vocab
+from mediswift.manifests import FilterManifest
+from mediswift.stages import vocab as S
 
 
 @task(name="learn-vocab", task_run_name="learn-vocab-{cfg.vocab_size}")
-def learn_vocab(key: str, doc_shards: list[str], out_dir: str, cfg: VocabConfig) -> dict[str, Any]:
-    """Moses + sentencepiece BPE on the train split of `doc_shards`, written into `out_dir`."""
-    return build_vocab(
-        [Path(p) for p in doc_shards],
-        Path(out_dir),
-        vocab_size=cfg.vocab_size,
-        sample_sentences=cfg.sample_sentences,
-        seed=cfg.seed,
-        character_coverage=cfg.character_coverage,
-        workers=cfg.workers,
-    )
+def learn_vocab(
+    cfg: VocabConfig, home: str, filtered: FilterManifest, out: Artifact
+) -> dict[str, Any]:
+    return S.run_unit(cfg, Path(home), filtered, out, get_run_logger()).model_dump()

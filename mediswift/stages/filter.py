@@ -1,0 +1,341 @@
+"""The filter stage: scan every parsed shard, merge the scans into one drop code per row, apply
+the codes shard by shard, and count (manifest: `FilterManifest`).
+
+Units: one `ScanSpec` per parsed shard (reads its small columns), one `MergeSpec` over all scans
+(the rules across shards: revisions, deletions, duplicates, PMC overlap), one `ShardSpec` per
+shard (drops the rows, checks the kept ones against the evaluation n-grams, adds the split) and,
+with `filter.decontaminate`, one `IndexSpec` hashing the downstream tasks' dev and test n-grams.
+See `mediswift.data.filters` for the rules and their order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, SerializeAsAny
+
+from mediswift.artifacts import write_atomic
+from mediswift.data.contamination import EvalText, NgramIndex, summarise
+from mediswift.data.filters import ShardRef, ShardScan, apply_plan, merge_scans, scan_shard
+from mediswift.finetune.registry import task_class
+from mediswift.manifests import FilterManifest
+from mediswift.settings import FilterConfig, TaskSettings
+from mediswift.units import UnitSpec, unkeyed
+
+log = logging.getLogger(__name__)
+
+# Bump when the filter's output changes: it re-keys every filter unit.
+# 2: cut-off, PubMed/PMC overlap and decontamination. 3: keys are the unit specs.
+FILTER_VERSION = 3
+# The splits a task is judged on (model selection and the reported numbers).
+EVAL_SPLITS = ("dev", "test")
+
+
+class ParsedShard(BaseModel):
+    """A parsed shard as the parse manifest lists it (order matters: latest wins)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    source: str
+    deleted_pmids: tuple[str, ...] = ()
+
+    def ref(self, home: Path) -> ShardRef:
+        return ShardRef(home / self.path, self.source, self.deleted_pmids)
+
+
+def parsed_shards(shards: list[dict[str, Any]]) -> list[ParsedShard]:
+    return [
+        ParsedShard(
+            path=s["path"], source=s["source"], deleted_pmids=tuple(s.get("deleted_pmids") or ())
+        )
+        for s in shards
+    ]
+
+
+class ScanSpec(UnitSpec):
+    stage: ClassVar[str] = "filter"
+    kind: ClassVar[str] = "scan"
+    version: ClassVar[int] = FILTER_VERSION
+
+    shard: ParsedShard
+    min_abstract_chars: int
+    languages: tuple[str, ...] | None
+    max_year: int | None
+    index: int = unkeyed(0, "position in the parse manifest (the task's name)")
+
+
+class MergeSpec(UnitSpec):
+    stage: ClassVar[str] = "filter"
+    kind: ClassVar[str] = "merge"
+    version: ClassVar[int] = FILTER_VERSION
+
+    shards: tuple[ParsedShard, ...]
+    scans: tuple[str, ...]  # the scan units' files, in shard order (their keys name them)
+    max_year: int | None
+    pmc_overlap: bool
+
+
+class ShardSpec(UnitSpec):
+    stage: ClassVar[str] = "filter"
+    kind: ClassVar[str] = "shard"
+    version: ClassVar[int] = FILTER_VERSION
+
+    shard: str
+    codes_digest: str
+    split_salt: str
+    validation_fraction: float
+    ngrams_digest: str | None
+    codes: str = unkeyed("", "where the codes are (their digest is keyed)")
+    ngrams: str | None = unkeyed(None, "the n-gram index folder (its digest is keyed)")
+    index: int = unkeyed(0, "position in the parse manifest (the task's name)")
+
+
+class IndexSpec(UnitSpec):
+    stage: ClassVar[str] = "filter"
+    kind: ClassVar[str] = "contamination-index"
+    version: ClassVar[int] = FILTER_VERSION
+
+    digests: dict[str, dict[str, str]]  # task -> role -> sha256 of the fetched file
+    tasks: dict[str, SerializeAsAny[TaskSettings]]  # a setting can re-split dev and test
+    ngram: int
+    files: dict[str, dict[str, str]] = unkeyed(
+        default_factory=dict, description="task -> role -> path under home (digests are keyed)"
+    )
+
+
+# -- units ------------------------------------------------------------------------------------
+
+
+def scan_units(cfg: FilterConfig, parsed: list[ParsedShard]) -> list[ScanSpec]:
+    langs = tuple(sorted(cfg.languages)) if cfg.languages else None
+    return [
+        ScanSpec(
+            shard=s,
+            min_abstract_chars=cfg.min_abstract_chars,
+            languages=langs,
+            max_year=cfg.max_year,
+            index=i,
+        )
+        for i, s in enumerate(parsed)
+    ]
+
+
+def merge_unit(
+    cfg: FilterConfig, parsed: list[ParsedShard], scans: list[dict[str, Any]]
+) -> MergeSpec:
+    return MergeSpec(
+        shards=tuple(parsed),
+        scans=tuple(s["path"] for s in scans),
+        max_year=cfg.max_year,
+        pmc_overlap=cfg.pmc_overlap,
+    )
+
+
+def shard_units(
+    cfg: FilterConfig,
+    parsed: list[ParsedShard],
+    merged: dict[str, Any],
+    index: dict[str, Any] | None,
+) -> list[ShardSpec]:
+    return [
+        ShardSpec(
+            shard=s.path,
+            codes=codes["path"],
+            codes_digest=codes["digest"],
+            split_salt=cfg.split_salt,
+            validation_fraction=cfg.validation_fraction,
+            ngrams=index and index["path"],
+            ngrams_digest=index and index["digest"],
+            index=i,
+        )
+        for i, (s, codes) in enumerate(zip(parsed, merged["plans"], strict=True))
+    ]
+
+
+def index_unit(
+    cfg: FilterConfig,
+    tasks: dict[str, TaskSettings],
+    files: dict[str, dict[str, str]],
+    home: Path,
+) -> IndexSpec:
+    """The n-gram index of every task's dev and test examples, keyed by the files' digests and
+    the tasks' settings, so it is rebuilt exactly when the evaluation texts can differ."""
+    from mediswift.artifacts import file_digest
+
+    digests = {
+        n: {r: file_digest(home / p) for r, p in sorted(fs.items())} for n, fs in files.items()
+    }
+    return IndexSpec(
+        digests=digests,
+        tasks={n: tasks[n] for n in sorted(files)},
+        ngram=cfg.contamination_ngram,
+        files=files,
+    )
+
+
+# -- running one unit --------------------------------------------------------------------------
+
+
+def run_scan(spec: ScanSpec, home: Path) -> dict[str, Any]:
+    """Scan one parsed shard for the merge (`scan.npz` in the unit)."""
+    if (done := spec.done_result(home)) is not None:
+        return done
+    result = scan_shard(
+        spec.shard.ref(home), spec.min_abstract_chars, spec.languages, spec.max_year
+    )
+    u = spec.artifact(home).ensure()
+    write_atomic(u.path / "scan.npz", result.to_bytes())
+    return u.write_manifest(
+        {"path": str((u.path / "scan.npz").relative_to(home)), "rows": len(result.codes)}
+    )
+
+
+def run_merge(spec: MergeSpec, home: Path) -> dict[str, Any]:
+    """Merge the shards' scans into one reason-code array per shard (`codes-<i>.npy`)."""
+    if (done := spec.done_result(home)) is not None:
+        return done
+    refs = [s.ref(home) for s in spec.shards]
+    loaded = [ShardScan.load(home / p) for p in spec.scans]
+    codes, dropped = merge_scans(refs, loaded, spec.max_year, spec.pmc_overlap)
+    u = spec.artifact(home).ensure()
+    plans = []
+    for i, c in enumerate(codes):
+        buf = io.BytesIO()
+        np.save(buf, c, allow_pickle=False)
+        path = u.path / f"codes-{i:05d}.npy"
+        write_atomic(path, buf.getvalue())
+        plans.append(
+            {"path": str(path.relative_to(home)), "digest": hashlib.sha256(c.tobytes()).hexdigest()}
+        )
+    return u.write_manifest(
+        {"plans": plans, "dropped": dropped, "input": sum(len(c) for c in codes)}
+    )
+
+
+def run_shard(spec: ShardSpec, home: Path) -> dict[str, Any]:
+    """Filter one shard by its codes, drop contaminated rows, add the split."""
+    if (done := spec.done_result(home)) is not None:
+        return done
+    u = spec.artifact(home)
+    out = u.path / "docs.parquet"
+    found = NgramIndex.load(home / spec.ngrams) if spec.ngrams else None
+    codes = np.load(home / spec.codes, allow_pickle=False)
+    result = apply_plan(
+        home / spec.shard, codes, out, spec.split_salt, spec.validation_fraction, found
+    )
+    return u.write_manifest({"path": str(out.relative_to(home)), **result})
+
+
+def evaluation_texts(name: str, task: Any, files: dict[str, Path]) -> list[EvalText]:
+    """The task's dev and test examples as plain texts (source and target apart)."""
+    data = task.load(files)
+    return [
+        EvalText(name, split, str(ex.id), (ex.source, ex.target))
+        for split in EVAL_SPLITS
+        for ex in data.splits.get(split, [])
+    ]
+
+
+def run_index(spec: IndexSpec, home: Path) -> dict[str, Any]:
+    """Hash the n-grams of every dev and test example of the spec's tasks into
+    `<unit>/ngrams.npz` + `examples.jsonl`."""
+    if (done := spec.done_result(home)) is not None:
+        return done
+    examples: list[EvalText] = []
+    for name, roles in sorted(spec.files.items()):
+        task = task_class(name)(spec.tasks[name])
+        examples += evaluation_texts(name, task, {r: home / p for r, p in roles.items()})
+    index = NgramIndex.build(examples, spec.ngram)
+    u = spec.artifact(home).ensure()
+    index.save(u.path)
+    return u.write_manifest(
+        {
+            "path": str(u.path.relative_to(home)),
+            "digest": index.digest(),
+            "ngram": spec.ngram,
+            "ngrams": int(len(index.hashes)),
+            **index.coverage(),
+        }
+    )
+
+
+# -- the manifest ------------------------------------------------------------------------------
+
+
+def contamination_record(
+    home: Path, index: dict[str, Any], results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the manifest says about decontamination: the check, and the examples found."""
+    examples = NgramIndex.load(home / index["path"]).examples
+    matches = [(doc, found) for r in results for doc, found in r.get("matches", [])]
+    return {
+        "ngram": index["ngram"],
+        "tasks": sorted(index["examples"]),
+        "examples": index["examples"],
+        "checked": index["checked"],
+        "documents": len(matches),
+        "found": summarise(examples, matches),
+    }
+
+
+def collect(
+    cfg: FilterConfig,
+    home: Path,
+    parsed: list[ParsedShard],
+    merged: dict[str, Any],
+    results: list[dict[str, Any]],
+    index: dict[str, Any] | None,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+) -> FilterManifest:
+    """The stage manifest: the kept shards and every document counted once (kept or dropped
+    for one reason); counts that do not add up fail the stage."""
+    for reason, n in merged["dropped"].items():
+        logger.info("filter: dropped %d records: %s", n, reason)
+    shards: list[dict[str, Any]] = []
+    by_source: dict[str, Counter[str]] = {}
+    for shard, r in zip(parsed, results, strict=True):
+        for src, c in r["by_source"].items():
+            by_source.setdefault(src, Counter()).update(c)
+        if r["n_docs"]:
+            shards.append(
+                {k: r[k] for k in ("path", "n_docs", "n_train", "n_validation")}
+                | {"input": shard.path, "source": shard.source}
+            )
+    kept = {
+        "train": sum(s["n_train"] for s in shards),
+        "validation": sum(s["n_validation"] for s in shards),
+    }
+    dropped = dict(merged["dropped"])
+    contamination = None
+    if index is not None:
+        contamination = contamination_record(home, index, results)
+        dropped["contamination"] = contamination["documents"]
+        logger.info("filter: dropped %d records: contamination (%d evaluation examples found)",
+                    dropped["contamination"], len(contamination["found"]))  # fmt: skip
+    counts = {
+        "input": merged["input"],
+        "dropped": dropped,
+        "kept": kept,
+        "by_source": {
+            s: {"train": c["train"], "validation": c["validation"]}
+            for s, c in sorted(by_source.items())
+        },
+    }
+    if counts["input"] != sum(kept.values()) + sum(dropped.values()):
+        raise RuntimeError(f"filter: counts do not add up: {counts}")
+    logger.info("filter: kept %d train + %d validation of %d", kept["train"],
+                kept["validation"], counts["input"])  # fmt: skip
+    rules = {
+        "max_year": cfg.max_year,
+        "pmc_overlap": cfg.pmc_overlap,
+        "decontaminate": cfg.decontaminate,
+        "contamination_ngram": cfg.contamination_ngram if cfg.decontaminate else None,
+    }
+    return FilterManifest(shards=shards, counts=counts, rules=rules, contamination=contamination)

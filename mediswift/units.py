@@ -1,0 +1,71 @@
+"""One shape for every unit of work: a typed, frozen spec of exactly what the unit reads.
+
+A unit (a file to fetch, a shard to parse, a variant to train, a grid point) is described by a
+`UnitSpec` subclass holding the settings and input references it reads, nothing else. Its
+content key hashes the spec itself (plus the unit's stage, kind and format version), so a key
+cannot drift from what the unit reads: the function that does the work takes the spec, not the
+recipe. Fields marked `unkeyed(...)` only say how the unit runs (what it is called in the UI,
+what to do with a bad file, memory caps): they never change what it produces, so they stay out
+of the key.
+
+Every stage of `mediswift.stages` has the same three parts around its specs:
+`units(cfg, inputs) -> list[Spec]`, `run_unit(spec, home) -> Result`, `collect(...) -> Manifest`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediswift.artifacts import Artifact, content_key, unit_at
+from mediswift.settings import settings_json
+
+KEYED = "keyed"  # the json_schema_extra flag of fields left out of the key
+
+
+def unkeyed(default: Any = None, description: str = "", **kw: Any) -> Any:
+    """A spec field that only says how the unit runs: never part of its key."""
+    extra = {"description": description, "json_schema_extra": {KEYED: False}, **kw}
+    return Field(**extra) if "default_factory" in kw else Field(default, **extra)
+
+
+class UnitSpec(BaseModel):
+    """What one unit reads. Subclasses set `stage`, `kind` and `version` (bump the version when
+    the unit's output changes for the same spec: it re-keys every unit of the kind)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: ClassVar[str]
+    kind: ClassVar[str]
+    version: ClassVar[int]
+
+    @classmethod
+    def keyed_fields(cls) -> list[str]:
+        return [
+            name
+            for name, f in cls.model_fields.items()
+            if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(KEYED) is False)
+        ]
+
+    def keyed(self) -> dict[str, Any]:
+        """The spec's part that decides the unit's content, as JSON values. A recipe section
+        held whole contributes its `result` settings only (how it schedules work never
+        re-keys a unit)."""
+        return {name: settings_json(getattr(self, name), ("result",)) for name in self.keyed_fields()}
+
+    @property
+    def key(self) -> str:
+        return content_key(self.stage, self.kind, self.version, self.keyed())
+
+    def artifact(self, home: Path) -> Artifact:
+        """The unit's directory `<home>/<stage>/units/<key>` (done once its manifest exists)."""
+        return unit_at(home, self.stage, self.key)
+
+    def done_result(self, home: Path) -> dict[str, Any] | None:
+        """What the unit returned when it finished in an earlier run (its manifest), or None."""
+        art = self.artifact(home)
+        if not art.done():
+            return None
+        return {k: v for k, v in art.manifest().items() if k not in ("stage", "key")}
