@@ -26,8 +26,8 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 
 # Bump a stage's version when its output format or semantics change: it re-keys the stage.
 # 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
-# their own data, typed manifests.
-STAGE_VERSIONS: dict[str, int] = dict.fromkeys(STAGES, 2)
+# their own data, typed manifests. 3: unit keys from typed unit specs.
+STAGE_VERSIONS: dict[str, int] = dict.fromkeys(STAGES, 3)
 
 
 def stage_config(cfg: PipelineConfig, stage: str) -> Any:
@@ -76,7 +76,8 @@ def listing_digest(files: list[dict[str, Any]]) -> str:
 
 
 # Bump when a variant's content or meaning changes (model, loop, checkpoint format).
-VARIANT_VERSION = 2
+# 3: the device is a schedule setting (as in fine-tuning): it no longer re-keys a variant.
+VARIANT_VERSION = 3
 
 
 def variant_unit(home: Path, tokenize_key: str, cfg: PretrainConfig, sparsity: float) -> Artifact:

@@ -314,7 +314,7 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     seed: int = result(0, "seed of the weights, masks and data order")
     compile: bool = result(False, "torch.compile the model (numerics may differ slightly)")
     fsdp: bool = result(False, "shard the model with FSDP2 (static sparsity only)")
-    device: str = result("auto", "auto, cpu, cuda or cuda:N (bf16 autocast on CUDA)")
+    device: str = schedule("auto", "auto, cpu, cuda or cuda:N (bf16 autocast on CUDA)")
     nproc: int = schedule(1, "processes per node under torchrun (DDP)", ge=1, le=1024)
     nnodes: int = schedule(1, "nodes of a multi-node run (torchrun, c10d rendezvous)", ge=1)
     rdzv_endpoint: str | None = schedule(

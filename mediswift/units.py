@@ -46,14 +46,18 @@ class UnitSpec(BaseModel):
         return [
             name
             for name, f in cls.model_fields.items()
-            if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(KEYED) is False)
+            if not (
+                isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(KEYED) is False
+            )
         ]
 
     def keyed(self) -> dict[str, Any]:
         """The spec's part that decides the unit's content, as JSON values. A recipe section
         held whole contributes its `result` settings only (how it schedules work never
         re-keys a unit)."""
-        return {name: settings_json(getattr(self, name), ("result",)) for name in self.keyed_fields()}
+        return {
+            name: settings_json(getattr(self, name), ("result",)) for name in self.keyed_fields()
+        }
 
     @property
     def key(self) -> str:

@@ -30,7 +30,9 @@ from mediswift.manifests import (
 
 S = TypeVar("S", TaskDataSpec, PointSpec)
 # Bump when a unit's content or meaning changes (data format, training or evaluation code).
-UNIT_VERSION = 2
+# 3: a task's data is keyed on the task's own settings only (shared settings train, they do
+# not prepare data).
+UNIT_VERSION = 3
 MODES = ("generate", "score")
 
 
@@ -55,11 +57,19 @@ def modes_for(cfg: FinetuneConfig, task: str) -> list[str]:
 def data_spec(
     cfg: FinetuneConfig, home: Path, task: str, files: dict[str, str], vocab: Artifact
 ) -> tuple[TaskDataSpec, Artifact]:
-    """The data unit of `task`, keyed by its raw files' digests, its settings and tokenizer."""
+    """The data unit of `task`, keyed by its raw files' digests, the task's own settings (the
+    shared ones only train) and the tokenizer."""
     digests = {role: file_digest(home / rel) for role, rel in sorted(files.items())}
     tokenizer = vocab.manifest()["hash"]
     unit = unit_artifact(
-        home, "finetune", UNIT_VERSION, "data", task, digests, result_settings(cfg, task), tokenizer
+        home,
+        "finetune",
+        UNIT_VERSION,
+        "data",
+        task,
+        digests,
+        cfg.tasks[task].result_settings(),
+        tokenizer,
     )
     spec = TaskDataSpec(
         key=unit.key,
