@@ -14,13 +14,14 @@ from flows.report import publish_report
 from flows.server import tie_temporary_server_to_this_process
 
 __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
-from mediswift.artifacts import MANIFEST, content_key, sweep_stale_tmp, units_dir
+from mediswift.artifacts import content_key, sweep_stale_tmp
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
-from mediswift.plan import STAGE_INPUTS, listing_digest, parse_stages, plan
-from mediswift.tracking import adopt_home_store, default_tracking_uri, resolve_tracking_uri
+from mediswift.plan import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
+from mediswift.tracking import adopt_home_store_if_default
 
+RECIPE_NAMES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 Stage = Literal[
     "download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"
 ]
@@ -28,8 +29,8 @@ Stage = Literal[
 RecipeName = Annotated[
     str,
     Field(
-        description="recipe name (demo, repro-small, paper, paper-med, paper-large, paper-xl) or a YAML path",
-        json_schema_extra={"examples": sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))},
+        description=f"recipe name ({', '.join(RECIPE_NAMES)}) or a YAML path",
+        json_schema_extra={"examples": RECIPE_NAMES},
     ),
 ]
 
@@ -87,16 +88,12 @@ def upstream_listing(cfg: PipelineConfig) -> str | None:
 
 
 def force_stages(home: Path, arts: dict[str, Any], stages: list[str]) -> None:
-    """Make the named stages run again, every unit of them: their output and unit manifests
-    are removed (units are content-addressed, so recomputing them gives the same content;
-    pre-training resumes from a unit's last checkpoint: delete the unit to train afresh)."""
-    log = get_run_logger()
+    """Make the named stages run again, every unit of them (`mediswift.plan.reopen`)."""
     for stage in stages:
-        arts[stage].manifest_path.unlink(missing_ok=True)
-        units = list(units_dir(home, stage).glob(f"*/{MANIFEST}"))
-        for m in units:
-            m.unlink(missing_ok=True)
-        log.warning("%s: forced: its output and %d unit(s) will be made again", stage, len(units))
+        n = reopen(home, arts[stage])
+        get_run_logger().warning(
+            "%s: forced: its output and %d unit(s) will be made again", stage, n
+        )
 
 
 @flow(name="mediswift", log_prints=True, flow_run_name=run_name)
@@ -127,15 +124,10 @@ def mediswift(
     arts = plan(cfg, root, upstream_listing(cfg))
     # One writer per home: a second run waits here, then finds the stages it shares done.
     with home_lock(root, on_wait=get_run_logger().warning):
-        # A home copied or moved here: its own MLflow store still names the old place.
-        if resolve_tracking_uri(cfg.tracking.tracking_uri, root) == default_tracking_uri(root):
-            adopt_home_store(root)
+        adopt_home_store_if_default(cfg.tracking.tracking_uri, root)
         force_stages(root, arts, parse_stages(list(force)) if force else [])
-        ran = [
-            s
-            for s in parse_stages(list(stages) if stages else None)
-            if run_stage(s, cfg, root, arts)
-        ]
+        chosen = parse_stages(list(stages) if stages else None)
+        ran = [s for s in chosen if run_stage(s, cfg, root, arts)]
         report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran), fragment=fragment)
     return {
         **{s: str(a.path) for s, a in arts.items() if a.done()},

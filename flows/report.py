@@ -9,9 +9,6 @@ links cannot render there) and every results table is a table artifact.
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +18,14 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mediswift.config import PipelineConfig
-from mediswift.report import code_version, record_outputs, resolve_outputs, write_report
+from mediswift.report import (
+    code_version,
+    inlined_markdown,
+    record_outputs,
+    resolve_outputs,
+    results_tables,
+    write_report,
+)
 from tasks.tracking import flow_run_tags, log_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,24 +48,8 @@ def context(cfg: PipelineConfig, fragment: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def inline_images(md: str, folder: Path) -> str:
-    """Markdown with `![x](file.png)` replaced by data URIs of the files in `folder`."""
-
-    def embed(m: re.Match[str]) -> str:
-        path = folder / m.group(2)
-        if not path.is_file():
-            return m.group(0)
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f"![{m.group(1)}](data:image/png;base64,{data})"
-
-    return re.sub(r"!\[([^\]]*)\]\(([^)/:]+\.png)\)", embed, md)
-
-
 def table_artifacts(evaluate: Any) -> None:
-    if not evaluate.done():
-        return
-    for task, files in evaluate.manifest().get("tables", {}).items():
-        rows = list(csv.DictReader(io.StringIO((evaluate.path / files["csv"]).read_text())))
+    for task, rows in results_tables(evaluate).items():
         key = re.sub(r"[^a-z0-9-]", "-", f"mediswift-table-{task}".lower())
         create_table_artifact(table=rows, key=key, description=f"{task}: results table")
 
@@ -79,7 +67,7 @@ def publish_report(
     if not shown["filter"].done():
         return None
     html_path = write_report(cfg, home, shown, arts, context(cfg, fragment or {}))
-    md = inline_images((html_path.parent / "report.md").read_text(), html_path.parent)
+    md = inlined_markdown(html_path.parent)
     create_markdown_artifact(key="mediswift-report", markdown=md, description=str(html_path))
     table_artifacts(shown["evaluate"])
     if log_to_mlflow and arts["evaluate"].done():

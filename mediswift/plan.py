@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mediswift.artifacts import Artifact, content_key, stage_artifact, unit_artifact
+from mediswift.artifacts import (
+    MANIFEST,
+    Artifact,
+    content_key,
+    stage_artifact,
+    unit_artifact,
+    units_dir,
+)
 from mediswift.config import STAGES, PipelineConfig, PretrainConfig
 
 # Stage -> the stages whose outputs it reads.
@@ -85,6 +92,18 @@ def variant_unit(home: Path, tokenize_key: str, cfg: PretrainConfig, sparsity: f
     return unit_artifact(
         home, "pretrain", VARIANT_VERSION, tokenize_key, cfg.result_settings(), sparsity
     )
+
+
+def reopen(home: Path, output: Artifact) -> int:
+    """Make a stage run again, every unit of it: its output and unit manifests are removed
+    (units are content-addressed, so recomputing them gives the same content; pre-training
+    resumes from a unit's last checkpoint: delete the unit to train afresh). Returns the
+    number of units reopened."""
+    output.manifest_path.unlink(missing_ok=True)
+    units = list(units_dir(home, output.stage).glob(f"*/{MANIFEST}"))
+    for m in units:
+        m.unlink(missing_ok=True)
+    return len(units)
 
 
 def parse_stages(stages: str | list[str] | None) -> list[str]:

@@ -6,8 +6,12 @@ run yet are reported as such. Markdown is the source; HTML is rendered from it f
 
 from __future__ import annotations
 
+import base64
+import csv
 import html
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -282,3 +286,27 @@ def code_version(repo: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
+
+
+def inlined_markdown(folder: Path) -> str:
+    """The report's Markdown with `![x](file.png)` replaced by data URIs of the files in
+    `folder` (relative links cannot render where the report is shown as an artifact)."""
+
+    def embed(m: re.Match[str]) -> str:
+        path = folder / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{m.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)/:]+\.png)\)", embed, (folder / "report.md").read_text())
+
+
+def results_tables(evaluate: Artifact) -> dict[str, list[dict[str, str]]]:
+    """Task -> the rows of its results table (CSV), when the evaluate output is done."""
+    if not evaluate.done():
+        return {}
+    return {
+        task: list(csv.DictReader(io.StringIO((evaluate.path / files["csv"]).read_text())))
+        for task, files in evaluate.manifest().get("tables", {}).items()
+    }

@@ -209,6 +209,11 @@ class Tracker:
             return None
         return f"{ui_base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
+    def find_run(self, filter_string: str) -> str | None:
+        """The id of this experiment's newest run matching `filter_string`, or None."""
+        found = self.client.search_runs([self.experiment_id], filter_string, max_results=1)
+        return found[0].info.run_id if found else None
+
     def run_link(self, run_id: str, experiment_id: str | None = None) -> str:
         """A link to a run's page that works inside the MLflow UI, whatever its address."""
         return f"#/experiments/{experiment_id or self.experiment_id}/runs/{run_id}"
@@ -260,6 +265,13 @@ def _is_home_store(tracking_uri: str, artifact_root: Path) -> bool:
         and artifact_root.name == ARTIFACTS_DIR
         and db.resolve() == (artifact_root.parent / HOME_DB).resolve()
     )
+
+
+def adopt_home_store_if_default(tracking_uri: str | None, home: Path) -> None:
+    """A home copied or moved here: its own MLflow store still names the old place (a store
+    the recipe names elsewhere is left alone)."""
+    if resolve_tracking_uri(tracking_uri, home) == default_tracking_uri(home):
+        adopt_home_store(home)
 
 
 def adopt_home_store(home: Path) -> dict[str, str]:

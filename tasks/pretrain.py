@@ -17,6 +17,7 @@ from typing import Any
 from prefect import task
 
 from mediswift.artifacts import write_atomic
+from mediswift.settings import PretrainConfig
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.pretrain import RECORD, VariantSpec, launch_variant, variant_params
 from tasks.progress import progress_reporter
@@ -55,26 +56,21 @@ def home_relative(record: dict[str, Any], unit: Path, home: Path) -> dict[str, A
     return {**record, **rel}
 
 
-@task(name="pretrain-variant", task_run_name="pretrain-{name}", retries=1)
+@task(name="pretrain-variant", task_run_name="pretrain-{spec.name}", retries=1)
 def pretrain_variant(
     key: str,
-    name: str,
-    spec_json: str,
-    nproc: int,
+    spec: VariantSpec,
+    pretrain: PretrainConfig,
     tracking_uri: str,
     experiment: str,
     home: str,
     tags: dict[str, str],
     datasets: list[dict[str, Any]] | None = None,
-    nnodes: int = 1,
-    rdzv_endpoint: str | None = None,
-    rdzv_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the variant described by `spec_json`; returns its record, paths
-    relative to `home`. `datasets`: `DatasetRef` fields of what it trains on. With `nnodes`
-    > 1 this runs its own node's part (c10d rendezvous at `rdzv_endpoint`, id `rdzv_id` or
-    the unit key) and logs the command each other node runs."""
-    spec = VariantSpec.from_json(spec_json)
+    """Train (or resume) the variant `spec`; returns its record, paths relative to `home`.
+    `pretrain`: how to run it (processes, nodes, rendezvous). `datasets`: `DatasetRef` fields
+    of what it trains on. With `nnodes` > 1 this runs its own node's part (c10d rendezvous at
+    `rdzv_endpoint`, id `rdzv_id` or the unit key) and logs the command each other node runs."""
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     id_file = out / "mlflow_run_id"
@@ -90,11 +86,11 @@ def pretrain_variant(
             run.log_datasets([DatasetRef(**d) for d in datasets or []])
         record = launch_variant(
             spec,
-            nproc,
+            pretrain.nproc,
             sink=ProgressSink(run, spec.name, spec.cfg.steps),
-            nnodes=nnodes,
-            rdzv_endpoint=rdzv_endpoint,
-            rdzv_id=rdzv_id or key,
+            nnodes=pretrain.nnodes,
+            rdzv_endpoint=pretrain.rdzv_endpoint,
+            rdzv_id=pretrain.rdzv_id or key,
         )
         if not done:
             run.log_artifact(in_unit(record["loss_curve"], out))

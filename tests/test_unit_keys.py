@@ -18,8 +18,13 @@ import pytest
 from mediswift.artifacts import Artifact, content_key
 from mediswift.config import PipelineConfig
 from mediswift.finetune import plan as finetune_plan
-from mediswift.manifests import DownloadManifest, FilterManifest, TrackingSpec, VariantRecord
-from mediswift.manifests import VocabManifest
+from mediswift.manifests import (
+    DownloadManifest,
+    FilterManifest,
+    TrackingSpec,
+    VariantRecord,
+    VocabManifest,
+)
 from mediswift.plan import plan as stage_plan
 from mediswift.plan import variant_unit
 from mediswift.settings import Section, role_of
@@ -62,6 +67,7 @@ for _name in PipelineConfig().pretrain.result_settings():
     READS[("pretrain", _name)] = {"pretrain:variant"}
 for _name in PipelineConfig().finetune.result_settings():
     READS[("finetune", _name)] = POINTS  # training settings never re-prepare a task's data
+
 
 class Together(dict):
     """A change that needs another setting to stay valid (both are applied)."""

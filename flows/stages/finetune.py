@@ -10,67 +10,21 @@ table), those found done included. Manifest: `mediswift.manifests.FinetuneManife
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
-from mediswift.finetune import plan as P
-from mediswift.manifests import PretrainManifest, TrackingSpec
-from mediswift.tracking import (
-    NOTE_TAG,
-    RunLogger,
-    Tracker,
-    portable_tracking_uri,
-    resolve_tracking_uri,
-)
+from mediswift.manifests import PretrainManifest
+from mediswift.stages import finetune as S
+from mediswift.tracking import Tracker, resolve_tracking_uri
 from tasks import finetune as t
 from tasks.common import cached
 from tasks.tracking import flow_run_tags, link_mlflow_run
-
-
-def parent_run(tracker: Tracker, plan: P.SweepPlan) -> str:
-    """The sweep's parent run: the one an earlier attempt at this very sweep created, or new."""
-    found = tracker.client.search_runs(
-        [tracker.experiment_id], f"tags.`mediswift.sweep` = '{plan.key}'", max_results=1
-    )
-    earlier = found[0].info.run_id if found else None
-    with tracker.run(
-        f"{plan.variant.name}-{plan.task}",
-        params=None if earlier else plan.params,  # params are logged once, when created
-        tags={"mediswift.kind": "finetune-sweep", "mediswift.sweep": plan.key, **flow_run_tags()},
-        run_id=earlier,
-    ) as parent:
-        pass
-    return parent.run_id
-
-
-def list_points(
-    tracker: Tracker, parent_id: str, plan: P.SweepPlan, results: dict[str, dict[str, Any]]
-) -> None:
-    """Tag the sweep's parent run with every one of its points, and describe them in a table
-    with links: points found done (trained under an earlier parent, for another sweep key) are
-    listed as much as those trained now, so the parent shows the whole sweep."""
-    rows = ["| point | dev | test | run |", "|---|---|---|---|"]
-    tags = {"mediswift.points": str(len(plan.points))}
-    for spec, _ in plan.points:
-        r = results[spec.key]
-        point = f"b{spec.batch_size}-lr{spec.lr:g}-s{spec.seed}"
-        run_id = r.get("mlflow_run_id")
-        tags[f"mediswift.point.{point}"] = run_id or spec.key
-        metrics = r.get("metrics", {})
-        dev = ", ".join(f"{k[4:]} {v:.4f}" for k, v in metrics.items() if k.startswith("dev_"))
-        test = ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_"))
-        link = f"[{run_id[:8]}]({tracker.run_link(run_id)})" if run_id else spec.key
-        rows.append(f"| {point} | {dev} | {test} | {link} |")
-    tags[NOTE_TAG] = f"Grid points of {plan.variant.name} on {plan.task}:\n\n" + "\n".join(rows)
-    RunLogger(tracker.client, parent_id).set_tags(tags)
 
 
 @flow(name="finetune-sweep")
@@ -96,62 +50,29 @@ def finetune_sweep(
 def run(
     cfg: PipelineConfig, home: Path, out: Artifact, inputs: dict[str, Artifact]
 ) -> dict[str, Any]:
-    log = get_run_logger()
     fc = cfg.finetune
     pretrain = manifests.read(inputs["pretrain"], PretrainManifest)
-    vocab = inputs["vocab"]
-    threads = fc.torch_threads or max(1, (os.cpu_count() or 1) // fc.concurrency)
-    torch.set_num_threads(threads)
-
+    threads = S.use_threads(fc)
     fetched = {name: t.fetch_files.submit(cfg, name, str(home)) for name in fc.tasks}
-    data = {name: P.data_spec(fc, home, name, f.result(), vocab) for name, f in fetched.items()}
-
+    files = {name: f.result() for name, f in fetched.items()}
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     tracker = Tracker(uri, cfg.tracking.finetune_experiment, artifact_root=home / "mlruns")
-    tracking = TrackingSpec(
-        uri=portable_tracking_uri(uri, home),  # unit specs are files in the home
-        experiment=cfg.tracking.finetune_experiment,
-        tags=flow_run_tags(),
-    )
-    plans = P.sweep_plans(fc, home, pretrain.variants, data, vocab, tracking)
+    tracking = S.tracking_spec(uri, home, cfg.tracking.finetune_experiment, flow_run_tags())
+    data, plans = S.sweeps(fc, home, pretrain, files, inputs["vocab"], tracking)
     parents = {}
     for plan in plans:
-        parents[plan.key] = parent_run(tracker, plan)
-        link_mlflow_run(
-            parents[plan.key], tracker.experiment_id, uri, f"{plan.variant.name}-{plan.task} sweep"
-        )
-        for spec, _ in plan.points:
-            spec.tracking = tracking.model_copy(update={"parent_run_id": parents[plan.key]})
-    points = [spec for plan in plans for spec, _ in plan.points]
-    log.info(
+        parents[plan.key] = S.parent_run(tracker, plan, flow_run_tags())
+        name = f"{plan.variant.name}-{plan.task} sweep"
+        link_mlflow_run(parents[plan.key], tracker.experiment_id, uri, name)
+    S.write_specs(data, plans, tracking, parents)
+    points = {spec.key: spec.name for plan in plans for spec, _ in plan.points}
+    get_run_logger().info(
         "finetune: %d variants x %s, %d grid points, %d workers x %d torch threads",
-        len(pretrain.variants),
-        list(fc.tasks),
-        len(points),
-        fc.concurrency,
-        threads,
-    )
-    for spec, unit in data.values():
-        P.write_spec(unit, spec)
-    for plan in plans:
-        for spec, unit in plan.points:
-            P.write_spec(unit, spec)
+        len(pretrain.variants), list(fc.tasks), len(points), fc.concurrency, threads,
+    )  # fmt: skip
     runner = ThreadPoolTaskRunner(max_workers=fc.concurrency)
     data_results, results = finetune_sweep.with_options(task_runner=runner)(
-        home=str(home),
-        data={spec.key: spec.task for spec, _ in data.values()},
-        points={spec.key: spec.name for spec in points},
+        home=str(home), data={spec.key: spec.task for spec, _ in data.values()}, points=points
     )
-    by_key = {p.key: r for p, r in zip(points, results, strict=True)}
-    for plan in plans:
-        list_points(tracker, parents[plan.key], plan, by_key)
-    manifest = P.manifest(
-        home,
-        data,
-        dict(zip(data, data_results, strict=True)),
-        plans,
-        parents,
-        by_key,
-        threads,
-    )
+    manifest = S.collect(home, tracker, data, data_results, plans, parents, results, threads)
     return manifests.write(out, manifest)

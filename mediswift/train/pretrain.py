@@ -25,12 +25,13 @@ import os
 import random
 import subprocess
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
 
 from mediswift.artifacts import MANIFEST, write_atomic
 from mediswift.flops import step_flops, training_flops
@@ -64,29 +65,30 @@ from mediswift.train.state import (
 RECORD = MANIFEST  # the variant directory is a unit artifact: its record is its manifest
 
 
-@dataclass
-class VariantSpec:
-    """Everything one variant needs; JSON-able so it can cross into torchrun processes."""
+class VariantSpec(BaseModel):
+    """Everything one variant needs, validated once: JSON crosses into torchrun processes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    config: dict[str, Any]  # PretrainConfig as a dict
+    config: PretrainConfig  # this variant's size (one model name)
     sparsity: float
     vocab_size: int
     out_dir: str
-    train_shards: list[str] = field(default_factory=list)
-    val_shards: list[str] = field(default_factory=list)
+    train_shards: list[str] = Field(default_factory=list)
+    val_shards: list[str] = Field(default_factory=list)
     data: str = "shards"  # "shards" (token Parquet) or "synthetic" (benchmarks, trainer tests)
 
     @property
     def cfg(self) -> PretrainConfig:
-        return PretrainConfig.model_validate(self.config)
+        return self.config
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return self.model_dump_json(indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> VariantSpec:
-        return cls(**json.loads(text))
+        return cls.model_validate_json(text)
 
 
 def variant_name(model: str, sparsity: float, method: str = "static") -> str:

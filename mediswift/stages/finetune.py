@@ -1,0 +1,115 @@
+"""The finetune stage: every pre-trained variant x downstream task x grid point (batch, lr,
+seed). One data unit per task, one unit per grid point (keys: `mediswift.finetune.plan`), and
+for every (variant, task) sweep one MLflow parent run with a child run per point; the parent
+lists every point of the sweep (tags and a linked table), those found done included.
+Manifest: `FinetuneManifest`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mediswift.artifacts import Artifact
+from mediswift.config import FinetuneConfig
+from mediswift.finetune import plan as P
+from mediswift.manifests import FinetuneManifest, PretrainManifest, TaskDataSpec, TrackingSpec
+from mediswift.tracking import NOTE_TAG, RunLogger, Tracker, portable_tracking_uri
+
+
+def use_threads(cfg: FinetuneConfig) -> int:
+    """Torch threads per worker: the setting, or the cores shared among the workers (torch
+    releases the GIL in its kernels, so the points of a thread pool run side by side)."""
+    threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) // cfg.concurrency)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def tracking_spec(uri: str, home: Path, experiment: str, tags: dict[str, str]) -> TrackingSpec:
+    # unit specs are files in the home: a store inside it is named relative to it
+    return TrackingSpec(uri=portable_tracking_uri(uri, home), experiment=experiment, tags=tags)
+
+
+def sweeps(
+    cfg: FinetuneConfig,
+    home: Path,
+    pretrain: PretrainManifest,
+    files: dict[str, dict[str, str]],
+    vocab: Artifact,
+    tracking: TrackingSpec,
+) -> tuple[dict[str, tuple[TaskDataSpec, Artifact]], list[P.SweepPlan]]:
+    """Every task's data unit and every (variant, task) sweep with its points."""
+    data = {name: P.data_spec(cfg, home, name, f, vocab) for name, f in files.items()}
+    return data, P.sweep_plans(cfg, home, pretrain.variants, data, vocab, tracking)
+
+
+def parent_run(tracker: Tracker, plan: P.SweepPlan, tags: dict[str, str]) -> str:
+    """The sweep's parent run: the one an earlier attempt at this very sweep created, or new."""
+    earlier = tracker.find_run(f"tags.`mediswift.sweep` = '{plan.key}'")
+    with tracker.run(
+        f"{plan.variant.name}-{plan.task}",
+        params=None if earlier else plan.params,  # params are logged once, when created
+        tags={"mediswift.kind": "finetune-sweep", "mediswift.sweep": plan.key, **tags},
+        run_id=earlier,
+    ) as parent:
+        pass
+    return parent.run_id
+
+
+def write_specs(
+    data: dict[str, tuple[TaskDataSpec, Artifact]],
+    plans: list[P.SweepPlan],
+    tracking: TrackingSpec,
+    parents: dict[str, str],
+) -> None:
+    """Every unit's spec into its directory (each point logs under its sweep's parent)."""
+    for spec, unit in data.values():
+        P.write_spec(unit, spec)
+    for plan in plans:
+        for spec, unit in plan.points:
+            spec.tracking = tracking.model_copy(update={"parent_run_id": parents[plan.key]})
+            P.write_spec(unit, spec)
+
+
+def list_points(
+    tracker: Tracker, parent_id: str, plan: P.SweepPlan, results: dict[str, dict[str, Any]]
+) -> None:
+    """Tag the sweep's parent run with every one of its points, and describe them in a table
+    with links: points found done (trained under an earlier parent, for another sweep key) are
+    listed as much as those trained now, so the parent shows the whole sweep."""
+    rows = ["| point | dev | test | run |", "|---|---|---|---|"]
+    tags = {"mediswift.points": str(len(plan.points))}
+    for spec, _ in plan.points:
+        r = results[spec.key]
+        point = f"b{spec.batch_size}-lr{spec.lr:g}-s{spec.seed}"
+        run_id = r.get("mlflow_run_id")
+        tags[f"mediswift.point.{point}"] = run_id or spec.key
+        metrics = r.get("metrics", {})
+        dev = ", ".join(f"{k[4:]} {v:.4f}" for k, v in metrics.items() if k.startswith("dev_"))
+        test = ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_"))
+        link = f"[{run_id[:8]}]({tracker.run_link(run_id)})" if run_id else spec.key
+        rows.append(f"| {point} | {dev} | {test} | {link} |")
+    tags[NOTE_TAG] = f"Grid points of {plan.variant.name} on {plan.task}:\n\n" + "\n".join(rows)
+    RunLogger(tracker.client, parent_id).set_tags(tags)
+
+
+def collect(
+    home: Path,
+    tracker: Tracker,
+    data: dict[str, tuple[TaskDataSpec, Artifact]],
+    data_results: list[dict[str, Any]],
+    plans: list[P.SweepPlan],
+    parents: dict[str, str],
+    results: list[dict[str, Any]],
+    threads: int,
+) -> FinetuneManifest:
+    """List every sweep's points on its parent run; the stage manifest."""
+    points = [spec for plan in plans for spec, _ in plan.points]
+    by_key = {p.key: r for p, r in zip(points, results, strict=True)}
+    for plan in plans:
+        list_points(tracker, parents[plan.key], plan, by_key)
+    by_task = dict(zip(data, data_results, strict=True))
+    return P.manifest(home, data, by_task, plans, parents, by_key, threads)

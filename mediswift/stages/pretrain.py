@@ -1,0 +1,172 @@
+"""The pretrain stage: one unit per model variant (every size x sparsity level of the recipe),
+then the comparison of the variants (loss curves, Table 2, the unigram baseline, sparse against
+dense at equal steps and equal FLOPs) and the manifest (`PretrainManifest`).
+
+Each variant is a content-addressed unit under `<home>/pretrain/units/<key>` (`variant_unit`:
+the token output, the pretrain settings that change results and its own sparsity make the key),
+so adding a level to a recipe trains only the new variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mediswift import manifests
+from mediswift.artifacts import Artifact, stage_artifact, write_atomic
+from mediswift.config import PipelineConfig
+from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, VariantRecord
+from mediswift.plan import STAGE_VERSIONS, stage_config, variant_unit
+from mediswift.tracking import DatasetRef, RunLogger, Tracker
+from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
+from mediswift.train.pretrain import VariantSpec, variant_name
+from mediswift.train.report import plot_loss_curves, table2
+
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant to train: its unit and everything the training reads."""
+
+    unit: Artifact
+    spec: VariantSpec
+
+
+def token_shards(home: Path, tokens: TokenizeManifest) -> dict[str, list[str]]:
+    return {
+        split: [str(home / s["path"]) for s in tokens.shards if s["split"] == split]
+        for split in SPLITS
+    }
+
+
+def units(
+    cfg: PipelineConfig, home: Path, tokenize: Artifact, tokens: TokenizeManifest
+) -> list[Variant]:
+    pc, shards = cfg.pretrain, token_shards(home, tokens)
+    out = []
+    for one, s in [(pc.for_size(size), s) for size in pc.sizes for s in pc.sparsity_levels]:
+        unit = variant_unit(home, tokenize.key, one, s)
+        spec = VariantSpec(
+            name=variant_name(one.model, s, pc.sparsity_method),
+            config=one,
+            sparsity=s,
+            vocab_size=tokens.vocab_size,
+            out_dir=str(unit.path),
+            train_shards=shards["train"],
+            val_shards=shards["validation"],
+        )
+        out.append(Variant(unit, spec))
+    return out
+
+
+def compare(
+    cfg: PipelineConfig,
+    home: Path,
+    out: Artifact,
+    records: list[dict[str, Any]],
+    tokens: TokenizeManifest,
+    tracker: Tracker,
+) -> tuple[PretrainManifest, str]:
+    """Draw the loss curves (Figure 2) and log them to every variant's run, write Table 2 with
+    the comparisons; the manifest without registered models (`with_models` adds them) and the
+    table's text."""
+    pc, shards = cfg.pretrain, token_shards(home, tokens)
+    out.ensure()
+    plot = plot_loss_curves(
+        {r["name"]: home / r["loss_curve"] for r in records},
+        out.path / "loss_curves.png",
+        title=f"Pre-training loss, {', '.join(pc.sizes)} ({pc.sparsity_method} sparsity)",
+    )
+    unigram = unigram_val_loss(
+        [Path(p) for p in shards["train"]], [Path(p) for p in shards["validation"]],
+        tokens.vocab_size,
+    )  # fmt: skip
+    gaps = sparsity_gaps(records, home)
+    table = table2(records) + "\n\n" + comparison_markdown(unigram, gaps)
+    write_atomic(out.path / "table2.md", table + "\n")
+    for r in records:  # the comparison belongs to every variant's run
+        RunLogger(tracker.client, r["mlflow_run_id"]).log_artifact(plot)
+    manifest = PretrainManifest(
+        variants=[variant_record(r, None) for r in records],
+        loss_plot=str(plot.relative_to(home)),
+        table=str((out.path / "table2.md").relative_to(home)),
+        unigram_val_loss=unigram,
+        sparsity_gaps=[vars(g) for g in gaps],
+    )
+    return manifest, table
+
+
+def variant_record(record: dict[str, Any], model: str | None) -> VariantRecord:
+    fields = {k: v for k, v in record.items() if k not in ("experiment_id", "unit")}
+    return VariantRecord.model_validate(fields | {"registered_model": model})
+
+
+def with_models(
+    manifest: PretrainManifest, records: list[dict[str, Any]], models: dict[str, str]
+) -> PretrainManifest:
+    variants = [variant_record(r, models.get(r["name"])) for r in records]
+    return manifest.model_copy(update={"variants": variants})
+
+
+def model_card(cfg: PipelineConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """What the registered model of a variant says about itself."""
+    return {
+        **{k: v for k, v in record.items() if k not in ("experiment_id", "unit")},
+        "recipe": cfg.name,
+        "pmc_commercial_only": cfg.download.pmc_commercial_only,
+    }
+
+
+def consumed_datasets(
+    cfg: PipelineConfig, home: Path, inputs: dict[str, Artifact], tokens: TokenizeManifest
+) -> list[DatasetRef]:
+    """What every variant trains on, named by content key: the token shards of each split, and
+    the document shards (filter output) they were tokenized from."""
+    tok = inputs["tokenize"]
+    refs = [
+        DatasetRef(
+            name=f"tokens-{split}",
+            digest=tok.key,
+            source=str(tok.path.relative_to(home)),
+            context="training" if split == "train" else "validation",
+            profile={
+                "shards": sum(s["split"] == split for s in tokens.shards),
+                "documents": tokens.docs.get(split, 0),
+                "tokens": tokens.tokens.get(split, 0),
+                "tokenizer": tokens.tokenizer_hash,
+            },
+        )
+        for split in SPLITS
+    ]
+    docs = filter_output(cfg, home, tok, inputs["vocab"])
+    if docs is not None:
+        counts = manifests.read(docs, FilterManifest).counts
+        refs.append(
+            DatasetRef(
+                name="documents",
+                digest=docs.key,
+                source=str(docs.path.relative_to(home)),
+                context="corpus",
+                profile={"documents": counts.get("kept", {})},
+            )
+        )
+    return refs
+
+
+def filter_output(
+    cfg: PipelineConfig, home: Path, tokenize: Artifact, vocab: Artifact
+) -> Artifact | None:
+    """The filter output that `tokenize` was made from: the one whose key, with the vocab's,
+    gives the tokenize key (the pipeline's plan may have keyed download on an upstream listing
+    this stage cannot see)."""
+    config, version = stage_config(cfg, "tokenize"), STAGE_VERSIONS["tokenize"]
+    root = home / "filter"
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        cand = Artifact("filter", path.name, path)
+        if path.name == "units" or not cand.done():
+            continue
+        if stage_artifact(home, "tokenize", config, [cand, vocab], version).key == tokenize.key:
+            return cand
+    return None
