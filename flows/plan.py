@@ -13,8 +13,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import RecipeName
-from mediswift.cli import dry_run
 from mediswift.config import home_dir, load_recipe
+from mediswift.dry_run import dry_run
 from mediswift.overrides import Overrides
 from mediswift.plan import parse_stages
 

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializeAsAny,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
+from mediswift.finetune.settings import FinetuneConfig
 from mediswift.settings import (
     CORPUS_UPSTREAMS,
     DownloadConfig,
@@ -35,14 +34,13 @@ from mediswift.settings import (
     TokenizeConfig,
     TrackingConfig,
     VocabConfig,
-    optimization,
-    result,
+    explain,
     role_of,
-    schedule,
 )
 
 # Re-exported: the stage sections live in `mediswift.settings` so that lower layers (data,
-# training) can import them without importing the downstream-task registry.
+# training) can import them without importing the downstream-task registry; the finetune
+# section lives beside the registry it validates tasks with.
 __all__ = [
     "DownloadConfig",
     "EvaluateConfig",
@@ -57,6 +55,7 @@ __all__ = [
     "TokenizeConfig",
     "TrackingConfig",
     "VocabConfig",
+    "explain",
     "load_recipe",
 ]
 
@@ -72,73 +71,6 @@ STAGES: tuple[str, ...] = (
 )
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
-
-_FinetuneOptim = optimization(
-    "FinetuneOptimization", weight_decay=0.01, betas=(0.9, 0.999), min_lr_ratio=0.0
-)
-
-
-class FinetuneConfig(_FinetuneOptim):  # type: ignore[misc,valid-type]
-    """Settings shared by every downstream task, and one section per task (`tasks`).
-
-    A task's own settings (its grid, epochs, prompt length, data caps, sources) live in its
-    section and re-key only that task; the settings here re-key every task.
-    """
-
-    tasks: dict[str, SerializeAsAny[TaskSettings]] = schedule(
-        default_factory=lambda: {"pubmedqa": {}, "hoc": {}},
-        description="downstream task -> its own settings (a list of names: defaults)",
-        plan=True,
-        validate_default=True,
-    )
-    seeds: list[int] = schedule(
-        default_factory=lambda: [0, 1, 2],
-        description="seeds of every grid point",
-        plan=True,
-        min_length=1,
-    )
-    patience: int = result(3, "epochs without a better dev metric before stopping", ge=1)
-    loss_on: Literal["target", "sequence"] = result(
-        "target", "tokens in the loss: the target only, or source and target (BioGPT)"
-    )
-    max_len: int = result(1024, "context tokens of a fine-tuning sequence", ge=8)
-    early_stop_on: Literal["score", "generate"] = result(
-        "score", "prediction mode whose dev metric drives early stopping"
-    )
-    eval_batch_size: int = result(16, "sequences per evaluation batch", ge=1)
-    concurrency: int = schedule(2, "grid points trained at once (threads)", ge=1)
-    device: str = schedule("auto", "auto, cpu, cuda or cuda:N")
-    torch_threads: int | None = schedule(
-        None, "torch threads per grid point (None: cores / concurrency)", ge=1
-    )
-
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _task_sections(cls, value: Any) -> Any:
-        # Each task validates its own section with its own settings class (see the registry).
-        from mediswift.finetune.registry import task_class
-
-        if isinstance(value, list | tuple):
-            value = {name: {} for name in value}
-        if not isinstance(value, dict) or not value:
-            raise ValueError("finetune.tasks: a mapping of task name -> settings (or a list)")
-        out = {}
-        for name, section in value.items():
-            settings_cls = task_class(name).Settings
-            if isinstance(section, settings_cls):
-                out[name] = section
-                continue
-            try:
-                out[name] = settings_cls.model_validate(section or {})
-            except ValidationError as e:
-                raise ValueError(f"finetune.tasks.{name}.{explain(e)}") from e
-        return out
-
-    def task(self, name: str) -> Any:
-        """The task plug-in `name` bound to its settings from this section."""
-        from mediswift.finetune.registry import task_class
-
-        return task_class(name)(self.tasks[name])
 
 
 class PipelineConfig(BaseModel):
@@ -257,16 +189,6 @@ def _select_tasks(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     # deep_merge would merge the recipe's other tasks back in: replace the mapping instead.
     recipe.setdefault("finetune", {})["tasks"] = {}
     return out
-
-
-def explain(e: ValidationError) -> str:
-    """A pydantic error as one line: `section.field: problem; ...`."""
-    parts = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "recipe"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
 
 
 def home_dir(home: str | os.PathLike[str] | None = None) -> Path:

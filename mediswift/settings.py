@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 AFFECTS = "affects"  # the json_schema_extra key of the classification
 Role = Literal["result", "plan", "schedule"]
@@ -93,6 +93,16 @@ def settings_json(value: Any, roles: tuple[str, ...]) -> Any:
     if isinstance(value, dict):
         return {k: settings_json(v, roles) for k, v in value.items()}
     return value
+
+
+def explain(e: ValidationError) -> str:
+    """A pydantic error as one line: `section.field: problem; ...`."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "recipe"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
 
 
 class Grid(Section):

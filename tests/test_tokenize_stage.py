@@ -21,7 +21,8 @@ from mediswift.config import PipelineConfig, load_recipe
 from mediswift.plan import plan
 from mediswift.text.moses import moses_detokenize, moses_tokenize
 from mediswift.text.token_shards import read_token_docs, tokenize_unit
-from mediswift.text.tokenizer import Tokenizer, build_vocab, document_text
+from mediswift.text.tokenizer import Tokenizer, document_text
+from mediswift.text.vocab import build_vocab
 
 # A word only validation documents contain: it must never become a piece.
 VALIDATION_ONLY = "zqxjvk"

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mediswift.artifacts import Artifact, content_key, file_digest, unit_artifact, write_atomic
-from mediswift.config import FinetuneConfig
 from mediswift.finetune.grid import grid_points
+from mediswift.finetune.settings import FinetuneConfig
 from mediswift.manifests import (
     FinetuneManifest,
     PointResult,

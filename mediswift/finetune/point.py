@@ -22,7 +22,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mediswift.artifacts import Artifact, tmp_path, write_atomic
-from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import load_prepared, load_token_ids
 from mediswift.finetune.formats import label_to_json
 from mediswift.finetune.scoring import (
@@ -33,6 +32,7 @@ from mediswift.finetune.scoring import (
     predict,
     source_budget,
 )
+from mediswift.finetune.settings import FinetuneConfig
 from mediswift.finetune.stats import degenerate
 from mediswift.finetune.trainer import LogFn, TrainSettings, fit
 from mediswift.manifests import PointSpec

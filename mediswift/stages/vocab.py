@@ -10,7 +10,7 @@ from pathlib import Path
 from mediswift.artifacts import Artifact
 from mediswift.manifests import FilterManifest, VocabManifest
 from mediswift.settings import VocabConfig
-from mediswift.text.tokenizer import build_vocab
+from mediswift.text.vocab import build_vocab
 
 log = logging.getLogger(__name__)
 
