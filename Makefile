@@ -12,7 +12,7 @@ export MEDISWIFT_HOME ?= $(abspath .mediswift)
 unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
-.PHONY: install demo repro-small test lint format bench serve stop clean docs cluster cluster-stop
+.PHONY: install demo repro-small test test-fast lint format bench serve stop clean docs cluster cluster-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q tests
+
+# The fast loop: the library's tests that need no Prefect server and start no training
+# processes (under 2 minutes on 2 cores; see the README).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not server" tests
 
 # The stage-manifest and recipe-settings references, generated from the types (a test checks).
 docs: install

@@ -204,11 +204,6 @@ class Tracker:
         logger.flush()
         self.client.set_terminated(run_id, status="FINISHED")
 
-    def run_url(self, run_id: str, ui_base: str | None) -> str | None:
-        if not ui_base:
-            return None
-        return f"{ui_base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
-
     def find_run(self, filter_string: str) -> str | None:
         """The id of this experiment's newest run matching `filter_string`, or None."""
         found = self.client.search_runs([self.experiment_id], filter_string, max_results=1)

@@ -55,14 +55,6 @@ def log_report(cfg: PipelineConfig, home: Path, folder: Path) -> str:
     return log_report_run(uri, cfg.tracking.finetune_experiment, home, folder, flow_run_tags())
 
 
-def tracking_settings(cfg: PipelineConfig, home: Path) -> dict[str, Any]:
-    """What a task needs to log to MLflow, as plain values for the library."""
-    return {
-        "tracking_uri": resolve_tracking_uri(cfg.tracking.tracking_uri, home),
-        "tags": flow_run_tags(),
-    }
-
-
 def models_available() -> bool:
     """Whether models can be logged: the transformers flavour needs the `hf` extra."""
     return importlib.util.find_spec("transformers") is not None

@@ -37,6 +37,13 @@ def shared_data() -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the Prefect server are marked `server` (left out of `make test-fast`)."""
+    for item in items:
+        if "prefect_harness" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect server for every flow test of the session (it takes tens of

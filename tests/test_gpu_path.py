@@ -98,6 +98,7 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32() -> None:
 # --- torch.compile ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # compiling takes half a minute on 2 cores
 def test_compiled_forward_matches_eager_on_cpu() -> None:
     """torch.compile (inductor's C++ backend on CPU, Triton on CUDA) gives the eager logits."""
     from torch._inductor import exc as inductor_exc

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_download import MirrorServer
+from mirror_server import MirrorServer
 
 from mediswift.lock import HomeBusy, home_lock
 

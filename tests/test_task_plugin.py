@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
-from test_finetune_flow import make_home
+from finetune_fixtures import make_home
 
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
@@ -77,7 +76,9 @@ def _lab(n: int) -> str:
 
 
 @pytest.mark.slow
-def test_a_new_task_runs_from_its_module_alone(mirror_dir: Path, tmp_path: Path) -> None:
+def test_a_new_task_runs_from_its_module_alone(
+    prefect_harness, mirror_dir: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "parity-data"
     data.mkdir()
     rng = random.Random(0)
@@ -91,9 +92,8 @@ finetune:
   tasks:
     parity: {{url: "{data}/"}}
 """
-    with prefect_test_harness(server_startup_timeout=120):
-        recipe, home = make_home(tmp_path, mirror_dir, recipe_text)
-        mediswift(recipe=str(recipe), stages=["finetune", "evaluate"], home=str(home))
+    recipe, home = make_home(tmp_path, mirror_dir, recipe_text)
+    mediswift(recipe=str(recipe), stages=["finetune", "evaluate"], home=str(home))
     arts = plan(load_recipe(str(recipe)), home)
     ft = arts["finetune"].manifest()
     assert list(ft["tasks"]) == ["parity"]

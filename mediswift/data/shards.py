@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +79,6 @@ class Document:
     language: str | None = None
     pub_types: list[str] = field(default_factory=list)
     license: str | None = None
-
-    def to_row(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _COLUMNS = [f.name for f in fields(Document)]

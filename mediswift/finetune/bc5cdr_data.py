@@ -58,7 +58,6 @@ from mediswift.finetune.relations import RelationExample, Template, Triple, norm
 CID = "cid"
 TEMPLATE = Template("the relation between {head} and {tail} exists", relation=CID)
 CHEMICAL, DISEASE = "Chemical", "Disease"
-NO_ID = "-1"
 
 # Relative to BioGPT's data folder (the upstream base) and to its mirror folder `biogpt/`.
 FILES = {

@@ -161,16 +161,6 @@ def optimizer_tensors(
     return _cpu(tensors), groups
 
 
-def load_optimizer(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, tensors: dict | None = None
-) -> None:
-    """Restore AdamW state saved by `save_checkpoint`, matching parameters by name."""
-    path = Path(path)
-    tensors = tensors if tensors is not None else load_file(str(path / TRAIN_TENSORS_FILE))
-    groups = json.loads((path / TRAIN_JSON_FILE).read_text())["optimizer_groups"]
-    restore_optimizer(model, optimizer, tensors, groups, where=str(path))
-
-
 def restore_optimizer(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -257,17 +247,6 @@ def load_masks(path: Path) -> dict[str, torch.Tensor]:
     """The bool masks (True = active) of checkpoint `path`; {} for a dense model."""
     f = Path(path) / MASKS_FILE
     return {k: v.bool() for k, v in load_file(str(f)).items()} if f.is_file() else {}
-
-
-def load_train_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(train_state.json contents, train_state.safetensors tensors) of a resumable checkpoint."""
-    path = Path(path)
-    if not (path / TRAIN_JSON_FILE).is_file():
-        raise FileNotFoundError(f"{path} holds no train state (a weights-only checkpoint)")
-    return (
-        json.loads((path / TRAIN_JSON_FILE).read_text()),
-        load_file(str(path / TRAIN_TENSORS_FILE)),
-    )
 
 
 def step_dir(root: Path, step: int) -> Path:
