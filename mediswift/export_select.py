@@ -15,7 +15,7 @@ from typing import Any
 from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.finetune.grid import select
-from mediswift.manifests import FinetuneManifest, PretrainManifest, VariantRecord
+from mediswift.manifests import FinetuneManifest, PretrainManifest, TrainedVariant
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ExportChoice:
     card: dict[str, Any]
 
 
-def find_variant(pretrain: PretrainManifest, name: str) -> VariantRecord:
+def find_variant(pretrain: PretrainManifest, name: str) -> TrainedVariant:
     for v in pretrain.variants:
         if v.name == name:
             return v

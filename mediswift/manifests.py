@@ -106,7 +106,7 @@ class TokenizeManifest(Manifest):
 
 
 # -- pre-training ---------------------------------------------------------------------------
-class VariantRecord(BaseModel):
+class TrainedVariant(BaseModel):
     """One pre-trained variant, as the pretrain stage lists it."""
 
     model_config = ConfigDict(extra="allow")  # the variant's own facts (FLOPs, timings...)
@@ -128,7 +128,7 @@ class VariantRecord(BaseModel):
 class PretrainManifest(Manifest):
     """Every pre-trained variant of the recipe's model size, with Figure 2 and Table 2."""
 
-    variants: list[VariantRecord] = Field(description="one per sparsity level")
+    variants: list[TrainedVariant] = Field(description="one per sparsity level")
     loss_plot: str = Field(description="PNG of every variant's loss curve (Figure 2)")
     table: str = Field(description="Table 2 as Markdown")
     unigram_val_loss: float | None = Field(
@@ -183,10 +183,12 @@ class PointSpec(BaseModel):
         return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
 
 
-class Majority(BaseModel):
-    """The majority-class baseline learned on train, scored on dev and test."""
+class Baseline(BaseModel):
+    """The task's trivial baseline learned on train, scored on dev and test: the majority class
+    for classification tasks, the training pairs found in the text for relation tasks (the
+    task's `baseline_name`)."""
 
-    label: Any = Field(description="the majority-class prediction")
+    label: Any = Field(description="what the baseline predicts (the majority class, or a rule)")
     dev: float
     test: float
     test_ci95: tuple[float, float] | None = Field(
@@ -201,7 +203,7 @@ class TaskDataInfo(BaseModel):
     metric: str = Field(description="name of the task metric")
     counts: dict[str, int] = Field(description="examples per split, after caps")
     full_counts: dict[str, int] = Field(description="examples per split, before caps")
-    majority: Majority
+    majority: Baseline
     stages: list[str] = Field(description="training schedule, in order")
 
 

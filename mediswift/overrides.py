@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mediswift.config import deep_merge
+from mediswift.config import PretrainConfig, deep_merge
+from mediswift.model.sizes import SIZES
+
+# The choices come from where they are defined: the sizes table and the pretrain section.
+SizeName = Literal[tuple(SIZES)]  # type: ignore[valid-type]
+SparsityMethod = PretrainConfig.model_fields["sparsity_method"].annotation
 
 # Typed field -> (section, key) in the recipe.
 _PATHS: dict[str, tuple[str, str]] = {
@@ -32,13 +37,13 @@ class Overrides(BaseModel):
     pubmed_max_files: int | None = Field(None, ge=0, description="PubMed baseline files to take")
     pmc_max_articles: int | None = Field(None, ge=0, description="PMC articles to take")
     vocab_size: int | None = Field(None, gt=0, description="BPE vocabulary size")
-    model: Literal["tiny", "small", "med", "large", "xl"] | None = Field(
+    model: SizeName | None = Field(  # type: ignore[valid-type]
         None, description="model size (Table 5: med, large, xl; tiny and small for CPUs)"
     )
     pretrain_steps: int | None = Field(None, gt=0, description="pre-training steps")
     sparsity_levels: list[float] | None = Field(None, description="e.g. [0, 0.5, 0.75]")
-    sparsity_method: Literal["static", "set", "rigl"] | None = Field(
-        None, description="static random masks (the paper), or dynamic SET / RigL"
+    sparsity_method: SparsityMethod | None = Field(  # type: ignore[valid-type]
+        None, description=PretrainConfig.model_fields["sparsity_method"].description
     )
     finetune_tasks: list[str] | None = Field(
         None,

@@ -15,7 +15,7 @@ import torch
 from training_fixtures import tiny_pretrain_config, tiny_variant
 
 from mediswift.train import checkpoint as ckpt
-from mediswift.train.pretrain import RECORD, VariantSpec, run_variant
+from mediswift.train.pretrain import VARIANT_MANIFEST, VariantSpec, run_variant
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 60
@@ -62,7 +62,7 @@ def test_killed_run_resumes_bitwise(tmp_path: Path, method: str) -> None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(30) == -signal.SIGKILL
-    assert not (out / RECORD).exists()
+    assert not (out / VARIANT_MANIFEST).exists()
     resumed_from = ckpt.latest_checkpoint(out / "checkpoints")
     step = int(resumed_from.name.split("_")[1])  # type: ignore[union-attr]
     assert 10 <= step < STEPS

@@ -25,7 +25,7 @@ from training_fixtures import free_port, tiny_pretrain_config, tiny_variant
 from mediswift.config import PretrainConfig
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.launch import Launch, launch_for, node_command, torchrun_command
-from mediswift.train.pretrain import RECORD, VariantSpec, launch_variant
+from mediswift.train.pretrain import VARIANT_MANIFEST, VariantSpec, launch_variant
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "deployments" / "slurm" / "pretrain.sbatch"
@@ -165,7 +165,7 @@ def test_killed_node_then_both_restarted_finish_the_run(tmp_path: Path, one_node
         for node in (node1, node2):
             if node.poll() is None:
                 kill_node(node)
-    assert not (out / RECORD).exists(), "the run ended before the kill: raise STEPS"
+    assert not (out / VARIANT_MANIFEST).exists(), "the run ended before the kill: raise STEPS"
     saved = ckpt.latest_checkpoint(out / "checkpoints")
     assert saved is not None and int(saved.name.split("_")[1]) < STEPS
 

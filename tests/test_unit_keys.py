@@ -22,7 +22,7 @@ from mediswift.manifests import (
     DownloadManifest,
     FilterManifest,
     TrackingSpec,
-    VariantRecord,
+    TrainedVariant,
     VocabManifest,
 )
 from mediswift.plan import plan as stage_plan
@@ -218,7 +218,7 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
     }
     for t, (_, unit) in data.items():
         keys[f"finetune:data:{t}"] = unit.key
-    variant = VariantRecord.model_construct(name="tiny-s0", checkpoint="pretrain/units/k/final")
+    variant = TrainedVariant.model_construct(name="tiny-s0", checkpoint="pretrain/units/k/final")
     tracking = TrackingSpec(uri=None, experiment="e")
     for p in finetune_plan.sweep_plans(fc, home, [variant], data, vocab_art, tracking):
         for spec, _ in p.points:

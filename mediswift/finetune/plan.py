@@ -25,7 +25,7 @@ from mediswift.manifests import (
     TaskDataInfo,
     TaskDataSpec,
     TrackingSpec,
-    VariantRecord,
+    TrainedVariant,
 )
 
 S = TypeVar("S", TaskDataSpec, PointSpec)
@@ -85,7 +85,7 @@ def data_spec(
 class SweepPlan:
     """One (variant, task) sweep: its key (which names its MLflow parent run) and its points."""
 
-    variant: VariantRecord
+    variant: TrainedVariant
     task: str
     key: str
     params: dict[str, Any]
@@ -95,7 +95,7 @@ class SweepPlan:
 def sweep_plans(
     cfg: FinetuneConfig,
     home: Path,
-    variants: Sequence[VariantRecord],
+    variants: Sequence[TrainedVariant],
     data: dict[str, tuple[TaskDataSpec, Artifact]],
     vocab: Artifact,
     tracking: TrackingSpec,

@@ -16,7 +16,7 @@ from typing import Any
 from mediswift import manifests
 from mediswift.artifacts import Artifact, stage_artifact, write_atomic
 from mediswift.config import PipelineConfig
-from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, VariantRecord
+from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, TrainedVariant
 from mediswift.plan import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
@@ -98,9 +98,9 @@ def compare(
     return manifest, table
 
 
-def variant_record(record: dict[str, Any], model: str | None) -> VariantRecord:
+def variant_record(record: dict[str, Any], model: str | None) -> TrainedVariant:
     fields = {k: v for k, v in record.items() if k not in ("experiment_id", "unit")}
-    return VariantRecord.model_validate(fields | {"registered_model": model})
+    return TrainedVariant.model_validate(fields | {"registered_model": model})
 
 
 def with_models(

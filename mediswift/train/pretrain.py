@@ -62,7 +62,7 @@ from mediswift.train.state import (
     TrainCheckpoint,
 )
 
-RECORD = MANIFEST  # the variant directory is a unit artifact: its record is its manifest
+VARIANT_MANIFEST = MANIFEST  # the variant directory is a unit artifact: done once this exists
 
 
 class VariantSpec(BaseModel):
@@ -196,7 +196,7 @@ def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, 
     Rank 0 writes metrics to `<out_dir>/metrics.jsonl` and forwards them to `sink`.
     """
     out = Path(spec.out_dir)
-    if (out / RECORD).is_file():
+    if (out / VARIANT_MANIFEST).is_file():
         return read_record(out)
     cfg = spec.cfg
     d = init_distributed(cfg.device)
@@ -233,7 +233,9 @@ def launch_variant(
     if launch.in_process:
         return run_variant(spec, sink)
     out = Path(spec.out_dir)
-    if not (out / RECORD).is_file():  # a done variant must not wait for nodes at a rendezvous
+    if not (
+        out / VARIANT_MANIFEST
+    ).is_file():  # a done variant must not wait for nodes at a rendezvous
         _torchrun(spec, launch, out, timeout)
     if sink is not None and (out / "metrics.jsonl").is_file():
         for step, metrics in read_metrics(out / "metrics.jsonl"):
@@ -529,7 +531,7 @@ def _finish(
     }
     metrics.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
     metrics.flush()
-    write_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
+    write_atomic(out / VARIANT_MANIFEST, json.dumps(record, indent=2) + "\n")
     return _absolute(record, out)
 
 
@@ -543,7 +545,7 @@ def _absolute(record: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def read_record(out: Path) -> dict[str, Any]:
-    return _absolute(json.loads((out / RECORD).read_text()), out)
+    return _absolute(json.loads((out / VARIANT_MANIFEST).read_text()), out)
 
 
 def main(argv: list[str] | None = None) -> int:
