@@ -1,4 +1,6 @@
-"""The temporary Prefect server of a CLI run dies with the run.
+"""The temporary Prefect server of a CLI run: it dies with the run, and process-pool workers
+share it. The one place that reaches into Prefect's internals (`SubprocessASGIServer`: Prefect
+has no public API for either need); `tests/test_prefect_internals.py` fails when they move.
 
 Without a configured server, Prefect starts a temporary one in a subprocess and stops it when the
 run ends normally; a run killed with SIGKILL leaves it behind (about 250 MB each). Here the
@@ -13,7 +15,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 PR_SET_PDEATHSIG = 1
 
@@ -67,3 +73,24 @@ class _Shim:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
+
+
+@contextmanager
+def workers_share_api() -> Iterator[None]:
+    """Point worker processes at this process's temporary API server, if it uses one.
+
+    Process-pool workers inherit the settings as environment variables; with no API URL
+    configured (a local run without a server) each worker would start a temporary server of its
+    own, which costs tens of seconds per worker and splits the run's records.
+    """
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)
+    if server is None or not server.running:
+        yield
+        return
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield

@@ -65,6 +65,6 @@ def select_pmc_articles(cfg: DownloadConfig, base: str, home: str) -> dict[str, 
     return {"articles": [a.to_dict() for a in articles], "skipped": skipped}
 
 
-@task(name="download", task_run_name="{spec.name}", **NETWORK)
+@task(name="download", task_run_name="{spec.run_name}", **NETWORK)
 def download_unit(spec: S.DownloadSpec, home: str) -> dict[str, Any]:
     return S.run_unit(spec, Path(home))

@@ -11,6 +11,6 @@ from prefect import task
 from mediswift.stages import parse as S
 
 
-@task(name="parse", task_run_name="parse-{spec.kind}-{spec.label}")
+@task(name="parse", task_run_name="{spec.run_name}")
 def parse_unit(spec: S.ParseSpec, home: str) -> dict[str, Any]:
     return S.run_unit(spec, Path(home))

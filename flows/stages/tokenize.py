@@ -11,15 +11,13 @@ token totals per split; tokenizer hash; vocab size).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from flows.server import workers_share_api
 from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import ExecutorConfig, PipelineConfig, TokenizeConfig
@@ -38,27 +36,6 @@ def task_runner(cfg: TokenizeConfig, executor: ExecutorConfig | None = None) -> 
 
         return DaskTaskRunner(address=address)
     return ProcessPoolTaskRunner(max_workers=cfg.workers)
-
-
-@contextmanager
-def workers_share_api() -> Iterator[None]:
-    """Point worker processes at this process's temporary API server, if it uses one.
-
-    Process-pool workers inherit the settings as environment variables; with no API URL
-    configured (a local run without a server) each worker would start a temporary server of its
-    own, which costs tens of seconds per worker and splits the run's records.
-    """
-    if PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer._instances.get(None)
-    if server is None or not server.running:
-        yield
-        return
-    with temporary_settings({PREFECT_API_URL: server.api_url}):
-        yield
 
 
 @flow(name="tokenize-shards")

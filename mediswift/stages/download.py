@@ -31,6 +31,12 @@ class DownloadSpec(UnitSpec):
 
     @property
     def name(self) -> str:
+        """What the progress lines call the unit."""
+        raise NotImplementedError
+
+    @property
+    def run_name(self) -> str:
+        """What the UI calls the unit's task run."""
         raise NotImplementedError
 
 
@@ -41,6 +47,10 @@ class PubmedFileSpec(DownloadSpec):
     @property
     def name(self) -> str:
         return f"pubmed/{self.file.name}"
+
+    @property
+    def run_name(self) -> str:
+        return f"pubmed-{self.file.name}"
 
 
 class PmcBatchSpec(DownloadSpec):
@@ -53,6 +63,10 @@ class PmcBatchSpec(DownloadSpec):
     def name(self) -> str:
         return f"pmc/{self.index}"
 
+    @property
+    def run_name(self) -> str:
+        return f"pmc-batch-{self.index}"
+
 
 class CorpusSpec(DownloadSpec):
     kind: ClassVar[str] = "corpus"
@@ -63,6 +77,10 @@ class CorpusSpec(DownloadSpec):
     @property
     def name(self) -> str:
         return f"corpus/{self.given}"
+
+    @property
+    def run_name(self) -> str:
+        return f"corpus-{self.spec}"
 
 
 def check_corpora(cfg: DownloadConfig) -> None:

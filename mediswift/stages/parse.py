@@ -64,6 +64,11 @@ class ParseSpec(UnitSpec):
         return self.kind
 
     @property
+    def run_name(self) -> str:
+        """What the UI calls the unit's task run."""
+        return f"parse-{self.kind}-{self.label}"
+
+    @property
     def label(self) -> str:
         raise NotImplementedError
 
@@ -89,6 +94,10 @@ class PmcSpec(ParseSpec):
     def label(self) -> str:
         return self.articles[0].path
 
+    @property
+    def run_name(self) -> str:
+        return f"parse-pmc-batch-{self.index}"
+
 
 class CorpusSpec(ParseSpec):
     kind: ClassVar[str] = "corpus"
@@ -100,6 +109,10 @@ class CorpusSpec(ParseSpec):
     @property
     def label(self) -> str:
         return self.input
+
+    @property
+    def run_name(self) -> str:
+        return f"parse-corpus-{self.name}"
 
 
 def units(cfg: ParseConfig, download: DownloadManifest, home: Path) -> list[ParseSpec]:
