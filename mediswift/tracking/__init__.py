@@ -11,6 +11,7 @@ and URL.
 """
 
 from mediswift.tracking.registry import (
+    MODEL_TAG,
     ModelVersionRef,
     find_registered,
     log_hf_model,
@@ -42,6 +43,7 @@ from mediswift.tracking.uris import (
 __all__ = [
     "ARTIFACTS_DIR",
     "HOME_DB",
+    "MODEL_TAG",
     "NOTE_TAG",
     "DatasetRef",
     "ModelVersionRef",
