@@ -86,7 +86,8 @@ def _run(home: Path, mirror: Path, marker: Path) -> tuple[dict[str, Any], Counte
 
 
 async def _states(flow_run_id: UUID) -> Counter[str]:
-    """State names of the unit tasks (those taking a content key) of a flow run."""
+    """State names of the unit tasks (those taking a unit spec or a content key) of a flow
+    run."""
     async with get_client() as client:
         children = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
@@ -98,7 +99,7 @@ async def _states(flow_run_id: UUID) -> Counter[str]:
             for tr in await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id={"any_": [rid]})
             ):
-                if "key" in tr.task_inputs:
+                if "spec" in tr.task_inputs or "key" in tr.task_inputs:
                     out[tr.state.name if tr.state else "?"] += 1
         return out
 
