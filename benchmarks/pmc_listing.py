@@ -62,12 +62,8 @@ sys.path.insert(0, str(REPO))
 
 from mediswift.data.http import HttpClient
 from mediswift.data.listing import ListingStore, cached_prefixes
-from mediswift.data.pmc_files import (
-    INVENTORY,
-    inventory_entries,
-    latest_inventory,
-    select_pmc,
-)
+from mediswift.data.pmc_inventory import INVENTORY, inventory_entries, latest_inventory
+from mediswift.data.pmc_select import select_pmc
 
 DATE = "2026-01-18T01-00Z"
 LICENSES = ["CC BY", "CC BY", "CC BY", "CC BY-NC", "CC BY-NC-ND", "CC0", "CC BY-NC-SA", "TDM"]

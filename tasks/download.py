@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from mediswift.data.download import TransientError, client_for
-from mediswift.data.pmc_files import select_pmc
+from mediswift.data.pmc_select import select_pmc
 from mediswift.data.pubmed_files import list_pubmed
 from mediswift.settings import DownloadConfig
 from mediswift.stages import download as S

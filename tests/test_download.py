@@ -29,7 +29,8 @@ from mediswift.data.download import (
     md5_file,
 )
 from mediswift.data.listing import index_names, list_prefixes, parse_list_bucket
-from mediswift.data.pmc_files import allows_commercial, fetch_pmc_batch, select_pmc
+from mediswift.data.pmc_files import allows_commercial, fetch_pmc_batch
+from mediswift.data.pmc_select import select_pmc
 from mediswift.data.pubmed_files import PubmedFile, fetch_pubmed, list_pubmed
 from mediswift.data.sources import corpus_name, fetch_corpus
 

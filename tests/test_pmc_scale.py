@@ -24,7 +24,9 @@ from xml.sax.saxutils import escape
 import pytest
 
 from mediswift.data.http import HttpClient, PermanentError
-from mediswift.data.pmc_files import INVENTORY, MetadataStore, cache_dir, select_pmc
+from mediswift.data.pmc_inventory import INVENTORY
+from mediswift.data.pmc_select import select_pmc
+from mediswift.data.pmc_store import MetadataStore, cache_dir
 
 TOP = "\U0010ffff"  # sorts after any character a key can hold
 
