@@ -19,6 +19,7 @@ from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
 from mediswift.plan import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
+from mediswift.sources import remember
 from mediswift.tracking import adopt_home_store_if_default
 
 RECIPE_NAMES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
@@ -114,17 +115,19 @@ def mediswift(
             Empty: every stage.
         overrides: settings that replace the recipe's (empty fields keep the recipe's values).
         home: the artifact root (default: MEDISWIFT_HOME or ./.mediswift).
-        mirror: a local folder or URL standing for the upstream servers (default:
-            MEDISWIFT_MIRROR, then the recipe's `mirror`).
+        mirror: a local folder or URL standing for the upstream servers, or "none" for
+            upstream (default: MEDISWIFT_MIRROR, then the source this recipe last ran with in
+            the home, then the recipe's `mirror`).
         force: stages to run again in full even though their outputs are done.
     """
     fragment = (overrides or Overrides()).as_recipe_fragment()
-    cfg = load_recipe(recipe, fragment, mirror)
     root = home_dir(home)
+    cfg = load_recipe(recipe, fragment, mirror, root)
     arts = plan(cfg, root, upstream_listing(cfg))
     # One writer per home: a second run waits here, then finds the stages it shares done.
     with home_lock(root, on_wait=get_run_logger().warning):
         adopt_home_store_if_default(cfg.tracking.tracking_uri, root)
+        remember(root, cfg.name, cfg.mirror)  # later commands find this home's outputs
         force_stages(root, arts, parse_stages(list(force)) if force else [])
         chosen = parse_stages(list(stages) if stages else None)
         ran = [s for s in chosen if run_stage(s, cfg, root, arts)]

@@ -38,8 +38,9 @@ def mediswift_plan(
         gpu: the GPU the hours are estimated for (bf16 peak of its data sheet).
         mfu: the model FLOPs utilisation assumed.
     """
-    cfg = load_recipe(recipe, (overrides or Overrides()).as_recipe_fragment(), mirror)
-    text = dry_run(cfg, home_dir(home), parse_stages(None), gpu, mfu)
+    root = home_dir(home)
+    cfg = load_recipe(recipe, (overrides or Overrides()).as_recipe_fragment(), mirror, root)
+    text = dry_run(cfg, root, parse_stages(None), gpu, mfu)
     print(text)
     create_markdown_artifact(key="mediswift-plan", markdown=f"```\n{text}\n```")
     return text

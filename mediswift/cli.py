@@ -20,6 +20,12 @@ from mediswift.console import log_traceback, one_line, quiet_console, run_log
 from mediswift.dry_run import dry_run
 from mediswift.overrides import parse_set
 from mediswift.plan import parse_stages, plan
+from mediswift.sources import UPSTREAM
+
+MIRROR_HELP = (
+    "local folder or URL standing for upstream ('none': upstream; default: the source this "
+    "recipe last ran with in the home, else the recipe's)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated stages (default: all): download,parse,filter,vocab,tokenize,"
         "pretrain,finetune,evaluate",
     )
-    run.add_argument("--mirror", default=None, help="local folder or URL standing for upstream")
+    run.add_argument("--mirror", default=None, help=MIRROR_HELP)
     run.add_argument(
         "--home", default=None, help="artifact root (default: MEDISWIFT_HOME or .mediswift)"
     )
@@ -81,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--recipe", default="demo", help="recipe name or YAML path")
     export.add_argument("--home", default=None, help="artifact root (default: MEDISWIFT_HOME)")
     export.add_argument("--set", dest="sets", action="append", default=[], metavar="K=V")
+    export.add_argument("--mirror", default=None, help=MIRROR_HELP)
     export.add_argument("--variant", required=True, help="pre-trained variant, e.g. tiny-s75")
     export.add_argument("--task", default=None, help="export the best fine-tuned point instead")
     export.add_argument("--out", required=True, help="output directory")
@@ -96,11 +103,11 @@ class BadSettings(Exception):
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         overrides = parse_set(args.sets)
-        cfg = load_recipe(args.recipe, overrides, args.mirror)
+        home = home_dir(args.home)
+        cfg = load_recipe(args.recipe, overrides, args.mirror, home)
         stages = parse_stages(args.stages)
     except (FileNotFoundError, ValueError) as e:
         raise BadSettings(str(e)) from e
-    home = home_dir(args.home)
     if args.dry_run:
         print(dry_run(cfg, home, stages, args.gpu, args.mfu))
         return 0
@@ -129,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stages=stages,
         overrides=Overrides(extra=overrides),
         home=str(home),
-        mirror=cfg.mirror,
+        mirror=cfg.mirror or UPSTREAM,  # the source decided here, "none" included
     )
     print("\nOutputs:")
     for stage, path in result.items():
@@ -150,10 +157,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mediswift.export_select import choose
 
     try:
-        cfg = load_recipe(args.recipe, parse_set(args.sets))
+        home = home_dir(args.home)
+        cfg = load_recipe(args.recipe, parse_set(args.sets), args.mirror, home)
     except (FileNotFoundError, ValueError) as e:
         raise BadSettings(str(e)) from e
-    home = home_dir(args.home)
     arts = plan(cfg, home)
     choice = choose(home, arts, args.variant, args.task, cfg.evaluate.plot_mode)
     card = {

@@ -6,6 +6,7 @@ below; anything a recipe leaves out takes the defaults here, which follow the pa
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from mediswift import sources
 from mediswift.finetune.settings import FinetuneConfig
 from mediswift.settings import (
     CORPUS_UPSTREAMS,
@@ -58,6 +60,8 @@ __all__ = [
     "explain",
     "load_recipe",
 ]
+
+log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = (
     "download",
@@ -148,11 +152,16 @@ def recipe_path(recipe: str) -> Path:
 
 
 def load_recipe(
-    recipe: str, overrides: dict[str, Any] | None = None, mirror: str | None = None
+    recipe: str,
+    overrides: dict[str, Any] | None = None,
+    mirror: str | None = None,
+    home: Path | None = None,
 ) -> PipelineConfig:
     """Load a recipe by name or path, apply overrides (nested dict), then the mirror setting.
 
-    The mirror comes, in order of precedence, from `mirror`, `MEDISWIFT_MIRROR`, the recipe.
+    The mirror comes, in order of precedence, from `mirror`, `MEDISWIFT_MIRROR` (either may be
+    "none": upstream), the source `home` remembers this recipe ran with
+    (`mediswift.sources`), the recipe's own `mirror`.
     """
     path = recipe_path(recipe)
     try:
@@ -163,7 +172,7 @@ def load_recipe(
         raise ValueError(f"{path}: a recipe must be a mapping of stage sections")
     data.setdefault("name", path.stem)
     data = deep_merge(data, _select_tasks(data, overrides or {}))
-    mirror = mirror or os.environ.get("MEDISWIFT_MIRROR") or data.get("mirror")
+    mirror = _source(data, mirror or os.environ.get("MEDISWIFT_MIRROR"), home)
     if mirror and "://" not in mirror:
         mirror = str(Path(mirror).expanduser().resolve())
     data["mirror"] = mirror
@@ -171,6 +180,18 @@ def load_recipe(
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise ValueError(f"{path}: {explain(e)}") from e
+
+
+def _source(recipe: dict[str, Any], given: str | None, home: Path | None) -> str | None:
+    if given:
+        return None if given == sources.UPSTREAM else given
+    if home is not None:
+        known, mirror = sources.remembered(home, recipe["name"])
+        if known:
+            log.info("recipe %s: source %s, as it last ran in %s (--mirror to change it)",
+                     recipe["name"], sources.describe(mirror), home)  # fmt: skip
+            return mirror
+    return recipe.get("mirror")
 
 
 def _select_tasks(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

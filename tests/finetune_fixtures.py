@@ -38,11 +38,15 @@ finetune:
 """
 
 
-def make_home(root: Path, mirror: Path, recipe_text: str = RECIPE) -> tuple[Path, Path]:
+def make_home(
+    root: Path, mirror: Path, recipe_text: str = RECIPE, mirror_in_recipe: bool = True
+) -> tuple[Path, Path]:
+    """The recipe file and the home; `mirror_in_recipe=False`: the recipe names no mirror (a
+    run is given it, as `mediswift run --mirror` does)."""
     recipe = root / "recipe.yaml"
-    recipe.write_text(recipe_text + f"mirror: {mirror}\n")
+    recipe.write_text(recipe_text + (f"mirror: {mirror}\n" if mirror_in_recipe else ""))
     home = root / "home"
-    arts = plan(load_recipe(str(recipe)), home)
+    arts = plan(load_recipe(str(recipe), mirror=str(mirror)), home)
     # vocab: a small tokenizer learned on task text (the tasks' files come from the mirror).
     vdir = arts["vocab"].ensure().path
     pqa = pqal_splits(

@@ -92,9 +92,13 @@ finetune:
   tasks:
     parity: {{url: "{data}/"}}
 """
-    recipe, home = make_home(tmp_path, mirror_dir, recipe_text)
-    mediswift(recipe=str(recipe), stages=["finetune", "evaluate"], home=str(home))
-    arts = plan(load_recipe(str(recipe)), home)
+    # The run is given the mirror (the recipe names none); every later command finds its
+    # outputs without it: the home remembers the source.
+    recipe, home = make_home(tmp_path, mirror_dir, recipe_text, mirror_in_recipe=False)
+    mediswift(
+        recipe=str(recipe), stages=["finetune", "evaluate"], home=str(home), mirror=str(mirror_dir)
+    )
+    arts = plan(load_recipe(str(recipe), home=home), home)
     ft = arts["finetune"].manifest()
     assert list(ft["tasks"]) == ["parity"]
     assert ft["tasks"]["parity"]["counts"] == {"train": 24, "dev": 8, "test": 12}
