@@ -16,9 +16,9 @@ from flows.server import tie_temporary_server_to_this_process
 __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
 from mediswift.artifacts import content_key, sweep_stale_tmp
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
+from mediswift.graph import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
-from mediswift.plan import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
 from mediswift.sources import remember
 from mediswift.tracking import adopt_home_store_if_default
 
@@ -89,7 +89,7 @@ def upstream_listing(cfg: PipelineConfig) -> str | None:
 
 
 def force_stages(home: Path, arts: dict[str, Any], stages: list[str]) -> None:
-    """Make the named stages run again, every unit of them (`mediswift.plan.reopen`)."""
+    """Make the named stages run again, every unit of them (`mediswift.graph.reopen`)."""
     for stage in stages:
         n = reopen(home, arts[stage])
         get_run_logger().warning(

@@ -18,8 +18,8 @@ from pathlib import Path
 from mediswift.config import RECIPES_DIR, home_dir, load_recipe
 from mediswift.console import log_traceback, one_line, quiet_console, run_log
 from mediswift.dry_run import dry_run
+from mediswift.graph import parse_stages, plan
 from mediswift.overrides import parse_set
-from mediswift.plan import parse_stages, plan
 from mediswift.sources import UPSTREAM
 
 MIRROR_HELP = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mediswift.config import PipelineConfig
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 
 def _tokens(n: float) -> str:

@@ -1,7 +1,7 @@
 """Fine-tuning tasks: fetch and prepare one downstream task's data; fine-tune one grid point.
 
 Data and points are content-addressed units under `<home>/finetune/units/<key>` (keys from
-`mediswift.finetune.plan`); the library returns a finished unit as it is, so a finished grid
+`mediswift.finetune.keys`); the library returns a finished unit as it is, so a finished grid
 point is never re-trained. Each grid point is one child MLflow run under its sweep's parent.
 """
 
@@ -17,7 +17,7 @@ from mediswift.artifacts import unit_at
 from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.data.download import client_for
 from mediswift.finetune.datasets import DATA_FILE, prepare_task
-from mediswift.finetune.plan import read_spec
+from mediswift.finetune.keys import read_spec
 from mediswift.finetune.point import run_point
 from mediswift.finetune.sources import fetch_task_files
 from mediswift.manifests import PointSpec, TaskDataSpec

@@ -10,8 +10,8 @@ import torch
 from mediswift.config import load_recipe
 from mediswift.finetune.hoc import HoC, hoc_splits
 from mediswift.finetune.pubmedqa import PubMedQA, pqal_splits
+from mediswift.graph import plan
 from mediswift.model.gpt import GPT, GPTConfig
-from mediswift.plan import plan
 from mediswift.text import moses
 from mediswift.text.bpe import learn_bpe
 from mediswift.text.tokenizer import Tokenizer, write_tokenizer_config

@@ -8,8 +8,8 @@ import pytest
 
 from mediswift.cli import main
 from mediswift.config import load_recipe
+from mediswift.graph import parse_stages, plan
 from mediswift.overrides import Overrides, parse_set
-from mediswift.plan import parse_stages, plan
 
 RECIPES = ["demo", "repro-small", "paper", "paper-med", "paper-large", "paper-xl"]
 

@@ -17,7 +17,7 @@ from mediswift.config import load_recipe
 from mediswift.data.contamination import EvalText, NgramIndex, ngrams, normalise, summarise
 from mediswift.data.filters import REASONS, ShardRef, apply_plan, plan_filter
 from mediswift.data.shards import Document, write_documents
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 # 20 words: a 13-gram of it is any 13 consecutive of them.
 SECRET = (
@@ -238,7 +238,7 @@ def test_filter_key_follows_the_evaluation_set(tmp_path: Path) -> None:
 
 def test_training_settings_of_a_task_never_rekey_the_corpus() -> None:
     from mediswift.config import load_recipe
-    from mediswift.plan import plan
+    from mediswift.graph import plan
 
     base = plan(load_recipe("demo"), Path("/nonexistent"))
     longer = plan(

@@ -11,8 +11,8 @@ import pytest
 
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
+from mediswift.graph import plan
 from mediswift.overrides import Overrides
-from mediswift.plan import plan
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")

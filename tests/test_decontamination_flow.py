@@ -22,7 +22,7 @@ from flows.pipeline import mediswift
 from mediswift.config import PipelineConfig, load_recipe
 from mediswift.data.download import client_for
 from mediswift.finetune.sources import fetch_task_files
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mediswift.config import load_recipe
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")

@@ -14,7 +14,7 @@ from prefect import flow
 
 from flows.stages import download as stage
 from mediswift.config import PipelineConfig
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 
 def _cfg(mirror_dir: Path) -> PipelineConfig:

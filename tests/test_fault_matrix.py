@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from mediswift.config import STAGES, load_recipe
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")

@@ -17,7 +17,7 @@ from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import prepare_task
 from mediswift.finetune.formats import read_examples
 from mediswift.finetune.hoc import HoC, hoc_splits
-from mediswift.finetune.plan import task_section
+from mediswift.finetune.keys import task_section
 from mediswift.finetune.point import (
     load_finetuned,
     load_pretrained,

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
-from mediswift.plan import plan
+from mediswift.graph import plan
 from mediswift.tracking import default_tracking_uri
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mediswift.config import FinetuneConfig
-from mediswift.finetune.plan import result_settings
+from mediswift.finetune.keys import result_settings
 
 
 def test_task_settings_only_touch_their_task() -> None:

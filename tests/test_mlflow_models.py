@@ -307,8 +307,8 @@ def test_sweeps_list_their_points_and_register_the_selected_one(
 
     from flows.pipeline import mediswift
     from mediswift.config import load_recipe
+    from mediswift.graph import plan
     from mediswift.overrides import Overrides
-    from mediswift.plan import plan
 
     recipe, home = make_home(tmp_path, mirror_dir, FLOW_RECIPE)
     client = MlflowClient(default_tracking_uri(home))

@@ -28,7 +28,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from flows.pipeline import mediswift
 from mediswift.artifacts import unit_at
 from mediswift.config import load_recipe
-from mediswift.plan import plan
+from mediswift.graph import plan
 from tasks.common import read_record, record_path, write_record
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")

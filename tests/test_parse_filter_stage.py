@@ -20,7 +20,7 @@ import pytest
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
 from mediswift.data.pubmed import iter_pubmed
-from mediswift.plan import plan
+from mediswift.graph import plan
 
 N_PMC = 12
 # The Prefect test server takes most of the time (tens of seconds on a busy machine).

@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 
 from flows.pipeline import mediswift
 from mediswift.config import load_recipe
+from mediswift.graph import plan
 from mediswift.overrides import Overrides
-from mediswift.plan import plan
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mediswift.config import load_recipe
-from mediswift.plan import plan
+from mediswift.graph import plan
 from mediswift.tracking import Tracker, adopt_home_store, default_tracking_uri
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")

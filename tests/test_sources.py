@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mediswift.config import load_recipe
-from mediswift.plan import plan
+from mediswift.graph import plan
 from mediswift.sources import SOURCES_FILE, remember, remembered
 
 

@@ -19,7 +19,7 @@ from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import accuracy
 from mediswift.finetune.registry import register
 from mediswift.finetune.task import DownstreamTask, TableLayout, TaskData
-from mediswift.plan import plan
+from mediswift.graph import plan
 from mediswift.settings import Grid, task_settings
 
 ToySettings = task_settings(

@@ -17,7 +17,9 @@ import pytest
 
 from mediswift.artifacts import Artifact, content_key
 from mediswift.config import PipelineConfig
-from mediswift.finetune import plan as finetune_plan
+from mediswift.finetune import keys as finetune_keys
+from mediswift.graph import plan as stage_plan
+from mediswift.graph import variant_unit
 from mediswift.manifests import (
     DownloadManifest,
     FilterManifest,
@@ -25,8 +27,6 @@ from mediswift.manifests import (
     TrainedVariant,
     VocabManifest,
 )
-from mediswift.plan import plan as stage_plan
-from mediswift.plan import variant_unit
 from mediswift.settings import Section, role_of
 from mediswift.stages import download, parse, tokenize
 from mediswift.stages import filter as filt
@@ -213,14 +213,14 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
 
     fc = cfg.finetune
     data = {
-        t: finetune_plan.data_spec(fc, home, t, {"data": f"raw/{t}/data.json"}, vocab_art)
+        t: finetune_keys.data_spec(fc, home, t, {"data": f"raw/{t}/data.json"}, vocab_art)
         for t in fc.tasks
     }
     for t, (_, unit) in data.items():
         keys[f"finetune:data:{t}"] = unit.key
     variant = TrainedVariant.model_construct(name="tiny-s0", checkpoint="pretrain/units/k/final")
     tracking = TrackingSpec(uri=None, experiment="e")
-    for p in finetune_plan.sweep_plans(fc, home, [variant], data, vocab_art, tracking):
+    for p in finetune_keys.sweep_units(fc, home, [variant], data, vocab_art, tracking):
         for spec, _ in p.points:
             keys[f"finetune:point:{p.task}:b{spec.batch_size}-lr{spec.lr}-s{spec.seed}"] = spec.key
     return keys

@@ -3,7 +3,7 @@
 Plan units, submit, collect, write the manifest: fetch each task's raw files, prepare its data
 (one unit per task), then run every grid point in a thread pool of `finetune.concurrency`
 workers (torch releases the GIL in its kernels; each worker gets cores / concurrency torch
-threads). Keys come from `mediswift.finetune.plan`. MLflow: one parent run per (variant, task)
+threads). Keys come from `mediswift.finetune.keys`. MLflow: one parent run per (variant, task)
 sweep, a child run per grid point; the parent lists every point of the sweep (tags and a linked
 table), those found done included. Manifest: `mediswift.manifests.FinetuneManifest`.
 """

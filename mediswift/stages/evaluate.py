@@ -24,7 +24,7 @@ from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
 from mediswift.export_select import ExportChoice, choose, find_variant
-from mediswift.finetune.plan import SPEC_FILE, read_spec
+from mediswift.finetune.keys import SPEC_FILE, read_spec
 from mediswift.manifests import (
     EvaluatedSweep,
     EvaluateManifest,

@@ -1,5 +1,5 @@
 """The finetune stage: every pre-trained variant x downstream task x grid point (batch, lr,
-seed). One data unit per task, one unit per grid point (keys: `mediswift.finetune.plan`), and
+seed). One data unit per task, one unit per grid point (keys: `mediswift.finetune.keys`), and
 for every (variant, task) sweep one MLflow parent run with a child run per point; the parent
 lists every point of the sweep (tags and a linked table), those found done included.
 Manifest: `FinetuneManifest`.
@@ -15,7 +15,7 @@ import torch
 
 from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
-from mediswift.finetune import plan as P
+from mediswift.finetune import keys as P
 from mediswift.manifests import FinetuneManifest, PretrainManifest, TaskDataSpec, TrackingSpec
 from mediswift.tracking import NOTE_TAG, RunLogger, Tracker, portable_tracking_uri
 
@@ -40,13 +40,13 @@ def sweeps(
     files: dict[str, dict[str, str]],
     vocab: Artifact,
     tracking: TrackingSpec,
-) -> tuple[dict[str, tuple[TaskDataSpec, Artifact]], list[P.SweepPlan]]:
+) -> tuple[dict[str, tuple[TaskDataSpec, Artifact]], list[P.SweepUnits]]:
     """Every task's data unit and every (variant, task) sweep with its points."""
     data = {name: P.data_spec(cfg, home, name, f, vocab) for name, f in files.items()}
-    return data, P.sweep_plans(cfg, home, pretrain.variants, data, vocab, tracking)
+    return data, P.sweep_units(cfg, home, pretrain.variants, data, vocab, tracking)
 
 
-def parent_run(tracker: Tracker, plan: P.SweepPlan, tags: dict[str, str]) -> str:
+def parent_run(tracker: Tracker, plan: P.SweepUnits, tags: dict[str, str]) -> str:
     """The sweep's parent run: the one an earlier attempt at this very sweep created, or new."""
     earlier = tracker.find_run(f"tags.`mediswift.sweep` = '{plan.key}'")
     with tracker.run(
@@ -61,7 +61,7 @@ def parent_run(tracker: Tracker, plan: P.SweepPlan, tags: dict[str, str]) -> str
 
 def write_specs(
     data: dict[str, tuple[TaskDataSpec, Artifact]],
-    plans: list[P.SweepPlan],
+    plans: list[P.SweepUnits],
     tracking: TrackingSpec,
     parents: dict[str, str],
 ) -> None:
@@ -75,7 +75,7 @@ def write_specs(
 
 
 def list_points(
-    tracker: Tracker, parent_id: str, plan: P.SweepPlan, results: dict[str, dict[str, Any]]
+    tracker: Tracker, parent_id: str, plan: P.SweepUnits, results: dict[str, dict[str, Any]]
 ) -> None:
     """Tag the sweep's parent run with every one of its points, and describe them in a table
     with links: points found done (trained under an earlier parent, for another sweep key) are
@@ -101,7 +101,7 @@ def collect(
     tracker: Tracker,
     data: dict[str, tuple[TaskDataSpec, Artifact]],
     data_results: list[dict[str, Any]],
-    plans: list[P.SweepPlan],
+    plans: list[P.SweepUnits],
     parents: dict[str, str],
     results: list[dict[str, Any]],
     threads: int,

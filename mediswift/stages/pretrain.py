@@ -16,8 +16,8 @@ from typing import Any
 from mediswift import manifests
 from mediswift.artifacts import Artifact, stage_artifact, write_atomic
 from mediswift.config import PipelineConfig
+from mediswift.graph import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, TrainedVariant
-from mediswift.plan import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
 from mediswift.train.pretrain import VariantSpec, variant_name

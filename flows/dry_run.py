@@ -15,8 +15,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.pipeline import RecipeName
 from mediswift.config import home_dir, load_recipe
 from mediswift.dry_run import dry_run
+from mediswift.graph import parse_stages
 from mediswift.overrides import Overrides
-from mediswift.plan import parse_stages
 
 
 @flow(name="mediswift-plan", log_prints=True)

@@ -82,7 +82,7 @@ def data_spec(
 
 
 @dataclass
-class SweepPlan:
+class SweepUnits:
     """One (variant, task) sweep: its key (which names its MLflow parent run) and its points."""
 
     variant: TrainedVariant
@@ -92,14 +92,14 @@ class SweepPlan:
     points: list[tuple[PointSpec, Artifact]]
 
 
-def sweep_plans(
+def sweep_units(
     cfg: FinetuneConfig,
     home: Path,
     variants: Sequence[TrainedVariant],
     data: dict[str, tuple[TaskDataSpec, Artifact]],
     vocab: Artifact,
     tracking: TrackingSpec,
-) -> list[SweepPlan]:
+) -> list[SweepUnits]:
     """Every (variant, task) sweep and its grid points, keyed."""
     tokenizer = vocab.manifest()["hash"]
     plans = []
@@ -152,7 +152,7 @@ def sweep_plans(
                     tracking=tracking,
                 )
                 points.append((spec, unit))
-            plans.append(SweepPlan(v, task, key, params, points))
+            plans.append(SweepUnits(v, task, key, params, points))
     return plans
 
 
@@ -160,7 +160,7 @@ def manifest(
     home: Path,
     data: dict[str, tuple[TaskDataSpec, Artifact]],
     data_results: dict[str, dict[str, Any]],
-    plans: Sequence[SweepPlan],
+    plans: Sequence[SweepUnits],
     parents: dict[str, str | None],
     results: dict[str, dict[str, Any]],
     torch_threads: int,
