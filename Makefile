@@ -41,7 +41,7 @@ test: lint
 # The fast loop: the library's tests that need no Prefect server and start no training
 # processes (under 2 minutes on 2 cores; see the README).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not server" tests
+	$(PY) -m pytest -q -m "not slow and not server and not subprocess" tests
 
 # The stage-manifest and recipe-settings references, generated from the types (a test checks).
 docs: install

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from mediswift.artifacts import sweep_stale_tmp
 from mediswift.artifacts import tmp_path as temp_name
@@ -60,6 +61,7 @@ def _temp_of_exited_writer(target: Path) -> Path:
     return Path(out.stdout.decode().strip())
 
 
+@pytest.mark.subprocess
 def test_sweep_removes_dead_writers_temp_files_only(tmp_path: Path) -> None:
     unit = tmp_path / "parse" / "units" / "abc"
     unit.mkdir(parents=True)

@@ -29,6 +29,7 @@ def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("sets", "names"),
     [

@@ -335,6 +335,7 @@ def test_export_refuses_foreign_folders_and_bad_prompts(
     assert not (tmp_path / "hf2").exists()
 
 
+@pytest.mark.subprocess
 def test_export_library_does_not_import_transformers() -> None:
     code = "import sys, mediswift.export; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,6 +38,7 @@ def _holder(home: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.subprocess
 def test_busy_home_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
     proc = _holder(tmp_path)
     try:
@@ -59,6 +60,7 @@ def test_busy_home_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path: Pa
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
 
 
+@pytest.mark.subprocess
 def test_a_waiting_run_goes_on_when_the_holder_ends(tmp_path: Path) -> None:
     order: list[str] = []
 

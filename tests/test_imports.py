@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import grimp
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("mediswift", "flows", "tasks")
@@ -82,6 +83,7 @@ def test_every_library_module_has_a_layer():
     assert top - placed == set()
 
 
+@pytest.mark.subprocess
 def test_validating_a_recipe_does_not_import_torch():
     code = (
         "import sys\n"

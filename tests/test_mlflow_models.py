@@ -247,6 +247,7 @@ def test_runs_logging_one_new_dataset_at_once_all_record_it(tmp_path: Path) -> N
         ]
 
 
+@pytest.mark.subprocess
 def test_cumulative_flops_are_a_step_metric(tmp_path: Path, one_torch_thread: None) -> None:
     """Every logged step carries the training FLOPs so far; the last equals the record's."""
     from mediswift.config import PretrainConfig

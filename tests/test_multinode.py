@@ -201,6 +201,7 @@ def test_launch_commands() -> None:
         Launch(nproc=1, nnodes=2)
 
 
+@pytest.mark.subprocess
 def test_launch_module_prints_the_node_command(tmp_path: Path) -> None:
     spec_file = write_spec(spec(tmp_path / "unit-key", nproc=1, nnodes=2, port=1234))
     proc = subprocess.run(

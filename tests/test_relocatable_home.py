@@ -45,6 +45,7 @@ def artifact_files(client: MlflowClient, run_id: str) -> list[str]:
     return [f.path for f in client.list_artifacts(run_id)]
 
 
+@pytest.mark.subprocess
 def test_a_moved_store_is_re_pointed_at_the_copy(tmp_path: Path) -> None:
     old, new = tmp_path / "a" / "home", tmp_path / "b" / "home"
     tracker = Tracker(default_tracking_uri(old), "exp", artifact_root=old / "mlruns")

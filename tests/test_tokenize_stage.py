@@ -131,6 +131,7 @@ def digests(home: Path, results: list[dict]) -> dict[str, str]:
     }
 
 
+@pytest.mark.subprocess
 def test_vocab_same_with_two_moses_processes(vocab_home, tmp_path: Path) -> None:
     _, arts, shards, manifest = vocab_home
     again = build_vocab(
@@ -146,6 +147,7 @@ def test_vocab_same_with_two_moses_processes(vocab_home, tmp_path: Path) -> None
     assert (tmp_path / "bpe.model").read_bytes() == (arts["vocab"].path / "bpe.model").read_bytes()
 
 
+@pytest.mark.subprocess
 def test_token_shards_deterministic_and_correct(vocab_home, tmp_path: Path) -> None:
     home, arts, shards, manifest = vocab_home
     serial = _tokenize_all(home, arts, shards, workers=1)

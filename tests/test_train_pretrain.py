@@ -73,6 +73,7 @@ class ListSink:
         self.flushes += 1
 
 
+@pytest.mark.subprocess
 def test_variant_on_token_shards(tmp_path: Path) -> None:
     train, val = make_shards(tmp_path / "tokens")
     cfg = PretrainConfig(

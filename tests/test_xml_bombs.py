@@ -94,6 +94,7 @@ def clean_peak_mb(mirror_dir: Path) -> float:
 
 # The text kind uses a 4 MiB cap: libxml2 stops a text node at 10 MB by itself, and the cap
 # must act below that too.
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("kind", "cap"),
     [("comment", None), ("attribute", None), ("cdata", None), ("pi", None), ("text", 4 * MB)],
