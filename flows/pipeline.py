@@ -19,7 +19,7 @@ from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.graph import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
-from mediswift.sources import remember
+from mediswift.sources import describe, remember
 from mediswift.tracking import adopt_home_store_if_default
 
 RECIPE_NAMES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
@@ -128,6 +128,7 @@ def mediswift(
     with home_lock(root, on_wait=get_run_logger().warning):
         adopt_home_store_if_default(cfg.tracking.tracking_uri, root)
         remember(root, cfg.name, cfg.mirror)  # later commands find this home's outputs
+        get_run_logger().info("source: %s", describe(cfg.mirror))
         force_stages(root, arts, parse_stages(list(force)) if force else [])
         chosen = parse_stages(list(stages) if stages else None)
         ran = [s for s in chosen if run_stage(s, cfg, root, arts)]
