@@ -27,3 +27,25 @@ def test_shared_settings_touch_both_and_scheduling_none() -> None:
     for task in ("pubmedqa", "hoc"):
         assert result_settings(base, task) != result_settings(patient, task)
         assert result_settings(base, task) == result_settings(busy, task)
+
+
+def test_the_trainer_takes_the_section_and_the_schedule_its_epochs_from_the_settings():
+    from mediswift.finetune.point import settings_for
+    from mediswift.finetune.settings import FinetuneConfig
+
+    cfg = FinetuneConfig.model_validate(
+        {
+            "patience": 5,
+            "grad_clip": 0.5,
+            "tasks": {
+                "pubmedqa": {"epochs": 4, "pqa_a_epochs": 2, "pqa_u_epochs": 3},
+                "hoc": {"epochs": 7},
+            },
+        }
+    )
+    s = settings_for(cfg, 8, 1e-3, 1, 16, "score")
+    assert (s.patience, s.grad_clip, s.betas, s.loss_on) == (5, 0.5, cfg.betas, cfg.loss_on)
+    assert (s.batch_size, s.lr, s.seed, s.max_new_tokens) == (8, 1e-3, 1, 16)
+    pqa, hoc = cfg.task("pubmedqa"), cfg.task("hoc")
+    assert [pqa.stage_epochs(n) for n in ("pqa_a", "pqa_u", "pqa_l")] == [2, 3, 4]
+    assert hoc.stage_epochs(hoc.final_stage().name) == 7

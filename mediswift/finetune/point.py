@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,24 +123,22 @@ def pseudo_label(
 def settings_for(
     cfg: FinetuneConfig, batch_size: int, lr: float, seed: int, max_new: int, early_stop_on: str
 ) -> TrainSettings:
-    """The trainer's settings for one point (epochs are set per stage of the schedule)."""
-    return TrainSettings(
-        batch_size=batch_size,
-        lr=lr,
-        epochs=1,
-        seed=seed,
-        patience=cfg.patience,
-        weight_decay=cfg.weight_decay,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        warmup_fraction=cfg.warmup_fraction,
-        min_lr_ratio=cfg.min_lr_ratio,
-        grad_clip=cfg.grad_clip,
-        loss_on=cfg.loss_on,
-        early_stop_on=early_stop_on,
-        eval_batch_size=cfg.eval_batch_size,
-        max_new_tokens=max_new,
-    )
+    """The trainer's settings for one point (epochs are set per stage of the schedule): the
+    section's settings the trainer shares by name, then the point's own."""
+    own = {
+        "batch_size": batch_size,
+        "lr": lr,
+        "epochs": 1,
+        "seed": seed,
+        "early_stop_on": early_stop_on,  # the task may not support the section's mode
+        "max_new_tokens": max_new,
+    }
+    shared = {
+        f.name: getattr(cfg, f.name)
+        for f in fields(TrainSettings)
+        if f.name in type(cfg).model_fields and f.name not in own
+    }
+    return TrainSettings(**shared, **own)
 
 
 def run_point(
@@ -201,7 +199,7 @@ def run_point(
             tok,
             enc[stage["train"]],
             enc[stage["dev"]],
-            replace(train, epochs=stage["epochs"]),
+            replace(train, epochs=task.stage_epochs(stage["name"])),  # the recipe's, validated
             stage_log,
         )
         model.load_state_dict(result.best_state)  # the next stage starts from the best state

@@ -110,6 +110,10 @@ class PubMedQA(DownstreamTask):
         stages.append(Stage("pqa_l", "train", "dev", s.epochs))
         return TaskData(splits, stages)
 
+    def stage_epochs(self, stage: str) -> int:
+        s = self.settings
+        return {"pqa_a": s.pqa_a_epochs, "pqa_u": s.pqa_u_epochs}.get(stage, s.epochs)
+
     def target(self, label: Label) -> str:
         if label not in ANSWERS:
             raise ValueError(f"PubMedQA label must be one of {ANSWERS}, got {label!r}")

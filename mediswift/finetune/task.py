@@ -101,6 +101,10 @@ class DownstreamTask(TaskFormat):
     def final_stage(self) -> Stage:
         return Stage(self.name, "train", "dev", self.settings.epochs)
 
+    def stage_epochs(self, stage: str) -> int:
+        """The epochs of schedule stage `stage`, from the settings (default: `epochs`)."""
+        return self.settings.epochs
+
     # -- evaluation ------------------------------------------------------------------------
     def scores(self, preds: Sequence[Label | None], golds: Sequence[Label]) -> dict[str, float]:
         """Extra metrics reported beside the main one (e.g. precision and recall)."""
