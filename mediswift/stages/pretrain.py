@@ -20,8 +20,8 @@ from mediswift.graph import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, TrainedVariant
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
-from mediswift.train.pretrain import VariantSpec, variant_name
 from mediswift.train.report import plot_loss_curves, table2
+from mediswift.train.variant import VariantSpec, variant_name
 
 SPLITS = ("train", "validation")
 

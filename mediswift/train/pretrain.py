@@ -24,16 +24,14 @@ import math
 import os
 import random
 import subprocess
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
-from mediswift.artifacts import MANIFEST, write_atomic
+from mediswift.artifacts import write_atomic
 from mediswift.flops import step_flops, training_flops
 from mediswift.model.gpt import GPT, model_config
 from mediswift.settings import PretrainConfig
@@ -49,6 +47,7 @@ from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import Dist, barrier, init_distributed, shutdown, wrap_model
 from mediswift.train.launch import Launch, launch_for, node_command, torchrun_command, unit_key
 from mediswift.train.loop import Hooks, LoopConfig, TrainState, evaluate, train
+from mediswift.train.metrics import JsonlMetrics, MetricSink, read_metrics
 from mediswift.train.optim import optimizer_for
 from mediswift.train.state import (
     DynamicSparsityState,
@@ -61,133 +60,12 @@ from mediswift.train.state import (
     Stateful,
     TrainCheckpoint,
 )
-
-VARIANT_MANIFEST = MANIFEST  # the variant directory is a unit artifact: done once this exists
-
-
-class VariantSpec(BaseModel):
-    """Everything one variant needs, validated once: JSON crosses into torchrun processes."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    config: PretrainConfig  # this variant's size (one model name)
-    sparsity: float
-    vocab_size: int
-    out_dir: str
-    train_shards: list[str] = Field(default_factory=list)
-    val_shards: list[str] = Field(default_factory=list)
-    data: str = "shards"  # "shards" (token Parquet) or "synthetic" (benchmarks, trainer tests)
-
-    @property
-    def cfg(self) -> PretrainConfig:
-        return self.config
-
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> VariantSpec:
-        return cls.model_validate_json(text)
-
-
-def variant_name(model: str, sparsity: float, method: str = "static") -> str:
-    """tiny-dense, tiny-s50, xl-s75; dynamic methods append theirs (tiny-s75-rigl)."""
-    if sparsity == 0:
-        return f"{model}-dense"
-    base = f"{model}-s{round(sparsity * 100)}"
-    return base if method == "static" else f"{base}-{method}"
-
-
-def make_train_loader(spec: VariantSpec, d: Dist) -> Iterator[torch.Tensor]:
-    """This rank's endless, shuffled, resumable loader of (micro_batch, seq_len + 1) rows."""
-    cfg = spec.cfg
-    if spec.data == "synthetic":
-        from mediswift.train.synthetic import SyntheticTokens
-
-        return SyntheticTokens(
-            spec.vocab_size, cfg.seq_len, cfg.micro_batch, d.rank, d.world_size, cfg.seed
-        )
-    if not spec.train_shards:
-        raise ValueError(f"variant {spec.name}: no train token shards given")
-    from mediswift.train.batches import TokenBatches  # owned by the tokenize stage
-
-    return TokenBatches(
-        spec.train_shards,
-        cfg.seq_len,
-        cfg.micro_batch,
-        rank=d.rank,
-        world_size=d.world_size,
-        seed=cfg.seed,
-        shuffle=True,
-    )
-
-
-def make_val_batches(spec: VariantSpec, d: Dist) -> list[torch.Tensor]:
-    """This rank's share of the fixed validation batches (the same ones at every evaluation).
-
-    The batches are one global list -- the first `eval_batches` batches of `micro_batch` rows in
-    stream order -- dealt round-robin to the ranks, so the validation loss does not depend on the
-    number of processes.
-    """
-    cfg = spec.cfg
-    if spec.data == "synthetic":  # rows of a disjoint seed, so never training rows
-        from mediswift.train.synthetic import SyntheticTokens
-
-        rows = SyntheticTokens(
-            spec.vocab_size, cfg.seq_len, cfg.micro_batch, seed=cfg.seed + 10_000
-        )
-        batches = [next(rows) for _ in range(cfg.eval_batches)]
-    else:
-        if not spec.val_shards:
-            raise ValueError(f"variant {spec.name}: no validation token shards given")
-        from mediswift.train.batches import fixed_batches
-
-        batches = fixed_batches(spec.val_shards, cfg.seq_len, cfg.micro_batch, cfg.eval_batches)
-    return batches[d.rank :: d.world_size]
-
-
-class MetricSink(Protocol):
-    """Where rank 0 sends metrics as they come (an MLflow `RunLogger` is one)."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class JsonlMetrics:
-    """Metrics as JSON lines in the variant directory: always written, and how metrics of a
-    torchrun job reach the parent process (which replays them into MLflow)."""
-
-    def __init__(self, path: Path, resume_step: int = 0, forward: MetricSink | None = None):
-        self.path, self.forward, self._rows = path, forward, []
-        if path.is_file():  # a resumed run: drop what was logged after its checkpoint
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in kept if json.loads(ln)["step"] <= resume_step]
-            write_atomic(path, "".join(ln + "\n" for ln in kept))
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._rows.append(json.dumps({"step": step, **metrics}))
-        if self.forward is not None:
-            self.forward.log_metrics(metrics, step)
-
-    def flush(self) -> None:
-        if self._rows:
-            with open(self.path, "a") as f:
-                f.write("".join(r + "\n" for r in self._rows))
-            self._rows = []
-        if self.forward is not None:
-            self.forward.flush()
-
-
-def read_metrics(path: Path) -> list[tuple[int, dict[str, float]]]:
-    """(step, metrics) rows of a variant's metrics.jsonl."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows.append((int(row.pop("step")), row))
-    return rows
+from mediswift.train.variant import (
+    VARIANT_MANIFEST,
+    VariantSpec,
+    make_train_loader,
+    make_val_batches,
+)
 
 
 def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, Any]:
