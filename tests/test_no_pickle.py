@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,14 @@ def _run(home: Path, mirror: Path, marker: Path) -> tuple[dict[str, Any], Counte
     assert state.is_completed(), state
     out = state.result()
     manifests = {s: json.loads((Path(out[s]) / "manifest.json").read_text()) for s in STAGES}
-    return manifests, asyncio.run(_states(state.state_details.flow_run_id))
+    # Task states reach the API as events, a little after the flow returns (process-pool
+    # tasks last): wait, boundedly, until none is still shown unfinished.
+    for _ in range(120):
+        states = asyncio.run(_states(state.state_details.flow_run_id))
+        if not {"Pending", "Running", "Scheduled"} & set(states):
+            break
+        time.sleep(0.5)
+    return manifests, states
 
 
 async def _states(flow_run_id: UUID) -> Counter[str]:
