@@ -17,6 +17,7 @@ __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
 from mediswift.artifacts import content_key, sweep_stale_tmp
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.graph import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
+from mediswift.interrupt import stop_on_signals
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
 from mediswift.sources import describe, remember
@@ -125,7 +126,8 @@ def mediswift(
     cfg = load_recipe(recipe, fragment, mirror, root)
     arts = plan(cfg, root, upstream_listing(cfg))
     # One writer per home: a second run waits here, then finds the stages it shares done.
-    with home_lock(root, on_wait=get_run_logger().warning):
+    # SIGINT/SIGTERM (a cancel from the UI too) stop the work within seconds, keeping what is done.
+    with stop_on_signals(), home_lock(root, on_wait=get_run_logger().warning):
         adopt_home_store_if_default(cfg.tracking.tracking_uri, root)
         remember(root, cfg.name, cfg.mirror)  # later commands find this home's outputs
         get_run_logger().info("source: %s", describe(cfg.mirror))

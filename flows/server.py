@@ -3,16 +3,15 @@ share it. The one place that reaches into Prefect's internals (`SubprocessASGISe
 has no public API for either need); `tests/test_prefect_internals.py` fails when they move.
 
 Without a configured server, Prefect starts a temporary one in a subprocess and stops it when the
-run ends normally; a run killed with SIGKILL leaves it behind (about 250 MB each). Here the
-subprocess asks the kernel for SIGTERM when its parent thread dies (`PR_SET_PDEATHSIG`, Linux),
-and checks that the parent is still there after asking (it may have died in between).
+run ends normally; a run killed with SIGKILL leaves it behind (about 250 MB each), and Ctrl-C at
+the terminal reaches it too and kills it before the run can record its end. Here the subprocess
+asks the kernel for SIGTERM when its parent thread dies (`mediswift.interrupt.die_with_parent`)
+and leaves the terminal's process group.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,14 +20,7 @@ from typing import Any
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+from mediswift.interrupt import die_with_parent
 
 
 def tie_temporary_server_to_this_process() -> bool:
@@ -50,7 +42,10 @@ def tie_temporary_server_to_this_process() -> bool:
         popen = subprocess.Popen
 
         def tied(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-            kwargs.setdefault("preexec_fn", lambda: _die_with_parent(parent))
+            kwargs.setdefault("preexec_fn", lambda: die_with_parent(parent))
+            # Out of the terminal's process group: Ctrl-C stops the run, which still needs the
+            # server to record how its flow run ended; the server goes when the run exits.
+            kwargs.setdefault("start_new_session", True)
             return popen(*args, **kwargs)
 
         # Only this call's Popen is tied: the method looks `subprocess.Popen` up in its module.

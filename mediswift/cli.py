@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from mediswift import interrupt
 from mediswift.config import RECIPES_DIR, home_dir, load_recipe
 from mediswift.console import log_traceback, one_line, quiet_console, run_log
 from mediswift.dry_run import dry_run
@@ -131,25 +132,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.log_path = run_log(home)
     if not args.verbose:
         quiet_console()
-    result = mediswift(
-        recipe=args.recipe,
-        stages=stages,
-        overrides=Overrides(extra=overrides),
-        home=str(home),
-        mirror=cfg.mirror or UPSTREAM,  # the source decided here, "none" included
-    )
+    with interrupt.stop_on_signals():
+        result = mediswift(
+            recipe=args.recipe,
+            stages=stages,
+            overrides=Overrides(extra=overrides),
+            home=str(home),
+            mirror=cfg.mirror or UPSTREAM,  # the source decided here, "none" included
+        )
     print("\nOutputs:")
     for stage, path in result.items():
         print(f"  {stage:<10} {path}")
     if "report" in result:
-        uri = f"sqlite:///{home / 'mlflow.db'}"
-        print(
-            f"\nReport:     {result['report']}\n"
-            f"MLflow UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1\n"
-            "Prefect UI: prefect server start --host 127.0.0.1 (runs here used a temporary "
-            "server; `make serve` keeps one up)"
-        )
+        print(f"\nReport:     {result['report']}\n{ui_commands(home)}")
     return 0
+
+
+def ui_commands(home: Path) -> str:
+    """Commands that open this home's runs, as printed from where the run was started: the
+    MLflow UI with `make serve`'s settings (one worker, no job runner) and the Prefect UI on the
+    database that holds the run's flow runs (a temporary server's, unless one was configured)."""
+    bin_dir = _relative(Path(sys.executable).parent)
+    mlflow = (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {bin_dir / 'mlflow'} server --host 127.0.0.1 "
+        f"--port 5000 --workers 1 --backend-store-uri sqlite:///{home / 'mlflow.db'}"
+    )
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        prefect = f"{api.removesuffix('/api')} (the Prefect server this run used)"
+    else:
+        prefect = (
+            f"PREFECT_HOME={_relative(Path(os.environ['PREFECT_HOME']))} {bin_dir / 'prefect'} "
+            "server start --host 127.0.0.1 --port 4200"
+        )
+    return (
+        f"MLflow UI:  {mlflow}\n            then http://127.0.0.1:5000\n"
+        f"Prefect UI: {prefect}\n            then http://127.0.0.1:4200/runs"
+    )
+
+
+def _relative(path: Path) -> Path:
+    """`path` relative to the working directory when under it (shorter to copy), else as is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -198,8 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             print(path.stem)
         return 0
     except KeyboardInterrupt:
-        print("mediswift: interrupted", file=sys.stderr)
-        return 130
+        interrupt.request()  # whatever still runs stops (or is stopped) within seconds
+        print(
+            f"mediswift: interrupted ({interrupt.signal_name()}): finished units and the last "
+            "checkpoint are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return interrupt.exit_status()
     except Exception as e:
         running = args.log_path is not None  # the run had started: a runtime fault
         bad_input = isinstance(e, BadSettings | FileNotFoundError | ValueError)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 
 from mediswift.config import STAGES, load_recipe
 from mediswift.graph import plan
+from mediswift.overrides import parse_set
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")
@@ -150,3 +152,107 @@ def test_kill_in_every_stage_then_finish_equals_an_uninterrupted_run(
     # Nothing half-written is read as done: the outputs above equal the reference's. (Temporary
     # files of killed writers in a stage that later completes are only swept the next time that
     # stage runs.)
+
+
+# --- Stopping on request: Ctrl-C and SIGTERM ---------------------------------------------------
+
+LONGER = ["--set", "pretrain.steps=300", "--set", "pretrain.checkpoint_every=50"]
+
+
+def _run(home: Path, mirror: Path, api: str, log: Path, *extra: str) -> subprocess.Popen:
+    """`mediswift run` in a session of its own: its process group is what a terminal's Ctrl-C
+    reaches (the CLI, and any child that did not leave the group)."""
+    env = {**os.environ, "PREFECT_API_URL": api}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mediswift.cli", "run", "--recipe", TINY,
+         "--home", str(home), "--mirror", str(mirror), *extra],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _checkpoints(home: Path) -> set[Path]:
+    return set((home / "pretrain" / "units").glob("*/checkpoints/step_*"))
+
+
+def _stop_when_training(proc: subprocess.Popen, home: Path, sig: int, whole_group: bool) -> float:
+    """Send `sig` once a new pre-training checkpoint appears; returns seconds to exit."""
+    import psutil
+
+    before, deadline = _checkpoints(home), time.monotonic() + 600
+    while not _checkpoints(home) - before:
+        assert proc.poll() is None and time.monotonic() < deadline, "pre-training never started"
+        time.sleep(0.05)
+    children = _descendants(proc.pid)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, sig) if whole_group else proc.send_signal(sig)
+    proc.wait(timeout=60)
+    took = time.monotonic() - t0
+    time.sleep(1)  # what was killed with the run has been reaped by now
+    left = [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not left, f"processes of the run left after {sig}: {left}"
+    return took
+
+
+def _metric_steps(home: Path) -> dict[str, list[int]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    out = {}
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            for key in run.data.metrics:
+                history = client.get_metric_history(run.info.run_id, key)
+                out[f"{run.info.run_name}/{key}"] = [m.step for m in history]
+    return out
+
+
+def test_ctrl_c_and_sigterm_stop_within_seconds_and_the_rerun_resumes(
+    prefect_server: str, mirror_dir: Path, tmp_path: Path
+) -> None:
+    """SIGINT to the run's process group (a terminal's Ctrl-C), then SIGTERM to the CLI alone
+    (a service manager), both during pre-training: each stops the run within 30 s with 130 /
+    143 and leaves no process behind; the run then finishes with the weights of an
+    uninterrupted run and no metric logged twice at one step."""
+    data = ["--stages", "download,parse,filter,vocab,tokenize"]
+    ref, home = tmp_path / "reference", tmp_path / "stopped"
+    log = tmp_path / "data.log"
+    assert _run(ref, mirror_dir, prefect_server, log, *data).wait(timeout=600) == 0, log.read_text()
+    shutil.copytree(ref, home)  # homes are relocatable: the data stages need not run twice
+    log = tmp_path / "reference.log"
+    proc = _run(ref, mirror_dir, prefect_server, log, "--stages", "pretrain", *LONGER)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        log = tmp_path / f"{sig.name}.log"
+        proc = _run(home, mirror_dir, prefect_server, log, "--stages", "pretrain", *LONGER)
+        took = _stop_when_training(proc, home, sig, whole_group=sig == signal.SIGINT)
+        err = log.read_text(errors="replace")
+        assert proc.returncode == status, err[-3000:]
+        assert took < 30, f"{sig.name}: exited after {took:.0f} s"
+        assert f"mediswift: interrupted ({sig.name})" in err and "Traceback" not in err, err
+    log = tmp_path / "final.log"
+    proc = _run(home, mirror_dir, prefect_server, log, "--stages", "pretrain", *LONGER)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+
+    cfg = load_recipe(TINY, parse_set(LONGER[1::2]), str(mirror_dir))
+    digests = {}
+    for h in (ref, home):
+        variants = plan(cfg, h)["pretrain"].manifest()["variants"]
+        digests[h] = {
+            v["name"]: _digest(h / v["checkpoint"] / "model.safetensors") for v in variants
+        }
+    assert digests[home] == digests[ref]
+    steps = _metric_steps(home)
+    assert steps["tiny-dense/train_loss"], steps.keys()
+    repeated = {k: s for k, s in steps.items() if len(s) != len(set(s))}
+    assert not repeated, repeated

@@ -11,6 +11,7 @@ token totals per split; tokenizer hash; vocab size).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from flows.server import workers_share_api
 from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import ExecutorConfig, PipelineConfig, TokenizeConfig
+from mediswift.interrupt import pool_worker_init
 from mediswift.manifests import FilterManifest, VocabManifest
 from mediswift.stages import tokenize as S
 from tasks import tokenize as t
@@ -35,7 +37,10 @@ def task_runner(cfg: TokenizeConfig, executor: ExecutorConfig | None = None) -> 
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=address)
-    return ProcessPoolTaskRunner(max_workers=cfg.workers)
+    # Workers leave Ctrl-C to this process and die with it (SIGKILL included).
+    return ProcessPoolTaskRunner(
+        max_workers=cfg.workers, initializer=pool_worker_init, initargs=(os.getpid(),)
+    )
 
 
 @flow(name="tokenize-shards")

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mediswift import interrupt
 from mediswift.data.http import (
     ChecksumError,
     DownloadError,
@@ -136,6 +137,7 @@ def _copy(client: HttpClient, src: str, part: Path, have: int, cap: int) -> None
             raise TransientError(f"{src}: server resumed at {stream.offset}, expected {have}")
         with open(part, mode) as f:
             for block in stream.chunks:
+                interrupt.check()  # the .part file stays: the next run resumes it
                 written += len(block)
                 if written > cap:
                     raise TooLargeError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mediswift import interrupt
 from mediswift.finetune.formats import TaskFormat
 from mediswift.finetune.scoring import Encoded, LossOn, Mode, TokenizerLike, batch_loss, evaluate
 from mediswift.model.soft_prompt import PromptedLM
@@ -107,6 +108,7 @@ def fit(
         order = torch.randperm(len(train), generator=gen).tolist()
         running = 0.0
         for i in range(0, len(order), s.batch_size):
+            interrupt.check()  # a point is one unit: stopping drops it whole, nothing is marked
             lr = lr_at(step, total, s.lr, s.warmup_fraction, s.min_lr_ratio)
             set_lr(opt, lr)
             loss = batch_loss(

@@ -26,9 +26,14 @@ def _moses_docs(texts: Iterable[str], workers: int) -> Iterator[str]:
         yield from map(moses.moses_tokenize, texts)
         return
     import multiprocessing
+    import os
 
-    # spawn, not fork: the caller may be a threaded orchestrator process.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    from mediswift.interrupt import pool_worker_init
+
+    # spawn, not fork: the caller may be a threaded orchestrator process. Workers leave Ctrl-C
+    # to the caller and die with it.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
         yield from pool.imap(moses.moses_tokenize, texts, chunksize=64)
 
 

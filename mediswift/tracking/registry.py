@@ -276,10 +276,11 @@ def _quiet_transformers() -> Iterator[None]:
 @contextlib.contextmanager
 def _reopened_run(client: MlflowClient, run_id: str) -> Iterator[None]:
     """`run_id` as this thread's active run (so the model goes into the run's experiment),
-    ending with the status it had."""
+    ending with the status and end time it had (its duration stays the training's)."""
     import mlflow
 
-    status = client.get_run(run_id).info.status
+    info = client.get_run(run_id).info
+    status, end_time = info.status, info.end_time
     mlflow.start_run(run_id=run_id)
     try:
         yield
@@ -287,3 +288,5 @@ def _reopened_run(client: MlflowClient, run_id: str) -> Iterator[None]:
         mlflow.end_run(status=status if status != "RUNNING" else "FAILED")
         raise
     mlflow.end_run(status=status if status != "RUNNING" else "FINISHED")
+    if status != "RUNNING" and end_time:
+        client.set_terminated(run_id, status=status, end_time=end_time)

@@ -40,11 +40,16 @@ _INPUTS_LOCK = threading.Lock()
 class RunLogger:
     """One MLflow run: params once, metrics batched, artifacts as files."""
 
-    def __init__(self, client: MlflowClient, run_id: str, flush_every: int = 200):
+    def __init__(
+        self, client: MlflowClient, run_id: str, flush_every: int = 200, reopened: bool = False
+    ):
         self.client = client
         self.run_id = run_id
         self._buffer: list[Metric] = []
         self._flush_every = flush_every
+        # A reopened run (a resumed training) replays the steps after its last checkpoint:
+        # metrics at a step the run already holds are not logged twice.
+        self._logged: dict[str, int] | None = {} if reopened else None
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
@@ -58,9 +63,19 @@ class RunLogger:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         ts = int(time.time() * 1000)
+        if self._logged is not None:
+            metrics = {k: v for k, v in metrics.items() if step > self._last_logged(k)}
         self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
         if len(self._buffer) >= self._flush_every:
             self.flush()
+
+    def _last_logged(self, key: str) -> int:
+        """The last step at which the run held `key` when it was reopened (-1: none)."""
+        assert self._logged is not None
+        if key not in self._logged:
+            history = self.client.get_metric_history(self.run_id, key)
+            self._logged[key] = max((m.step for m in history), default=-1)
+        return self._logged[key]
 
     def flush(self) -> None:
         while self._buffer:
@@ -133,26 +148,33 @@ class Tracker:
         parent_run_id: str | None = None,
         run_id: str | None = None,
     ) -> Iterator[RunLogger]:
-        """Start (or reopen, given `run_id`) a run; it ends FINISHED, or FAILED on an error."""
+        """Start (or reopen, given `run_id`) a run; it ends FINISHED, or FAILED on an error.
+
+        A finished run reopened to add to it keeps its end time: its duration stays that of
+        the work it records (training), not of the stage that added a model or a table later."""
         all_tags = {"mlflow.runName": name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        created, kept_end = run_id is None, None
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
             run_id = run.info.run_id
         else:
+            info = self.client.get_run(run_id).info
+            kept_end = info.end_time if info.status == "FINISHED" else None
             self.client.update_run(run_id, status="RUNNING")
-        logger = RunLogger(self.client, run_id)
+        logger = RunLogger(self.client, run_id, reopened=not created)
         if params:
             logger.log_params(params)
         try:
             yield logger
-        except BaseException:
+        except BaseException as e:
             logger.flush()
-            self.client.set_terminated(run_id, status="FAILED")
+            stopped = isinstance(e, KeyboardInterrupt)  # asked to stop: resumable, not failed
+            self.client.set_terminated(run_id, status="KILLED" if stopped else "FAILED")
             raise
         logger.flush()
-        self.client.set_terminated(run_id, status="FINISHED")
+        self.client.set_terminated(run_id, status="FINISHED", end_time=kept_end)
 
     def find_run(self, filter_string: str) -> str | None:
         """The id of this experiment's newest run matching `filter_string`, or None."""

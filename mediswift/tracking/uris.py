@@ -43,8 +43,23 @@ def is_server(uri: str) -> bool:
 
 
 def resolve_tracking_uri(configured: str | None, home: Path) -> str:
-    """The recipe's URI, else MLFLOW_TRACKING_URI, else SQLite under the artifact root."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
+    """The recipe's URI, else MLFLOW_TRACKING_URI, else SQLite under the artifact root.
+
+    MLFLOW_TRACKING_URI is the store of the home named by MEDISWIFT_HOME when both are set (a
+    served home: `make serve` sets both): a run for another home uses that home's own store,
+    so runs of two homes never mix in one store."""
+    if configured:
+        return configured
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env_store_is_for(home):
+        return env
+    return default_tracking_uri(home)
+
+
+def env_store_is_for(home: Path) -> bool:
+    """Whether MLFLOW_TRACKING_URI belongs to `home` (MEDISWIFT_HOME unset, or that home)."""
+    served = os.environ.get("MEDISWIFT_HOME")
+    return not served or Path(served).resolve() == Path(home).resolve()
 
 
 def mlflow_ui_base() -> str | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
+from mediswift import interrupt
 from mediswift.sparsity import DynamicSparsity, MaskedParams
 from mediswift.train.distributed import Dist, mean_across
 from mediswift.train.optim import lr_at, set_lr
@@ -166,8 +167,13 @@ def train(
                         metrics["mfu"] = achieved / (peak_flops * d.world_size)
                 hooks.log(state.step, metrics)
             t0, tokens0 = time.perf_counter(), state.tokens
-        if hooks.checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or last_step):
+        saved = state.step % cfg.checkpoint_every == 0 or last_step
+        if hooks.checkpoint is not None and saved:
             hooks.checkpoint(state)
+        if interrupt.requested():  # asked to stop: keep this step, then stop
+            if hooks.checkpoint is not None and not saved:
+                hooks.checkpoint(state)
+            interrupt.check()
     return state
 
 

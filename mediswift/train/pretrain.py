@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from mediswift import interrupt
 from mediswift.artifacts import write_atomic
 from mediswift.flops import step_flops, training_flops
 from mediswift.model.gpt import GPT, model_config
@@ -135,9 +135,11 @@ def _torchrun(spec: VariantSpec, launch: Launch, out: Path, timeout: float | Non
             f"{node_command(launch, spec_file)}",
             flush=True,
         )
-    proc = subprocess.run(cmd, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec.name}: torchrun exited with {proc.returncode} ({' '.join(cmd)})")
+    # Its own process group, tied to this process: a stop request or this process's death
+    # (SIGKILL included) takes the agent and its workers with it.
+    status = interrupt.run_child(cmd, timeout=timeout)
+    if status != 0:
+        raise RuntimeError(f"{spec.name}: torchrun exited with {status} ({' '.join(cmd)})")
 
 
 def variant_params(spec: VariantSpec) -> dict[str, Any]:
@@ -407,7 +409,8 @@ def _finish(
         "steps": state.step,
         "loss_curve": "curve.csv",
     }
-    metrics.log_metrics({"final_val_loss": last_val, "train_flops": flops}, state.step)
+    # train_flops at this step came with the last step's row: logging it again would repeat it.
+    metrics.log_metrics({"final_val_loss": last_val}, state.step)
     metrics.flush()
     write_atomic(out / VARIANT_MANIFEST, json.dumps(record, indent=2) + "\n")
     return _absolute(record, out)
@@ -430,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="pre-train one MediSwift variant (torchrun entry)")
     ap.add_argument("--spec", required=True, help="VariantSpec JSON file")
     args = ap.parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker dies with its agent
+        interrupt.die_with_parent(os.getppid())
     spec = VariantSpec.from_json(Path(args.spec).read_text())
     record = run_variant(spec)
     if os.environ.get("RANK", "0") == "0":
