@@ -95,3 +95,42 @@ def test_two_processes_match_one(tmp_path: Path, fsdp: bool, monkeypatch) -> Non
     # Only rank 0 wrote: one checkpoint folder per saved step, no stray temp folders.
     names = sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir())
     assert names == ["step_00000003", "step_00000006"]
+
+
+LAUNCHER = """
+import sys
+sys.path.insert(0, "tests")
+from pathlib import Path
+from training_fixtures import tiny_pretrain_config, tiny_variant
+from mediswift.train.pretrain import launch_variant
+spec = tiny_variant(Path(sys.argv[1]), tiny_pretrain_config(steps=100000, checkpoint_every=100000))
+launch_variant(spec, nproc=2)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_killed_launcher_takes_torchrun_and_its_workers_with_it(tmp_path: Path) -> None:
+    """SIGKILL of the process that launched torchrun (a CLI run killed hard): the agent and
+    both workers are gone within 10 s, so no orphan keeps writing the unit."""
+    import signal
+    import time
+
+    import psutil
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(tmp_path / "v")], cwd=REPO, env=env
+    )
+    deadline = time.monotonic() + 180
+    children: list[psutil.Process] = []
+    while len(children) < 3:  # the agent and its two workers
+        assert launcher.poll() is None and time.monotonic() < deadline, "torchrun did not start"
+        time.sleep(0.2)
+        children = psutil.Process(launcher.pid).children(recursive=True)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    for p in alive:
+        p.kill()
+    assert not alive, f"left running 10 s after the launcher was killed: {alive}"
