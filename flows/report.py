@@ -4,7 +4,8 @@ The report is always whole: each stage shows the recipe's planned output when do
 newest complete output this recipe reached earlier (marked so). It is logged to MLflow only when
 something ran and the evaluate output is the current one, so a run of a few stages never files a
 partial report. In Prefect, the report is a Markdown artifact with its figures inlined (relative
-links cannot render there) and every results table is a table artifact.
+links cannot render there) and every results table is a table artifact. The report links this
+flow run and every MLflow run behind its results.
 """
 
 from __future__ import annotations
@@ -16,36 +17,46 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_HOME, PREFECT_UI_URL
 
 from mediswift.config import PipelineConfig
 from mediswift.report import (
+    UiLinks,
     code_version,
     inlined_markdown,
     record_outputs,
     resolve_outputs,
     results_tables,
+    ui_links,
     write_report,
 )
-from tasks.tracking import flow_run_tags, log_report
+from tasks.tracking import log_report
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def context(cfg: PipelineConfig, fragment: dict[str, Any]) -> dict[str, str]:
-    tags = flow_run_tags()
-    out = {
+    return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "code version": code_version(REPO),
         "overrides": f"`{fragment}`" if fragment else "none",
         "mirror": cfg.mirror or "none (upstream)",
     }
-    if "prefect.flow_run_url" in tags:
-        out["Prefect flow run"] = (
-            f"[{tags['prefect.flow_run_name']}]({tags['prefect.flow_run_url']})"
-        )
-    elif "prefect.flow_run_id" in tags:
-        out["Prefect flow run"] = f"{tags['prefect.flow_run_name']} ({tags['prefect.flow_run_id']})"
-    return out
+
+
+def links(cfg: PipelineConfig, home: Path) -> UiLinks:
+    """The report's run links: this flow run, on the Prefect server it reports to when one is
+    known (else the one `prefect server start` would open on this PREFECT_HOME)."""
+    run_id = flow_run.get_id()
+    return ui_links(
+        cfg,
+        home,
+        flow_run_id=str(run_id) if run_id else None,
+        flow_run_name=str(flow_run.get_name()) if run_id else None,
+        prefect_ui=PREFECT_UI_URL.value(),
+        prefect_home=str(PREFECT_HOME.value()),
+    )
 
 
 def table_artifacts(evaluate: Any) -> None:
@@ -66,7 +77,8 @@ def publish_report(
     shown = resolve_outputs(home, cfg.name, arts)
     if not shown["filter"].done():
         return None
-    html_path = write_report(cfg, home, shown, arts, context(cfg, fragment or {}))
+    about = context(cfg, fragment or {})
+    html_path = write_report(cfg, home, shown, arts, about, links(cfg, home))
     md = inlined_markdown(html_path.parent)
     create_markdown_artifact(key="mediswift-report", markdown=md, description=str(html_path))
     table_artifacts(shown["evaluate"])

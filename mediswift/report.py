@@ -1,4 +1,5 @@
-"""The pipeline report: data counts, pre-training variants and fine-tuning results in one page.
+"""The pipeline report: pre-training and fine-tuning results, then the data they come from and
+links to the runs behind them, in one page.
 
 Built only from the stage manifests, so it can be regenerated at any time; stages that have not
 run yet are reported as such. Markdown is the source; HTML is rendered from it for a browser.
@@ -13,6 +14,7 @@ import io
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import markdown
 
 from mediswift.artifacts import Artifact, write_atomic
 from mediswift.config import PipelineConfig
+from mediswift.finetune.tables import SELECTION_RULE
+from mediswift.finetune.tables import markdown as task_markdown
 from mediswift.train.compare import SparsityGap, comparison_markdown
 
 
@@ -97,12 +101,15 @@ def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
     return f"- Corpus cut-off: {cutoff}\n- PubMed abstracts: {overlap}\n- Decontamination: {decon}"
 
 
-# The report lists at most this many found examples (the filter manifest has them all).
-REPORT_FOUND_ROWS = 50
+# Every evaluation example found in the pre-training corpus, one row each, next to the report:
+# there can be thousands, so the report itself gives their count and links here.
+CONTAMINATION_FILE = "contamination.csv"
+CONTAMINATION_COLUMNS = ["task", "split", "example", "documents", "corpus doc_ids (first 5)"]
 
 
 def contamination_section(c: dict[str, Any]) -> str:
-    """Which evaluation examples the pre-training corpus held (and lost to the filter)."""
+    """Which evaluation examples the pre-training corpus held (and lost to the filter): counts per
+    task and split; the examples themselves are in `CONTAMINATION_FILE`."""
     found = c.get("found", [])
     per: dict[tuple[str, str], int] = {}
     for f in found:
@@ -125,15 +132,27 @@ def contamination_section(c: dict[str, Any]) -> str:
         + _table(["Task", "Split", "Examples", "Checked (long enough)", "Found"], summary)
     )
     if found:
-        rows = [
-            [f["task"], f["split"], f["id"], f["documents"], ", ".join(f["doc_ids"])]
-            for f in found[:REPORT_FOUND_ROWS]
-        ]
-        header = ["Task", "Split", "Example", "Documents", "Corpus doc_id (first 5)"]
-        more = len(found) - len(rows)
-        tail = f"\n\n... and {more} more (all in the filter manifest)" if more > 0 else ""
-        out += "\n\nEvaluation examples found in the corpus:\n\n" + _table(header, rows) + tail
+        out += (
+            f"\n\nThe {len(found)} examples found, with the corpus documents holding each: "
+            f"[{CONTAMINATION_FILE}]({CONTAMINATION_FILE}) (also in the filter stage's manifest)."
+        )
     return out
+
+
+def contamination_csv(arts: dict[str, Artifact]) -> str | None:
+    """`CONTAMINATION_FILE`'s text: every example found, or None when there is none."""
+    if not arts["filter"].done():
+        return None
+    found = (arts["filter"].manifest().get("contamination") or {}).get("found", [])
+    if not found:
+        return None
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(CONTAMINATION_COLUMNS)
+    out.writerows(
+        [f["task"], f["split"], f["id"], f["documents"], " ".join(f["doc_ids"])] for f in found
+    )
+    return buf.getvalue()
 
 
 def pretrain_section(arts: dict[str, Artifact]) -> str:
@@ -159,16 +178,149 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
     return _table(header, rows) + ("\n\n" + comparison if comparison else "")
 
 
+def paper_order(title: str, task: str) -> tuple[float, str]:
+    """Tables in the paper's order (PubMedQA is its Table 3, HoC its Table 4), then the tasks the
+    paper has no table for (BC5CDR, DDI, plug-ins), by name."""
+    m = re.search(r"\bTable (\d+)", title)
+    return (int(m.group(1)) if m else float("inf"), task)
+
+
+def task_tables(evaluate: Artifact) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """(task, title, rows) of each results table, in the paper's order. The rows come from the
+    CSV (the same cells as the Markdown); the title is the Markdown's bold first line."""
+    out = []
+    for task, rows in results_tables(evaluate).items():
+        files = evaluate.manifest()["tables"][task]
+        md = evaluate.path / files.get("md", "")
+        first = md.read_text().split("\n", 1)[0] if md.is_file() else ""
+        out.append((task, first.strip("* ") or task, rows))
+    return sorted(out, key=lambda t: paper_order(t[1], t[0]))
+
+
 def finetune_section(arts: dict[str, Artifact]) -> str:
     if not arts["evaluate"].done():
         return "_Fine-tuning and evaluation have not run yet._"
-    ev = arts["evaluate"]
-    parts = []
-    for task, files in sorted(ev.manifest().get("tables", {}).items()):
-        md = files.get("md") if isinstance(files, dict) else None
-        if md and (ev.path / md).is_file():
-            parts.append(f"### {task}\n\n" + (ev.path / md).read_text().strip())
-    return "\n\n".join(parts) or "_No tables were written._"
+    parts = [
+        f"### {task}\n\n" + task_markdown(rows, title).strip()
+        for task, title, rows in task_tables(arts["evaluate"])
+    ]
+    if not parts:
+        return "_No tables were written._"
+    return "\n\n".join(parts) + "\n\n" + SELECTION_RULE.strip()
+
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow server` / `mlflow ui` listen by default
+PREFECT_UI = "http://127.0.0.1:4200"  # where `prefect server start` listens by default
+# The MLflow UI as `make serve` runs it: one worker, no job runner (nothing here submits jobs).
+MLFLOW_SERVER = (
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --host 127.0.0.1 --port 5000 "
+    "--workers 1 --backend-store-uri"
+)
+PREFECT_SERVER = "prefect server start --host 127.0.0.1 --port 4200"
+
+
+@dataclass(frozen=True)
+class UiLinks:
+    """Where the report's run links point, and the command that starts each UI (None: a server
+    that is already up). The flow run is the Prefect run that wrote the report."""
+
+    mlflow_ui: str = MLFLOW_UI
+    mlflow_command: str | None = None
+    prefect_ui: str = PREFECT_UI
+    prefect_command: str | None = None
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+
+    def mlflow_run(self, run_id: str) -> str:
+        # The UI's direct run route finds the run's experiment itself: the manifests keep run
+        # ids, not experiment ids.
+        return f"{self.mlflow_ui.rstrip('/')}/#/runs/{run_id}"
+
+    def flow_run(self) -> str | None:
+        if not self.flow_run_id:
+            return None
+        return f"{self.prefect_ui.rstrip('/')}/runs/flow-run/{self.flow_run_id}"
+
+
+def ui_links(
+    cfg: PipelineConfig,
+    home: Path,
+    flow_run_id: str | None = None,
+    flow_run_name: str | None = None,
+    prefect_ui: str | None = None,
+    prefect_home: str | None = None,
+) -> UiLinks:
+    """The links of a report written by flow run `flow_run_id`. MLflow: the UI `make serve` set,
+    else the tracking server itself, else a local `mlflow server` on the recipe's store.
+    Prefect: `prefect_ui` when a server is known, else `prefect server start` on
+    `prefect_home`, where a temporary server keeps its runs."""
+    from mediswift.tracking import mlflow_ui_base, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
+    server = uri if uri.startswith(("http://", "https://")) else None
+    mlflow_ui = mlflow_ui_base() or server
+    env = f"PREFECT_HOME={prefect_home} " if prefect_home else ""
+    return UiLinks(
+        mlflow_ui=mlflow_ui or MLFLOW_UI,
+        mlflow_command=None if mlflow_ui else f"{MLFLOW_SERVER} {uri}",
+        prefect_ui=prefect_ui or PREFECT_UI,
+        prefect_command=None if prefect_ui else f"{env}{PREFECT_SERVER}",
+        flow_run_id=flow_run_id,
+        flow_run_name=flow_run_name,
+    )
+
+
+def _opened_by(what: str, base: str, command: str | None) -> str:
+    return f"{what} at {base}" + (f" (start it with `{command}`)" if command else "")
+
+
+def sweep_links(ev: dict[str, Any], variant: str, tasks: list[str], links: UiLinks) -> str:
+    """`task: [sweep](..), [chosen point](..)` for each task of `variant` that has runs."""
+    by_task = {r["task"]: r for r in ev.get("results", []) if r["variant"] == variant}
+    cells = []
+    for task in [t for t in tasks if t in by_task]:
+        r = by_task[task]
+        chosen = (r.get("selected_point") or {}).get("mlflow_run_id")
+        runs = [("sweep", r.get("parent_run_id")), ("chosen point", chosen)]
+        found = [f"[{label}]({links.mlflow_run(rid)})" for label, rid in runs if rid]
+        if found:
+            cells.append(f"{task}: " + ", ".join(found))
+    return "; ".join(cells) or "-"
+
+
+def runs_section(arts: dict[str, Artifact], links: UiLinks) -> str:
+    """Links to the Prefect flow run and every MLflow run behind the results: a variant's
+    pre-training, each fine-tuning sweep (its grid points are its child runs) with its chosen
+    point, and the evaluation."""
+    how = (
+        "Run links open "
+        + _opened_by("the MLflow UI", links.mlflow_ui, links.mlflow_command)
+        + "; the flow-run link opens "
+        + _opened_by("the Prefect UI", links.prefect_ui, links.prefect_command)
+        + "."
+    )
+    items = []
+    if links.flow_run():
+        items.append(f"- Prefect flow run: [{links.flow_run_name}]({links.flow_run()})")
+    ev = arts["evaluate"].manifest() if arts["evaluate"].done() else {}
+    if ev.get("mlflow_run_id"):
+        items.append(
+            f"- Evaluation (tables, figures): [run]({links.mlflow_run(ev['mlflow_run_id'])})"
+        )
+    variants = arts["pretrain"].manifest().get("variants", []) if arts["pretrain"].done() else []
+    pretrained = {v["name"]: v.get("mlflow_run_id") for v in variants}
+    names = list(dict.fromkeys([*pretrained, *(r["variant"] for r in ev.get("results", []))]))
+    tasks = [t for t, _, _ in task_tables(arts["evaluate"])] if ev else []
+    rows = [
+        [
+            name,
+            f"[run]({links.mlflow_run(pretrained[name])})" if pretrained.get(name) else "-",
+            sweep_links(ev, name, tasks, links),
+        ]
+        for name in names
+    ]
+    table = [_table(["Variant", "Pre-training", "Fine-tuning per task"], rows)] if rows else []
+    return "\n\n".join([how, *(["\n".join(items)] if items else []), *table])
 
 
 OUTPUTS_FILE = "outputs.json"
@@ -201,37 +353,60 @@ def resolve_outputs(home: Path, recipe: str, arts: dict[str, Artifact]) -> dict[
     return out
 
 
+def _figure(path: Path) -> str:
+    return f"![{path.stem}]({path.name})"
+
+
+def report_images(home: Path, arts: dict[str, Artifact]) -> dict[str, list[Path]]:
+    """The figures of each results section that exist: the loss curves (pre-training), metric
+    against FLOPs and against size (fine-tuning)."""
+    out: dict[str, list[Path]] = {"pretrain": [], "evaluate": []}
+    if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
+        out["pretrain"].append(home / arts["pretrain"].manifest()["loss_plot"])
+    if arts["evaluate"].done():
+        ev = arts["evaluate"].manifest()
+        out["evaluate"] += [
+            arts["evaluate"].path / ev[k] for k in ("plot", "size_plot") if ev.get(k)
+        ]
+    return {stage: [p for p in paths if p.exists()] for stage, paths in out.items()}
+
+
+def _with_figures(text: str, images: list[Path]) -> str:
+    return "\n\n".join([text, *(_figure(p) for p in images)])
+
+
 def build_report(
     cfg: PipelineConfig,
     home: Path,
     arts: dict[str, Artifact],
     planned: dict[str, Artifact] | None = None,
     context: dict[str, str] | None = None,
+    links: UiLinks | None = None,
 ) -> tuple[str, list[Path]]:
     """The report's Markdown and the images it shows (copied next to it).
 
-    `arts`: the outputs shown; `planned`: the recipe's current keys (an output shown that is
-    not the planned one is marked as from an earlier run); `context`: date, code version,
-    overrides and links, listed at the top."""
+    Results first (pre-training, then the fine-tuning tables in the paper's order), then the
+    data they come from, the runs behind them and the stage outputs. `arts`: the outputs shown;
+    `planned`: the recipe's current keys (an output shown that is not the planned one is marked
+    as from an earlier run); `context`: date, code version, overrides, listed at the top;
+    `links`: where the run links point (the UIs' default local addresses when not given)."""
     planned = planned or arts
-    images: list[Path] = []
-    if arts["pretrain"].done() and arts["pretrain"].manifest().get("loss_plot"):
-        images.append(home / arts["pretrain"].manifest()["loss_plot"])
-    if arts["evaluate"].done():
-        ev = arts["evaluate"].manifest()
-        images += [arts["evaluate"].path / ev[k] for k in ("plot", "size_plot") if ev.get(k)]
-    about = "\n".join(f"- {k}: {v}" for k, v in (context or {}).items())
+    links = links or UiLinks()
+    images = report_images(home, arts)
+    about = [f"- {k}: {v}" for k, v in (context or {}).items()]
+    if links.flow_run():
+        about.append(f"- Prefect flow run: [{links.flow_run_name}]({links.flow_run()})")
+    about.append("- MLflow runs: linked under Runs, below the data")
     sections = [
         f"# MediSwift report: recipe `{cfg.name}`",
-        *([about] if about else []),
+        "\n".join(about),
+        "## Pre-training (Tables 2 and 6)\n\n"
+        + _with_figures(pretrain_section(arts), images["pretrain"]),
+        "## Fine-tuning (Table 3: PubMedQA, Table 4: HoC, then the other downstream tasks)\n\n"
+        + _with_figures(finetune_section(arts), images["evaluate"]),
         "## Pre-training data (Table 1)\n\n" + data_section(arts),
-        "## Pre-training (Tables 2 and 6)\n\n" + pretrain_section(arts),
-        "## Fine-tuning (Tables 3 and 4, and every other downstream task)\n\n"
-        + finetune_section(arts),
+        "## Runs\n\n" + runs_section(arts, links),
     ]
-    figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in images if p.exists())
-    if figures:
-        sections.append("## Figures\n\n" + figures)
 
     def state(stage: str) -> str:
         a = arts[stage]
@@ -240,7 +415,7 @@ def build_report(
         return f"`{a.key}` done" + ("" if a.key == planned[stage].key else " (an earlier run)")
 
     sections.append("## Stage outputs\n\n" + "\n".join(f"- {s}: {state(s)}" for s in arts))
-    return "\n\n".join(sections) + "\n", [p for p in images if p.exists()]
+    return "\n\n".join(sections) + "\n", images["pretrain"] + images["evaluate"]
 
 
 def write_report(
@@ -249,14 +424,20 @@ def write_report(
     arts: dict[str, Artifact],
     planned: dict[str, Artifact] | None = None,
     context: dict[str, str] | None = None,
+    links: UiLinks | None = None,
 ) -> Path:
-    """Write report.md, report.html and its images under `<home>/report/<recipe>/`; returns the
-    HTML."""
-    text, images = build_report(cfg, home, arts, planned, context)
+    """Write report.md, report.html, its images and the list of contaminated examples (when
+    any) under `<home>/report/<recipe>/`; returns the HTML."""
+    text, images = build_report(cfg, home, arts, planned, context, links)
     out = report_dir(home, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     for img in images:
         shutil.copyfile(img, out / img.name)
+    found = contamination_csv(arts)
+    if found is not None:
+        write_atomic(out / CONTAMINATION_FILE, found)
+    elif (out / CONTAMINATION_FILE).is_file():  # an earlier filter output's list: not this one's
+        (out / CONTAMINATION_FILE).unlink()
     write_atomic(out / "report.md", text)
     body = markdown.markdown(text, extensions=["tables"])
     page = (

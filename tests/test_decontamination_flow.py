@@ -1,6 +1,7 @@
 """Decontamination inside the `mediswift` flow (Prefect test harness, the mirror): evaluation
 examples hidden in an extra corpus under other ids are dropped by the filter stage, counted in
-its manifest, listed in the report, and never reach the token shards.
+its manifest and the report (listed in the file the report links), and never reach the token
+shards.
 
 The download output is built by hand (one mirror PubMed file, four PMC articles and the crafted
 corpus under `<home>/raw`, a download manifest in the contract's format); the filter stage itself
@@ -156,5 +157,8 @@ def test_report_lists_the_examples_found(decontaminated) -> None:
     md = decontaminated["report"].with_suffix(".md").read_text()
     assert "Decontamination: documents sharing a 13-word n-gram" in md
     assert "Corpus cut-off: none" in md
+    # The report counts them and links the list, written next to it.
+    assert "[contamination.csv](contamination.csv)" in md
+    listed = (decontaminated["report"].parent / "contamination.csv").read_text()
     for doc_id, (task, split, ex_id) in decontaminated["hidden"].items():
-        assert f"| {task} | {split} | {ex_id} |" in md and doc_id in md
+        assert f"{task},{split},{ex_id}," in listed and doc_id in listed

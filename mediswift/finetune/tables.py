@@ -4,7 +4,8 @@ any other task lay theirs out in their own module), and the metric against pre-t
 Each row: model, sparsity, active size (non-embedding parameters that are active during
 pre-training, the paper's "size" column), pre-training FLOPs, then per prediction mode the test
 metric's mean +/- standard deviation over seeds at the (batch, lr) chosen on dev, and that
-choice. A majority-class row gives the floor every number must be read against.
+choice. A majority-class row gives the floor every number must be read against. The CSV has
+every mode side by side; the Markdown has one table per mode, a page wide.
 """
 
 from __future__ import annotations
@@ -171,17 +172,45 @@ def table_rows(
     return rows
 
 
+def mode_tables(rows: Sequence[dict[str, str]]) -> list[tuple[str, list[dict[str, str]]]]:
+    """The task table as one table per prediction mode: the model columns, then that mode's
+    result, interval, degenerate seeds and choice (8 columns: a page wide, where all modes side
+    by side are 12). The cells are the same strings; only the `<mode>: ` prefix of a column name
+    goes, since the table is titled by its mode. A mode no row has (every cell "-": the task was
+    never run in it) is left out. Rows without mode columns come back as one table, untitled."""
+    if not rows:
+        return []
+    cols = list(rows[0])
+    modes = [c for c in cols if c in MODE_NAMES.values()]
+    own = {m: [c for c in cols if c == m or c.startswith(f"{m}: ")] for m in modes}
+    shared = [c for c in cols if not any(c in own[m] for m in modes)]
+    if not modes:
+        return [("", list(rows))]
+    out = []
+    for m in modes:
+        if all(r[m] == "-" for r in rows):
+            continue
+        names = {c: "test, mean ± std" if c == m else c.removeprefix(f"{m}: ") for c in own[m]}
+        out.append(
+            (m, [{c: r[c] for c in shared} | {names[c]: r[c] for c in own[m]} for r in rows])
+        )
+    return out or [("", list(rows))]
+
+
+def _grid(rows: Sequence[dict[str, str]]) -> list[str]:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    return lines + ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+
+
 def markdown(rows: Sequence[dict[str, str]], title: str) -> str:
+    """The task's table under `title`, one table per prediction mode (see `mode_tables`)."""
     if not rows:
         return f"**{title}**\n\n(no results)\n"
-    cols = list(rows[0])
-    lines = [
-        f"**{title}**",
-        "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+    lines = [f"**{title}**"]
+    for mode, sub in mode_tables(rows):
+        lines += ["", f"*Predictions by {mode}*", ""] if mode else [""]
+        lines += _grid(sub)
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +247,30 @@ def _dense_size(r: EvaluatedSweep) -> float:
     return r.active_non_embedding_params / max(1e-9, 1.0 - r.sparsity)
 
 
+def _log_x_axis(ax: Any, xs: Sequence[float]) -> None:
+    """A log x axis at least a decade wide, centred on the data. Left to itself, matplotlib zooms
+    into a sliver such as 3.98e5-4.08e5 around one model size, which reads as a spread the data
+    does not have; one value (to 1%) gets that value as its only tick."""
+    ax.set_xscale("log")
+    lo, hi = min(xs), max(xs)
+    if hi >= 10 * lo:
+        return
+    centre = (lo * hi) ** 0.5
+    half = max(10**0.5, 1.5 * (hi / lo) ** 0.5)
+    ax.set_xlim(centre / half, centre * half)
+    if hi <= 1.01 * lo:
+        ax.set_xticks([centre], [human(centre)])
+        ax.minorticks_off()
+
+
+def _dodge(n_lines: int, xs: Sequence[float]) -> list[float]:
+    """Factors on x that set the lines a little apart when every point sits at one x (one model
+    size): their error bars would otherwise be drawn over each other."""
+    if max(xs) > 1.01 * min(xs):
+        return [1.0] * n_lines
+    return [1.06 ** (i - (n_lines - 1) / 2) for i in range(n_lines)]
+
+
 def _panels(
     results: Sequence[EvaluatedSweep],
     mode: str,
@@ -242,23 +295,25 @@ def _panels(
         rs = [r for r in results if r.task == task]
         # A task without this mode (no candidate grammar) is drawn in greedy generation.
         m = mode if all(mode in r.selected for r in rs) else "generate"
-        for line in sorted({line_of(r) for r in rs}):
+        lines = sorted({line_of(r) for r in rs})
+        for line, shift in zip(lines, _dodge(len(lines), [x(r) for r in rs]), strict=True):
             pts = sorted((r for r in rs if line_of(r) == line), key=x)
             ys = [100 * r.selected[m].test_mean for r in pts]
+            xs = [x(r) * shift for r in pts]
             ax.errorbar(
-                [x(r) for r in pts],
+                xs,
                 ys,
                 yerr=[100 * r.selected[m].test_std for r in pts],
                 marker="o",
                 capsize=3,
                 label=line_label(line),
             )
-            for r, y in zip(pts, ys, strict=True):
-                ax.annotate(point_label(r), (x(r), y), textcoords="offset points",
+            for r, px, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(point_label(r), (px, y), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)  # fmt: skip
         baseline = task_class(task).baseline_name
         ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label=baseline)
-        ax.set_xscale("log")
+        _log_x_axis(ax, [x(r) for r in rs])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(task_class(task).table.axis)
         ax.set_title(f"{task} ({MODE_NAMES[m]})")

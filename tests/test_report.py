@@ -1,0 +1,191 @@
+"""The pipeline report's layout, from hand-made stage manifests (no pipeline run): results lead,
+the paper's tables in the paper's order, long lists behind a count and a link, tables a page
+wide, links to the runs, and figures readable with one model size."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pytest
+from test_evaluate import _manifest_dicts
+
+from mediswift.artifacts import Artifact
+from mediswift.config import PipelineConfig
+from mediswift.finetune import tables
+from mediswift.manifests import FinetuneManifest, PretrainManifest, SelectedPoint
+from mediswift.report import write_report
+
+STAGES = ["download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"]
+PAGE_COLUMNS = 8  # what a page (or a browser at the report's 60em) shows without scrolling
+N_FOUND = 60
+
+
+def _found(n: int) -> list[dict]:
+    return [
+        {"task": "pubmedqa", "split": "test", "id": f"ex-{i}", "documents": 1,
+         "doc_ids": [f"pubmed:{1000 + i}"]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _filter_manifest() -> dict:
+    return {
+        "counts": {
+            "by_source": {"pubmed": {"train": 900, "validation": 10}},
+            "kept": {"train": 900, "validation": 10},
+            "dropped": {"contamination": N_FOUND},
+        },
+        "rules": {"decontaminate": True, "contamination_ngram": 13},
+        "contamination": {
+            "ngram": 13,
+            "documents": N_FOUND,
+            "examples": {"pubmedqa": {"dev": 50, "test": 500}},
+            "checked": {"pubmedqa": {"dev": 50, "test": 500}},
+            "found": _found(N_FOUND),
+        },
+    }
+
+
+def _with_third_task(finetune: dict) -> dict:
+    """The fixture's PubMedQA and HoC, and DDI (a task the paper has no table for)."""
+    ddi = [dict(s, task="ddi") for s in finetune["sweeps"] if s["task"] == "pubmedqa"]
+    finetune["sweeps"] = finetune["sweeps"] + ddi
+    finetune["tasks"]["ddi"] = dict(finetune["tasks"]["pubmedqa"])
+    for i, s in enumerate(finetune["sweeps"]):
+        s["parent_run_id"] = f"sweep{i:03d}"
+    return finetune
+
+
+def make_home(home: Path) -> dict[str, Artifact]:
+    """Done filter, tokenize, pretrain and evaluate outputs; the other stages not run."""
+    arts = {s: Artifact(s, f"{s}-key", home / s / f"{s}-key") for s in STAGES}
+    finetune, pretrain = _manifest_dicts()
+    finetune = _with_third_task(finetune)
+    for v in pretrain["variants"]:
+        v |= {"mlflow_run_id": f"pre-{v['name']}", "final_train_loss": 6.0, "final_val_loss": 6.3}
+    arts["filter"].ensure().write_manifest(_filter_manifest())
+    arts["tokenize"].ensure().write_manifest({"tokens": {"train": 3_600_000}})
+    arts["pretrain"].ensure().write_manifest(pretrain)
+    ev, _ = tables.write_report(
+        FinetuneManifest.model_validate(finetune),
+        PretrainManifest.model_validate(pretrain),
+        ["generate", "score"],
+        "score",
+        arts["evaluate"].path,
+    )
+    ev.mlflow_run_id = "evalrun"
+    ev.results[0].selected_point = SelectedPoint(
+        mode="score", batch_size=16, lr=1e-4, seed=0, unit="finetune/units/p", mlflow_run_id="pt0"
+    )
+    arts["evaluate"].write_manifest(ev.model_dump(mode="json"))
+    return arts
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """The report's folder, written without links (the default local UI addresses)."""
+    home = tmp_path_factory.mktemp("report") / "home"
+    write_report(PipelineConfig(name="layout"), home, make_home(home), context={"date": "today"})
+    return home / "report" / "layout"
+
+
+def test_results_come_first_and_the_papers_tables_in_its_order(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    heads = [md.index(h) for h in ("## Pre-training (", "## Fine-tuning", "## Pre-training data")]
+    assert heads == sorted(heads), "results (pre-training, fine-tuning) before the data"
+    # PubMedQA is the paper's Table 3, HoC its Table 4; tasks without a table follow.
+    tasks = [md.index(f"### {t}") for t in ("pubmedqa", "hoc", "ddi")]
+    assert tasks == sorted(tasks)
+
+
+def test_contaminated_examples_are_a_count_and_a_link_to_the_file(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    assert f"{N_FOUND} evaluation examples were in the corpus" in md
+    assert "[contamination.csv](contamination.csv)" in md
+    assert "ex-0" not in md and "pubmed:1000" not in md  # no list of ids in the report
+    rows = list(csv.DictReader(io.StringIO((report / "contamination.csv").read_text())))
+    assert len(rows) == N_FOUND
+    assert rows[-1]["example"] == f"ex-{N_FOUND - 1}" and rows[0]["task"] == "pubmedqa"
+
+
+def _table_widths(md: str) -> list[int]:
+    """Columns of each Markdown table: a header line followed by its `|---|` line."""
+    lines = md.splitlines()
+    return [
+        line.strip().strip("|").count("|") + 1
+        for line, below in zip(lines, lines[1:], strict=False)
+        if line.startswith("|") and re.fullmatch(r"\|(\s*-+\s*\|)+", below.strip())
+    ]
+
+
+def test_every_table_fits_a_page(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    widths = _table_widths(md)
+    assert len(widths) >= 8  # data, contamination, pre-training, 3 tasks x 2 modes, runs
+    assert max(widths) <= PAGE_COLUMNS, widths
+    # The cells are the evaluate stage's own: the numbers do not change with the layout.
+    assert "| tiny-dense | 0% | 400K | 1e+15 | 56.0 ± 1.0 |" in md
+
+
+def test_the_task_tables_written_by_evaluate_fit_a_page(report: Path) -> None:
+    home = report.parent.parent
+    for md in (home / "evaluate" / "evaluate-key").glob("table*.md"):
+        assert max(_table_widths(md.read_text())) <= PAGE_COLUMNS, md.name
+
+
+def test_links_to_every_mlflow_run_and_the_flow_run(tmp_path: Path, monkeypatch) -> None:
+    from mediswift.report import ui_links
+
+    monkeypatch.delenv("MEDISWIFT_MLFLOW_UI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home, cfg = tmp_path / "home", PipelineConfig(name="links")
+    links = ui_links(cfg, home, "f1e2d3", "brave-fox", prefect_home=str(tmp_path / "prefect"))
+    write_report(cfg, home, make_home(home), links=links)
+    md = (home / "report" / "links" / "report.md").read_text()
+    assert "[brave-fox](http://127.0.0.1:4200/runs/flow-run/f1e2d3)" in md
+    assert f"PREFECT_HOME={tmp_path / 'prefect'} prefect server start --host 127.0.0.1" in md
+    assert (
+        f"mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///{home / 'mlflow.db'}`"
+        in md
+    )
+    mlflow_runs = ["pre-tiny-dense", "pre-tiny-s75", "evalrun", "sweep000", "sweep008", "pt0"]
+    for run_id in mlflow_runs:
+        assert f"(http://127.0.0.1:5000/#/runs/{run_id})" in md, run_id
+    # The runs come after the results and the data: links, not results, close the report.
+    assert md.index("## Runs") > md.index("## Pre-training data")
+
+
+def _figures(monkeypatch) -> list:
+    """Every matplotlib figure saved from now on."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = [], Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def test_one_model_size_draws_on_a_readable_axis(tmp_path: Path, monkeypatch) -> None:
+    finetune, pretrain = _manifest_dicts()  # one size: every variant is 400K parameters dense
+    # ... up to the rounding of each layer's mask, which made matplotlib zoom into 4.0000e5-
+    # 4.0003e5 as if the sizes differed.
+    for v, extra in zip(pretrain["variants"], (0, 3, 1), strict=True):
+        v["active_non_embedding_params"] += extra
+    results = tables.summarize(
+        FinetuneManifest.model_validate(finetune),
+        PretrainManifest.model_validate(pretrain),
+        ["score"],
+    )
+    saved = _figures(monkeypatch)
+    tables.plot_sizes(results, "score", tmp_path / "sizes.png")
+    for ax in saved[0].axes:
+        lo, hi = ax.get_xlim()
+        assert hi / lo >= 9.9, (lo, hi)  # a decade, not a sliver around 4e5
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["400K"]
