@@ -38,6 +38,8 @@ fi
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 export MEDISWIFT_MLFLOW_UI="$MLFLOW_TRACKING_URI"
 export PREFECT_LOCAL_STORAGE_PATH="$MEDISWIFT_HOME/prefect-results"
+# No telemetry (the server would try to reach the internet), as for CLI runs.
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
 # No task falls back to Prefect's default (pickled) cache records.
 export PREFECT_TASKS_DEFAULT_NO_CACHE=true
 
@@ -56,7 +58,8 @@ wait_http() {  # url, what
   exit 1
 }
 
-start prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+# Prefect's app behind a Host header check (Prefect has no allowed-hosts setting; see the script).
+start prefect-server "$BIN/python" deployments/prefect_server.py --host 127.0.0.1 --port "$PREFECT_PORT"
 wait_http "$PREFECT_API_URL/health" "Prefect server"
 
 # MLflow: job execution off (no job-runner processes; the pipeline submits no MLflow jobs) and

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from mediswift import interrupt
-from mediswift.config import RECIPES_DIR, home_dir, load_recipe
+from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.console import log_traceback, one_line, quiet_console, run_log
 from mediswift.dry_run import dry_run
 from mediswift.graph import parse_stages, plan
@@ -112,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(cfg, home, stages, args.gpu, args.mfu))
         return 0
+    check_devices(cfg, stages)
     # Settings read when Prefect is imported: its local state and results live in the home, not
     # in the user's ~/.prefect, and it sends no telemetry (a closed network logs errors for it).
     os.environ["MEDISWIFT_HOME"] = str(home)
@@ -146,6 +147,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "report" in result:
         print(f"\nReport:     {result['report']}\n{ui_commands(home)}")
     return 0
+
+
+def check_devices(cfg: PipelineConfig, stages: list[str]) -> None:
+    """Refuse a device setting this machine does not have, before anything runs."""
+    wanted = {"pretrain": cfg.pretrain.device, "finetune": cfg.finetune.device}
+    named = {s: d for s, d in wanted.items() if s in stages and d not in ("auto", "cpu")}
+    if not named:
+        return  # no torch import for the common case
+    from mediswift.train.distributed import missing_device
+
+    for stage, device in named.items():
+        why = missing_device(device)
+        if why:
+            raise BadSettings(f"{stage}.device: {device!r}: {why}")
 
 
 def ui_commands(home: Path) -> str:
@@ -209,6 +224,15 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def bounded(text: str, limit: int = 20_000) -> str:
+    """`text` cut to its first and last `limit // 2` characters: an error may quote an input,
+    and the console gets an excerpt (the run's log file has the rest)."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return f"{text[: limit // 2]}\n[... {cut:,} characters cut ...]\n{text[-limit // 2 :]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 for bad settings, 1 for a fault while running; errors are one line
     (`--verbose` adds the traceback, which the run's log file always has)."""
@@ -240,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             log_traceback(args.log_path, e)
             where = f" (details: {args.log_path})"
         if getattr(args, "verbose", False):
-            traceback.print_exception(e, file=sys.stderr)
+            print(bounded("".join(traceback.format_exception(e))), file=sys.stderr)
         print(f"mediswift: error: {one_line(e)}{where}", file=sys.stderr)
         return 2 if bad_input and not running else 1
 

@@ -170,6 +170,11 @@ def load_recipe(
         raise ValueError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe must be a mapping of stage sections")
+    if expanded_size(data, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+        raise ValueError(
+            f"{path}: more than {MAX_RECIPE_VALUES:,} values once its YAML aliases are expanded "
+            "(an alias bomb?)"
+        )
     data.setdefault("name", path.stem)
     data = deep_merge(data, _select_tasks(data, overrides or {}))
     mirror = _source(data, mirror or os.environ.get("MEDISWIFT_MIRROR"), home)
@@ -180,6 +185,22 @@ def load_recipe(
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise ValueError(f"{path}: {explain(e)}") from e
+
+
+def expanded_size(value: Any, cap: int) -> int:
+    """The number of values in `value` with every shared (aliased) part counted each time it
+    appears, counting no further than just past `cap`: the size a printer or validator would
+    walk. A YAML alias bomb is a few lines whose expansion has billions of values."""
+    seen, todo = 0, [value]
+    while todo and seen <= cap:
+        v = todo.pop()
+        seen += 1
+        if isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, list | tuple):
+            todo.extend(v)
+    return seen
 
 
 def _source(recipe: dict[str, Any], given: str | None, home: Path | None) -> str | None:
@@ -212,8 +233,24 @@ def _select_tasks(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
+# Far more values than any recipe has (the paper's has a few hundred), far fewer than a
+# printer or validator can walk in a second.
+MAX_RECIPE_VALUES = 100_000
+# Characters that end or escape the path part of a URL: MLflow's and Prefect's SQLite URLs are
+# built from the home's path unquoted, so such a home would put their databases elsewhere.
+URL_UNSAFE = "#?%"
+
+
 def home_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    return Path(home or os.environ.get("MEDISWIFT_HOME") or ".mediswift").expanduser().resolve()
+    """The artifact root: `home`, else MEDISWIFT_HOME, else ./.mediswift (absolute)."""
+    path = Path(home or os.environ.get("MEDISWIFT_HOME") or ".mediswift").expanduser().resolve()
+    bad = sorted({c for c in str(path) if c in URL_UNSAFE})
+    if bad:
+        raise ValueError(
+            f"home {path}: its path contains {' '.join(repr(c) for c in bad)}, which the SQLite "
+            "URLs of MLflow and Prefect cannot hold: choose a home without them"
+        )
+    return path
 
 
 def settings_reference() -> str:

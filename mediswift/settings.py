@@ -22,6 +22,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 AFFECTS = "affects"  # the json_schema_extra key of the classification
+# Bounds past which a setting cannot work: 50x the paper's 200k steps (beyond it the schedule's
+# warmup alone outlasts any budget), and a context whose position table fits in memory.
+MAX_STEPS = 10_000_000
+MAX_CONTEXT = 65_536
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 Role = Literal["result", "plan", "schedule"]
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -310,11 +315,13 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     sparsity_stop_fraction: float = result(
         0.75, "dynamic sparsity: fraction of steps with mask updates", gt=0.0, le=1.0
     )
-    seq_len: int = result(1024, "tokens per training sequence (MSL)", ge=2)
-    block_size: int = result(1024, "learned positions (context window), >= seq_len", ge=2)
+    seq_len: int = result(1024, "tokens per training sequence (MSL)", ge=2, le=MAX_CONTEXT)
+    block_size: int = result(
+        1024, "learned positions (context window), >= seq_len", ge=2, le=MAX_CONTEXT
+    )
     global_batch: int = result(512, "sequences per optimizer step", ge=1)
     micro_batch: int = result(8, "sequences per forward pass and process", ge=1)
-    steps: int = result(200_000, "optimizer steps", ge=1)
+    steps: int = result(200_000, "optimizer steps", ge=1, le=MAX_STEPS)
     lr: float = result(2e-4, "peak learning rate", gt=0.0, lt=1.0)
     dropout: float = result(0.0, "dropout probability", ge=0.0, lt=1.0)
     eval_every: int = result(1000, "steps between validation losses", ge=1)
@@ -324,7 +331,9 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     seed: int = result(0, "seed of the weights, masks and data order")
     compile: bool = result(False, "torch.compile the model (numerics may differ slightly)")
     fsdp: bool = result(False, "shard the model with FSDP2 (static sparsity only)")
-    device: str = schedule("auto", "auto, cpu, cuda or cuda:N (bf16 autocast on CUDA)")
+    device: str = schedule(
+        "auto", "auto, cpu, cuda or cuda:N (bf16 autocast on CUDA)", pattern=DEVICE_PATTERN
+    )
     nproc: int = schedule(1, "processes per node under torchrun (DDP)", ge=1, le=1024)
     nnodes: int = schedule(1, "nodes of a multi-node run (torchrun, c10d rendezvous)", ge=1)
     rdzv_endpoint: str | None = schedule(

@@ -37,6 +37,9 @@ def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedPro
         (["pretrain.global_batch=10", "pretrain.micro_batch=3"], "global_batch 10"),
         (["pretrain=1", "pretrain.steps=2"], "--set pretrain.steps"),
         (["finetune.tasks=[pubmedqa, nope]"], "unknown downstream task 'nope'"),
+        (["pretrain.steps=1000000000000000000"], "pretrain.steps"),
+        (["pretrain.block_size=1000000000"], "pretrain.block_size"),
+        (["finetune.device=gpu7"], "finetune.device"),
     ],
 )
 def test_bad_settings_one_line_exit_2(sets: list[str], names: str, tmp_path: Path) -> None:
@@ -47,6 +50,33 @@ def test_bad_settings_one_line_exit_2(sets: list[str], names: str, tmp_path: Pat
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("mediswift: error: ")
     assert names in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.subprocess
+def test_a_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    r = cli("run", "--stages", "pretrain", "--set", "pretrain.device=cuda:7", home=tmp_path)
+    if "CUDA is not available" not in r.stderr:  # a machine with GPUs: ask for one more
+        pytest.skip("this machine has CUDA devices")
+    assert r.returncode == 2 and r.stderr.startswith("mediswift: error: pretrain.device")
+    assert not (tmp_path / "logs").exists()  # refused before the run started
+
+
+@pytest.mark.subprocess
+def test_a_home_whose_path_breaks_sqlite_urls_is_refused(tmp_path: Path) -> None:
+    r = cli("run", "--dry-run", home=tmp_path / "a#b")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "'#'" in r.stderr and not (tmp_path / "a").exists()
+
+
+@pytest.mark.subprocess
+def test_an_alias_bomb_recipe_is_refused_at_once_even_verbose(tmp_path: Path) -> None:
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("\n".join(levels) + "\npretrain: *a8\n")  # 9^9 strings expanded
+    r = cli("run", "--recipe", str(recipe), "--dry-run", "--verbose", home=tmp_path, timeout=60)
+    assert r.returncode == 2 and "alias" in r.stderr.splitlines()[-1]
+    assert len(r.stderr) < 20_000
 
 
 @pytest.mark.slow

@@ -53,7 +53,23 @@ def served(tmp_path: Path, mirror_dir: Path):
         subprocess.run([str(REPO / "deployments" / "stop.sh")], env=env, timeout=60)
 
 
+def _status(url: str, host: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": host})) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> None:
+    # Both servers answer only to their loopback names (no DNS rebinding from a web page).
+    for port, path in ((served["PREFECT_PORT"], "/api/health"), (served["MLFLOW_PORT"], "/health")):
+        url = f"http://127.0.0.1:{port}{path}"
+        assert _status(url, f"127.0.0.1:{port}") == 200
+        assert _status(url, f"attacker.example:{port}") in (400, 403), url
     run = subprocess.run(
         [
             PREFECT,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import SerializeAsAny, ValidationError, field_validator
 
 from mediswift.finetune.registry import task_class
-from mediswift.settings import TaskSettings, explain, optimization, result, schedule
+from mediswift.settings import DEVICE_PATTERN, TaskSettings, explain, optimization, result, schedule
 
 _FinetuneOptim = optimization(
     "FinetuneOptimization", weight_decay=0.01, betas=(0.9, 0.999), min_lr_ratio=0.0
@@ -44,7 +44,7 @@ class FinetuneConfig(_FinetuneOptim):  # type: ignore[misc,valid-type]
     )
     eval_batch_size: int = result(16, "sequences per evaluation batch", ge=1)
     concurrency: int = schedule(2, "grid points trained at once (threads)", ge=1)
-    device: str = schedule("auto", "auto, cpu, cuda or cuda:N")
+    device: str = schedule("auto", "auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
     torch_threads: int | None = schedule(
         None, "torch threads per grid point (None: cores / concurrency)", ge=1
     )

@@ -38,6 +38,20 @@ def resolve_device(pref: str = "auto") -> torch.device:
     return torch.device(pref)
 
 
+def missing_device(pref: str) -> str | None:
+    """Why the device setting `pref` cannot be used on this machine (None: it can). Checked
+    when a run starts, so a recipe for another machine fails at once, naming the setting."""
+    if pref in ("auto", "cpu"):
+        return None
+    if pref == "mps":
+        return None if torch.backends.mps.is_available() else "MPS is not available here"
+    if not torch.cuda.is_available():
+        return "CUDA is not available on this machine"
+    index = int(pref.split(":", 1)[1]) if ":" in pref else 0
+    count = torch.cuda.device_count()
+    return None if index < count else f"this machine has {count} CUDA device(s)"
+
+
 def init_distributed(device_pref: str = "auto") -> Dist:
     """Join the torchrun process group if there is one; return this process's place in it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
