@@ -66,7 +66,11 @@ def _status(url: str, host: str) -> int:
 
 def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> None:
     # Both servers answer only to their loopback names (no DNS rebinding from a web page).
-    for port, path in ((served["PREFECT_PORT"], "/api/health"), (served["MLFLOW_PORT"], "/health")):
+    mlflow_api = "/api/2.0/mlflow/experiments/search?max_results=1"  # (/health answers anyone)
+    for port, path in (
+        (served["PREFECT_PORT"], "/api/health"),
+        (served["MLFLOW_PORT"], mlflow_api),
+    ):
         url = f"http://127.0.0.1:{port}{path}"
         assert _status(url, f"127.0.0.1:{port}") == 200
         assert _status(url, f"attacker.example:{port}") in (400, 403), url
