@@ -204,14 +204,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise BadSettings(str(e)) from e
     arts = plan(cfg, home)
-    choice = choose(home, arts, args.variant, args.task, cfg.evaluate.plot_mode)
+    choice = choose(
+        home, arts, args.variant, args.task, cfg.evaluate.plot_mode, cfg.pretrain.seq_len
+    )
     card = {
         **choice.card,
         "recipe": cfg.name,
         "tokens": cfg.pretrain.tokens,
         "pmc_commercial_only": cfg.download.pmc_commercial_only,
     }
-    out = export_model(choice.checkpoint, arts["vocab"].path, Path(args.out), card, choice.prompt)
+    out = export_model(
+        choice.checkpoint,
+        arts["vocab"].path,
+        Path(args.out),
+        card,
+        choice.prompt,
+        trained_len=choice.trained_len,
+    )
     print(f"exported {card['name']} to {out}")
     return 0
 

@@ -12,6 +12,12 @@ sentencepiece BPE model. The export carries a small `PreTrainedTokenizer` subcla
 (`mediswift/hf/tokenization_mediswift.py`, copied verbatim) that `AutoTokenizer` loads with
 `trust_remote_code=True`.
 
+Only the positions the model was trained on are exported: a checkpoint has `block_size` rows of
+position embedding, but pre-training fills only the first `seq_len` (a fine-tuned point: its
+`max_len`); the rows beyond never get a gradient (only weight decay shrinks them). `n_positions`
+(config) and `model_max_length` (tokenizer) state that trained length, so transformers and
+lm-evaluation-harness truncate or warn before reaching an untrained position.
+
 A sparse checkpoint is exported as it is: its masked weights are exact zeros, stored densely
 (transformers has no sparse GPT-2), and the card records the sparsity. A fine-tuned point's soft
 prompt is copied beside the model, and the card shows how to feed it through `inputs_embeds`.
@@ -22,6 +28,7 @@ export can be made on a machine without it (the tests load every export with tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -65,15 +72,18 @@ def export_model(
     out_dir: Path,
     card: dict[str, Any] | None = None,
     prompt: Path | None = None,
+    trained_len: int | None = None,
 ) -> Path:
     """Write checkpoint `checkpoint_dir` (our layout, dense or sparse) with the tokenizer in
     `tokenizer_dir` (the vocab stage's output) as a Hugging Face model directory `out_dir`.
 
     `card`: what the caller knows about the model (`CARD_FIELDS`; a pre-train variant record and
     metrics), rendered into the model card. `prompt`: a fine-tuned point's `prompt.safetensors`,
-    exported as `soft_prompt.safetensors`. The directory is built beside `out_dir` and renamed
-    into place, so `out_dir` is either a complete export or absent; an existing `out_dir` is
-    replaced only if it is an earlier export. Returns `out_dir`.
+    exported as `soft_prompt.safetensors`. `trained_len`: the sequence length the weights were
+    trained on (None: every position of the checkpoint); only those positions are exported. The
+    directory is built beside `out_dir` and renamed into place, so `out_dir` is either a complete
+    export or absent; an existing `out_dir` is replaced only if it is an earlier export. Returns
+    `out_dir`.
     """
     checkpoint_dir, tokenizer_dir, out_dir = (
         Path(checkpoint_dir),
@@ -88,7 +98,8 @@ def export_model(
             f"{checkpoint_dir}: model setting(s) {sorted(unknown)} have no GPT-2 mapping in "
             "mediswift.export yet; exporting would not reproduce the model"
         )
-    weights = load_file(str(checkpoint_dir / MODEL_FILE))
+    block_size = cfg.block_size
+    cfg, weights = trained_positions(cfg, load_file(str(checkpoint_dir / MODEL_FILE)), trained_len)
     tok = Tokenizer.load(tokenizer_dir)  # checks that bpe.model matches tokenizer.json
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(
@@ -100,7 +111,9 @@ def export_model(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_json(tmp / HF_CONFIG_FILE, hf_config(cfg, tok.special_ids, _dtype_name(weights)))
+        config = hf_config(cfg, tok.special_ids, _dtype_name(weights))
+        config["mediswift"]["checkpoint_block_size"] = block_size
+        _write_json(tmp / HF_CONFIG_FILE, config)
         _write_json(tmp / HF_GENERATION_FILE, generation_config(tok.special_ids))
         save_file(
             hf_state_dict(cfg, weights), str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"}
@@ -119,6 +132,26 @@ def export_model(
 
 
 # --- Model -----------------------------------------------------------------------------------
+
+
+def trained_positions(
+    cfg: GPTConfig, weights: dict[str, torch.Tensor], trained_len: int | None
+) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """The config and weights cut to the first `trained_len` positions (None: all of them).
+
+    Rows of the position embedding past the training length were never updated: exporting them
+    would advertise a context the model cannot use (lm-evaluation-harness reads `n_positions` as
+    the context to fill). The computation of every position kept is unchanged. A length at or
+    past the checkpoint's positions keeps them all: the training cannot have used more (a recipe
+    whose `seq_len` exceeds the checkpoint's context did not train that checkpoint's rows alone).
+    """
+    if trained_len is None or trained_len >= cfg.block_size:
+        return cfg, weights
+    if trained_len < 1:
+        raise ValueError(f"trained length {trained_len}: a model needs at least one position")
+    cut = dict(weights)
+    cut["wpe.weight"] = weights["wpe.weight"][:trained_len]
+    return dataclasses.replace(cfg, block_size=trained_len), cut
 
 
 def hf_config(cfg: GPTConfig, special_ids: dict[str, int], dtype: str) -> dict[str, Any]:

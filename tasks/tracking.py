@@ -84,6 +84,7 @@ def register_model(
     card: dict[str, Any],
     prompt: str | None = None,
     input_example: str = PRETRAIN_EXAMPLE,
+    trained_len: int | None = None,
     aliases: list[str] | None = None,
     tags: dict[str, str] | None = None,
     description: str | None = None,
@@ -93,7 +94,8 @@ def register_model(
     A run that registered its model before keeps that version (only the aliases move to it):
     stages call this on every run, the export and upload happen once per run. Otherwise the
     checkpoint is exported as a Hugging Face directory (a temporary one, named `name`: the
-    tokenizer's code is cached under that name by transformers) and logged from there.
+    tokenizer's code is cached under that name by transformers) and logged from there, with
+    the `trained_len` positions the weights were trained on (None: all of the checkpoint's).
     """
     ref = find_registered(tracking_uri, run_id, name)
     if ref is not None:
@@ -108,6 +110,7 @@ def register_model(
                 Path(tmp) / name,
                 card,
                 Path(prompt) if prompt else None,
+                trained_len,
             )
             extra = [hf / "README.md"] + ([hf / SOFT_PROMPT_FILE] if prompt else [])
             ref = log_hf_model(

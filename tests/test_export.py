@@ -206,7 +206,95 @@ def test_tokenizer_ids_equal_ours(
     assert hf(texts[:5])["input_ids"] == ours[:5]  # batched calls too
     assert any(tok.unk_id in ids for ids in ours)  # unknown characters were exercised
     for ids in ours[:20] + ours[-len(EDGE_TEXTS) :]:
-        assert hf.decode(ids) == tok.decode(ids)
+        # Ours plus the space a word-initial first piece carries (test_decode_keeps_the_space_*)
+        assert hf.decode(ids).removeprefix(" ") == tok.decode(ids)
+
+
+def test_decode_keeps_the_space_before_a_continuation(
+    exported: dict, one_torch_thread: None
+) -> None:
+    """A continuation decoded alone or after its prompt keeps the space before its first word,
+    and only where Moses puts one (punctuation and word pieces join what precedes them)."""
+    hf = load_hf_tok(exported["dense"][1])
+    prompt = hf("Aspirin reduces the risk of")["input_ids"]
+    new = hf("the heart")["input_ids"]
+    whole = hf.decode(prompt + new)
+    assert whole.startswith(hf.decode(prompt))
+    assert whole.endswith("risk of the heart")
+    assert hf.decode(new) == " the heart"  # what the text-generation pipeline appends
+    assert hf.decode(hf(", and")["input_ids"]) == ", and"
+    word = hf("Aspirin")["input_ids"]
+    assert len(word) > 1  # split into pieces: the second part continues the word
+    assert hf.decode(word[:1]) + hf.decode(word[1:]) == " Aspirin"
+    assert hf.decode([hf.eos_token_id] + new) == " the heart"  # control tokens are not shown
+    assert hf.decode([]) == ""
+
+
+def test_text_generation_pipeline_reads_naturally(exported: dict, one_torch_thread: None) -> None:
+    _, out = exported["dense"]
+    hf = load_hf_tok(out)
+    vocab = hf.get_vocab()
+    # Only whole words may be generated, so each new token must come with a space before it.
+    words = {i for p, i in vocab.items() if p.startswith("\u2581") and p[1:].isalpha()}
+    others = sorted(set(vocab.values()) - words)
+    generate = transformers.pipeline("text-generation", model=load_hf(out), tokenizer=hf)
+    prompt = "Aspirin reduces the risk of"
+    kwargs = dict(max_new_tokens=4, do_sample=False, suppress_tokens=others)
+    text = generate(prompt, **kwargs)[0]["generated_text"]
+    new_ids = generate(prompt, return_tensors=True, **kwargs)[0]["generated_token_ids"]
+    new_words = [hf.convert_ids_to_tokens(i)[1:] for i in new_ids[len(hf(prompt)["input_ids"]) :]]
+    assert len(new_words) == 4
+    assert text == " ".join([prompt, *new_words])
+    assert generate(prompt, return_full_text=False, **kwargs)[0]["generated_text"] == "".join(
+        f" {w}" for w in new_words
+    )
+
+
+def test_offsets_are_refused_by_name(exported: dict) -> None:
+    hf = load_hf_tok(exported["dense"][1])
+    with pytest.raises(NotImplementedError, match="MediSwiftTokenizer .* cannot return offsets"):
+        hf("IL-6 levels", return_offsets_mapping=True)
+    with pytest.raises(NotImplementedError, match="MediSwiftTokenizer"):
+        hf(["IL-6 levels", "a text"], return_offsets_mapping=True)
+    assert hf("IL-6 levels")["input_ids"]  # without offsets it still tokenizes
+
+
+def test_export_states_the_trained_length(
+    tmp_path: Path, tok: Tokenizer, tok_dir: Path, corpus: list[str], one_torch_thread: None
+) -> None:
+    """A model of BLOCK positions trained on BLOCK // 2 tokens exports BLOCK // 2 positions:
+    n_positions, model_max_length and the position embedding say so, and the logits of the
+    positions kept are unchanged."""
+    trained = BLOCK // 2
+    lm = tiny_gpt(tok.vocab_size)
+    save_checkpoint(tmp_path / "ckpt", lm)
+    out = export_model(tmp_path / "ckpt", tok_dir, tmp_path / "hf", trained_len=trained)
+    config = json.loads((out / "config.json").read_text())
+    assert config["n_positions"] == trained
+    assert config["mediswift"]["checkpoint_block_size"] == BLOCK
+    assert load_hf_tok(out).model_max_length == trained
+    model = load_hf(out)
+    assert model.transformer.wpe.weight.shape[0] == trained
+    idx = token_batch(tok, corpus)[:, :trained]
+    with torch.no_grad():
+        diff = (lm(idx)[0] - model(idx).logits).abs().max().item()
+    assert diff < TOL
+    assert f"context | {trained} tokens" in (out / CARD_FILE).read_text()
+    # A longer stated length than the checkpoint has positions keeps all of them.
+    longer = export_model(tmp_path / "ckpt", tok_dir, tmp_path / "hf2", trained_len=BLOCK * 2)
+    assert json.loads((longer / "config.json").read_text())["n_positions"] == BLOCK
+    with pytest.raises(ValueError, match="at least one position"):
+        export_model(tmp_path / "ckpt", tok_dir, tmp_path / "hf3", trained_len=0)
+
+
+def test_fine_tuned_point_exports_its_own_max_len(tmp_path: Path) -> None:
+    """The length of a fine-tuned point is the one its fine-tuning used, from its manifest."""
+    from mediswift.artifacts import MANIFEST
+    from mediswift.export_select import point_max_len
+
+    assert point_max_len(tmp_path) is None  # no manifest: unknown, every position is kept
+    (tmp_path / MANIFEST).write_text(json.dumps({"max_len": 192, "n_prompt": 9}))
+    assert point_max_len(tmp_path) == 192
 
 
 @pytest.mark.slow

@@ -75,6 +75,7 @@ def register_variants(
             checkpoint=str(home / r["checkpoint"]),
             tokenizer_dir=str(vocab.path),
             card=S.model_card(cfg, r),
+            trained_len=cfg.pretrain.seq_len,  # positions past it were never trained
             aliases=[recipe_alias(cfg.name)],
             tags={
                 "mediswift.variant": r["name"],

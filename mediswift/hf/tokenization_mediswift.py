@@ -12,8 +12,19 @@ The ids equal those the models were trained on:
 Special tokens written literally in a text (`</s>`) are tokenized as text, exactly as in
 training (`split_special_tokens=True`); pass ids to insert them.
 
-Decoding is sentencepiece's (special tokens vanish) followed by Moses detokenization, so it
-gives the same text as the training code's decoder.
+Decoding is sentencepiece's (special tokens vanish) followed by Moses detokenization, the
+training code's decoder, with one difference: the space a word-initial first piece carries is
+kept, as GPT-2's tokenizer keeps it. `decode(new_ids)` of a continuation is then " the heart",
+not "the heart", so the text-generation pipeline (which appends the decoded new tokens to the
+prompt) and `decode(prompt_ids + new_ids)` both read "... risk of the heart". Whether that space
+is there is Moses' decision (a continuation starting with "," or "-" joins the word before it).
+The price: a whole text decodes with one leading space (`.lstrip()` it); sentencepiece marks
+the first word of every text as word-initial, so its ids cannot tell a text from a
+continuation.
+
+Offsets (`return_offsets_mapping=True`) are not supported: Moses rewrites the text before BPE
+sees it (`a-b` -> `a @-@ b`), and only "fast" (Rust) tokenizers compute offsets in
+`transformers`; asking for them raises NotImplementedError.
 """
 
 from __future__ import annotations
@@ -27,6 +38,10 @@ from sacremoses import MosesDetokenizer, MosesTokenizer
 from transformers import PreTrainedTokenizer
 
 VOCAB_FILES_NAMES = {"vocab_file": "bpe.model"}
+WORD_START = "\u2581"  # sentencepiece's word-boundary mark: the piece follows a space
+# A plain word put before a continuation so that Moses decides the space in front of it as it
+# would after any word (then removed): "," and "@-@" join it, "the" and "(" do not.
+ANCHOR = "x"
 
 
 class MediSwiftTokenizer(PreTrainedTokenizer):
@@ -111,7 +126,19 @@ class MediSwiftTokenizer(PreTrainedTokenizer):
         return self.sp_model.id_to_piece(int(index))
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        return self._detokenize(self.sp_model.decode_pieces(list(tokens)))
+        tokens = list(tokens)
+        text = self.sp_model.decode_pieces(tokens)
+        return self._detokenize(text, starts_word=bool(tokens) and self._starts_word(tokens[0]))
+
+    def _encode_plus(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers' Python tokenizers silently ignore this flag: say so instead.
+        if kwargs.get("return_offsets_mapping"):
+            raise NotImplementedError(
+                f"{type(self).__name__} (Moses + sentencepiece, a Python tokenizer) cannot "
+                "return offsets: Moses rewrites the text before BPE (`a-b` -> `a @-@ b`), so "
+                "pieces are not spans of the input. Call it without return_offsets_mapping."
+            )
+        return super()._encode_plus(*args, **kwargs)
 
     def _decode(
         self,
@@ -121,12 +148,29 @@ class MediSwiftTokenizer(PreTrainedTokenizer):
         **kwargs: Any,
     ) -> str:
         """sentencepiece decoding of the ids (control tokens vanish either way), then Moses
-        detokenization: the training code's decoder, character for character."""
+        detokenization: the training code's decoder, plus the leading space of a word-initial
+        first piece (see the module's docstring)."""
         ids = [token_ids] if isinstance(token_ids, int) else [int(i) for i in token_ids]
-        return self._detokenize(self.sp_model.decode(ids))
+        text = self.sp_model.decode(ids)
+        shown = [i for i in ids if not self.sp_model.is_control(i)]
+        first = self.sp_model.id_to_piece(shown[0]) if shown else ""
+        return self._detokenize(text, starts_word=self._starts_word(first))
 
-    def _detokenize(self, text: str) -> str:
-        return self._detok.detokenize(text.split(), return_str=True, unescape=self.escape)
+    def _starts_word(self, piece: str) -> bool:
+        # An unknown piece is shown as " \u2047 " by sentencepiece: a word of its own.
+        return piece.startswith(WORD_START) or piece == self.unk_token
+
+    def _detokenize(self, text: str, starts_word: bool = False) -> str:
+        """Moses detokenization of `text` (sentencepiece output, no leading space). With
+        `starts_word`, the text is detokenized after a word and keeps the space Moses puts
+        between them."""
+        tokens = text.split()
+        if not (starts_word and tokens):
+            return self._detok.detokenize(tokens, return_str=True, unescape=self.escape)
+        after = self._detok.detokenize([ANCHOR, *tokens], return_str=True, unescape=self.escape)
+        if after.startswith(ANCHOR):
+            return after[len(ANCHOR) :]
+        return " " + self._detok.detokenize(tokens, return_str=True, unescape=self.escape)
 
     def save_vocabulary(
         self, save_directory: str, filename_prefix: str | None = None

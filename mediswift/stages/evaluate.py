@@ -96,7 +96,7 @@ def select_points(
     arts = {"pretrain": inputs["pretrain"], "finetune": inputs["finetune"]}
     choices = {}
     for r in report.results:
-        choice = choose(home, arts, r.variant, r.task, cfg.evaluate.plot_mode)
+        choice = choose(home, arts, r.variant, r.task, cfg.evaluate.plot_mode, cfg.pretrain.seq_len)
         pt = choice.card["point"]
         sweep = next(s for s in finetune.sweeps if (s.variant, s.task) == (r.variant, r.task))
         best = next(
@@ -161,6 +161,7 @@ def registrations(
             tokenizer_dir=str(home / spec.tokenizer_dir),
             card=card,
             prompt=str(choice.prompt) if choice.prompt and choice.prompt.is_file() else None,
+            trained_len=choice.trained_len,
             input_example=input_example(home / spec.data_dir),
             aliases=[SELECTED_ALIAS, recipe_alias(cfg.name)],
             tags=version_tags(cfg, r, p),
