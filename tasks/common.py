@@ -41,6 +41,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed
 
 from mediswift.artifacts import Artifact, content_key, write_atomic
+from mediswift.data.quarantine import describe
 from mediswift.units import UnitSpec
 
 RECORD_FORMAT = "mediswift-task-result/1"
@@ -109,8 +110,9 @@ def read_record(path: Path, artifact: Artifact, digest: str) -> dict[str, Any] |
             raise ValueError("not a result record")
         if any(record.get(k) != v for k, v in expected.items() if k != "manifest_sha256"):
             raise ValueError(f"not a {RECORD_FORMAT} record of this unit and task")
-    except (OSError, ValueError) as e:  # JSON errors are ValueErrors
-        _log().warning("ignoring cache record %s (nothing in it was used): %s", path, e)
+    except (OSError, ValueError, RecursionError) as e:  # JSON errors are ValueErrors
+        # RecursionError: JSON nested deeper than the parser recurses, which is no record of ours
+        _log().warning("ignoring cache record %s (nothing in it was used): %s", path, describe(e))
         return None
     if record.get("manifest_sha256") != manifest:
         _log().debug("cache record %s is stale (the unit's manifest changed)", path)

@@ -48,6 +48,7 @@ def prepare_data(key: str, home: str, name: str) -> dict[str, Any]:
         {role: root / rel for role, rel in spec.files.items()},
         unit.ensure().path,
         Tokenizer.load(root / spec.tokenizer_dir),
+        home=root,
     )
     return unit.write_manifest(info)
 

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mediswift.data.quarantine import RawFileError, check_utf8
 from mediswift.data.shards import Document, write_sharded
 
 
-class CorpusFormatError(ValueError):
-    """A corpus line that is not a JSON object with a string `id` and `text`."""
+class CorpusFormatError(RawFileError):
+    """A corpus line that is not UTF-8 JSON of an object with a string `id` and `text`."""
 
 
 def _pmid(doc_id: str) -> str | None:
@@ -26,32 +27,44 @@ def _pmid(doc_id: str) -> str | None:
     return None
 
 
+def _record(line: str) -> dict[str, Any]:
+    """One line's object; a ValueError says what is wrong with it."""
+    check_utf8(line)
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg})") from e
+    except RecursionError as e:
+        raise ValueError("not JSON (nested too deeply)") from e
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    doc_id, text = rec.get("id"), rec.get("text")
+    if not isinstance(doc_id, str) or not doc_id or not isinstance(text, str):
+        raise ValueError("needs a string 'id' and a string 'text'")
+    return rec
+
+
 def iter_corpus(path: Path | str, name: str) -> Iterator[Document]:
-    """The documents of one JSONL corpus file (.jsonl or .jsonl.gz), in file order."""
+    """The documents of one JSONL corpus file (.jsonl or .jsonl.gz), in file order; a bad line
+    raises CorpusFormatError naming the file and the line."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    # Undecodable bytes are kept (as surrogates) to be reported with their line number.
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusFormatError(f"{path}: line {lineno}: not JSON ({e.msg})") from e
-            if not isinstance(rec, dict):
-                raise CorpusFormatError(f"{path}: line {lineno}: not a JSON object")
-            doc_id, text = rec.get("id"), rec.get("text")
-            if not isinstance(doc_id, str) or not doc_id or not isinstance(text, str):
-                raise CorpusFormatError(
-                    f"{path}: line {lineno}: needs a string 'id' and a string 'text'"
-                )
-            title = rec.get("title")
+                rec = _record(line)
+            except ValueError as e:
+                raise CorpusFormatError(path, f"line {lineno}: {e}") from e
+            doc_id, title = rec["id"], rec.get("title")
             yield Document(
                 doc_id=doc_id,
                 source=f"corpus:{name}",
                 pmid=_pmid(doc_id),
                 title=" ".join(title.split()) if isinstance(title, str) else "",
-                text=text.strip(),
+                text=rec["text"].strip(),
             )
 
 

@@ -86,7 +86,8 @@ def fetch_file(
     (default: the client's `max_download_bytes`).
 
     With `md5=None` (sources that publish no checksum) a file already in place is trusted: it
-    was renamed there only after a complete download.
+    was renamed there only after a complete download. Whatever reads it moves a copy whose
+    content does not load aside (`mediswift.data.quarantine`), so that copy is fetched again.
     """
     cap = client.max_download_bytes if max_bytes is None else max_bytes
     if dest.is_file():

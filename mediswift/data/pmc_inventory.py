@@ -23,6 +23,7 @@ from mediswift.data.listing import (
     list_prefixes,
 )
 from mediswift.data.pmc_files import FOLDER_RE
+from mediswift.data.quarantine import describe
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,12 @@ def inventory_entries(client: HttpClient, base: str, date: str, workdir: Path) -
 
 
 def json_object(src: str, body: bytes) -> dict[str, Any]:
+    """The JSON object `body`; a PermanentError naming `src` for anything else (a body nested
+    too deeply for the parser included: RecursionError is not a ValueError)."""
     try:
         meta = json.loads(body)
-    except ValueError as e:
-        raise PermanentError(f"{src}: metadata is not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        raise PermanentError(f"{src}: metadata is not valid JSON: {describe(e)}") from e
     if not isinstance(meta, dict):
         raise PermanentError(f"{src}: metadata is not a JSON object")
     return meta

@@ -3,18 +3,20 @@
 
 Corpora publish no checksums, so they are fetched whole (resumable) and a copy already in
 place is kept. A corpus is named after its file (`biomed_text.jsonl` -> `biomed_text`) and is
-checked to be JSONL with `id` and `text` on every line, so a wrong file fails here, by name.
+checked as the parse stage reads it (UTF-8 JSONL, a string `id` and `text` on every line), so
+a wrong file fails here, by name and line, and is moved aside to be fetched again.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mediswift.artifacts import safe_child
+from mediswift.data.corpus import CorpusFormatError, iter_corpus
 from mediswift.data.download import fetch_file
 from mediswift.data.http import HttpClient, NotFoundError, PermanentError, is_url, join
+from mediswift.data.quarantine import move_aside
 
 
 def corpus_candidates(spec: str, mirror: str | None) -> list[str]:
@@ -35,25 +37,16 @@ def corpus_name(spec: str) -> str:
     return name
 
 
-def check_jsonl(path: Path, src: str) -> int:
-    """Count the records, failing on the first line that is not a JSON object with id/text."""
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise PermanentError(f"{src}: line {lineno} is not JSON: {e}") from e
-            if not isinstance(rec, dict) or "id" not in rec or "text" not in rec:
-                raise PermanentError(f"{src}: line {lineno} lacks 'id' or 'text'")
-            n += 1
-    return n
+def check_corpus(path: Path, name: str) -> int:
+    """Count the records, failing (CorpusFormatError, naming the file and line) on the first
+    line the parse stage would refuse: so a bad file is found here, before anything uses it."""
+    return sum(1 for _ in iter_corpus(path, name))
 
 
 def fetch_corpus(client: HttpClient, spec: str, mirror: str | None, raw: Path) -> dict[str, Any]:
-    """Fetch one extra corpus into `raw/corpus/<name>.jsonl`; its manifest entry."""
+    """Fetch one extra corpus into `raw/corpus/<name>.jsonl`; its manifest entry. A copy that
+    fails the check is moved aside (`<home>/quarantine/raw/corpus/`), so the next run fetches
+    it again: a corpus publishes no checksum to tell a bad copy by."""
     name = corpus_name(spec)
     try:
         dest = safe_child(raw, f"corpus/{name}.jsonl")
@@ -66,9 +59,12 @@ def fetch_corpus(client: HttpClient, spec: str, mirror: str | None, raw: Path) -
         except NotFoundError:
             continue
         try:
-            n = check_jsonl(dest, src)
-        except PermanentError:
-            dest.unlink(missing_ok=True)  # a bad file must not count as fetched next time
-            raise
+            n = check_corpus(dest, name)
+        except CorpusFormatError as e:
+            aside = move_aside(raw.parent, dest)
+            raise PermanentError(
+                f"extra corpus {src}: {e.problem} (copy moved aside to {aside}; the next run "
+                "fetches it again)"
+            ) from e
         return {"path": f"raw/corpus/{name}.jsonl", "name": name, "source": src, "records": n}
     raise NotFoundError(f"extra corpus {spec!r} not found (looked in: {', '.join(tried)})")

@@ -53,6 +53,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mediswift.data.quarantine import reading
 from mediswift.finetune.relations import RelationExample, Template, Triple, normalise, render_target
 
 CID = "cid"
@@ -246,8 +247,10 @@ def to_example(doc: PubTatorDocument) -> RelationExample | None:
 
 
 def load_split(path: Path) -> list[RelationExample]:
-    """The examples of one PubTator file, in file order."""
-    return [ex for doc in iter_pubtator(path) if (ex := to_example(doc)) is not None]
+    """The examples of one PubTator file, in file order (bad content: a RawFileError naming the
+    file)."""
+    with reading(path):
+        return [ex for doc in iter_pubtator(path) if (ex := to_example(doc)) is not None]
 
 
 def bc5cdr_splits(train: Path, dev: Path, test: Path) -> dict[str, list[RelationExample]]:

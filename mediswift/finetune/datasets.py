@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mediswift.artifacts import write_atomic
+from mediswift.data.quarantine import RawFileError, quarantined
 from mediswift.finetune.formats import Example, label_to_json, read_examples, write_examples
 from mediswift.finetune.stats import bootstrap_interval
-from mediswift.finetune.task import DownstreamTask
+from mediswift.finetune.task import DownstreamTask, TaskData
 
 DATA_FILE = "data.json"
 
@@ -33,16 +34,34 @@ def subsample(examples: list[Example], cap: int | None, seed: int = 0) -> list[E
     return [examples[i] for i in keep]
 
 
+def load_task(task: DownstreamTask, files: dict[str, Path], home: Path | None = None) -> TaskData:
+    """The task's splits from its raw files (`task.load`). A file whose content the task
+    cannot load (a RawFileError from its reader) is moved aside when it lies in `home`'s raw
+    folder, so the next run fetches it again: these files publish no checksum that would tell
+    a bad copy from a good one. The error names the file and where it went."""
+    try:
+        return task.load(files)
+    except RawFileError as e:
+        moved = quarantined(home, e) if home is not None else e
+        if moved is e:
+            raise
+        raise moved from e
+
+
 def prepare_task(
-    task: DownstreamTask, files: dict[str, Path], out_dir: Path, tok: Any | None = None
+    task: DownstreamTask,
+    files: dict[str, Path],
+    out_dir: Path,
+    tok: Any | None = None,
+    home: Path | None = None,
 ) -> dict[str, Any]:
     """Write the task's splits into `out_dir`; returns what `data.json` holds.
 
     files: role -> local path of every raw file the task declares (`task.sources()`).
     Splits a stage trains on are capped at the task's `max_train_examples`, the others (dev,
-    test) at `max_eval_examples`.
+    test) at `max_eval_examples`. home: where the files were fetched to (see `load_task`).
     """
-    data = task.load(files)
+    data = load_task(task, files, home)
     splits, stages = data.splits, data.stages or [task.final_stage()]
     missing = {"train", "dev", "test"} - set(splits)
     if missing:

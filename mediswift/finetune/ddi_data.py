@@ -34,6 +34,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mediswift.data.quarantine import reading
 from mediswift.finetune.relations import RelationExample, Template, Triple, render_target
 
 TEMPLATE = Template("the interaction between {head} and {tail} is {relation}")
@@ -100,12 +101,14 @@ def to_example(doc_id: str, doc: Any, where: str = "DDI") -> RelationExample | N
 
 
 def load_split(path: Path) -> list[RelationExample]:
-    """The examples of one DDI file, in file order."""
+    """The examples of one DDI file, in file order (bad content: a RawFileError naming the
+    file)."""
     out = []
-    for doc_id, doc in load_json(path).items():
-        example = to_example(doc_id, doc, str(path))
-        if example is not None:
-            out.append(example)
+    with reading(path):
+        for doc_id, doc in load_json(path).items():
+            example = to_example(doc_id, doc, str(path))
+            if example is not None:
+                out.append(example)
     return out
 
 

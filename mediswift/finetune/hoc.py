@@ -22,9 +22,10 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mediswift.data.quarantine import RawFileError, check_utf8, reading
 from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import micro_f1
 from mediswift.finetune.registry import register
@@ -150,29 +151,45 @@ def _flags(field: str, where: str) -> tuple[int, ...]:
     return tuple(labels)
 
 
-def load_documents(path: Path) -> list[Example]:
-    """Documents of one BLURB HoC TSV, in first-appearance order of their PMIDs."""
-    task = HoC()
+def _read_rows(
+    path: Path, f: Iterable[str]
+) -> tuple[dict[str, dict[int, str]], dict[str, set[int]]]:
+    """PMID -> sentence index -> sentence, and PMID -> hallmark indices, of one open TSV."""
     docs: dict[str, dict[int, str]] = {}
     labels: dict[str, set[int]] = {}
+    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header != ["labels", "sentence", "index"]:
+        raise ValueError(f"{path}: header {header}, expected labels/sentence/index")
+    for n, row in enumerate(reader, 2):
+        try:
+            check_utf8("\t".join(row))
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: {e}") from e
+        if len(row) != 3:
+            raise ValueError(f"{path}:{n}: expected 3 tab-separated fields, got {len(row)}")
+        flags, sentence, index = row
+        m = _INDEX.match(index)
+        if not m:
+            raise ValueError(f"{path}:{n}: index {index!r} is not <PMID>_s<i>")
+        pmid, i = m.group(1), int(m.group(2))
+        docs.setdefault(pmid, {})[i] = sentence
+        labels.setdefault(pmid, set()).update(_flags(flags, f"{path}:{n}"))
+    return docs, labels
+
+
+def load_documents(path: Path) -> list[Example]:
+    """Documents of one BLURB HoC TSV, in first-appearance order of their PMIDs; a RawFileError
+    names the file and line of bad content."""
+    task = HoC()
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            header = next(reader, None)
-            if header != ["labels", "sentence", "index"]:
-                raise ValueError(f"{path}: header {header}, expected labels/sentence/index")
-            for n, row in enumerate(reader, 2):
-                if len(row) != 3:
-                    raise ValueError(f"{path}:{n}: expected 3 tab-separated fields, got {len(row)}")
-                flags, sentence, index = row
-                m = _INDEX.match(index)
-                if not m:
-                    raise ValueError(f"{path}:{n}: index {index!r} is not <PMID>_s<i>")
-                pmid, i = m.group(1), int(m.group(2))
-                docs.setdefault(pmid, {})[i] = sentence
-                labels.setdefault(pmid, set()).update(_flags(flags, f"{path}:{n}"))
+        # Undecodable bytes are kept (as surrogates) to be reported with their line number.
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f, reading(path):
+            docs, labels = _read_rows(path, f)
     except OSError as e:
         raise ValueError(f"{path}: cannot read HoC TSV: {e}") from e
+    except csv.Error as e:  # a field over csv's size limit, say
+        raise RawFileError(path, f"not a TSV the csv module reads: {e}") from e
     out = []
     for pmid, sentences in docs.items():
         text = " ".join(sentences[i] for i in sorted(sentences))

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mediswift.data.quarantine import RawFileError, reading
 from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import accuracy
 from mediswift.finetune.registry import register
@@ -140,12 +141,47 @@ class PubMedQA(DownstreamTask):
 
 
 def load_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a PubMedQA file; a RawFileError naming the file when its content is
+    bad (not UTF-8, not JSON, nested too deeply, not an object)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        body = Path(path).read_bytes()
+    except OSError as e:
         raise ValueError(f"{path}: cannot read PubMedQA JSON: {e}") from e
+    with reading(path):
+        data = json.loads(body.decode("utf-8"))
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of PMID -> item")
+        raise RawFileError(path, "expected a JSON object of PMID -> item")
+    return data
+
+
+def check_item(path: Path | str, pmid: str, item: Any) -> None:
+    """An item must be an object with a string QUESTION and a list of string CONTEXTS."""
+    if not isinstance(item, dict):
+        raise RawFileError(path, f"item {pmid} is a {type(item).__name__}, not an object")
+    for field in ("QUESTION", "CONTEXTS"):
+        if field not in item:
+            raise RawFileError(path, f"item {pmid} lacks field {field!r}")
+    if not isinstance(item.get("QUESTION"), str):
+        raise RawFileError(path, f"item {pmid}: QUESTION is not a string")
+    contexts = item.get("CONTEXTS")
+    if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+        raise RawFileError(path, f"item {pmid}: CONTEXTS is not a list of strings")
+
+
+def load_items_json(path: Path) -> dict[str, dict[str, Any]]:
+    """PMID -> item of a PubMedQA JSON file, every item checked (`check_item`)."""
+    data = load_json(path)
+    for pmid, item in data.items():
+        check_item(path, pmid, item)
+    return data
+
+
+def load_ground_truth(path: Path) -> dict[str, str]:
+    """PMID -> published answer of `test_ground_truth.json`."""
+    data = load_json(path)
+    for pmid, label in data.items():
+        if label not in ANSWERS:
+            raise RawFileError(path, f"item {pmid}: answer {label!r} is not yes/no/maybe")
     return data
 
 
@@ -165,9 +201,9 @@ def stratified_split(
     by_label: dict[str, list[str]] = {a: [] for a in ANSWERS}
     for pmid, item in dataset.items():
         label = item.get("final_decision")
-        if label not in by_label:
-            raise ValueError(
-                f"{source}: item {pmid} has final_decision {label!r}, not yes/no/maybe"
+        if not isinstance(label, str) or label not in by_label:
+            raise RawFileError(
+                source, f"item {pmid} has final_decision {label!r}, not yes/no/maybe"
             )
         by_label[label].append(pmid)
     parts = {a: _split_label(p, fold, rng) for a, p in by_label.items()}
@@ -198,12 +234,16 @@ def fold_train_dev(
 
 
 def to_example(pmid: str, item: dict[str, Any], task: PubMedQA, source: str = "") -> Example:
+    """The example of a checked item (`check_item`); a RawFileError names the file and item."""
     try:
         question, contexts, label = item["QUESTION"], item["CONTEXTS"], item["final_decision"]
+        target = task.target(label)
     except KeyError as e:
-        raise ValueError(f"{source}: item {pmid} lacks field {e}") from e
+        raise RawFileError(source, f"item {pmid} lacks field {e}") from e
+    except ValueError as e:
+        raise RawFileError(source, f"item {pmid}: {e}") from e
     text = f"question: {question} context: {' '.join(contexts)}"
-    return Example(str(pmid), text, task.target(label), label)
+    return Example(str(pmid), text, target, label)
 
 
 def check_test_split(
@@ -224,9 +264,9 @@ def check_test_split(
 def pqal_splits(ori_pqal: Path, ground_truth: Path, fold: int = 0) -> dict[str, list[Example]]:
     """PQA-L train/dev (official CV fold) and test, checked against `test_ground_truth.json`."""
     task = PubMedQA()
-    data = load_json(ori_pqal)
+    data = load_items_json(ori_pqal)
     folds, test = official_pqal_split(data, str(ori_pqal))
-    check_test_split(test, load_json(ground_truth), str(ground_truth))
+    check_test_split(test, load_ground_truth(ground_truth), str(ground_truth))
     train, dev = fold_train_dev(folds, fold)
     return {
         name: [to_example(p, it, task, str(ori_pqal)) for p, it in part.items()]
@@ -240,7 +280,15 @@ def load_items(path: Path) -> dict[str, dict[str, Any]]:
     the Hugging Face hub (`pqa_artificial`, `pqa_unlabeled`: pubid, question,
     context.contexts, final_decision when labelled), read as the same item shape."""
     if Path(path).suffix != ".parquet":
-        return load_json(path)
+        return load_items_json(path)
+    with reading(path):
+        out = _parquet_items(path)
+    for pmid, item in out.items():
+        check_item(path, pmid, item)
+    return out
+
+
+def _parquet_items(path: Path) -> dict[str, dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:

@@ -1,7 +1,9 @@
 """Fetching a downstream task's raw files into `<home>/raw/<the task's mirror folder>/`.
 
 Downstream datasets publish no checksums, so a file is fetched whole (resumable) and a copy
-already in place is kept; the task's data unit is keyed by the digests of what was fetched.
+already in place is kept; the task's data unit is keyed by the digests of what was fetched. A
+copy whose content the task cannot load is moved aside by the stage that read it
+(`mediswift.finetune.datasets.load_task`), so the next run fetches it again.
 """
 
 from __future__ import annotations

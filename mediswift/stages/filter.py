@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny
 from mediswift.artifacts import write_atomic
 from mediswift.data.contamination import EvalText, NgramIndex, summarise
 from mediswift.data.filters import ShardRef, ShardScan, apply_plan, merge_scans, scan_shard
+from mediswift.finetune.datasets import load_task
 from mediswift.finetune.registry import task_class
 from mediswift.manifests import FilterManifest
 from mediswift.settings import FilterConfig, TaskSettings
@@ -233,9 +234,12 @@ def run_shard(spec: ShardSpec, home: Path) -> dict[str, Any]:
     return u.write_manifest({"path": str(out.relative_to(home)), **result})
 
 
-def evaluation_texts(name: str, task: Any, files: dict[str, Path]) -> list[EvalText]:
-    """The task's dev and test examples as plain texts (source and target apart)."""
-    data = task.load(files)
+def evaluation_texts(
+    name: str, task: Any, files: dict[str, Path], home: Path | None = None
+) -> list[EvalText]:
+    """The task's dev and test examples as plain texts (source and target apart); a raw file
+    of `home` that does not load is moved aside to be fetched again (`load_task`)."""
+    data = load_task(task, files, home)
     return [
         EvalText(name, split, str(ex.id), (ex.source, ex.target))
         for split in EVAL_SPLITS
@@ -251,7 +255,7 @@ def run_index(spec: IndexSpec, home: Path) -> dict[str, Any]:
     examples: list[EvalText] = []
     for name, roles in sorted(spec.files.items()):
         task = task_class(name)(spec.tasks[name])
-        examples += evaluation_texts(name, task, {r: home / p for r, p in roles.items()})
+        examples += evaluation_texts(name, task, {r: home / p for r, p in roles.items()}, home)
     index = NgramIndex.build(examples, spec.ngram)
     u = spec.artifact(home).ensure()
     index.save(u.path)

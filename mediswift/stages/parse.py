@@ -21,6 +21,7 @@ from mediswift.artifacts import Artifact, file_digest
 from mediswift.data.corpus import CorpusFormatError, parse_corpus_file
 from mediswift.data.pmc import PmcHints, PmcInput, parse_pmc_batch
 from mediswift.data.pubmed import parse_pubmed_file
+from mediswift.data.quarantine import move_aside
 from mediswift.data.xml import XMLLimits, XMLParseError
 from mediswift.manifests import DownloadManifest, ParseManifest
 from mediswift.settings import ParseConfig
@@ -184,11 +185,7 @@ def heal(home: Path, download: Artifact, quarantined: list[dict[str, str]]) -> N
     `<home>/quarantine/`, for inspection), so its download unit no longer holds and fetches it
     again, and reopen the download stage; every other unit stays done."""
     for q in quarantined:
-        src = home / q["input"]
-        if src.is_file():
-            dest = home / "quarantine" / q["input"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src.replace(dest)
+        move_aside(home, home / q["input"])
     download.manifest_path.unlink(missing_ok=True)
 
 
