@@ -230,6 +230,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
     total = main_flops(args.model, args.sparsity, args.tokens, args.vocab_size, args.seq_len)
     print(f"{total:.4e}")
+        source_budget=choice.source_budget,
+        max_new_tokens=choice.max_new_tokens,
     return 0
 
 

@@ -19,8 +19,14 @@ position embedding, but pre-training fills only the first `seq_len` (a fine-tune
 lm-evaluation-harness truncate or warn before reaching an untrained position.
 
 A sparse checkpoint is exported as it is: its masked weights are exact zeros, stored densely
-(transformers has no sparse GPT-2), and the card records the sparsity. A fine-tuned point's soft
-prompt is copied beside the model, and the card shows how to feed it through `inputs_embeds`.
+(transformers has no sparse GPT-2), and the card records the sparsity.
+
+A fine-tuned point generates as the pipeline evaluated it only with its soft prompt after the
+source, which no stock class does: its export is `MediSwiftPromptedLM`, a `GPT2LMHeadModel`
+subclass shipped as `mediswift/hf/modeling_mediswift.py` (copied verbatim, loaded with
+`trust_remote_code=True`) that carries the prompt among its weights and whose `generate` cuts
+the source to the point's budget and puts the prompt after it. The prompt is also kept as
+`soft_prompt.safetensors` for code that feeds it through `inputs_embeds` itself.
 
 Nothing here needs `transformers`: the files are written from their documented layout, so an
 export can be made on a machine without it (the tests load every export with transformers).
@@ -53,6 +59,14 @@ HF_SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 TOKENIZER_MODULE = "tokenization_mediswift"
 TOKENIZER_CLASS = "MediSwiftTokenizer"
 TOKENIZER_SOURCE = Path(__file__).parent / "hf" / f"{TOKENIZER_MODULE}.py"
+# A fine-tuned point's model class: GPT-2 that puts its soft prompt after the source.
+MODELING_MODULE = "modeling_mediswift"
+PROMPTED_MODEL_CLASS = "MediSwiftPromptedLM"
+PROMPTED_CONFIG_CLASS = "MediSwiftPromptedConfig"
+PROMPTED_MODEL_TYPE = "mediswift_prompted"
+MODELING_SOURCE = Path(__file__).parent / "hf" / f"{MODELING_MODULE}.py"
+SOFT_PROMPT_WEIGHT = "soft_prompt"  # the prompt's name among the model's weights
+DEFAULT_MAX_NEW_TOKENS = 16  # a point's generation length when the caller does not know it
 CARD_FILE = "README.md"
 EXPORT_FORMAT = 1
 # The special pieces of our sentencepiece models (`mediswift.text.bpe`), by role.
@@ -73,6 +87,9 @@ def export_model(
     card: dict[str, Any] | None = None,
     prompt: Path | None = None,
     trained_len: int | None = None,
+    *,
+    source_budget: int | None = None,
+    max_new_tokens: int | None = None,
 ) -> Path:
     """Write checkpoint `checkpoint_dir` (our layout, dense or sparse) with the tokenizer in
     `tokenizer_dir` (the vocab stage's output) as a Hugging Face model directory `out_dir`.
@@ -84,6 +101,12 @@ def export_model(
     directory is built beside `out_dir` and renamed into place, so `out_dir` is either a complete
     export or absent; an existing `out_dir` is replaced only if it is an earlier export. Returns
     `out_dir`.
+
+    With a prompt, the model is `MediSwiftPromptedLM` (`mediswift/hf/modeling_mediswift.py`,
+    shipped in the export, loaded with `trust_remote_code=True`), carrying the prompt among its
+    weights: its `generate` predicts as the pipeline evaluated the point, the source cut to
+    `source_budget` tokens and at most `max_new_tokens` generated (the point's manifest has
+    both; None: all the source that leaves room for the default 16 new tokens).
     """
     checkpoint_dir, tokenizer_dir, out_dir = (
         Path(checkpoint_dir),
@@ -111,15 +134,21 @@ def export_model(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        n_prompt = copy_prompt(Path(prompt), tmp, cfg.d_model) if prompt is not None else 0
         config = hf_config(cfg, tok.special_ids, _dtype_name(weights))
         config["mediswift"]["checkpoint_block_size"] = block_size
+        generation = generation_config(tok.special_ids)
+        state = hf_state_dict(cfg, weights)
+        if n_prompt:
+            max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+            budget = source_budget or cfg.block_size - n_prompt - max_new
+            config, generation = prompted_config(config, generation, n_prompt, budget, max_new)
+            state[SOFT_PROMPT_WEIGHT] = load_file(str(tmp / SOFT_PROMPT_FILE))["weight"]
+            shutil.copyfile(MODELING_SOURCE, tmp / f"{MODELING_MODULE}.py")
         _write_json(tmp / HF_CONFIG_FILE, config)
-        _write_json(tmp / HF_GENERATION_FILE, generation_config(tok.special_ids))
-        save_file(
-            hf_state_dict(cfg, weights), str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"}
-        )
+        _write_json(tmp / HF_GENERATION_FILE, generation)
+        save_file(state, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
         write_tokenizer(tokenizer_dir, tmp, cfg.block_size)
-        n_prompt = copy_prompt(Path(prompt), tmp, cfg.d_model) if prompt is not None else 0
         stats = sparsity_stats(cfg, weights, load_masks(checkpoint_dir))
         name = str(card.get("name") or out_dir.name)
         text = model_card(name, cfg, tok, stats, card, n_prompt)
@@ -196,6 +225,34 @@ def generation_config(special_ids: dict[str, int]) -> dict[str, Any]:
         "pad_token_id": special_ids["pad"],
         "do_sample": False,
     }
+
+
+def prompted_config(
+    config: dict[str, Any],
+    generation: dict[str, Any],
+    n_prompt: int,
+    source_budget: int,
+    max_new_tokens: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`config.json` and `generation_config.json` of a fine-tuned point: our model class in
+    place of `GPT2LMHeadModel` (found through `auto_map`; its own model type, so that loading
+    it without `trust_remote_code=True` fails instead of dropping the prompt), the prompt's
+    length and the source budget, and the point's generation length."""
+    if source_budget < 1:
+        raise ValueError(
+            f"no room for a source: {config['n_positions']} positions, {n_prompt} prompt "
+            f"tokens, {max_new_tokens} new tokens"
+        )
+    classes = {"AutoConfig": PROMPTED_CONFIG_CLASS, "AutoModelForCausalLM": PROMPTED_MODEL_CLASS}
+    config = {
+        **config,
+        "architectures": [PROMPTED_MODEL_CLASS],
+        "model_type": PROMPTED_MODEL_TYPE,
+        "auto_map": {auto: f"{MODELING_MODULE}.{cls}" for auto, cls in classes.items()},
+        "soft_prompt_tokens": n_prompt,
+        "source_budget": source_budget,
+    }
+    return config, {**generation, "max_new_tokens": max_new_tokens}
 
 
 def hf_state_dict(cfg: GPTConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

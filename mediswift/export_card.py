@@ -71,7 +71,7 @@ def model_card(
         _sparsity_section(stats, card),
         _data_section(card),
         _metrics_section(card),
-        _usage_section(),
+        _usage_section(n_prompt),
     ]
     if n_prompt:
         parts.append(_prompt_section(n_prompt, card))
@@ -245,8 +245,9 @@ def _metrics_section(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _usage_section() -> str:
-    return prose("usage")
+def _usage_section(n_prompt: int) -> str:
+    # A fine-tuned point's model class is code shipped in the export, like the tokenizer.
+    return prose("usage", model_trust=", trust_remote_code=True" if n_prompt else "")
 
 
 def _prompt_section(n_prompt: int, card: dict[str, Any]) -> str:
@@ -254,19 +255,25 @@ def _prompt_section(n_prompt: int, card: dict[str, Any]) -> str:
     lines = [
         "## Soft prompt",
         "",
-        f"`{SOFT_PROMPT_FILE}` holds the {n_prompt} virtual tokens learned in fine-tuning "
-        "(tensor `weight`, shape (n_prompt, d_model)). The model was trained on sequences "
-        "`[source; prompt; target]`: the source's token embeddings, then the prompt's rows in "
-        "place of token embeddings, then the target. Learned positions run on through the "
-        "prompt (the prompt's first row is at position len(source)), which is what GPT-2 does "
-        "with `inputs_embeds`. To answer, feed `[source; prompt]` and continue from there:",
+        f"The model was fine-tuned with a soft prompt of {n_prompt} virtual tokens, on "
+        "sequences `[source; prompt; target]`: the source's token embeddings, then the "
+        "prompt's rows in place of token embeddings, then the target, with learned positions "
+        "running on through the prompt. The prompt is part of the model: its class, "
+        "`MediSwiftPromptedLM` (`modeling_mediswift.py`, shipped here, hence "
+        "`trust_remote_code=True`; without it loading fails rather than losing the prompt), "
+        "keeps it among its weights, and its `generate` answers as the model was evaluated: "
+        "the source cut to its first `source_budget` tokens (`config.json`), the prompt after "
+        "it, greedy decoding up to `</s>` or `max_new_tokens` (`generation_config.json`). It "
+        "returns `[source; answer]`, as any `generate`, so the text-generation pipeline works "
+        "as usual:",
         "",
         prose("prompt_usage"),
         "",
-        "To score a candidate answer, append its token embeddings (`wte(answer_ids)`) after the "
-        "prompt and read the log-probabilities of its tokens from the logits one position "
-        "earlier. Generation stops at `</s>`. The source plus prompt plus answer must fit in "
-        "the context (sources were cut at the end to fit in fine-tuning).",
+        "To score a candidate answer, append its token embeddings (`wte(answer_ids)`) after "
+        "`model.prompted_embeds(source_ids)` and read the log-probabilities of its tokens from "
+        "the logits one position earlier; the source plus prompt plus answer must fit in the "
+        f"context. `{SOFT_PROMPT_FILE}` holds the same prompt (tensor `weight`, shape "
+        "(n_prompt, d_model)) for code that feeds it through `inputs_embeds` itself.",
     ]
     if fmt:
         lines += ["", f"Sources were written as `{fmt}` before tokenization."]

@@ -20,6 +20,7 @@ from mediswift import manifests
 from mediswift.artifacts import MANIFEST, Artifact
 from mediswift.finetune.grid import select
 from mediswift.manifests import FinetuneManifest, PretrainManifest, TrainedVariant
+from mediswift.train.variant import model_name
 
 
 @dataclass
@@ -28,6 +29,9 @@ class ExportChoice:
     prompt: Path | None
     card: dict[str, Any]
     trained_len: int | None = None  # sequence length the weights were trained on (None: unknown)
+    # How the point's evaluation generated (its unit manifest's; None: unknown, or pre-trained).
+    source_budget: int | None = None
+    max_new_tokens: int | None = None
 
 
 def find_variant(pretrain: PretrainManifest, name: str) -> TrainedVariant:
@@ -51,7 +55,7 @@ def choose(
 
     pretrain = manifests.read(arts["pretrain"], PretrainManifest)
     v = find_variant(pretrain, variant)
-    card: dict[str, Any] = {**v.model_dump(), "name": v.name}
+    card: dict[str, Any] = {**v.model_dump(), "name": model_name(v.name)}
     if task is None:
         return ExportChoice(home / v.checkpoint, None, card, seq_len)
     finetune = manifests.read(arts["finetune"], FinetuneManifest)
@@ -69,14 +73,26 @@ def choose(
     best = max(members, key=lambda p: (p.metrics[f"dev_{mode}"], -p.seed))
     unit = home / best.unit
     card |= {
-        "name": f"{v.name}-{task}",
+        "name": model_name(v.name, task),
         "task": task,
         "point": {"batch_size": best.batch_size, "lr": best.lr, "seed": best.seed, "mode": mode},
         "metrics": best.metrics,
     }
     return ExportChoice(
-        unit / "checkpoint", unit / "checkpoint" / "prompt.safetensors", card, point_max_len(unit)
+        unit / "checkpoint",
+        unit / "checkpoint" / "prompt.safetensors",
+        card,
+        point_max_len(unit),
+        **point_generation(unit),
     )
+
+def point_generation(unit: Path) -> dict[str, int]:
+    """`source_budget` and `max_new_tokens` of a fine-tuned point (its unit manifest's, those it
+    was evaluated with): its export generates the same way."""
+    path = unit / MANIFEST
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: int(found[k]) for k in ("source_budget", "max_new_tokens") if found.get(k)}
+
 
 
 def point_max_len(unit: Path) -> int | None:

@@ -88,6 +88,8 @@ def register_model(
     aliases: list[str] | None = None,
     tags: dict[str, str] | None = None,
     description: str | None = None,
+    source_budget: int | None = None,
+    max_new_tokens: int | None = None,
 ) -> dict[str, str | None]:
     """The MLflow model of run `run_id`, registered as a version of `name`, with `aliases` on it.
 
@@ -96,6 +98,8 @@ def register_model(
     checkpoint is exported as a Hugging Face directory (a temporary one, named `name`: the
     tokenizer's code is cached under that name by transformers) and logged from there, with
     the `trained_len` positions the weights were trained on (None: all of the checkpoint's).
+    A fine-tuned point (`prompt`) generates as it was evaluated: its source cut to
+    `source_budget` tokens, at most `max_new_tokens` generated (its unit manifest's).
     """
     ref = find_registered(tracking_uri, run_id, name)
     if ref is not None:
@@ -111,6 +115,8 @@ def register_model(
                 card,
                 Path(prompt) if prompt else None,
                 trained_len,
+                source_budget=source_budget,
+                max_new_tokens=max_new_tokens,
             )
             extra = [hf / "README.md"] + ([hf / SOFT_PROMPT_FILE] if prompt else [])
             ref = log_hf_model(

@@ -3,10 +3,13 @@
 A tiny GPT is logged the way the stages log their models (`tasks.tracking.register_model`: export
 to a Hugging Face directory, the transformers flavour, registration, aliases): the registered
 version must load back through its alias with the logits of our model, carry an input example
-and a signature, keep a fine-tuned point's soft prompt beside it, and be logged once per run.
+and a signature, and be logged once per run. A fine-tuned point must generate as the pipeline
+evaluated it, soft prompt after the source: the registered model's pyfunc and its export loaded
+with transformers both give the pipeline's own predictions (`mediswift.finetune.scoring`) on
+PubMedQA test examples, which the same model without its prompt does not.
 The flow test runs the finetune and evaluate stages twice (the second time with one more seed):
 every sweep parent lists all its points, cached ones included, and names its selected child,
-whose run holds the registered model `mediswift-<size>-s<pct>-<task>@selected`. Everything runs
+whose run holds the registered model `mediswift-<variant>-<task>@selected`. Everything runs
 offline: no Hugging Face Hub access is attempted.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +29,16 @@ transformers = pytest.importorskip("transformers")
 import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from mediswift.export import export_model  # noqa: E402
+from mediswift.finetune.formats import Example  # noqa: E402
 from mediswift.finetune.point import save_finetuned  # noqa: E402
+from mediswift.finetune.pubmedqa import PubMedQA  # noqa: E402
+from mediswift.finetune.scoring import (  # noqa: E402
+    encode_examples,
+    max_target_tokens,
+    predict,
+    source_budget,
+)
 from mediswift.model.gpt import GPT, GPTConfig  # noqa: E402
 from mediswift.model.soft_prompt import PromptedLM  # noqa: E402
 from mediswift.sparsity.masks import make_masks  # noqa: E402
@@ -39,10 +52,10 @@ from mediswift.tracking import (  # noqa: E402
     Tracker,
     default_tracking_uri,
     recipe_alias,
-    registered_model_name,
 )
 from mediswift.train.checkpoint import save_checkpoint  # noqa: E402
 from mediswift.train.pretrain import VariantSpec, launch_variant, read_metrics  # noqa: E402
+from mediswift.train.variant import model_name, variant_name  # noqa: E402
 from tasks.tracking import register_model  # noqa: E402
 
 BLOCK = 64
@@ -81,12 +94,14 @@ def new_run(home: Path, experiment: str = "models-test") -> tuple[str, str]:
     return uri, run.run_id
 
 
-def test_registered_names_and_aliases() -> None:
-    assert registered_model_name("tiny", 0.75) == "mediswift-tiny-s75"
-    assert registered_model_name("tiny", 0.0) == "mediswift-tiny-s0"
-    assert registered_model_name("med", 0.5, "rigl") == "mediswift-med-s50-rigl"
-    assert registered_model_name("tiny", 0.0, "rigl") == "mediswift-tiny-s0"  # dense: no method
-    assert registered_model_name("tiny", 0.75, task="hoc") == "mediswift-tiny-s75-hoc"
+def test_model_names_are_the_variant_names_and_aliases() -> None:
+    """One name per model wherever it appears (registry, export card): the variant's name (as
+    in the tables) behind `mediswift-`, then the task of a fine-tuned point."""
+    assert model_name(variant_name("tiny", 0.0)) == "mediswift-tiny-dense"
+    assert model_name(variant_name("tiny", 0.75)) == "mediswift-tiny-s75"
+    assert model_name(variant_name("med", 0.5, "rigl")) == "mediswift-med-s50-rigl"
+    assert model_name(variant_name("tiny", 0.0, "rigl")) == "mediswift-tiny-dense"
+    assert model_name("tiny-s75", "hoc") == "mediswift-tiny-s75-hoc"
     assert recipe_alias("paper-med") == "recipe-paper-med"
     assert recipe_alias("my recipe/v2") == "recipe-my-recipe-v2"
 
@@ -158,32 +173,133 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
     assert str(client.get_model_version_by_alias(name, "recipe-other").version) == "1"
 
 
-def test_fine_tuned_point_keeps_its_soft_prompt_beside_the_model(
-    tmp_path: Path, tok_dir: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
-) -> None:
+N_PROMPT = 5
+
+
+@dataclass(frozen=True)
+class EvaluatedPoint:
+    """A fine-tuned point as `run_point` leaves it, and the pipeline's own greedy predictions
+    (generated text, parsed label) on a few PubMedQA test examples."""
+
+    checkpoint: Path
+    examples: list[Example]
+    texts: list[str]
+    labels: list
+    source_budget: int
+    max_new_tokens: int
+
+
+@pytest.fixture(scope="module")
+def evaluated_point(tmp_path_factory: pytest.TempPathFactory, tok_dir: Path, mirror_dir: Path):
+    """A tiny point whose prompt steers it (so a model without the prompt answers otherwise),
+    predicted on the first PubMedQA test examples the way the finetune stage evaluates."""
     tok = Tokenizer.load(tok_dir)
     lm, _ = tiny_lm(tok.vocab_size)
-    point = save_finetuned(tmp_path / "point" / "checkpoint", PromptedLM(lm, 5))
+    model = PromptedLM(lm, N_PROMPT).eval()
+    steer = torch.randn(model.prompt.weight.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.prompt.weight.copy_(steer * 0.1)  # answers still differ from source to source
+    task = PubMedQA()
+    files = {role: mirror_dir / "pubmedqa" / name for role, name in task.files.items()}
+    # Test sources are cut to the budget; a short one is not (and pads a batch).
+    short = "question: Does aspirin prevent colorectal cancer? context: It does."
+    examples = [*task.load(files).splits["test"][:3], Example("short", short, "", "yes")]
+    targets = task.all_targets()
+    budget = source_budget(tok, targets, N_PROMPT, BLOCK, task.name)  # PubMedQA sources: longer
+    max_new = max_target_tokens(tok, targets)
+    data = encode_examples(tok, examples, budget)
+    labels, texts = predict(model, task, tok, data, "generate", batch_size=4, max_new=max_new)
+    point = save_finetuned(tmp_path_factory.mktemp("point") / "checkpoint", model)
+    return EvaluatedPoint(point, examples, texts, labels, budget, max_new)
+
+
+def test_exported_point_generates_the_pipeline_predictions_with_transformers(
+    tmp_path: Path, tok_dir: Path, evaluated_point: EvaluatedPoint, one_torch_thread: None
+) -> None:
+    """The export of a fine-tuned point, loaded as its card says (trust_remote_code), answers
+    every test source with the pipeline's own prediction, one by one and as a padded batch."""
+    p = evaluated_point
+    out = export_model(
+        p.checkpoint,
+        tok_dir,
+        tmp_path / "mediswift-tiny-dense-pubmedqa",
+        {"name": "mediswift-tiny-dense-pubmedqa", "task": "pubmedqa"},
+        p.checkpoint / "prompt.safetensors",
+        source_budget=p.source_budget,
+        max_new_tokens=p.max_new_tokens,
+    )
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    sources = [e.source for e in p.examples]
+
+    def answer(ids: torch.Tensor, generated: torch.Tensor) -> str:
+        # The tokenizer keeps the space before a continuation's first word; the pipeline's
+        # decoder does not.
+        return tok.decode(generated[ids.shape[0] :], skip_special_tokens=True).strip()
+
+    one_by_one = []
+    for source in sources:
+        ids = tok(source, return_tensors="pt").input_ids
+        one_by_one.append(answer(ids[0], model.generate(ids, do_sample=False)[0]))
+    assert one_by_one == p.texts
+    assert [PubMedQA().parse(t) for t in one_by_one] == p.labels
+
+    batch = tok(sources, return_tensors="pt", padding=True)
+    generated = model.generate(**batch, do_sample=False)
+    assert [answer(i, g) for i, g in zip(batch.input_ids, generated, strict=True)] == p.texts
+
+    # The same weights without the prompt answer otherwise: the check above can fail.
+    without = []
+    for source in sources:
+        ids = tok(source, return_tensors="pt").input_ids[:, : p.source_budget]
+        new = model.generate(inputs_embeds=model.get_input_embeddings()(ids), do_sample=False)
+        without.append(tok.decode(new[0], skip_special_tokens=True).strip())
+    assert without != p.texts
+
+
+def test_selected_point_is_registered_generating_the_pipeline_predictions(
+    tmp_path: Path,
+    tok_dir: Path,
+    evaluated_point: EvaluatedPoint,
+    monkeypatch: pytest.MonkeyPatch,
+    one_torch_thread: None,
+) -> None:
+    """`models:/<name>@selected` predicts, through the flavour's pyfunc, what the pipeline
+    predicted on the test examples; the flavour's own loader still gives model and tokenizer,
+    and the soft prompt stays beside the model for code that feeds it by hand."""
+    p = evaluated_point
+    name = model_name("tiny-dense", "pubmedqa")
     uri, run_id = new_run(tmp_path / "home")
     ref = register_model.fn(
         tracking_uri=uri,
         run_id=run_id,
-        name="mediswift-tiny-s0-hoc",
-        checkpoint=str(point),
+        name=name,
+        checkpoint=str(p.checkpoint),
         tokenizer_dir=str(tok_dir),
-        card={"name": "tiny-dense-hoc", "task": "hoc", "point": {"batch_size": 8}},
-        prompt=str(point / "prompt.safetensors"),
-        input_example="the hallmarks of cancer in this abstract",
+        card={"name": name, "task": "pubmedqa", "point": {"batch_size": 8}},
+        prompt=str(p.checkpoint / "prompt.safetensors"),
+        source_budget=p.source_budget,
+        max_new_tokens=p.max_new_tokens,
+        input_example="question: Is aspirin associated with a lower risk",
         aliases=["selected"],
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # `models:/` URIs resolve through it
+    assert ref["uri"] == f"models:/{name}/1"
+    model = mlflow.pyfunc.load_model(f"models:/{name}@selected")
+    assert list(model.predict([e.source for e in p.examples])) == p.texts
+
+    info = mlflow.models.get_model_info(f"models:/{name}@selected")
+    assert {"transformers", "python_function"} <= set(info.flavors)
+    assert {q.name: q.default for q in info.signature.params}["max_new_tokens"] == (
+        p.max_new_tokens
+    )
     local = Path(mlflow.artifacts.download_artifacts(ref["uri"]))
     assert (local / "soft_prompt.safetensors").is_file()
     assert "## Soft prompt" in (local / "README.md").read_text()
     assert (local / "LICENSE.txt").read_text().startswith("## Licence of the data")
     example = json.loads((local / "input_example.json").read_text())
-    assert "hallmarks of cancer" in json.dumps(example)
-    assert str(MlflowClient(uri).get_model_version_by_alias(ref["name"], "selected").version) == "1"
+    assert "aspirin" in json.dumps(example)
+    assert str(MlflowClient(uri).get_model_version_by_alias(name, "selected").version) == "1"
 
 
 def test_datasets_are_run_inputs_with_their_content_key(tmp_path: Path) -> None:
@@ -324,6 +440,19 @@ def test_sweeps_list_their_points_and_register_the_selected_one(
         arts = plan(load_recipe(str(recipe), {"finetune": {"seeds": seeds}}), home)
         return arts["finetune"].manifest(), arts["evaluate"].manifest()
 
+    def answers_as_evaluated(p: dict, data: Path) -> None:
+        """The registered model answers the first test sources as the point's evaluation did."""
+        with open(home / p["unit"] / "predictions_generate.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        texts = {r["id"]: r["text"] for r in rows if r["split"] == "test"}
+        with open(data / "test.jsonl", encoding="utf-8") as f:
+            examples = [json.loads(line) for line, _ in zip(f, range(3), strict=False)]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(home))
+            model = mlflow.pyfunc.load_model(p["registered_model"])
+        answers = model.predict([e["source"] for e in examples])
+        assert list(answers) == [texts[e["id"]] for e in examples]
+
     def check(ft: dict, ev: dict) -> None:
         for sweep in ft["sweeps"]:
             parent = client.get_run(sweep["parent_run_id"]).data.tags
@@ -335,7 +464,7 @@ def test_sweeps_list_their_points_and_register_the_selected_one(
             assert all(run_id[:8] in parent["mlflow.note.content"] for run_id in points.values())
         for r in ev["results"]:
             p = r["selected_point"]
-            name = f"mediswift-{'tiny-s0' if r['sparsity'] == 0 else 'tiny-s50'}-pubmedqa"
+            name = model_name(r["variant"], "pubmedqa")
             parent = client.get_run(r["parent_run_id"]).data.tags
             assert parent["mediswift.selected.run_id"] == p["mlflow_run_id"]
             assert parent["mediswift.selected.seed"] == str(p["seed"])
@@ -344,6 +473,7 @@ def test_sweeps_list_their_points_and_register_the_selected_one(
             selected = client.get_model_version_by_alias(name, "selected")
             assert p["registered_model"] == f"models:/{name}/{selected.version}"
             assert selected.run_id == p["mlflow_run_id"]
+            answers_as_evaluated(p, home / ft["tasks"]["pubmedqa"]["data"])
             # The point's run recorded the task splits it consumed, keyed by the data unit.
             inputs = client.get_run(p["mlflow_run_id"]).inputs.dataset_inputs
             data_key = Path(ft["tasks"]["pubmedqa"]["data"]).name

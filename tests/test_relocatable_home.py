@@ -194,7 +194,7 @@ def test_a_moved_home_writes_into_the_copy(moved, mirror_dir: Path) -> None:
     # copy's files.
     variants = arts["pretrain"].manifest()["variants"]
     assert [v["registered_model"] for v in variants] == [
-        "models:/mediswift-tiny-s0/1",
+        "models:/mediswift-tiny-dense/1",
         "models:/mediswift-tiny-s75/1",
     ]
     for rm in client.search_registered_models():

@@ -34,7 +34,7 @@ def run(
         print(text)
     choices = S.select_points(cfg, home, inputs, report)
     if cfg.tracking.log_models and models_available():
-        for reg in S.registrations(cfg, home, report, choices, pretrain, log.warning):
+        for reg in S.registrations(cfg, home, report, choices, log.warning):
             ref = register_model.submit(**reg.params).result()  # one at a time: the registry
             reg.sweep.selected_point.registered_model = ref["uri"]
     elif cfg.tracking.log_models:

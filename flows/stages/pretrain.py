@@ -1,8 +1,8 @@
 """The pretrain stage's orchestration: one task per variant, one after another (each uses all
 cores, or `nproc` processes under torchrun), then the comparison and, when the recipe logs
-models, every variant registered as an MLflow model (`mediswift-<size>-s<pct>`, its newest
-version marked `recipe-<recipe>`). What the units are and how they compare:
-`mediswift.stages.pretrain`.
+models, every variant registered as an MLflow model (`mediswift-<variant>`, e.g.
+`mediswift-tiny-dense`, its newest version marked `recipe-<recipe>`). What the units are and
+how they compare: `mediswift.stages.pretrain`.
 
 MLflow: each variant's run records the token shards (and the document shards they were made
 from) as dataset inputs, its loss and cumulative FLOPs per step.
@@ -20,7 +20,8 @@ from mediswift.artifacts import Artifact
 from mediswift.config import PipelineConfig
 from mediswift.manifests import TokenizeManifest
 from mediswift.stages import pretrain as S
-from mediswift.tracking import Tracker, recipe_alias, registered_model_name, resolve_tracking_uri
+from mediswift.tracking import Tracker, recipe_alias, resolve_tracking_uri
+from mediswift.train.variant import model_name
 from tasks import pretrain as t
 from tasks.common import cached
 from tasks.tracking import (
@@ -71,7 +72,7 @@ def register_variants(
         r["name"]: register_model.submit(
             tracking_uri=uri,
             run_id=r["mlflow_run_id"],
-            name=registered_model_name(r["model"], r["sparsity"], r.get("method", "static")),
+            name=model_name(r["name"]),
             checkpoint=str(home / r["checkpoint"]),
             tokenizer_dir=str(vocab.path),
             card=S.model_card(cfg, r),

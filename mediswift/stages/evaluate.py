@@ -9,7 +9,7 @@ each sweep's parent run.
 
 Each sweep also stands for one point, chosen as `mediswift export` chooses it
 (`mediswift.export_select`: the plot mode's (batch, lr), its best seed on dev). That point's
-run gets an MLflow model, registered as `mediswift-<size>-s<pct>-<task>` with the aliases
+run gets an MLflow model, registered as `mediswift-<variant>-<task>` with the aliases
 `selected` and `recipe-<recipe>`, and the sweep's parent run is tagged with it and its settings.
 """
 
@@ -23,17 +23,17 @@ from typing import Any
 from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
-from mediswift.export_select import ExportChoice, choose, find_variant
+from mediswift.export_select import ExportChoice, choose
 from mediswift.finetune.keys import SPEC_FILE, read_spec
 from mediswift.manifests import (
     EvaluatedSweep,
     EvaluateManifest,
     FinetuneManifest,
     PointSpec,
-    PretrainManifest,
     SelectedPoint,
 )
-from mediswift.tracking import Tracker, recipe_alias, registered_model_name, resolve_tracking_uri
+from mediswift.tracking import Tracker, recipe_alias, resolve_tracking_uri
+from mediswift.train.variant import model_name
 
 SELECTED_ALIAS = "selected"
 EXAMPLE_CHARS = 100  # an input example short enough for the smallest context
@@ -129,7 +129,6 @@ def registrations(
     home: Path,
     report: EvaluateManifest,
     choices: dict[tuple[str, str], ExportChoice],
-    pretrain: PretrainManifest,
     warn: Any,
 ) -> list[Registration]:
     """The model of every sweep's selected point, to log and register in its own run (the
@@ -143,7 +142,6 @@ def registrations(
             warn("evaluate: %s-%s: no run or unit spec to log a model from", r.variant, r.task)
             continue
         spec = read_spec(unit, PointSpec)
-        method = getattr(find_variant(pretrain, r.variant), "method", "static")
         choice = choices[(r.variant, r.task)]
         base = choice.card.pop("registered_model", None)  # the pre-trained version
         card = {
@@ -156,20 +154,22 @@ def registrations(
         params = dict(
             tracking_uri=uri,
             run_id=p.mlflow_run_id,
-            name=registered_model_name(r.model, r.sparsity, method, r.task),
+            name=model_name(r.variant, r.task),
             checkpoint=str(choice.checkpoint),
             tokenizer_dir=str(home / spec.tokenizer_dir),
             card=card,
             prompt=str(choice.prompt) if choice.prompt and choice.prompt.is_file() else None,
             trained_len=choice.trained_len,
+            source_budget=choice.source_budget,
+            max_new_tokens=choice.max_new_tokens,
             input_example=input_example(home / spec.data_dir),
             aliases=[SELECTED_ALIAS, recipe_alias(cfg.name)],
             tags=version_tags(cfg, r, p),
             description=(
                 f"{r.variant} fine-tuned on {r.task} at batch {p.batch_size}, lr {p.lr:g}, "
                 f"seed {p.seed}: the point the evaluation selected ({p.mode} mode) in recipe "
-                f"{cfg.name}. The soft prompt is `soft_prompt.safetensors` beside the model "
-                "(see README.md): the pipeline alone does not feed it."
+                f"{cfg.name}. The model carries its soft prompt and generates as evaluated "
+                "(its code is logged with it: transformers loads it with trust_remote_code)."
             ),
         )
         out.append(Registration(r, params))

@@ -21,7 +21,7 @@ from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManife
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
 from mediswift.train.report import plot_loss_curves, table2
-from mediswift.train.variant import VariantSpec, variant_name
+from mediswift.train.variant import VariantSpec, model_name, variant_name
 
 SPLITS = ("train", "validation")
 
@@ -111,9 +111,10 @@ def with_models(
 
 
 def model_card(cfg: PipelineConfig, record: dict[str, Any]) -> dict[str, Any]:
-    """What the registered model of a variant says about itself."""
+    """What the registered model of a variant says about itself (named as registered)."""
     return {
         **{k: v for k, v in record.items() if k not in ("experiment_id", "unit")},
+        "name": model_name(record["name"]),
         "recipe": cfg.name,
         "pmc_commercial_only": cfg.download.pmc_commercial_only,
     }

@@ -1,6 +1,16 @@
 """Models and the registry: `log_hf_model` logs an exported Hugging Face directory
 (`mediswift.export`) as an MLflow model of the transformers flavour in a run, registers it
-and sets aliases; it does so once per run (the run is tagged with the version it produced)."""
+and sets aliases; it does so once per run (the run is tagged with the version it produced).
+Registered names are the models' own (`mediswift.train.variant.model_name`).
+
+A fine-tuned point's export is a model class of ours (`MediSwiftPromptedLM`, shipped in the
+export as code) that puts the point's soft prompt after the source in `generate`: the flavour
+saves that code with the model and loads it back with `trust_remote_code`, so the model's
+pyfunc (a text-generation pipeline) generates as the pipeline evaluated the point. The
+flavour is kept rather than a pyfunc of our own: `mlflow.transformers.load_model` still gives
+the model and tokenizer, the pyfunc is the flavour's, and nothing is pickled (the flavour
+saves with `save_pretrained`).
+"""
 
 from __future__ import annotations
 
@@ -38,17 +48,6 @@ class ModelVersionRef:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
-
-
-def registered_model_name(
-    size: str, sparsity: float, method: str = "static", task: str | None = None
-) -> str:
-    """`mediswift-<size>-s<pct>`, then `-<method>` for dynamic sparsity, then `-<task>` for a
-    fine-tuned point: one registered model per kind of model, a version per training."""
-    name = f"mediswift-{size}-s{round(sparsity * 100)}"
-    if sparsity > 0 and method != "static":
-        name += f"-{method}"
-    return f"{name}-{task}" if task else name
 
 
 def recipe_alias(recipe: str) -> str:
@@ -106,7 +105,7 @@ def log_hf_model(
     tags: dict[str, Any] | None = None,
     description: str | None = None,
     extra_files: Sequence[Path] = (),
-    max_new_tokens: int = 16,
+    max_new_tokens: int | None = None,
 ) -> ModelVersionRef:
     """Log the Hugging Face directory `hf_dir` (a `mediswift.export` output) as the
     transformers-flavour model of run `run_id`, register it as a new version of `name`, point
@@ -114,7 +113,10 @@ def log_hf_model(
 
     The model and tokenizer are loaded from `hf_dir` (the tokenizer runs the directory's own
     code) and logged as a text-generation pipeline, with `input_example` and an explicit
-    signature (a string in, a string out, `max_new_tokens` as a parameter). Nothing is fetched
+    signature (a string in, a string out, `max_new_tokens` as a parameter, by default the
+    directory's generation length). A fine-tuned point (a model carrying a soft prompt) answers
+    with the generated sentence alone, as the pipeline's own prediction reads (`model_config`:
+    no source in the answer, no leading space). Nothing is fetched
     from the Hugging Face Hub: the directory is complete, and the flavour's Hub lookups (card,
     licence) are kept offline. `extra_files` (the card, a soft prompt) are added to the
     model's artifacts beside `MLmodel`; the card's licence section replaces the flavour's
@@ -126,6 +128,7 @@ def log_hf_model(
     client = MlflowClient(tracking_uri)
     with _MODEL_LOCK, _hub_offline(), _quiet_transformers(), fluent_store(tracking_uri):
         components = _load_pipeline_parts(hf_dir, name)
+        max_new_tokens = max_new_tokens or _generation_length(components["model"])
         with _reopened_run(client, run_id):
             info = mlflow.transformers.log_model(
                 transformers_model=components,
@@ -133,6 +136,7 @@ def log_hf_model(
                 task="text-generation",
                 input_example=input_example,
                 signature=text_generation_signature(max_new_tokens),
+                model_config=_answer_config(components["model"]),
                 model_card=_hf_card(hf_dir),
                 pip_requirements=_requirements(),
                 registered_model_name=name,
@@ -163,10 +167,13 @@ def text_generation_signature(max_new_tokens: int) -> Any:
 
 def _load_pipeline_parts(hf_dir: Path, name: str) -> dict[str, Any]:
     """The model and tokenizer of `hf_dir`, named `name` (their name is recorded in the model's
-    flavour configuration: a registry name, not a path of this machine)."""
+    flavour configuration: a registry name, not a path of this machine). Both may be code of
+    the export (a fine-tuned point's model class, the tokenizer): ours, hence trusted."""
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        hf_dir, trust_remote_code=True, local_files_only=True
+    )
     tok = transformers.AutoTokenizer.from_pretrained(
         hf_dir, trust_remote_code=True, local_files_only=True
     )
@@ -174,6 +181,20 @@ def _load_pipeline_parts(hf_dir: Path, name: str) -> dict[str, Any]:
     model.name_or_path = name
     tok.name_or_path = name
     return {"model": model.eval(), "tokenizer": tok}
+
+
+def _generation_length(model: Any) -> int:
+    """The export's own generation length (a fine-tuned point's), else 16 tokens."""
+    return int(getattr(model.generation_config, "max_new_tokens", None) or 16)
+
+
+def _answer_config(model: Any) -> dict[str, Any]:
+    """The pipeline settings of a model: a fine-tuned point answers with its generated sentence
+    alone (not the source before it), read as the pipeline's prediction reads it, without the
+    space the tokenizer keeps before a continuation (`collapse_whitespace` strips it; decoded
+    text has single spaces only). A pre-trained model returns the prompt and its continuation."""
+    prompted = getattr(model.config, "soft_prompt_tokens", None) is not None
+    return {"return_full_text": False, "collapse_whitespace": True} if prompted else {}
 
 
 def _hf_card(hf_dir: Path) -> Any:

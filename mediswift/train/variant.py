@@ -49,6 +49,13 @@ def variant_name(model: str, sparsity: float, method: str = "static") -> str:
     return base if method == "static" else f"{base}-{method}"
 
 
+def model_name(variant: str, task: str | None = None) -> str:
+    """The name of a variant's model, or of its fine-tuned point on `task`, wherever a model is
+    named (registered model, export card): `mediswift-tiny-dense`, `mediswift-tiny-s75-hoc`.
+    The prefix keeps the names apart from other models in a shared registry."""
+    return f"mediswift-{variant}-{task}" if task else f"mediswift-{variant}"
+
+
 def make_train_loader(spec: VariantSpec, d: Dist) -> Iterator[torch.Tensor]:
     """This rank's endless, shuffled, resumable loader of (micro_batch, seq_len + 1) rows."""
     cfg = spec.cfg
