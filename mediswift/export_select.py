@@ -86,13 +86,13 @@ def choose(
         **point_generation(unit),
     )
 
+
 def point_generation(unit: Path) -> dict[str, int]:
     """`source_budget` and `max_new_tokens` of a fine-tuned point (its unit manifest's, those it
     was evaluated with): its export generates the same way."""
     path = unit / MANIFEST
     found = json.loads(path.read_text()) if path.is_file() else {}
     return {k: int(found[k]) for k in ("source_budget", "max_new_tokens") if found.get(k)}
-
 
 
 def point_max_len(unit: Path) -> int | None:
