@@ -220,6 +220,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         card,
         choice.prompt,
         trained_len=choice.trained_len,
+        source_budget=choice.source_budget,
+        max_new_tokens=choice.max_new_tokens,
     )
     print(f"exported {card['name']} to {out}")
     return 0
@@ -230,8 +232,6 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
     total = main_flops(args.model, args.sparsity, args.tokens, args.vocab_size, args.seq_len)
     print(f"{total:.4e}")
-        source_budget=choice.source_budget,
-        max_new_tokens=choice.max_new_tokens,
     return 0
 
 
