@@ -20,12 +20,15 @@ from typing import Any
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from mediswift import interrupt
+from mediswift.console import quiet_console
 from mediswift.interrupt import die_with_parent
 
 
-def tie_temporary_server_to_this_process() -> bool:
-    """Start Prefect's temporary server so that it dies with this process. Returns whether the
-    hook is in place (not on other platforms, or if Prefect's internals moved)."""
+def tie_temporary_server_to_this_process(output: Any = None) -> bool:
+    """Start Prefect's temporary server so that it dies with this process, writing its own
+    output to `output` (an open file; default: this process's). Returns whether the hook is in
+    place (not on other platforms, or if Prefect's internals moved)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -46,6 +49,9 @@ def tie_temporary_server_to_this_process() -> bool:
             # Out of the terminal's process group: Ctrl-C stops the run, which still needs the
             # server to record how its flow run ended; the server goes when the run exits.
             kwargs.setdefault("start_new_session", True)
+            if output is not None:  # the server's request errors are not the run's console
+                kwargs.setdefault("stdout", output)
+                kwargs.setdefault("stderr", output)
             return popen(*args, **kwargs)
 
         # Only this call's Popen is tied: the method looks `subprocess.Popen` up in its module.
@@ -89,3 +95,16 @@ def workers_share_api() -> Iterator[None]:
         return
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield
+
+
+def pool_worker_init(parent: int, quiet: bool) -> None:
+    """A process-pool worker of a run: it leaves Ctrl-C to the run and dies with it
+    (`mediswift.interrupt.pool_worker_init`), and, when the run's console is quiet, prints no
+    tracebacks either (its task errors reach the run's log and one error line)."""
+    interrupt.pool_worker_init(parent)
+    if quiet:
+        from prefect.logging.configuration import ensure_logging_setup
+
+        ensure_logging_setup()  # Prefect's console handlers, made now to be quieted
+
+        quiet_console()

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from mediswift import interrupt
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
-from mediswift.console import log_traceback, one_line, quiet_console, run_log
+from mediswift.console import (
+    disk_full,
+    log_traceback,
+    no_space,
+    one_line,
+    quiet_console,
+    run_log,
+    server_log,
+)
 from mediswift.dry_run import dry_run
 from mediswift.graph import parse_stages, plan
 from mediswift.overrides import parse_set
@@ -128,8 +136,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import mediswift, tie_temporary_server_to_this_process
     from mediswift.overrides import Overrides
 
-    tie_temporary_server_to_this_process()  # a killed run leaves no server behind
+    # A killed run leaves no server behind; the server's own output goes to the home's logs.
+    tie_temporary_server_to_this_process(server_log(home))
 
+    args.home_path = home
     args.log_path = run_log(home)
     if not args.verbose:
         quiet_console()
@@ -276,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
             where = f" (details: {args.log_path})"
         if getattr(args, "verbose", False):
             print(bounded("".join(traceback.format_exception(e))), file=sys.stderr)
-        print(f"mediswift: error: {one_line(e)}{where}", file=sys.stderr)
+        message = one_line(e)
+        home = getattr(args, "home_path", None)
+        if no_space(e) or (home is not None and disk_full(home)):
+            # Say what to do about it, whatever layer noticed first (a store's migration that
+            # failed half-way may report something else entirely).
+            message = (
+                f"no space left on device under {home}: free space, then run again ({message})"
+            )
+        print(f"mediswift: error: {message}{where}", file=sys.stderr)
         return 2 if bad_input and not running else 1
 
 

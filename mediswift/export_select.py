@@ -52,7 +52,6 @@ def choose(
 ) -> ExportChoice:
     """The checkpoint, soft prompt and card facts of what to export. `seq_len`: the recipe's
     pre-training sequence length (the trained length of a pre-trained variant)."""
-
     pretrain = manifests.read(arts["pretrain"], PretrainManifest)
     v = find_variant(pretrain, variant)
     card: dict[str, Any] = {**v.model_dump(), "name": model_name(v.name)}

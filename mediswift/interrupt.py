@@ -146,9 +146,19 @@ def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
 
 def pool_worker_init(parent: int) -> None:
     """A process-pool worker: the parent alone decides on Ctrl-C (the terminal sends SIGINT to
-    the whole foreground group), and the worker dies with it."""
+    the whole foreground group), and the worker exits within a second of the parent's death.
+
+    Not `die_with_parent`: the kernel's signal follows the parent *thread*, and a pool made in
+    a worker thread outlives it; a worker killed while it holds the pool's queue lock would
+    hang the pool's shutdown."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(parent)
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
+
+
+def _exit_without(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def run_child(cmd: list[str], timeout: float | None = None, poll_s: float = 0.5) -> int:

@@ -121,3 +121,36 @@ def test_killed_run_leaves_no_temporary_server(mirror_dir: Path, tmp_path: Path)
         time.sleep(0.1)
     os.kill(server, signal.SIGKILL)
     pytest.fail("the temporary Prefect server outlived the killed run")
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """An 8 MB file system (tmpfs) that can be grown in place; needs the right to mount."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small file system here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_then_heals(small_disk: Path, mirror_dir: Path) -> None:
+    args = ["run", "--recipe", "tests/recipes/tiny.yaml", "--mirror", str(mirror_dir)]
+    args += ["--stages", "download,parse,filter,vocab,tokenize,pretrain"]
+    r = cli(*args, home=small_disk / "home")
+    errors = [x for x in r.stderr.splitlines() if x.startswith("mediswift: error: ")]
+    assert r.returncode == 1 and len(errors) == 1, r.stderr[-3000:]
+    assert "no space left on device under" in errors[0] and str(small_disk) in errors[0]
+    assert "Traceback" not in r.stderr and "Logging error" not in r.stderr, r.stderr[-3000:]
+    # The progress lines, and a few of Prefect's "Error logging to API" (its store is full too).
+    assert r.stderr.count("\n") < 300, r.stderr[-3000:]
+
+    subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)
+    r = cli(*args, home=small_disk / "home")
+    assert r.returncode == 0, r.stderr[-3000:]

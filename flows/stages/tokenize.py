@@ -18,11 +18,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
-from flows.server import workers_share_api
+from flows.server import pool_worker_init, workers_share_api
 from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import ExecutorConfig, PipelineConfig, TokenizeConfig
-from mediswift.interrupt import pool_worker_init
+from mediswift.console import console_is_quiet
 from mediswift.manifests import FilterManifest, VocabManifest
 from mediswift.stages import tokenize as S
 from tasks import tokenize as t
@@ -39,7 +39,9 @@ def task_runner(cfg: TokenizeConfig, executor: ExecutorConfig | None = None) -> 
         return DaskTaskRunner(address=address)
     # Workers leave Ctrl-C to this process and die with it (SIGKILL included).
     return ProcessPoolTaskRunner(
-        max_workers=cfg.workers, initializer=pool_worker_init, initargs=(os.getpid(),)
+        max_workers=cfg.workers,
+        initializer=pool_worker_init,
+        initargs=(os.getpid(), console_is_quiet()),
     )
 
 

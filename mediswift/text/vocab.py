@@ -3,6 +3,7 @@ on it, write the tokenizer files and measure the unknown-piece rate on the valid
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,17 @@ def build_vocab(
         for shard in doc_shards
         for _, title, text, _ in iter_documents(shard, split="train")
     )
-    stats = learn_bpe(
-        _moses_docs(train_texts, workers),
-        out_dir / MODEL_FILE,
-        vocab_size,
-        sample_sentences=sample_sentences or None,
-        seed=seed,
-        character_coverage=character_coverage,
-    )
+    # Closed at once whatever happens (a full disk while writing the model): an abandoned
+    # generator would keep its process pool alive until exit, where shutting it down can hang.
+    with contextlib.closing(_moses_docs(train_texts, workers)) as docs:
+        stats = learn_bpe(
+            docs,
+            out_dir / MODEL_FILE,
+            vocab_size,
+            sample_sentences=sample_sentences or None,
+            seed=seed,
+            character_coverage=character_coverage,
+        )
     config = write_tokenizer_config(out_dir)
     tok = Tokenizer.load(out_dir)
     validation = (

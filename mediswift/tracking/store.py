@@ -38,10 +38,39 @@ def is_home_store(tracking_uri: str, artifact_root: Path) -> bool:
 
 
 def adopt_home_store_if_default(tracking_uri: str | None, home: Path) -> None:
-    """A home copied or moved here: its own MLflow store still names the old place (a store
-    the recipe names elsewhere is left alone)."""
+    """Make the home's own MLflow store usable: created whole, repaired after a migration that
+    stopped half-way, and re-pointed when the home was copied or moved (a store the recipe
+    names elsewhere is left alone)."""
     if resolve_tracking_uri(tracking_uri, home) == default_tracking_uri(home):
+        create_or_repair_home_store(home)
         adopt_home_store(home)
+
+
+def create_or_repair_home_store(home: Path) -> None:
+    """A new home store is made under a temporary name and renamed when MLflow's migrations are
+    done: migrations cut short (a full disk, a kill) would leave a store that every later run
+    fails to open. An existing store loses the tables a cut-short SQLite batch migration leaves
+    (`_alembic_tmp_*`), which are what stops the migration from running again."""
+    db = home / HOME_DB
+    if db.is_file():
+        with contextlib.closing(sqlite3.connect(db, timeout=120, isolation_level=None)) as con:
+            left = con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB '_alembic_tmp_*'"
+            ).fetchall()
+            for (name,) in left:
+                con.execute(f'DROP TABLE "{name}"')
+        return
+    from mlflow import MlflowClient
+
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = home / f".{HOME_DB}.tmp-{os.getpid()}-{threading.get_ident()}"
+    tmp.unlink(missing_ok=True)
+    try:
+        MlflowClient(f"sqlite:///{tmp.resolve()}").search_experiments(max_results=1)  # migrates
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs
+            os.link(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def adopt_home_store(home: Path) -> dict[str, str]:
