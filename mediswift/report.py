@@ -259,7 +259,10 @@ def ui_links(
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
     server = uri if uri.startswith(("http://", "https://")) else None
     mlflow_ui = mlflow_ui_base() or server
-    env = f"PREFECT_HOME={prefect_home} " if prefect_home else ""
+    # The report is a file of the home, which can move: paths in the home are written as
+    # `<home>/...` (the report says what <home> is), never as this machine's absolute path.
+    uri = in_home(uri, home)
+    env = f"PREFECT_HOME={in_home(prefect_home, home)} " if prefect_home else ""
     return UiLinks(
         mlflow_ui=mlflow_ui or MLFLOW_UI,
         mlflow_command=None if mlflow_ui else f"{MLFLOW_SERVER} {uri}",
@@ -268,6 +271,14 @@ def ui_links(
         flow_run_id=flow_run_id,
         flow_run_name=flow_run_name,
     )
+
+
+HOME_MARK = "<home>"
+
+
+def in_home(text: str, home: Path) -> str:
+    """`text` with the home's absolute path written as `<home>`."""
+    return text.replace(str(Path(home).resolve()), HOME_MARK).replace(str(home), HOME_MARK)
 
 
 def _opened_by(what: str, base: str, command: str | None) -> str:
@@ -293,6 +304,7 @@ def runs_section(arts: dict[str, Artifact], links: UiLinks) -> str:
     pre-training, each fine-tuning sweep (its grid points are its child runs) with its chosen
     point, and the evaluation."""
     how = (
+        f"{HOME_MARK} is the artifact root holding this report (its `report/` folder). "
         "Run links open "
         + _opened_by("the MLflow UI", links.mlflow_ui, links.mlflow_command)
         + "; the flow-run link opens "

@@ -142,15 +142,17 @@ def test_links_to_every_mlflow_run_and_the_flow_run(tmp_path: Path, monkeypatch)
     monkeypatch.delenv("MEDISWIFT_MLFLOW_UI", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home, cfg = tmp_path / "home", PipelineConfig(name="links")
-    links = ui_links(cfg, home, "f1e2d3", "brave-fox", prefect_home=str(tmp_path / "prefect"))
+    links = ui_links(cfg, home, "f1e2d3", "brave-fox", prefect_home=str(home / "prefect"))
     write_report(cfg, home, make_home(home), links=links)
     md = (home / "report" / "links" / "report.md").read_text()
     assert "[brave-fox](http://127.0.0.1:4200/runs/flow-run/f1e2d3)" in md
-    assert f"PREFECT_HOME={tmp_path / 'prefect'} prefect server start --host 127.0.0.1" in md
+    # Paths of the home as <home>: the report moves with it.
+    assert "PREFECT_HOME=<home>/prefect prefect server start --host 127.0.0.1" in md
     assert (
-        f"mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///{home / 'mlflow.db'}`"
-        in md
+        "mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri "
+        "sqlite:///<home>/mlflow.db`" in md
     )
+    assert str(home) not in md
     mlflow_runs = ["pre-tiny-dense", "pre-tiny-s75", "evalrun", "sweep000", "sweep008", "pt0"]
     for run_id in mlflow_runs:
         assert f"(http://127.0.0.1:5000/#/runs/{run_id})" in md, run_id
