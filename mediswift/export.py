@@ -129,6 +129,8 @@ def export_model(
             f"{checkpoint_dir}: the model's vocabulary ({cfg.vocab_size}) is smaller than the "
             f"tokenizer's ({tok.vocab_size}): they do not belong together"
         )
+    if out_dir.is_symlink():  # replace what the link names; the link stays as the user made it
+        out_dir = out_dir.resolve()
     _check_replaceable(out_dir)
     tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -153,6 +155,7 @@ def export_model(
         name = str(card.get("name") or out_dir.name)
         text = model_card(name, cfg, tok, stats, card, n_prompt)
         (tmp / CARD_FILE).write_text(text, encoding="utf-8")
+        _check_only_exported_files(out_dir, tmp)
         _replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -402,6 +405,29 @@ def _check_replaceable(out_dir: Path) -> None:
     occupied = out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))
     if occupied and not _is_export(out_dir):
         raise FileExistsError(f"{out_dir} exists and is not an earlier export: not replacing it")
+
+
+# Files only some exports write (a fine-tuned point's): an earlier export may hold them.
+OPTIONAL_FILES = frozenset({SOFT_PROMPT_FILE, f"{MODELING_MODULE}.py"})
+
+
+def _check_only_exported_files(out_dir: Path, new: Path) -> None:
+    """Refuse to replace an earlier export that holds files no export writes (the user's own
+    notes, results): replacing the directory would delete them."""
+    if not out_dir.is_dir():
+        return
+    ours = {p.relative_to(new) for p in new.rglob("*")} | {Path(n) for n in OPTIONAL_FILES}
+    theirs = sorted(
+        str(rel)
+        for p in out_dir.rglob("*")
+        if (rel := p.relative_to(out_dir)) not in ours and "__pycache__" not in rel.parts
+    )
+    if theirs:
+        shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+        raise FileExistsError(
+            f"{out_dir} holds files an export does not write ({shown}): not replacing it; "
+            "move them or choose another --out"
+        )
 
 
 def _replace(tmp: Path, out_dir: Path) -> None:

@@ -405,6 +405,18 @@ def test_export_refuses_foreign_folders_and_bad_prompts(
     export_model(tmp_path / "ckpt", tok_dir, out)  # an earlier export is replaced
     assert (out / f"{TOKENIZER_MODULE}.py").is_file()
     assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
+    # An earlier export holding the user's own files is not replaced (they would be deleted).
+    (out / "my-results.csv").write_text("kept")
+    with pytest.raises(FileExistsError, match="my-results.csv"):
+        export_model(tmp_path / "ckpt", tok_dir, out)
+    assert (out / "my-results.csv").read_text() == "kept"
+    (out / "my-results.csv").unlink()
+    # --out as a link: the export it names is replaced, the link stays, no stray link is left.
+    link = tmp_path / "linkout"
+    link.symlink_to(out)
+    assert export_model(tmp_path / "ckpt", tok_dir, link) == out.resolve()
+    assert link.is_symlink() and (link / "config.json").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
     import mediswift.export
 
