@@ -115,3 +115,60 @@ def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> N
     fine_runs = client.search_runs([fine.experiment_id])
     children = [r for r in fine_runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4  # 2 variants x 2 tasks x 1 grid point x 1 seed
+
+    _cancel_during_pretraining(served, home)
+
+
+def _run_processes(flow_run_id: str) -> list:
+    """Processes of a flow run started by the process worker (they carry its id)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _cancel_during_pretraining(served: dict[str, str], home: Path) -> None:
+    """A run cancelled from the UI (the API call its Cancel button makes) while it trains: it
+    ends Cancelled within 30 s and leaves no process behind; the checkpoint stays."""
+    import re
+    import time
+
+    overrides = '{"pretrain_steps": 5000, "extra": {"pretrain": {"checkpoint_every": 50}}}'
+    started = subprocess.run(
+        [PREFECT, "deployment", "run", "mediswift/pretrain", "--param", f"recipe={TINY}",
+         "--param", f"overrides={overrides}"],
+        env=served, capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)  # type: ignore[union-attr]
+    before, deadline = set(home.glob("pretrain/units/*/checkpoints/step_*")), time.monotonic() + 300
+    while not set(home.glob("pretrain/units/*/checkpoints/step_*")) - before:
+        assert time.monotonic() < deadline, "the cancelled run never started training"
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    cancel = subprocess.run(
+        [PREFECT, "flow-run", "cancel", flow_run_id],
+        env=served, capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    while _run_processes(flow_run_id) and time.monotonic() - t0 < 60:
+        time.sleep(0.5)
+    took = time.monotonic() - t0
+    assert not _run_processes(flow_run_id), "processes of the cancelled run left after 60 s"
+    assert took < 30, f"the cancelled run took {took:.0f} s to stop"
+    # The run's own process reports a crash on the signal; the worker then records Cancelled.
+    while True:
+        state = subprocess.run(
+            [PREFECT, "flow-run", "inspect", flow_run_id],
+            env=served, capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+        if "StateType.CANCELLED" in state.stdout or time.monotonic() - t0 > 60:
+            break
+        time.sleep(1)
+    assert "StateType.CANCELLED" in state.stdout, state.stdout[-2000:]
