@@ -26,6 +26,8 @@ AFFECTS = "affects"  # the json_schema_extra key of the classification
 # warmup alone outlasts any budget), and a context whose position table fits in memory.
 MAX_STEPS = 10_000_000
 MAX_CONTEXT = 65_536
+# The level of 2:4 sparsity (mediswift.sparsity.semi24.SPARSITY; settings do not import torch).
+SEMI24_LEVEL = 0.5
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 Role = Literal["result", "plan", "schedule"]
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -305,8 +307,11 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
         plan=True,
         min_length=1,
     )
-    sparsity_method: Literal["static", "set", "rigl"] = result(
-        "static", "static random masks (the paper), or dynamic SET / RigL"
+    sparsity_method: Literal["static", "set", "rigl", "semi24"] = result(
+        "static",
+        "static random masks (the paper), dynamic SET / RigL, or semi24: static 2:4 masks (2 of "
+        "every 4 weights along the input dimension, the pattern GPU sparse tensor cores run; "
+        "50% only)",
     )
     sparsity_update_every: int = result(100, "dynamic sparsity: steps between mask updates", ge=1)
     sparsity_drop_fraction: float = result(
@@ -368,7 +373,13 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
             )
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("pretrain.nnodes > 1 needs pretrain.rdzv_endpoint (host:port)")
-        if self.fsdp and self.sparsity_method != "static" and any(self.sparsity_levels):
+        if self.sparsity_method == "semi24" and set(self.sparsity_levels) - {0.0, SEMI24_LEVEL}:
+            raise ValueError(
+                f"pretrain.sparsity_levels {self.sparsity_levels}: semi24 keeps 2 of every 4 "
+                "weights, so its only level is 0.5 (and 0 for the dense baseline)"
+            )
+        dynamic = self.sparsity_method in ("set", "rigl")
+        if self.fsdp and dynamic and any(self.sparsity_levels):
             raise ValueError("pretrain: dynamic sparsity (set/rigl) needs whole matrices, not fsdp")
         return self
 

@@ -28,6 +28,7 @@ def spec(out: Path, method: str = "static") -> VariantSpec:
         eval_every=10,
         checkpoint_every=10,
         sparsity_method=method,
+        sparsity_levels=[0.0, 0.5],  # semi24's only level
         sparsity_update_every=7,
         seed=5,
     )
@@ -46,7 +47,7 @@ def launch(spec_file: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["static", "rigl"])
+@pytest.mark.parametrize("method", ["static", "rigl", "semi24"])
 def test_killed_run_resumes_bitwise(tmp_path: Path, method: str) -> None:
     torch.set_num_threads(1)  # the same thread count as the subprocess: same float sums
     ref = run_variant(spec(tmp_path / "ref", method))

@@ -17,11 +17,14 @@ it, so 4 is a guard that costs one more multiply.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+
+# (shape, generator) -> bool mask: a structured pattern (see semi24.py).
+MaskPattern = Callable[[torch.Size | tuple[int, ...], torch.Generator], torch.Tensor]
 
 
 def random_mask(
@@ -38,11 +41,17 @@ def random_mask(
 
 
 def make_masks(
-    model: nn.Module, sparsity: float, seed: int, names: Iterable[str] | None = None
+    model: nn.Module,
+    sparsity: float,
+    seed: int,
+    names: Iterable[str] | None = None,
+    pattern: MaskPattern | None = None,
 ) -> dict[str, torch.Tensor]:
     """Random masks for `names` (default: the model's `matrix_names()`), keyed by name, on CPU.
 
-    Returns {} for sparsity 0 (a dense model carries no masks).
+    `pattern(shape, generator)` draws a structured mask instead of `random_mask` (2:4, whose
+    level is fixed: `sparsity` must then be the pattern's own). Returns {} for sparsity 0 (a
+    dense model carries no masks).
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity {sparsity} must be in [0, 1)")
@@ -55,7 +64,8 @@ def make_masks(
     for name in names:  # a fixed order, so the generator's stream maps to names reproducibly
         if name not in params:
             raise KeyError(f"no parameter named {name!r} to sparsify")
-        out[name] = random_mask(params[name].shape, sparsity, gen)
+        shape = params[name].shape
+        out[name] = pattern(shape, gen) if pattern else random_mask(shape, sparsity, gen)
     return out
 
 

@@ -37,11 +37,13 @@ from mediswift.model.gpt import GPT, model_config
 from mediswift.settings import PretrainConfig
 from mediswift.sparsity import (
     METHODS,
+    PATTERNS,
     DynamicSparsity,
     MaskCounts,
     MaskedParams,
     count_active,
     make_masks,
+    use_semi24_kernels,
 )
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import Dist, barrier, init_distributed, shutdown, wrap_model
@@ -175,7 +177,7 @@ class Setup:
 
     d: Dist
     grad_accum: int  # micro-batches per optimizer step on each rank
-    method: str  # static, set or rigl
+    method: str  # static, set, rigl or semi24
     sharded: bool  # FSDP across processes: every rank takes part in gathering state
     amp: torch.dtype | None  # autocast dtype (bf16 on CUDA)
 
@@ -229,7 +231,7 @@ def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
             f"x {d.world_size} processes"
         )
     method = cfg.sparsity_method if spec.sparsity > 0 else "static"
-    if cfg.fsdp and method != "static":
+    if cfg.fsdp and METHODS[method] is not None:
         raise ValueError("dynamic sparsity (set/rigl) needs whole matrices: not with fsdp")
     on_gpu = d.device.type == "cuda"
     if cfg.torch_threads:
@@ -255,11 +257,13 @@ def _build(spec: VariantSpec, cfg: PretrainConfig, env: Setup) -> Run:
     restores the checkpoint into what this builds."""
     d = env.d
     model = GPT(model_config(cfg.model, spec.vocab_size, cfg.block_size, cfg.dropout))
-    masks = make_masks(model, spec.sparsity, seed=cfg.seed)
+    masks = make_masks(model, spec.sparsity, seed=cfg.seed, pattern=PATTERNS.get(env.method))
     counts = count_active(model, masks)
     model.to(d.device)
     masked = MaskedParams(model, masks)
     masked.apply_to_weights()
+    if env.method == "semi24" and d.device.type == "cuda":
+        _semi24_kernels(spec, cfg, model, masks, d)
     wrapped = torch.compile(model) if cfg.compile else model
     wrapped = wrap_model(wrapped, d, fsdp=cfg.fsdp)  # type: ignore[arg-type]
     if env.sharded:
@@ -291,6 +295,23 @@ def _build(spec: VariantSpec, cfg: PretrainConfig, env: Setup) -> Run:
         checkpoint=TrainCheckpoint(model.config, d, parts),
         counts=counts,
     )
+
+
+def _semi24_kernels(
+    spec: VariantSpec, cfg: PretrainConfig, model: GPT, masks: dict[str, torch.Tensor], d: Dist
+) -> None:
+    """The forward products of 2:4 layers on the GPU's semi-structured kernels, where they apply
+    (not under FSDP, whose shards split the groups, nor torch.compile, which would trace the
+    swapped forward)."""
+    if cfg.fsdp or cfg.compile:
+        swapped, why = 0, "not with fsdp or compile"
+    else:
+        swapped, why = use_semi24_kernels(model, masks)
+    if d.is_main:
+        note = f" ({why})" if why else ""
+        print(
+            f"{spec.name}: {swapped} of {len(masks)} 2:4 layers on sparse kernels{note}", flush=True
+        )
 
 
 def _fit(
