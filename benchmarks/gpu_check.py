@@ -16,12 +16,20 @@ One run (about 5 minutes on a recent data-centre GPU; a time budget skips what w
              weight times the activations of every matmul shape of the model, against the same
              dense product (speed-up, and the largest difference in the output). 2:4 is 50%
              structured sparsity; the paper's 75% unstructured masks have no such kernel.
+  semi24     training steps of `pretrain.sparsity_method: semi24` (2:4 masks, forward products on
+             the semi-structured kernels, backward dense) against dense and against the same
+             masks on dense kernels, through the trainer's loop, eager
+  spmm       `benchmarks/sparse_matmul.py` on this GPU: dense, cuSPARSE CSR and BSR, and 2:4 at
+             50%, on the Med and XL shapes and the paper's 12k x 12k (the paper's Figure 3)
 
 Expectations, written before running: MFU of the eager dense Med step ~35-50% of the measured
 peak (24 layers of d 1024 are small matmuls for a large GPU), compile +10-30%; sparse within a
 few % of dense (mask upkeep is three elementwise passes); fused AdamW faster than foreach;
 resume bit-exact unless a kernel is nondeterministic (then the table says by how much); 2:4
-speed-ups of ~1.1-1.6x on the large MLP matmuls and less, or none, on d x d.
+speed-ups of ~1.1-1.6x on the large MLP matmuls and less, or none, on d x d; a semi24 training
+step at best ~5-10% faster than dense (only the forward third of the matmul FLOPs can gain, and
+the weights are compressed again after every optimizer step), possibly slower; CSR behind dense
+below ~95% sparsity.
 
   python benchmarks/gpu_check.py               # on a machine with a CUDA device
   python benchmarks/gpu_check.py --dry-run     # anywhere: the plan, shapes and FLOPs only
@@ -73,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--resume-model", default="small", help="size of the resume check")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled runs")
     ap.add_argument("--budget", type=float, default=BUDGET_S, help="seconds; later checks skip")
+    ap.add_argument("--spmm-plot", default="sparse_matmul_gpu.png", help="the spmm check's plot")
     ap.add_argument("--dry-run", action="store_true", help="print the plan; needs no GPU")
     return ap.parse_args(argv)
 
@@ -109,6 +118,10 @@ def plan(args: argparse.Namespace) -> list[str]:
     lines.append(f"resume: run_variant {args.resume_model}, 6 steps vs 3 + resume, bit for bit")
     for name, m, k, n in matmul_shapes(cfg, tokens):
         lines.append(f"2:4: {name}: ({m} x {k}) @ ({k} x {n})")
+    lines.append(
+        f"semi24: {args.model} training steps, dense vs 2:4 masks on dense and 2:4 kernels"
+    )
+    lines.append("spmm: sparse_matmul.py on cuda: med, xl and 12k x 12k at 0-95% sparsity")
     return lines
 
 
@@ -150,18 +163,29 @@ def build_model(args: argparse.Namespace, device: torch.device) -> GPT:
     return GPT(model_config(args.model, args.vocab, max(1024, args.seq_len))).to(device)
 
 
-def trainer_steps(args: argparse.Namespace, device: torch.device, sparsity: float, compiled: bool):
+def trainer_steps(
+    args: argparse.Namespace,
+    device: torch.device,
+    sparsity: float,
+    compiled: bool,
+    method: str = "static",
+    kernels: bool = True,
+):
     """A function running n steps of the trainer's loop on one fixed batch, and the model."""
-    from mediswift.sparsity import MaskedParams, make_masks
+    from mediswift.sparsity import PATTERNS, MaskedParams, make_masks, use_semi24_kernels
     from mediswift.train.distributed import Dist
     from mediswift.train.loop import LoopConfig, TrainState, train
     from mediswift.train.optim import optimizer_for
 
     model = build_model(args, device)
-    masks = make_masks(model, sparsity, seed=0)
+    masks = make_masks(model, sparsity, seed=0, pattern=PATTERNS.get(method))
     masked = MaskedParams(model, masks) if masks else None
     if masked:
         masked.apply_to_weights()
+    if method == "semi24" and kernels:
+        swapped, why = use_semi24_kernels(model, masks)
+        if swapped != len(masks):
+            raise RuntimeError(f"{swapped} of {len(masks)} layers on 2:4 kernels: {why}")
     cfg = PretrainConfig()
     opt = optimizer_for(model, cfg)
     runner = torch.compile(model) if compiled else model
@@ -178,6 +202,71 @@ def trainer_steps(args: argparse.Namespace, device: torch.device, sparsity: floa
         return float(state.curve[-1]["train_loss"])
 
     return steps, opt
+
+
+def timed_steps(
+    args: argparse.Namespace, steps: Callable[[int], float]
+) -> tuple[float, float, float]:
+    """(seconds per step, warm-up seconds, last loss) of `steps` after 2 warm-up steps."""
+    sync()
+    t = time.perf_counter()
+    steps(2)  # warm-up (and compilation)
+    sync()
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    loss = steps(args.steps)
+    sync()
+    return (time.perf_counter() - t) / args.steps, warm, loss
+
+
+def check_semi24(args: argparse.Namespace, device: torch.device) -> list[Row]:
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return [Row("semi24", "-", "skipped", "needs compute capability 8.0 or newer")]
+    runs = {
+        "dense": dict(sparsity=0.0),
+        "2:4 masks, dense kernels": dict(sparsity=0.5, method="semi24", kernels=False),
+        "2:4 masks, 2:4 kernels": dict(sparsity=0.5, method="semi24", kernels=True),
+    }
+    rows, base = [], None
+    for name, kw in runs.items():
+        steps, _ = trainer_steps(args, device, compiled=False, **kw)  # type: ignore[arg-type]
+        per, _, loss = timed_steps(args, steps)
+        base = base or per
+        tok = args.batch * args.seq_len / per
+        note = f"loss {loss:.3f}" + ("" if math.isfinite(loss) else " NOT FINITE")
+        rows.append(
+            Row("semi24", f"{args.model} {name}", f"{tok:,.0f} tok/s, {base / per:.2f}x", note)
+        )
+        del steps
+        torch.cuda.empty_cache()
+    return rows
+
+
+def check_spmm(args: argparse.Namespace, device: torch.device) -> list[Row]:
+    """Figure 3 on this GPU (benchmarks/sparse_matmul.py), its table printed whole."""
+    import importlib.util
+
+    path = Path(__file__).with_name("sparse_matmul.py")
+    spec = importlib.util.spec_from_file_location("sparse_matmul", path)
+    smm = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["sparse_matmul"] = smm
+    spec.loader.exec_module(smm)  # type: ignore[union-attr]
+    budget = max(30.0, args.budget / 4)
+    smm.main(
+        [
+            "--device",
+            device.type,
+            "--sizes",
+            "med,xl",
+            "--levels",
+            "0,0.5,0.75,0.9,0.95",
+            "--budget",
+            str(budget),
+            "--plot",
+            args.spmm_plot,
+        ]
+    )
+    return [Row("spmm", "med, xl, 12k x 12k", "table above", f"plot {args.spmm_plot}")]
 
 
 def check_mfu(args: argparse.Namespace, device: torch.device, peak: float) -> list[Row]:
@@ -324,9 +413,11 @@ def print_table(rows: list[Row]) -> None:
 def sections(args: argparse.Namespace, device: torch.device, peak: float, tmp: Path) -> Iterator:
     """(name, thunk) of each check, in order of importance for the time budget."""
     yield "mfu", lambda: check_mfu(args, device, peak)
-    yield "adamw", lambda: check_adamw(args, device)
-    yield "resume", lambda: check_resume(args, tmp)
+    yield "semi24", lambda: check_semi24(args, device)
     yield "2:4", lambda: check_semi_structured(args, device)
+    yield "spmm", lambda: check_spmm(args, device)
+    yield "resume", lambda: check_resume(args, tmp)
+    yield "adamw", lambda: check_adamw(args, device)
 
 
 def main(argv: list[str] | None = None) -> int:
