@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled runs")
     ap.add_argument("--budget", type=float, default=BUDGET_S, help="seconds; later checks skip")
     ap.add_argument("--spmm-plot", default="sparse_matmul_gpu.png", help="the spmm check's plot")
+    ap.add_argument("--only", help="comma-separated checks to run (default: all)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan; needs no GPU")
     return ap.parse_args(argv)
 
@@ -182,12 +183,13 @@ def trainer_steps(
     masked = MaskedParams(model, masks) if masks else None
     if masked:
         masked.apply_to_weights()
-    if method == "semi24" and kernels:
-        swapped, why = use_semi24_kernels(model, masks)
-        if swapped != len(masks):
-            raise RuntimeError(f"{swapped} of {len(masks)} layers on 2:4 kernels: {why}")
+    swap = use_semi24_kernels(model, masks) if method == "semi24" and kernels else None
+    if swap is not None and swap.swapped != len(masks):
+        raise RuntimeError(f"{swap.swapped} of {len(masks)} layers on 2:4 kernels: {swap.why}")
     cfg = PretrainConfig()
     opt = optimizer_for(model, cfg)
+    if swap is not None:
+        swap.attach(opt)
     runner = torch.compile(model) if compiled else model
     g = torch.Generator().manual_seed(0)
     batch = torch.randint(args.vocab, (args.batch, args.seq_len + 1), generator=g).to(device)
@@ -376,7 +378,7 @@ def prune_2_4(w: torch.Tensor) -> torch.Tensor:
 
 
 def check_semi_structured(args: argparse.Namespace, device: torch.device) -> list[Row]:
-    from torch.sparse import to_sparse_semi_structured
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
     if torch.cuda.get_device_capability(device) < (8, 0):
         return [Row("2:4", "-", "skipped", "needs compute capability 8.0 or newer")]
@@ -385,17 +387,21 @@ def check_semi_structured(args: argparse.Namespace, device: torch.device) -> lis
     for name, m, k, n in matmul_shapes(cfg, args.batch * args.seq_len):
         x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
         w = prune_2_4(torch.randn(n, k, device=device, dtype=torch.bfloat16))
-        try:
-            ws = to_sparse_semi_structured(w)
-        except (RuntimeError, ValueError) as e:
-            rows.append(Row("2:4", name, "unsupported", str(e).splitlines()[0][:60]))
-            continue
-        with torch.no_grad():
-            dense_t = cuda_time(lambda x=x, w=w: F.linear(x, w))
-            sparse_t = cuda_time(lambda x=x, ws=ws: F.linear(x, ws))
-            err = (F.linear(x, ws) - F.linear(x, w)).abs().max().item()
-        result = f"{dense_t / sparse_t:.2f}x ({dense_t * 1e3:.2f} -> {sparse_t * 1e3:.2f} ms)"
-        rows.append(Row("2:4", f"{name} ({m}x{k})@({k}x{n})", result, f"max |diff| {err:.1e}"))
+        for backend in ("cusparselt", "cutlass"):
+            SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
+            try:
+                ws = to_sparse_semi_structured(w)
+            except (RuntimeError, ValueError) as e:
+                rows.append(Row("2:4", name, "unsupported", str(e).splitlines()[0][:60]))
+                continue
+            with torch.no_grad():
+                dense_t = cuda_time(lambda x=x, w=w: F.linear(x, w))
+                sparse_t = cuda_time(lambda x=x, ws=ws: F.linear(x, ws))
+                err = (F.linear(x, ws) - F.linear(x, w)).abs().max().item()
+            result = f"{dense_t / sparse_t:.2f}x ({dense_t * 1e3:.2f} -> {sparse_t * 1e3:.2f} ms)"
+            setting = f"{backend} {name} ({m}x{k})@({k}x{n})"
+            rows.append(Row("2:4", setting, result, f"max |diff| {err:.1e}"))
+    SparseSemiStructuredTensor._FORCE_CUTLASS = False
     return rows
 
 
@@ -437,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for name, thunk in sections(args, device, peak, Path(tmp)):
+            if args.only and name not in args.only.split(","):
+                continue
             if time.perf_counter() - start > args.budget:
                 rows.append(Row(name, "-", "skipped", "time budget spent"))
                 continue

@@ -313,6 +313,12 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
         "every 4 weights along the input dimension, the pattern GPU sparse tensor cores run; "
         "50% only)",
     )
+    semi24_kernels: bool = schedule(
+        False,
+        "semi24 on CUDA: forward products on PyTorch's 2:4 sparse kernels (off by default: on an "
+        "H200 they made MediSwift-Med's training step 3.7x slower; see the README). Like the "
+        "device, it changes rounding only",
+    )
     sparsity_update_every: int = result(100, "dynamic sparsity: steps between mask updates", ge=1)
     sparsity_drop_fraction: float = result(
         0.3, "dynamic sparsity: fraction of active weights dropped per update", gt=0.0, lt=1.0

@@ -16,7 +16,7 @@ from training_fixtures import tiny_pretrain_config, tiny_variant
 from mediswift.config import PretrainConfig
 from mediswift.model import GPT, GPTConfig
 from mediswift.sparsity import MaskedParams, is_semi24, make_masks, semi24_mask, use_semi24_kernels
-from mediswift.sparsity.semi24 import _semi24_forward
+from mediswift.sparsity.semi24 import Semi24Kernels, _semi24_forward
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import Dist
 from mediswift.train.loop import LoopConfig, train
@@ -102,7 +102,10 @@ def test_the_kernel_swap_computes_a_linear_layer_and_compresses_once_per_step() 
         compressions.append(w)
         return w.clone()
 
-    layer.forward = _semi24_forward(layer, dense_stand_in)  # type: ignore[method-assign]
+    kernels = Semi24Kernels()
+    layer.forward = _semi24_forward(layer, dense_stand_in, kernels)  # type: ignore[method-assign]
+    opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)  # steps without a version bump
+    kernels.attach(opt)
     x = torch.randn(2, 3, 16)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = layer(xa), ref(xb)
@@ -114,13 +117,19 @@ def test_the_kernel_swap_computes_a_linear_layer_and_compresses_once_per_step() 
     torch.testing.assert_close(layer.bias.grad, ref.bias.grad)
     layer(x)  # a second micro-batch of the same step reuses the compressed weight
     assert len(compressions) == 1
-    with torch.no_grad():
-        layer.weight.mul_(0.5)  # an optimizer step changes the weight in place
+    version = layer.weight._version
+    opt.step()  # fused AdamW changes the weight, not its version counter: the step hook counts
+    assert layer.weight._version == version and not torch.equal(layer.weight, ref.weight)
     layer(x)
     assert len(compressions) == 2
+    torch.testing.assert_close(compressions[-1], layer.weight.detach())
+    with torch.no_grad():
+        layer.weight.mul_(0.5)  # a load (copy_, mul_) moves the version
+    layer(x)
+    assert len(compressions) == 3
 
 
 def test_no_kernel_swap_off_cuda() -> None:
     model = tiny()
-    swapped, why = use_semi24_kernels(model, make_masks(model, 0.5, seed=0, pattern=semi24_mask))
-    assert swapped == 0 and "CUDA" in why
+    kernels = use_semi24_kernels(model, make_masks(model, 0.5, seed=0, pattern=semi24_mask))
+    assert kernels.swapped == 0 and "CUDA" in kernels.why

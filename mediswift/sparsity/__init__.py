@@ -21,7 +21,7 @@ from mediswift.sparsity.masks import (
     random_mask,
 )
 from mediswift.sparsity.semi24 import SPARSITY as SEMI24_SPARSITY
-from mediswift.sparsity.semi24 import is_semi24, semi24_mask, use_semi24_kernels
+from mediswift.sparsity.semi24 import Semi24Kernels, is_semi24, semi24_mask, use_semi24_kernels
 
 
 def _dynamic(method: str) -> Callable[..., DynamicSparsity]:
@@ -61,6 +61,7 @@ __all__ = [
     "MaskCounts",
     "MaskPattern",
     "MaskedParams",
+    "Semi24Kernels",
     "count_active",
     "drop_fraction",
     "is_semi24",

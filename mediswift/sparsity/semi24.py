@@ -10,8 +10,10 @@ On CUDA, `use_semi24_kernels` swaps the forward pass of each 2:4-masked `nn.Line
 multiplies by the compressed weight. Only the forward product (and nothing of the backward pass)
 can use the kernel: the input gradient multiplies by W^T, whose groups of 4 run along the output
 dimension, where the 2:4 pattern does not hold; the weight gradient is a dense product of
-activations. The compressed weight is rebuilt only when the weight changed (after an optimizer
-step), so micro-batches of one step share it.
+activations. The compressed weight is rebuilt when the weight may have changed: after each step
+of the optimizer the kernels are attached to, or when its version counter moves (a checkpoint
+load); micro-batches of one step share it. The version alone would miss optimizer steps: fused
+AdamW (the recipe's optimizer on CUDA) updates weights without bumping their version counter.
 """
 
 from __future__ import annotations
@@ -70,38 +72,57 @@ class _Semi24Linear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-def _semi24_forward(module: nn.Linear, to_sparse: Callable) -> Callable:
-    cache: dict[str, object] = {"version": None, "dtype": None, "compressed": None}
+class Semi24Kernels:
+    """What `use_semi24_kernels` did: layers swapped (or why none), and the optimizer steps
+    that invalidate the compressed weights."""
+
+    def __init__(self) -> None:
+        self.swapped = 0
+        self.why = ""
+        self.steps: int | None = None  # None: not attached, compress on every forward
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Compress each weight once per step of `optimizer` (not once per forward)."""
+        self.steps = 0
+
+        def stepped(*_: object) -> None:
+            self.steps += 1  # type: ignore[operator]
+
+        optimizer.register_step_post_hook(stepped)
+
+
+def _semi24_forward(module: nn.Linear, to_sparse: Callable, kernels: Semi24Kernels) -> Callable:
+    cache: dict[str, object] = {"key": None, "compressed": None}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
         w = module.weight.to(dtype)  # autograd carries the gradient back to the fp32 weight
         b = module.bias.to(dtype) if module.bias is not None else None
-        key = (module.weight._version, dtype)
-        if cache["version"] != key:  # the optimizer changed the weight: compress it again
+        key = (module.weight._version, kernels.steps, dtype)
+        if kernels.steps is None or cache["key"] != key:  # the weight may have changed
             cache["compressed"] = to_sparse(w.detach().contiguous())
-            cache["version"] = key
+            cache["key"] = key
         with torch.autocast("cuda", enabled=False):
             return _Semi24Linear.apply(x.to(dtype), w, b, cache["compressed"])
 
     return forward
 
 
-def use_semi24_kernels(model: nn.Module, masks: dict[str, torch.Tensor]) -> tuple[int, str]:
+def use_semi24_kernels(model: nn.Module, masks: dict[str, torch.Tensor]) -> Semi24Kernels:
     """Run the forward product of each 2:4-masked linear layer of a CUDA `model` on the
-    semi-structured kernels. Returns (layers swapped, why not where none was): a layer whose
-    weight the kernels refuse (shape, dtype, device) stays dense."""
-    if not masks:
-        return 0, "no masks"
+    semi-structured kernels; `attach` the result to the optimizer. A layer whose weight the
+    kernels refuse (shape, dtype, device) stays dense; `why` says why where none was swapped."""
+    kernels = Semi24Kernels()
     first = next(iter(model.parameters()))
-    if first.device.type != "cuda":
-        return 0, "the semi-structured kernels run on CUDA only"
+    if not masks or first.device.type != "cuda":
+        kernels.why = "the semi-structured kernels run on CUDA only" if masks else "no masks"
+        return kernels
     try:
         from torch.sparse import to_sparse_semi_structured
     except ImportError:
-        return 0, f"torch {torch.__version__} has no semi-structured sparse tensors"
+        kernels.why = f"torch {torch.__version__} has no semi-structured sparse tensors"
+        return kernels
     modules = dict(model.named_modules())
-    swapped, why = 0, ""
     dtype = torch.bfloat16
     for name in sorted(masks):
         module = modules.get(name.removesuffix(".weight"))
@@ -110,8 +131,9 @@ def use_semi24_kernels(model: nn.Module, masks: dict[str, torch.Tensor]) -> tupl
         try:  # a trial compression: the kernels' own shape and hardware checks
             to_sparse_semi_structured(module.weight.detach().to(dtype).contiguous())
         except (RuntimeError, ValueError, NotImplementedError) as e:
-            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            kernels.why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
             continue
-        module.forward = _semi24_forward(module, to_sparse_semi_structured)  # type: ignore[method-assign]
-        swapped += 1
-    return swapped, why
+        swap = _semi24_forward(module, to_sparse_semi_structured, kernels)
+        module.forward = swap  # type: ignore[method-assign]
+        kernels.swapped += 1
+    return kernels

@@ -41,6 +41,7 @@ from mediswift.sparsity import (
     DynamicSparsity,
     MaskCounts,
     MaskedParams,
+    Semi24Kernels,
     count_active,
     make_masks,
     use_semi24_kernels,
@@ -262,13 +263,16 @@ def _build(spec: VariantSpec, cfg: PretrainConfig, env: Setup) -> Run:
     model.to(d.device)
     masked = MaskedParams(model, masks)
     masked.apply_to_weights()
-    if env.method == "semi24" and d.device.type == "cuda":
-        _semi24_kernels(spec, cfg, model, masks, d)
+    kernels = None
+    if env.method == "semi24" and d.device.type == "cuda" and cfg.semi24_kernels:
+        kernels = _semi24_kernels(spec, cfg, model, masks, d)
     wrapped = torch.compile(model) if cfg.compile else model
     wrapped = wrap_model(wrapped, d, fsdp=cfg.fsdp)  # type: ignore[arg-type]
     if env.sharded:
         masked = MaskedParams(wrapped, masks)  # bind to the sharded parameters
     optimizer = optimizer_for(wrapped, cfg)
+    if kernels is not None:
+        kernels.attach(optimizer)  # compress the weights once per step
     build_rule = METHODS[env.method]  # the mask-update rule of dynamic methods
     dynamic = build_rule(masked, cfg) if build_rule is not None else None
     loader = make_train_loader(spec, d)
@@ -299,7 +303,7 @@ def _build(spec: VariantSpec, cfg: PretrainConfig, env: Setup) -> Run:
 
 def _semi24_kernels(
     spec: VariantSpec, cfg: PretrainConfig, model: GPT, masks: dict[str, torch.Tensor], d: Dist
-) -> None:
+) -> Semi24Kernels | None:
     """The forward products of 2:4 layers on the GPU's semi-structured kernels, where they apply
     (not under FSDP, whose shards split the groups, nor torch.compile, which would trace the
     swapped forward)."""
