@@ -1,4 +1,5 @@
-"""One writer per home: an advisory lock held for a run's whole life.
+"""One writer per home: an advisory lock held for a run's whole life (and the same lock on a
+pre-training unit's folder, held by the process that writes its checkpoints).
 
 The lock is `flock` on `<home>/.lock`: the kernel drops it when its holder dies (kill -9
 included), so a stale lock never needs cleaning up and is taken over safely by the next run. The
@@ -47,8 +48,10 @@ def home_lock(
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     poll_s: float = 0.5,
+    what: str = "home",
 ) -> Iterator[None]:
-    """Hold the home for the block. `wait_s`: None waits for ever, 0 fails at once."""
+    """Hold the home (or another folder: `what` names it in messages) for the block. `wait_s`:
+    None waits for ever, 0 fails at once."""
     home.mkdir(parents=True, exist_ok=True)
     fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -61,9 +64,9 @@ def home_lock(
             except BlockingIOError:
                 who = holder(home)
                 if wait_s is not None and time.monotonic() - start >= wait_s:
-                    raise HomeBusy(f"home {home} is in use by {who}") from None
+                    raise HomeBusy(f"{what} {home} is in use by {who}") from None
                 if not told and on_wait is not None:
-                    on_wait(f"home {home} is in use by {who}: waiting for it to finish")
+                    on_wait(f"{what} {home} is in use by {who}: waiting for it to finish")
                     told = True
                 time.sleep(poll_s)
         info = {

@@ -79,3 +79,23 @@ def test_killed_run_resumes_bitwise(tmp_path: Path, method: str) -> None:
         assert torch.equal(x, y), name
     ma, mb = ckpt.load_masks(ref["checkpoint"]), ckpt.load_masks(out / "final")
     assert all(torch.equal(ma[n], mb[n]) for n in ma)
+
+
+def test_a_second_writer_waits_for_the_unit(tmp_path: Path, capsys) -> None:
+    """While another process holds the variant's folder (a killed run's worker that has not yet
+    died), a new run of the same unit waits instead of writing the same checkpoints."""
+    import threading
+
+    from mediswift.lock import home_lock
+
+    out = tmp_path / "v"
+    result: dict = {}
+    with home_lock(out, what="pre-training unit"):  # the old writer
+        worker = threading.Thread(target=lambda: result.update(run_variant(spec(out))))
+        worker.start()
+        time.sleep(2.0)
+        assert worker.is_alive()
+        assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
+    worker.join(120)
+    assert result["checkpoint"] and (out / VARIANT_MANIFEST).is_file()
+    assert "pre-training unit" in capsys.readouterr().out

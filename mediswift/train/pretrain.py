@@ -17,7 +17,9 @@ A run that finds checkpoints resumes from the newest one; one that finds manifes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -33,9 +35,11 @@ import torch.nn as nn
 from mediswift import interrupt
 from mediswift.artifacts import write_atomic
 from mediswift.flops import step_flops, training_flops
+from mediswift.lock import home_lock
 from mediswift.model.gpt import GPT, model_config
 from mediswift.settings import PretrainConfig
 from mediswift.sparsity import (
+    FIXED_LEVELS,
     METHODS,
     PATTERNS,
     DynamicSparsity,
@@ -82,9 +86,25 @@ def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, 
     cfg = spec.cfg
     d = init_distributed(cfg.device)
     try:
-        return _run(spec, cfg, d, out, sink)
+        with _unit_lock(out, d):
+            return _run(spec, cfg, d, out, sink)
     finally:
         shutdown(d)
+
+
+# How long a new writer waits for one still writing the unit (a killed run's workers that have
+# not yet seen their parent die: they poll for it, so seconds).
+UNIT_LOCK_WAIT_S = 120.0
+
+
+def _unit_lock(out: Path, d: Dist) -> contextlib.AbstractContextManager:
+    """One writer per variant folder, on any home: the process writing the checkpoints (rank 0)
+    holds `<out>/.lock`, so a re-run started while a killed run's workers are still dying waits
+    for them instead of writing the same checkpoints."""
+    if not d.is_main:
+        return contextlib.nullcontext()
+    note = functools.partial(print, flush=True)
+    return home_lock(out, wait_s=UNIT_LOCK_WAIT_S, on_wait=note, what="pre-training unit")
 
 
 def launch_variant(
@@ -232,6 +252,8 @@ def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
             f"x {d.world_size} processes"
         )
     method = cfg.sparsity_method if spec.sparsity > 0 else "static"
+    if method in FIXED_LEVELS and spec.sparsity != FIXED_LEVELS[method]:
+        raise ValueError(f"{method} sparsity is {FIXED_LEVELS[method]}, not {spec.sparsity}")
     if cfg.fsdp and METHODS[method] is not None:
         raise ValueError("dynamic sparsity (set/rigl) needs whole matrices: not with fsdp")
     on_gpu = d.device.type == "cuda"
