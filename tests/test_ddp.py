@@ -15,7 +15,7 @@ import torch
 from training_fixtures import free_port, tiny_pretrain_config, tiny_variant
 
 from mediswift.train import checkpoint as ckpt
-from mediswift.train.pretrain import VariantSpec, launch_variant, run_variant
+from mediswift.train.pretrain import VARIANT_MANIFEST, VariantSpec, launch_variant, run_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,30 +103,42 @@ sys.path.insert(0, "tests")
 from pathlib import Path
 from training_fixtures import tiny_pretrain_config, tiny_variant
 from mediswift.train.pretrain import launch_variant
-spec = tiny_variant(Path(sys.argv[1]), tiny_pretrain_config(steps=100000, checkpoint_every=100000))
-launch_variant(spec, nproc=2)
+launch_variant(eval(sys.argv[1]), nproc=2)
 """
+KILL_STEPS = 300
+
+
+def kill_spec(out: Path) -> VariantSpec:
+    """Long enough to be killed mid-run after its first checkpoint (step 10)."""
+    cfg = tiny_pretrain_config(
+        seed=1, steps=KILL_STEPS, checkpoint_every=10, eval_every=KILL_STEPS, log_every=10
+    )
+    return tiny_variant(out, cfg)
 
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_a_killed_launcher_takes_torchrun_and_its_workers_with_it(tmp_path: Path) -> None:
-    """SIGKILL of the process that launched torchrun (a CLI run killed hard): the agent and
-    both workers are gone within 10 s, so no orphan keeps writing the unit."""
+def test_a_killed_launcher_takes_torchrun_and_its_workers_with_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """SIGKILL of the process that launched torchrun (a CLI run killed hard) after a checkpoint:
+    the agent and both workers are gone within 10 s, so no orphan keeps writing the unit; the
+    re-run resumes and ends with the loss curve and weights of an uninterrupted run."""
     import signal
     import time
 
     import psutil
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(tmp_path / "v")], cwd=REPO, env=env
-    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "v"
+    expr = f"tiny_variant(Path({str(out)!r}), tiny_pretrain_config(seed=1, steps={KILL_STEPS}, "
+    expr += f"checkpoint_every=10, eval_every={KILL_STEPS}, log_every=10))"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, expr], cwd=REPO)
     deadline = time.monotonic() + 180
     children: list[psutil.Process] = []
-    while len(children) < 3:  # the agent and its two workers
-        assert launcher.poll() is None and time.monotonic() < deadline, "torchrun did not start"
-        time.sleep(0.2)
+    while len(children) < 3 or ckpt.latest_checkpoint(out / "checkpoints") is None:
+        assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.1)
         children = psutil.Process(launcher.pid).children(recursive=True)
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()
@@ -134,3 +146,12 @@ def test_a_killed_launcher_takes_torchrun_and_its_workers_with_it(tmp_path: Path
     for p in alive:
         p.kill()
     assert not alive, f"left running 10 s after the launcher was killed: {alive}"
+    assert not (out / VARIANT_MANIFEST).exists(), "the run ended before it was killed"
+
+    resumed = launch_variant(kill_spec(out), nproc=2, timeout=300)
+    reference = launch_variant(kill_spec(tmp_path / "ref"), nproc=2, timeout=300)
+    assert resumed["steps"] == reference["steps"] == KILL_STEPS
+    assert (out / "curve.csv").read_text() == (tmp_path / "ref" / "curve.csv").read_text()
+    wa = ckpt.load_model(out / "final").state_dict()
+    wb = ckpt.load_model(tmp_path / "ref" / "final").state_dict()
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
