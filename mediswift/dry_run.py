@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mediswift.baselines import iso_flops_baselines, iso_flops_name
 from mediswift.config import PipelineConfig
 from mediswift.graph import plan
 
@@ -36,6 +37,7 @@ def dry_run(
         f"pre-training: model {', '.join(pt.sizes)}, {pt.steps:,} steps x batch "
         f"{pt.global_batch} x MSL {pt.seq_len} = {_tokens(tokens)} tokens per variant",
     ]
+    variants = 0
     for size in pt.sizes:
         dense = main_flops(size, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
         for s in pt.sparsity_levels:
@@ -44,6 +46,13 @@ def dry_run(
                 f"  {size} sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs "
                 f"({f / dense:.2f}x dense)"
             )
+        for s, steps in iso_flops_baselines(pt, size, cfg.vocab.vocab_size):
+            lines.append(
+                f"  {iso_flops_name(size, s)}: dense, {steps:,} steps (the FLOPs of sparsity "
+                f"{s:.2f}), its own warmup and cosine schedule: the iso-FLOPs baseline"
+            )
+            variants += 1
+        variants += len(pt.sparsity_levels)
     ft = cfg.finetune
     n = 0
     for name, task in ft.tasks.items():
@@ -56,7 +65,7 @@ def dry_run(
         )
     lines.append(
         f"fine-tuning: {n} runs per variant ({', '.join(ft.tasks)}), "
-        f"{n * len(pt.sparsity_levels) * len(pt.sizes)} in all"
+        f"{n * variants} in all ({variants} variants)"
     )
     if cfg.download.track_upstream:
         lines.append("download key: follows the upstream PubMed listing (listed at run time)")

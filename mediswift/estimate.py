@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mediswift.baselines import iso_flops_baselines, iso_flops_name
 from mediswift.config import PipelineConfig
 from mediswift.flops import flops_for
 from mediswift.model.sizes import size as model_size
@@ -51,15 +52,21 @@ def estimate(cfg: PipelineConfig, gpu: str = "h100", mfu: float = 0.4) -> Estima
         dense = flops_for(size, 0.0, pt.tokens, v, pt.seq_len)
         for s in pt.sparsity_levels:
             hours[f"{size}-s{round(s * 100)}"] = dense / (GPU_PEAKS[gpu] * mfu) / 3600
+        for s, steps in iso_flops_baselines(pt, size, v):  # dense runs of fewer steps
+            tokens = steps * pt.global_batch * pt.seq_len
+            iso = flops_for(size, 0.0, tokens, v, pt.seq_len)
+            hours[iso_flops_name(size, s)] = iso / (GPU_PEAKS[gpu] * mfu) / 3600
     d = cfg.download
     pubmed = (d.pubmed_max_files or PUBMED_BASELINE_FILES) * PUBMED_FILE_BYTES
     pmc = min(d.pmc_max_articles or PMC_ARTICLES, PMC_ARTICLES) * PMC_ARTICLE_BYTES
     download = pubmed + pmc
-    variants = len(pt.sizes) * len(pt.sparsity_levels)
+    variants = len(hours)
+    per_size = {size: len(pt.sparsity_levels) + len(iso_flops_baselines(pt, size, v))
+                for size in pt.sizes}  # fmt: skip
     ckpt = sum(
-        _params(size, v, pt.block_size) * (4 + 8 + 1) * (pt.keep_checkpoints + 1)
-        for size in pt.sizes
-    ) * len(pt.sparsity_levels)
+        _params(size, v, pt.block_size) * (4 + 8 + 1) * (pt.keep_checkpoints + 1) * n
+        for size, n in per_size.items()
+    )
     # The corpus is read once per epoch of the token budget; its size follows from the raw text.
     corpus_tokens = download / 2.5 / TEXT_BYTES_PER_TOKEN  # gzip/XML overhead ~2.5x the text
     disk = {

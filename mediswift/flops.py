@@ -125,3 +125,14 @@ def step_flops(
     return training_flops(
         n_layer, d_model, n_head, vocab_size, seq_len, float(batch * seq_len), sparsity
     ).total
+
+
+def iso_flops_steps(
+    model: str, sparsity: float, steps: int, vocab_size: int = 42_384, seq_len: int = 1024
+) -> int:
+    """Steps of a dense run of `model` whose training FLOPs equal `steps` of the `sparsity`
+    variant (FLOPs grow linearly with steps): the iso-FLOPs dense baseline's length."""
+    tokens = float(steps * seq_len)
+    sparse = flops_for(model, sparsity, tokens, vocab_size, seq_len)
+    dense = flops_for(model, 0.0, tokens, vocab_size, seq_len)
+    return max(1, round(steps * sparse / dense))

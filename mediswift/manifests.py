@@ -123,6 +123,9 @@ class TrainedVariant(BaseModel):
     train_flops: float = Field(description="training FLOPs (Hoffmann et al. 2022)")
     active_params: int = Field(description="parameters active during pre-training")
     active_non_embedding_params: int = Field(description="the paper's 'size' column")
+    iso_flops_of: float | None = Field(
+        None, description="a dense baseline trained at this sparse level's FLOPs (else None)"
+    )
 
 
 class PretrainManifest(Manifest):

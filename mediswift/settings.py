@@ -307,6 +307,13 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
         plan=True,
         min_length=1,
     )
+    iso_flops_baselines: bool = schedule(
+        False,
+        "for each sparse level, also train a dense model of the same size for as many steps as "
+        "make the sparse variant's training FLOPs, with its own full schedule (warmup fraction, "
+        "cosine to min_lr_ratio): the fair dense baseline at equal FLOPs",
+        plan=True,
+    )
     sparsity_method: Literal["static", "set", "rigl", "semi24"] = result(
         "static",
         "static random masks (the paper), dynamic SET / RigL, or semi24: static 2:4 masks (2 of "

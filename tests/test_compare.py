@@ -48,8 +48,52 @@ def test_dense_loss_at_equal_flops_is_interpolated(tmp_path: Path) -> None:
     assert gap.equal_flops_step == pytest.approx(225)
     assert gap.dense_equal_flops == pytest.approx(4.75)
     text = comparison_markdown(5.5, [gap])
-    assert "| t-s75 | 4.400 | 4.000 | +0.400 | 4.750 (225) | -0.350 |" in text
+    assert "| t-s75 | 4.400 | 4.000 | +0.400 | - (not trained" in text
+    assert "| 4.750 (225) | -0.350 |" in text and "mid-schedule" in text
     assert "5.500 nats/token" in text
+
+
+def test_the_iso_flops_baseline_is_the_dense_run_at_the_sparse_level(tmp_path: Path) -> None:
+    curve = _curve(tmp_path / "dense.csv", [(100, 6.0), (200, 5.0), (300, 4.0)])
+    dense = {"name": "t-dense", "model": "t", "sparsity": 0.0, "final_val_loss": 4.0,
+             "train_flops": 1000.0, "loss_curve": curve, "steps": 300}  # fmt: skip
+    iso75 = {**dense, "name": "t-dense-iso75", "final_val_loss": 4.2, "steps": 225,
+             "train_flops": 750.0, "iso_flops_of": 0.75}  # fmt: skip
+    iso50 = {**iso75, "name": "t-dense-iso50", "final_val_loss": 4.1, "iso_flops_of": 0.5}
+    sparse = {**dense, "name": "t-s75", "sparsity": 0.75, "final_val_loss": 4.4,
+              "train_flops": 750.0}  # fmt: skip
+    # Listed after the dense run, the baselines (sparsity 0 too) must not stand in for it.
+    (gap,) = sparsity_gaps([dense, iso50, iso75, sparse], tmp_path)
+    assert (gap.dense, gap.dense_equal_steps) == ("t-dense", 4.0)
+    assert (gap.iso_flops, gap.dense_iso_flops) == ("t-dense-iso75", 4.2)
+    text = comparison_markdown(None, [gap])
+    assert "| t-s75 | 4.400 | 4.000 | +0.400 | 4.200 (t-dense-iso75) | +0.200 | 4.750 (225)" in text
+
+
+def test_units_add_one_dense_baseline_per_sparse_level_at_its_flops(tmp_path: Path) -> None:
+    from mediswift.artifacts import Artifact
+    from mediswift.config import load_recipe
+    from mediswift.flops import flops_for
+    from mediswift.manifests import TokenizeManifest
+    from mediswift.stages.pretrain import units
+
+    cfg = load_recipe("demo", overrides={"pretrain": {"iso_flops_baselines": True}})
+    tokens = TokenizeManifest.model_construct(vocab_size=cfg.vocab.vocab_size, shards=[])
+    tokenize = Artifact("tokenize", "k" * 16, tmp_path / "tokenize")
+    planned = {v.spec.name: v for v in units(cfg, tmp_path, tokenize, tokens)}
+    pc, size = cfg.pretrain, cfg.pretrain.sizes[0]
+    for s in [s for s in pc.sparsity_levels if s > 0]:
+        base = planned[f"{size}-dense-iso{round(s * 100)}"]
+        assert base.spec.sparsity == 0.0 and base.iso_flops_of == s
+        sparse = flops_for(size, s, pc.tokens, cfg.vocab.vocab_size, pc.seq_len)
+        tokens_iso = base.spec.cfg.steps * pc.global_batch * pc.seq_len
+        dense = flops_for(size, 0.0, tokens_iso, cfg.vocab.vocab_size, pc.seq_len)
+        assert dense == pytest.approx(sparse, rel=2 / base.spec.cfg.steps)
+        assert base.spec.cfg.warmup_fraction == pc.warmup_fraction  # its own full schedule
+    assert len({v.unit.key for v in planned.values()}) == len(planned)  # every run its own unit
+    plain = load_recipe("demo")
+    assert not [n for n in (v.spec.name for v in units(plain, tmp_path, tokenize, tokens))
+                if "iso" in n]  # fmt: skip
 
 
 def test_intervals_are_marked_against_the_baselines() -> None:

@@ -70,7 +70,9 @@ def test_paper_recipe_dry_run_prints_all_nine_table6_rows(
     assert set(printed) == set(TABLE6)
     for key, (paper, _) in TABLE6.items():
         assert printed[key] / 1e20 == pytest.approx(paper, rel=0.01)
-    assert "756 in all" in out  # 9 variants x (48 PubMedQA + 36 HoC) grid points
+    # 9 variants + 6 iso-FLOPs dense baselines, x (48 PubMedQA + 36 HoC) grid points
+    assert "1260 in all (15 variants)" in out
+    assert "  xl-dense-iso75: dense, 75,372 steps (the FLOPs of sparsity 0.75)" in out
 
 
 def test_dry_run_estimates_gpu_hours_disk_and_download(
@@ -87,7 +89,8 @@ def test_dry_run_estimates_gpu_hours_disk_and_download(
         dense / (GPU_PEAKS["h100"] * 0.4) / 3600, rel=0.01
     )
     assert a100.gpu_hours["xl-s0"] / h100.gpu_hours["xl-s0"] == pytest.approx(989 / 312)
-    assert h100.disk_bytes["checkpoints (3 variants)"] > 3 * 1.3e9 * 13  # weights + Adam + masks
+    # 3 levels + 2 iso-FLOPs dense baselines; the 3 dense runs alone: weights + Adam + masks
+    assert h100.disk_bytes["checkpoints (5 variants)"] > 3 * 1.3e9 * 13
     with pytest.raises(ValueError, match="unknown GPU"):
         estimate(cfg, "tpu")
     args = ["run", "--recipe", "paper-xl", "--dry-run", "--home", str(tmp_path), "--gpu", "a100"]

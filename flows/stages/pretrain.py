@@ -50,7 +50,7 @@ def run(
                     experiment=experiment, home=str(home), tags=flow_run_tags(), datasets=datasets)
             .result()
         )  # fmt: skip
-        records.append({**record, "unit": v.unit.key})
+        records.append(v.record(record))
         link_mlflow_run(record["mlflow_run_id"], record["experiment_id"], uri, v.spec.name)
     tracker = Tracker(uri, experiment, artifact_root=home / "mlruns")
     manifest, table = S.compare(cfg, home, out, records, tokens, tracker)

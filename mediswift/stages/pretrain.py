@@ -15,9 +15,11 @@ from typing import Any
 
 from mediswift import manifests
 from mediswift.artifacts import Artifact, stage_artifact, write_atomic
+from mediswift.baselines import iso_flops_baselines, iso_flops_name
 from mediswift.config import PipelineConfig
 from mediswift.graph import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, TrainedVariant
+from mediswift.settings import PretrainConfig
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
 from mediswift.train.report import plot_loss_curves, table2
@@ -32,6 +34,12 @@ class Variant:
 
     unit: Artifact
     spec: VariantSpec
+    iso_flops_of: float | None = None  # a dense baseline at this sparse level's FLOPs
+
+    def record(self, trained: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's record as the stage lists it: named as planned, with its unit."""
+        return {**trained, "name": self.spec.name, "unit": self.unit.key,
+                "iso_flops_of": self.iso_flops_of}  # fmt: skip
 
 
 def token_shards(home: Path, tokens: TokenizeManifest) -> dict[str, list[str]]:
@@ -45,11 +53,11 @@ def units(
     cfg: PipelineConfig, home: Path, tokenize: Artifact, tokens: TokenizeManifest
 ) -> list[Variant]:
     pc, shards = cfg.pretrain, token_shards(home, tokens)
-    out = []
-    for one, s in [(pc.for_size(size), s) for size in pc.sizes for s in pc.sparsity_levels]:
+
+    def variant(one: PretrainConfig, s: float, name: str, iso: float | None = None) -> Variant:
         unit = variant_unit(home, tokenize.key, one, s)
         spec = VariantSpec(
-            name=variant_name(one.model, s, pc.sparsity_method),
+            name=name,
             config=one,
             sparsity=s,
             vocab_size=tokens.vocab_size,
@@ -57,7 +65,16 @@ def units(
             train_shards=shards["train"],
             val_shards=shards["validation"],
         )
-        out.append(Variant(unit, spec))
+        return Variant(unit, spec, iso)
+
+    out = []
+    for size in pc.sizes:
+        one = pc.for_size(size)
+        for s in pc.sparsity_levels:
+            out.append(variant(one, s, variant_name(size, s, pc.sparsity_method)))
+        for s, steps in iso_flops_baselines(pc, size, tokens.vocab_size):
+            out.append(variant(one.model_copy(update={"steps": steps}), 0.0,
+                               iso_flops_name(size, s), iso=s))  # fmt: skip
     return out
 
 
