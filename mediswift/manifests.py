@@ -12,6 +12,7 @@ typed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -153,37 +154,6 @@ class TrackingSpec(BaseModel):
     experiment: str = Field(description="MLflow experiment name")
     parent_run_id: str | None = Field(None, description="the sweep's parent run")
     tags: dict[str, str] = Field(default_factory=dict, description="tags of every run")
-
-
-class TaskDataSpec(BaseModel):
-    """What one task's data unit is made from."""
-
-    key: str = Field(description="the unit's content key")
-    task: str = Field(description="downstream task name")
-    settings: Record = Field(description="the finetune section with only this task in it")
-    files: dict[str, str] = Field(description="role -> raw file (relative to home)")
-    tokenizer_dir: str = Field(description="the vocab stage output (relative to home)")
-
-
-class PointSpec(BaseModel):
-    """One grid point: fine-tune `variant` on `task` at (batch_size, lr, seed)."""
-
-    key: str = Field(description="the unit's content key")
-    variant: str = Field(description="pre-trained variant name")
-    task: str = Field(description="downstream task name")
-    settings: Record = Field(description="the finetune section with only this task in it")
-    checkpoint: str = Field(description="pre-trained checkpoint (relative to home)")
-    data_dir: str = Field(description="the task's data unit (relative to home)")
-    tokenizer_dir: str = Field(description="the vocab stage output (relative to home)")
-    batch_size: int
-    lr: float
-    seed: int
-    modes: list[str] = Field(description="prediction modes evaluated")
-    tracking: TrackingSpec
-
-    @property
-    def name(self) -> str:
-        return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
 
 
 class Baseline(BaseModel):
@@ -333,8 +303,9 @@ STAGE_MANIFESTS: dict[str, type[Manifest]] = {
 }
 
 
-def reference() -> str:
-    """The stage-manifest reference (Markdown), generated from the models above."""
+def reference(specs: Sequence[type[BaseModel]] = ()) -> str:
+    """The stage-manifest reference (Markdown), generated from the models above and the unit
+    `specs` given (they live with their stages, above this module)."""
     lines = ["# Stage manifests", "", "Generated from `mediswift/manifests.py`.", ""]
     seen: set[type[BaseModel]] = set()
 
@@ -358,7 +329,7 @@ def reference() -> str:
 
     for stage, model in STAGE_MANIFESTS.items():
         section(f"{stage} (`{model.__name__}`)", model)
-    for spec in (TaskDataSpec, PointSpec):
+    for spec in specs:
         section(f"unit spec `{spec.__name__}`", spec)
     return "\n".join(line for line in lines) + "\n"
 

@@ -17,10 +17,9 @@ from mediswift.artifacts import unit_at
 from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.data.download import client_for
 from mediswift.finetune.datasets import DATA_FILE, prepare_task
-from mediswift.finetune.keys import read_spec
+from mediswift.finetune.keys import PointSpec, TaskDataSpec, read_spec
 from mediswift.finetune.point import run_point
 from mediswift.finetune.sources import fetch_task_files
-from mediswift.manifests import PointSpec, TaskDataSpec
 from mediswift.text.tokenizer import Tokenizer
 from mediswift.tracking import DatasetRef, Tracker, tracking_uri_in
 from tasks.download import NETWORK

@@ -17,7 +17,7 @@ from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import prepare_task
 from mediswift.finetune.formats import read_examples
 from mediswift.finetune.hoc import HoC, hoc_splits
-from mediswift.finetune.keys import task_section
+from mediswift.finetune.keys import PointSpec, task_section
 from mediswift.finetune.point import (
     load_finetuned,
     load_pretrained,
@@ -36,7 +36,7 @@ from mediswift.finetune.scoring import (
     source_budget,
 )
 from mediswift.finetune.trainer import TrainSettings, fit, make_optimizer
-from mediswift.manifests import PointSpec, TrackingSpec
+from mediswift.manifests import TrackingSpec
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.model.soft_prompt import PromptedLM
 from mediswift.text import moses
@@ -271,17 +271,20 @@ def test_grid_point_multistage_and_never_retrained(
     save_checkpoint(tmp_path / "ckpt", lm)
     unit = Artifact("finetune", "k", tmp_path / "unit")
     spec = PointSpec(
-        key="k",
-        variant="v",
-        task="pubmedqa",
-        settings=task_section(cfg, "pubmedqa"),
         checkpoint="ckpt",
-        data_dir="data",
-        tokenizer_dir="unused",
+        tokenizer=tok.hash,
+        data="data",
+        task="pubmedqa",
         batch_size=8,
         lr=1e-3,
         seed=0,
+        shared_settings=cfg.result_settings(),
+        task_settings=cfg.tasks["pubmedqa"].result_settings(),
         modes=["generate", "score"],
+        variant="v",
+        settings=task_section(cfg, "pubmedqa"),
+        data_dir="data",
+        tokenizer_dir="unused",
         tracking=TrackingSpec(uri="unused", experiment="unused"),
     )
     m = run_point(unit, spec, tmp_path, tok)

@@ -1,10 +1,12 @@
-"""The fine-tuning plan: the content key of every task's data and every grid point.
+"""The fine-tuning plan: the unit spec of every task's data and every grid point.
 
-Keys come from the settings' own declaration (`result` fields, see `mediswift.settings`): a
-task's data and points hash the shared result settings plus that task's own section, so a
-setting of one task never re-keys another, and a scheduling setting (seeds, grid, concurrency)
-never re-keys a finished point. The checkpoint path is the variant's content-addressed unit, so
-adding a variant to the recipe does not re-key the sweeps of the others.
+Each is a `UnitSpec`: its key hashes exactly what the unit reads. A task's data unit reads its
+raw files (by digest), the task's own result settings and the tokenizer; a grid point reads the
+pre-trained checkpoint, the tokenizer, the task's data unit, its (batch, lr, seed), the shared
+and the task's result settings and the prediction modes. A setting of one task never re-keys
+another, and a scheduling setting (seeds, grid, concurrency) never re-keys a finished point.
+The checkpoint path is the variant's content-addressed unit, so adding a variant to the recipe
+does not re-key the sweeps of the others.
 """
 
 from __future__ import annotations
@@ -12,28 +14,85 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from mediswift.artifacts import Artifact, content_key, file_digest, unit_artifact, write_atomic
+from pydantic import Field
+
+from mediswift.artifacts import Artifact, content_key, file_digest, write_atomic
 from mediswift.finetune.grid import grid_points
 from mediswift.finetune.settings import FinetuneConfig
 from mediswift.manifests import (
     FinetuneManifest,
     PointResult,
-    PointSpec,
+    Record,
     Sweep,
     TaskDataInfo,
-    TaskDataSpec,
     TrackingSpec,
     TrainedVariant,
 )
+from mediswift.units import UnitSpec, unkeyed
 
-S = TypeVar("S", TaskDataSpec, PointSpec)
 # Bump when a unit's content or meaning changes (data format, training or evaluation code).
 # 3: a task's data is keyed on the task's own settings only (shared settings train, they do
-# not prepare data).
-UNIT_VERSION = 3
+# not prepare data). 4: keys are the unit specs.
+UNIT_VERSION = 4
 MODES = ("generate", "score")
+
+
+class TaskDataSpec(UnitSpec):
+    """What one task's data unit is made from."""
+
+    stage: ClassVar[str] = "finetune"
+    kind: ClassVar[str] = "data"
+    version: ClassVar[int] = UNIT_VERSION
+
+    task: str = Field(description="downstream task name")
+    digests: dict[str, str] = Field(description="role -> sha256 of the raw file")
+    task_settings: Record = Field(description="the task's result settings")
+    tokenizer: str = Field(description="the tokenizer's hash")
+    files: dict[str, str] = unkeyed(
+        default_factory=dict, description="role -> raw file (relative to home; digests keyed)"
+    )
+    settings: Record = unkeyed(
+        default_factory=dict, description="the finetune section with only this task in it"
+    )
+    tokenizer_dir: str = unkeyed("", "the vocab stage output (relative to home)")
+
+
+class PointSpec(UnitSpec):
+    """One grid point: fine-tune `variant` on `task` at (batch_size, lr, seed)."""
+
+    stage: ClassVar[str] = "finetune"
+    kind: ClassVar[str] = "point"
+    version: ClassVar[int] = UNIT_VERSION
+
+    checkpoint: str = Field(description="pre-trained checkpoint (relative to home)")
+    tokenizer: str = Field(description="the tokenizer's hash")
+    data: str = Field(description="the key of the task's data unit")
+    task: str = Field(description="downstream task name")
+    batch_size: int
+    lr: float
+    seed: int
+    shared_settings: Record = Field(description="the finetune section's shared result settings")
+    task_settings: Record = Field(description="the task's result settings")
+    modes: list[str] = Field(description="prediction modes evaluated")
+    variant: str = unkeyed("", "pre-trained variant name")
+    settings: Record = unkeyed(
+        default_factory=dict, description="the finetune section with only this task in it"
+    )
+    data_dir: str = unkeyed("", "the task's data unit (relative to home)")
+    tokenizer_dir: str = unkeyed("", "the vocab stage output (relative to home)")
+    tracking: TrackingSpec = unkeyed(
+        default_factory=lambda: TrackingSpec(uri=None, experiment=""),
+        description="where the point logs (its sweep's parent run)",
+    )
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
+
+
+S = TypeVar("S", TaskDataSpec, PointSpec)
 
 
 def task_section(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
@@ -59,26 +118,16 @@ def data_spec(
 ) -> tuple[TaskDataSpec, Artifact]:
     """The data unit of `task`, keyed by its raw files' digests, the task's own settings (the
     shared ones only train) and the tokenizer."""
-    digests = {role: file_digest(home / rel) for role, rel in sorted(files.items())}
-    tokenizer = vocab.manifest()["hash"]
-    unit = unit_artifact(
-        home,
-        "finetune",
-        UNIT_VERSION,
-        "data",
-        task,
-        digests,
-        cfg.tasks[task].result_settings(),
-        tokenizer,
-    )
     spec = TaskDataSpec(
-        key=unit.key,
         task=task,
-        settings=task_section(cfg, task),
+        digests={role: file_digest(home / rel) for role, rel in sorted(files.items())},
+        task_settings=cfg.tasks[task].result_settings(),
+        tokenizer=vocab.manifest()["hash"],
         files=files,
+        settings=task_section(cfg, task),
         tokenizer_dir=rel(vocab.path, home),
     )
-    return spec, unit
+    return spec, spec.artifact(home)
 
 
 @dataclass
@@ -123,35 +172,24 @@ def sweep_units(
             }
             points = []
             for p in grid_points(grid, cfg.seeds):
-                unit = unit_artifact(
-                    home,
-                    "finetune",
-                    UNIT_VERSION,
-                    "point",
-                    v.checkpoint,
-                    tokenizer,
-                    data_unit.key,
-                    p.batch_size,
-                    p.lr,
-                    p.seed,
-                    settings,
-                    modes,
-                )
                 spec = PointSpec(
-                    key=unit.key,
-                    variant=v.name,
-                    task=task,
-                    settings=data_spec_.settings,
                     checkpoint=v.checkpoint,
-                    data_dir=rel(data_unit.path, home),
-                    tokenizer_dir=rel(vocab.path, home),
+                    tokenizer=tokenizer,
+                    data=data_unit.key,
+                    task=task,
                     batch_size=p.batch_size,
                     lr=p.lr,
                     seed=p.seed,
+                    shared_settings=settings["shared"],
+                    task_settings=settings["task"],
                     modes=modes,
+                    variant=v.name,
+                    settings=data_spec_.settings,
+                    data_dir=rel(data_unit.path, home),
+                    tokenizer_dir=rel(vocab.path, home),
                     tracking=tracking,
                 )
-                points.append((spec, unit))
+                points.append((spec, spec.artifact(home)))
             plans.append(SweepUnits(v, task, key, params, points))
     return plans
 

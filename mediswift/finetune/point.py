@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from mediswift.artifacts import Artifact, tmp_path, write_atomic
 from mediswift.finetune.datasets import load_prepared, load_token_ids
 from mediswift.finetune.formats import label_to_json
+from mediswift.finetune.keys import PointSpec
 from mediswift.finetune.scoring import (
     Encoded,
     TokenizerLike,
@@ -35,7 +36,6 @@ from mediswift.finetune.scoring import (
 from mediswift.finetune.settings import FinetuneConfig
 from mediswift.finetune.stats import degenerate
 from mediswift.finetune.trainer import LogFn, TrainSettings, fit
-from mediswift.manifests import PointSpec
 from mediswift.model.gpt import GPT
 from mediswift.model.soft_prompt import PromptedLM
 from mediswift.train.checkpoint import load_masks, load_model, save_checkpoint

@@ -24,12 +24,11 @@ from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
 from mediswift.export_select import ExportChoice, choose
-from mediswift.finetune.keys import SPEC_FILE, read_spec
+from mediswift.finetune.keys import SPEC_FILE, PointSpec, read_spec
 from mediswift.manifests import (
     EvaluatedSweep,
     EvaluateManifest,
     FinetuneManifest,
-    PointSpec,
     SelectedPoint,
 )
 from mediswift.tracking import Tracker, recipe_alias, resolve_tracking_uri

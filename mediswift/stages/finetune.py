@@ -16,7 +16,8 @@ import torch
 from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
 from mediswift.finetune import keys as P
-from mediswift.manifests import FinetuneManifest, PretrainManifest, TaskDataSpec, TrackingSpec
+from mediswift.finetune.keys import TaskDataSpec
+from mediswift.manifests import FinetuneManifest, PretrainManifest, TrackingSpec
 from mediswift.tracking import NOTE_TAG, RunLogger, Tracker, portable_tracking_uri
 
 
@@ -69,9 +70,9 @@ def write_specs(
     for spec, unit in data.values():
         P.write_spec(unit, spec)
     for plan in plans:
+        logs = tracking.model_copy(update={"parent_run_id": parents[plan.key]})
         for spec, unit in plan.points:
-            spec.tracking = tracking.model_copy(update={"parent_run_id": parents[plan.key]})
-            P.write_spec(unit, spec)
+            P.write_spec(unit, spec.model_copy(update={"tracking": logs}))
 
 
 def list_points(
