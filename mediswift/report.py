@@ -25,6 +25,7 @@ from mediswift.config import PipelineConfig
 from mediswift.finetune.tables import SELECTION_RULE
 from mediswift.finetune.tables import markdown as task_markdown
 from mediswift.train.compare import SparsityGap, comparison_markdown
+from mediswift.train.report import flops_vs_dense
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -159,6 +160,7 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
     if not arts["pretrain"].done():
         return "_Pre-training has not run yet._"
     variants = arts["pretrain"].manifest().get("variants", [])
+    ratios = flops_vs_dense(variants)
     rows = [
         [
             v.get("name"),
@@ -167,7 +169,7 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
             _fmt(v.get("final_train_loss")),
             _fmt(v.get("final_val_loss")),
             _fmt(v.get("val_ppl"), ".1f"),
-            f"{_fmt(v.get('train_flops'), '.3e')} ({_fmt(v.get('flops_ratio'), '.2f')}x)",
+            f"{_fmt(v.get('train_flops'), '.3e')} ({_fmt(ratios.get(v.get('name')), '.2f')}x)",
         ]
         for v in variants
     ]
