@@ -29,7 +29,7 @@ class RawFileError(ValueError):
         super().__init__(problem if named else f"{path}: {problem}")
 
     def __reduce__(self) -> tuple[type[RawFileError], tuple[Path, str]]:
-        # Task runners may pickle a task's exception: rebuild it from both fields.
+        # Process pools pickle a worker's exception: rebuild it from both fields.
         return (type(self), (self.path, self.problem))
 
 

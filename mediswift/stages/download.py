@@ -57,7 +57,7 @@ class PmcBatchSpec(DownloadSpec):
     kind: ClassVar[str] = "pmc"
     base: str
     articles: tuple[PmcArticle, ...]
-    index: int = unkeyed(0, "the batch's position (the task's name)")
+    index: int = unkeyed(0, "the batch's position (its run name in the UI)")
 
     @property
     def name(self) -> str:

@@ -11,6 +11,10 @@ Each sweep also stands for one point, chosen as `mediswift export` chooses it
 (`mediswift.export_select`: the plot mode's (batch, lr), its best seed on dev). That point's
 run gets an MLflow model, registered as `mediswift-<variant>-<task>` with the aliases
 `selected` and `recipe-<recipe>`, and the sweep's parent run is tagged with it and its settings.
+
+Like vocab, the stage is one unit: its output itself, keyed by the stage key (the finetune and
+pretrain outputs it reads and the evaluate settings); registrations are MLflow side effects that
+a re-run repeats harmlessly (a new version, the aliases moved).
 """
 
 from __future__ import annotations

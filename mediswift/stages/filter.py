@@ -69,7 +69,7 @@ class ScanSpec(UnitSpec):
     min_abstract_chars: int
     languages: tuple[str, ...] | None
     max_year: int | None
-    index: int = unkeyed(0, "position in the parse manifest (the task's name)")
+    index: int = unkeyed(0, "position in the parse manifest (its run name in the UI)")
 
 
 class MergeSpec(UnitSpec):
@@ -95,7 +95,7 @@ class ShardSpec(UnitSpec):
     ngrams_digest: str | None
     codes: str = unkeyed("", "where the codes are (their digest is keyed)")
     ngrams: str | None = unkeyed(None, "the n-gram index folder (its digest is keyed)")
-    index: int = unkeyed(0, "position in the parse manifest (the task's name)")
+    index: int = unkeyed(0, "position in the parse manifest (its run name in the UI)")
 
 
 class IndexSpec(UnitSpec):

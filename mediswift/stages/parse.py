@@ -89,7 +89,7 @@ class PmcSpec(ParseSpec):
     kind: ClassVar[str] = "pmc"
 
     articles: tuple[Article, ...]
-    index: int = unkeyed(0, "the batch's position (the task's name)")
+    index: int = unkeyed(0, "the batch's position (its run name in the UI)")
 
     @property
     def label(self) -> str:

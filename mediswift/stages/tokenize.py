@@ -24,7 +24,7 @@ class TokenizeSpec(UnitSpec):
     doc_shard: str  # under home, inside a content-keyed filter unit
     tokenizer_hash: str
     tokenizer_dir: str = unkeyed("", "the vocab output under home (its hash is keyed)")
-    name: str = unkeyed("", "what the UI calls the task")
+    name: str = unkeyed("", "the unit's run name in the UI")
 
 
 def units(
