@@ -81,6 +81,7 @@ def test_killed_run_resumes_bitwise(tmp_path: Path, method: str) -> None:
     assert all(torch.equal(ma[n], mb[n]) for n in ma)
 
 
+@pytest.mark.slow
 def test_a_second_writer_waits_for_the_unit(tmp_path: Path, capsys) -> None:
     """While another process holds the variant's folder (a killed run's worker that has not yet
     died), a new run of the same unit waits instead of writing the same checkpoints."""
