@@ -78,7 +78,8 @@ class FilterManifest(Manifest):
     rules: Record = Field(
         default_factory=dict,
         description="the optional rules applied: max_year (cut-off, publication year), "
-        "pmc_overlap, decontaminate, contamination_ngram (words)",
+        "max_revised (snapshot date), pmc_overlap and pmc_overlap_rule, decontaminate, "
+        "contamination_ngram (words)",
     )
     contamination: Record | None = Field(
         None,

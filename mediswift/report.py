@@ -87,8 +87,15 @@ def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
         if year is not None
         else "none (every publication year kept)"
     )
+    if (snapshot := rules.get("max_revised")) is not None:
+        cutoff += (
+            f"; snapshot: PubMed as last revised before {snapshot} (copies revised later dropped "
+            f"or replaced by an earlier copy: {dropped.get('revised_after', 0)})"
+        )
     overlap = (
         f"dropped when the article's full text is in the PMC set ({dropped.get('pmc_overlap', 0)})"
+        if rules.get("pmc_overlap") and rules.get("pmc_overlap_rule") != "any_pmcid"
+        else f"dropped when the record names a PMC article ({dropped.get('pmc_overlap', 0)})"
         if rules.get("pmc_overlap")
         else "kept even when the article's full text is in the PMC set"
     )

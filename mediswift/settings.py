@@ -256,8 +256,20 @@ class FilterConfig(Section):
         ge=1000,
         le=9999,
     )
+    max_revised: str | None = result(
+        None,
+        "snapshot cut-off: keep PubMed records as last revised (DateRevised) before this date, "
+        "YYYY-MM-DD, as if PubMed were read that day (the paper's 'updated prior to 2023' is "
+        "2023-01-01); None: no snapshot",
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+    )
     pmc_overlap: bool = result(
         False, "drop PubMed abstracts whose article's full text is in the PMC set (yes/no)"
+    )
+    pmc_overlap_rule: Literal["full_text_kept", "any_pmcid"] = result(
+        "full_text_kept",
+        "with pmc_overlap: drop abstracts whose full text is among the kept PMC documents, or "
+        "every abstract whose record names a PMC article (any_pmcid: The Pile's script)",
     )
     decontaminate: bool = result(
         False,

@@ -108,3 +108,48 @@ def test_scans_survive_the_disk_and_merge_like_the_whole_plan(
         np.savez(f, codes=np.array([object()], dtype=object))
     with pytest.raises(ValueError):
         ShardScan.load(tmp_path / "evil.npz")
+
+
+def test_snapshot_keeps_the_copy_from_before_the_date(tmp_path: Path) -> None:
+    """`max_revised`: PubMed as read on the date. A copy revised later is not in the snapshot:
+    the earlier copy of the PMID wins instead, and a record whose only copy is later goes."""
+
+    def doc(pmid: int, text: str, revised: str | None) -> Document:
+        d = pm(pmid, text)
+        d.revised = revised
+        return d
+
+    layout = [
+        ("pubmed", [doc(1, "baseline", "2022-05-01"), doc(2, "late", "2023-03-01"),
+                    doc(3, "no date", None)]),
+        ("pubmed", [doc(1, "update after the date", "2023-06-01"),
+                    doc(4, "update before", "2022-12-31")]),
+    ]  # fmt: skip
+    refs = []
+    for i, (source, docs) in enumerate(layout):
+        write_documents(tmp_path / f"{i}.parquet", docs)
+        refs.append(ShardRef(tmp_path / f"{i}.parquet", source))
+    codes, dropped = plan_filter(refs, max_revised="2023-01-01")
+    assert [[REASONS[c] for c in code] for code in codes] == [
+        ["keep", "revised_after", "keep"],
+        ["revised_after", "keep"],
+    ]
+    assert dropped["revised_after"] == 2 and dropped["superseded"] == 0
+    # Without the snapshot the update wins, as every day.
+    codes, dropped = plan_filter(refs)
+    assert REASONS[codes[0][0]] == "superseded" and "revised_after" not in dropped
+
+
+def test_the_any_pmcid_rule_drops_every_abstract_of_a_pmc_article(tmp_path: Path) -> None:
+    with_pmc = pm(1, "in our PMC set")
+    with_pmc.pmcid = "PMC11"
+    elsewhere = pm(2, "its full text is not in our PMC set")
+    elsewhere.pmcid = "PMC22"
+    write_documents(tmp_path / "pm.parquet", [with_pmc, elsewhere, pm(3)])
+    write_documents(tmp_path / "pmc.parquet", [Document("pmc:PMC11", "pmc", text="t", pmid="1")])
+    refs = [ShardRef(tmp_path / "pm.parquet", "pubmed"), ShardRef(tmp_path / "pmc.parquet", "pmc")]
+    kept_full_text, _ = plan_filter(refs, pmc_overlap=True)
+    assert [REASONS[c] for c in kept_full_text[0]] == ["pmc_overlap", "keep", "keep"]
+    any_pmcid, dropped = plan_filter(refs, pmc_overlap=True, pmc_overlap_rule="any_pmcid")
+    assert [REASONS[c] for c in any_pmcid[0]] == ["pmc_overlap", "pmc_overlap", "keep"]
+    assert dropped["pmc_overlap"] == 2

@@ -69,6 +69,11 @@ def test_fields_of_real_records(shared_data: Path) -> None:
     assert any(d.pmid_version == 3 for d in docs.values())
     assert sum(d.pmcid is not None for d in docs.values()) > 100
     assert all(d.pmcid.startswith("PMC") for d in docs.values() if d.pmcid)
+    # DateRevised, as an ISO date that orders as text (the snapshot cut-off compares it).
+    revised = [d.revised for d in docs.values() if d.revised is not None]
+    assert len(revised) > 1000  # efetch leaves it out of some records: those are kept
+    assert all(len(r) == 10 and r[4] == r[7] == "-" for r in revised)
+    assert min(revised) >= "1990" and max(revised) <= "2026-12-31"
 
 
 ARTICLE = """<?xml version="1.0"?>

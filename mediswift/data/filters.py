@@ -14,12 +14,21 @@ numpy arrays), never by the text:
    - `empty_text`: title-only records (no abstract / empty text), as the paper drops them;
    - `language`: the record's language is known and not in `FilterConfig.languages` (records
      of unknown language, such as corpus texts, are kept);
-   - `after_cutoff` (only with `max_year`): published after the cut-off year, so the corpus
-     stops where the paper's did ("prior to 2023"); records without a year are kept;
+   - `after_cutoff` (only with `max_year`): published after the cut-off year; records without
+     a year are kept;
+   - `revised_after` (only with `max_revised`): a PubMed copy last revised (`DateRevised`) on
+     or after the snapshot date, as if PubMed were read on that date (the paper: "updated prior
+     to 2023"). Such a copy takes no part in revisions: an older copy of the PMID from before
+     the date wins instead (one in the baseline, when an update file re-sent it later). A
+     record whose only copy was revised later is dropped: a current baseline keeps no older
+     version of it. Records without the date (PMC, corpora, books) are kept;
    - `duplicate`: a doc_id already kept earlier in shard order (PubMed, then PMC, then corpora;
      doc_ids are compared as 64-bit BLAKE2b digests, so memory stays ~12 bytes a document);
    - `pmc_overlap` (only with `pmc_overlap`): a PubMed abstract whose article's full text is
-     among the kept PMC documents (same PMID), which would otherwise be trained on twice.
+     among the kept PMC documents (same PMID), which would otherwise be trained on twice; with
+     `pmc_overlap_rule: any_pmcid`, every PubMed abstract whose record names a PMC article
+     (The Pile's script: its PubMed set leaves out every abstract of a PMC article), kept in
+     our PMC set or not.
 2. `apply_plan` writes one filtered shard per input shard: the kept rows, in order, with
    `split` = `validation` for a stable ~3% of doc_ids (`split_of`). With an `NgramIndex` it
    first drops, as `contamination`, the kept rows that share an n-gram with an evaluation
@@ -49,11 +58,13 @@ from mediswift.data.shards import FILTERED_SCHEMA, ShardWriter, iter_batches, nu
 
 REASONS: tuple[str, ...] = (
     "keep", "superseded", "deleted", "empty_text", "language", "duplicate",
-    "after_cutoff", "pmc_overlap", "contamination",
+    "after_cutoff", "pmc_overlap", "contamination", "revised_after",
 )  # fmt: skip
 (
     KEEP, SUPERSEDED, DELETED, EMPTY, LANGUAGE, DUPLICATE, AFTER_CUTOFF, PMC_OVERLAP, CONTAMINATION,
+    REVISED_AFTER,
 ) = range(len(REASONS))  # fmt: skip
+PMC_OVERLAP_RULES = ("full_text_kept", "any_pmcid")
 ALWAYS = ("superseded", "deleted", "empty_text", "language", "duplicate")
 NO_PMID = -1
 
@@ -86,9 +97,13 @@ def _pmids(column: pa.Array) -> np.ndarray:
 
 
 def _row_codes(
-    batch: pa.RecordBatch, min_text_chars: int, wanted: set[str] | None, max_year: int | None
+    batch: pa.RecordBatch,
+    min_text_chars: int,
+    wanted: set[str] | None,
+    max_year: int | None,
+    max_revised: str | None = None,
 ) -> np.ndarray:
-    """The reasons one row shows on its own: empty_text, language, after_cutoff."""
+    """The reasons one row shows on its own: empty_text, language, after_cutoff, revised_after."""
     n = batch.num_rows
     code = np.zeros(n, dtype=np.uint8)
     lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_numpy(zero_copy_only=False)
@@ -100,6 +115,10 @@ def _row_codes(
     if max_year is not None:
         year = pc.fill_null(batch.column("year"), max_year).to_numpy(zero_copy_only=False)
         code[(code == KEEP) & (year > max_year)] = AFTER_CUTOFF
+    if max_revised is not None:  # ISO dates compare as strings
+        revised = pc.fill_null(batch.column("revised"), "")
+        late = pc.greater_equal(revised, pa.scalar(max_revised)).to_numpy(zero_copy_only=False)
+        code[(code == KEEP) & late] = REVISED_AFTER
     return code
 
 
@@ -108,15 +127,20 @@ class ShardScan:
     """What the plan needs of one shard, read in one pass over its small columns: the reasons
     its rows show on their own, and the keys the cross-shard rules compare."""
 
-    codes: np.ndarray  # uint8 reason per row (empty_text, language, after_cutoff, else keep)
+    codes: np.ndarray  # uint8 reason per row (empty_text, language, cut-offs, else keep)
     digests: np.ndarray  # uint64 digest of every row's doc_id (for `duplicate`)
     pmids: np.ndarray | None = None  # int64 per row (PubMed and PMC shards)
     versions: np.ndarray | None = None  # int32 PMID Version per row (PubMed shards)
+    has_pmcid: np.ndarray | None = None  # bool per row: the record names a PMC article (PubMed)
 
     def to_bytes(self) -> bytes:
         """As an `.npz` of plain arrays (read back with pickles refused)."""
         arrays = {"codes": self.codes, "digests": self.digests}
-        optional = (("pmids", self.pmids), ("versions", self.versions))
+        optional = (
+            ("pmids", self.pmids),
+            ("versions", self.versions),
+            ("has_pmcid", self.has_pmcid),
+        )
         arrays |= {k: v for k, v in optional if v is not None}
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -133,14 +157,15 @@ def scan_shard(
     min_text_chars: int = 1,
     languages: Sequence[str] | None = None,
     max_year: int | None = None,
+    max_revised: str | None = None,
 ) -> ShardScan:
     """One shard's part of the plan (the costly part: it reads every row), independent of
     every other shard, so shards are scanned in parallel (or on a cluster) and merged after."""
     wanted = set(languages) if languages else None
-    parts, digests, ids, vers = [], [], [], []
-    columns = ["doc_id", "pmid", "pmid_version", "text", "language", "year"]
+    parts, digests, ids, vers, pmc = [], [], [], [], []
+    columns = ["doc_id", "pmid", "pmid_version", "pmcid", "text", "language", "year", "revised"]
     for batch in iter_batches(ref.path, columns):
-        parts.append(_row_codes(batch, min_text_chars, wanted, max_year))
+        parts.append(_row_codes(batch, min_text_chars, wanted, max_year, max_revised))
         doc_ids = batch.column("doc_id").to_pylist()
         digests.append(np.fromiter(map(_id_hash, doc_ids), np.uint64, len(doc_ids)))
         if ref.source == "pmc":
@@ -150,12 +175,17 @@ def scan_shard(
             ids.append(pmid.astype(np.int64))
             ver = pc.fill_null(batch.column("pmid_version"), 1).to_numpy(zero_copy_only=False)
             vers.append(ver.astype(np.int32))
+            named = pc.is_valid(batch.column("pmcid")).to_numpy(zero_copy_only=False)
+            pmc.append(named.astype(bool))
     has_pmids = ref.source in ("pubmed", "pmc")
     return ShardScan(
         codes=np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8),
         digests=np.concatenate(digests) if digests else np.zeros(0, dtype=np.uint64),
         pmids=(np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)) if has_pmids else None,
         versions=(np.concatenate(vers) if vers else np.zeros(0, dtype=np.int32))
+        if ref.source == "pubmed"
+        else None,
+        has_pmcid=(np.concatenate(pmc) if pmc else np.zeros(0, dtype=bool))
         if ref.source == "pubmed"
         else None,
     )
@@ -166,6 +196,8 @@ def merge_scans(
     scans: Sequence[ShardScan],
     max_year: int | None = None,
     pmc_overlap: bool = False,
+    max_revised: str | None = None,
+    pmc_overlap_rule: str = "full_text_kept",
 ) -> tuple[list[np.ndarray], dict[str, int]]:
     """The rules across shards (revisions, deletions, duplicates, PMC overlap) over the scans,
     in shard order: a reason code for every row of every shard, and the dropped counts.
@@ -179,7 +211,11 @@ def merge_scans(
     pmids = [s.pmids for s in scans]
     _mark_revisions(shards, codes, pmids, [s.versions for s in scans], deleted_at)
     _mark_duplicates(codes, [s.digests for s in scans])
-    if pmc_overlap:
+    if pmc_overlap and pmc_overlap_rule == "any_pmcid":
+        for code, scan in zip(codes, scans, strict=True):
+            if scan.has_pmcid is not None:
+                code[(code == KEEP) & scan.has_pmcid] = PMC_OVERLAP
+    elif pmc_overlap:
         _mark_pmc_overlap(shards, codes, pmids)
     dropped: Counter[str] = Counter()
     for code in codes:
@@ -187,6 +223,7 @@ def merge_scans(
         for k in range(1, len(REASONS)):
             dropped[REASONS[k]] += int(counts[k])
     reasons = ALWAYS + (("after_cutoff",) if max_year is not None else ())
+    reasons += ("revised_after",) if max_revised is not None else ()
     reasons += ("pmc_overlap",) if pmc_overlap else ()
     return codes, {r: dropped[r] for r in reasons}
 
@@ -197,11 +234,13 @@ def plan_filter(
     languages: Sequence[str] | None = None,
     max_year: int | None = None,
     pmc_overlap: bool = False,
+    max_revised: str | None = None,
+    pmc_overlap_rule: str = "full_text_kept",
 ) -> tuple[list[np.ndarray], dict[str, int]]:
     """A reason code (uint8, see REASONS) for every row of every shard, and the dropped counts:
     every shard scanned here, one after another, then merged."""
-    scans = [scan_shard(ref, min_text_chars, languages, max_year) for ref in shards]
-    return merge_scans(shards, scans, max_year, pmc_overlap)
+    scans = [scan_shard(ref, min_text_chars, languages, max_year, max_revised) for ref in shards]
+    return merge_scans(shards, scans, max_year, pmc_overlap, max_revised, pmc_overlap_rule)
 
 
 def _mark_revisions(
@@ -211,7 +250,9 @@ def _mark_revisions(
     versions: Sequence[np.ndarray | None],
     deleted_at: dict[int, int],
 ) -> None:
-    """Mark older copies of a PMID `superseded` and deleted winners `deleted` (PubMed only)."""
+    """Mark older copies of a PMID `superseded` and deleted winners `deleted` (PubMed only).
+    Copies revised after the snapshot date (`revised_after`) are not in the snapshot: they
+    take no part, so the newest copy from before the date wins."""
     which = [i for i, ref in enumerate(shards) if ref.source == "pubmed"]
     if not which:
         return
@@ -220,6 +261,8 @@ def _mark_revisions(
     ver = np.concatenate([versions[i] for i in which])  # type: ignore[misc]
     shard = np.repeat(np.asarray(which, dtype=np.int32), lengths)
     row = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+    present = np.concatenate([codes[i] for i in which]) != REVISED_AFTER
+    pmid, ver, shard, row = pmid[present], ver[present], shard[present], row[present]
     # Sort by pmid, then (shard, version, row): the last row of each pmid group wins.
     order = np.lexsort((row, ver, shard, pmid))
     last = np.ones(len(order), dtype=bool)

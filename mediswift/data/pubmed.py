@@ -12,7 +12,8 @@ a labelled part as `LABEL: text` (not PubMed's placeholder label `UNLABELLED`), 
 text kept, parts joined by newlines (`OtherAbstract`, usually a translation, is not used); year:
 the earliest of the issue's (`PubDate/Year`, else the first year in `MedlineDate`) and the
 electronic publication's (`ArticleDate/Year`), as the PMC parser takes the earliest `pub-date`
-(books: `PubDate`, else `ContributionDate`); the first
+(books: `PubDate`, else `ContributionDate`); revised: `DateRevised` as YYYY-MM-DD (the last
+time NLM changed the record: the snapshot cut-off reads it; books have none); the first
 `Language`; publication types; DOI and PMCID from the article ids.
 """
 
@@ -69,6 +70,20 @@ def _year(text: str | None) -> int | None:
     return None
 
 
+def _date(el: etree._Element | None) -> str | None:
+    """A PubMed date element (Year, Month, Day) as YYYY-MM-DD, or None when it has no year."""
+    if el is None:
+        return None
+    year = _year(el.findtext("Year"))
+    if year is None:
+        return None
+    month, day = (el.findtext(t) or "1" for t in ("Month", "Day"))
+    try:
+        return f"{year:04d}-{int(month):02d}-{int(day):02d}"
+    except ValueError:  # a named month ('Sep'): the date is still ordered by its year
+        return f"{year:04d}-01-01"
+
+
 def abstract_text(abstract: etree._Element | None) -> str:
     """Every AbstractText in order; labelled parts as 'LABEL: text'; parts joined by newlines."""
     if abstract is None:
@@ -123,6 +138,7 @@ def citation_document(citation: etree._Element, pubmed_data: etree._Element | No
         years.append(_year(issue.findtext("Year")) or _year(issue.findtext("MedlineDate")))
     doc.year = min((y for y in years if y is not None), default=None)
     doc.language = article.findtext("Language")
+    doc.revised = _date(citation.find("DateRevised"))
     doc.pub_types = [
         t.text for t in article.iterfind("PublicationTypeList/PublicationType") if t.text
     ]

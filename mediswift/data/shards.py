@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from mediswift.artifacts import tmp_path
 
-SCHEMA_VERSION = 1
+# 2: `revised` (PubMed DateRevised), for the snapshot cut-off.
+SCHEMA_VERSION = 2
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -48,6 +49,7 @@ DOCUMENT_SCHEMA = pa.schema(
         ("title", pa.string()),
         ("text", pa.string()),
         ("year", pa.int32()),
+        ("revised", pa.string()),  # YYYY-MM-DD: PubMed's DateRevised (None elsewhere)
         ("language", pa.string()),
         ("pub_types", pa.list_(pa.string())),
         ("license", pa.string()),
@@ -65,7 +67,7 @@ ROW_GROUP_ROWS = 10_000
 
 @dataclass(slots=True)
 class Document:
-    """One parsed record (schema v1). Parsers produce these; shards store them."""
+    """One parsed record (schema v2). Parsers produce these; shards store them."""
 
     doc_id: str
     source: str
@@ -76,6 +78,7 @@ class Document:
     doi: str | None = None
     pmid_version: int | None = None
     year: int | None = None
+    revised: str | None = None
     language: str | None = None
     pub_types: list[str] = field(default_factory=list)
     license: str | None = None

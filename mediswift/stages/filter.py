@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the filter's output changes: it re-keys every filter unit.
 # 2: cut-off, PubMed/PMC overlap and decontamination. 3: keys are the unit specs.
-FILTER_VERSION = 3
+# 4: the snapshot cut-off (revised_after) and the any-PMCID overlap rule; scans hold has_pmcid.
+FILTER_VERSION = 4
 # The splits a task is judged on (model selection and the reported numbers).
 EVAL_SPLITS = ("dev", "test")
 
@@ -69,6 +70,7 @@ class ScanSpec(UnitSpec):
     min_abstract_chars: int
     languages: tuple[str, ...] | None
     max_year: int | None
+    max_revised: str | None
     index: int = unkeyed(0, "position in the parse manifest (its run name in the UI)")
 
 
@@ -80,7 +82,9 @@ class MergeSpec(UnitSpec):
     shards: tuple[ParsedShard, ...]
     scans: tuple[str, ...]  # the scan units' files, in shard order (their keys name them)
     max_year: int | None
+    max_revised: str | None
     pmc_overlap: bool
+    pmc_overlap_rule: str
 
 
 class ShardSpec(UnitSpec):
@@ -122,6 +126,7 @@ def scan_units(cfg: FilterConfig, parsed: list[ParsedShard]) -> list[ScanSpec]:
             min_abstract_chars=cfg.min_abstract_chars,
             languages=langs,
             max_year=cfg.max_year,
+            max_revised=cfg.max_revised,
             index=i,
         )
         for i, s in enumerate(parsed)
@@ -135,7 +140,9 @@ def merge_unit(
         shards=tuple(parsed),
         scans=tuple(s["path"] for s in scans),
         max_year=cfg.max_year,
+        max_revised=cfg.max_revised,
         pmc_overlap=cfg.pmc_overlap,
+        pmc_overlap_rule=cfg.pmc_overlap_rule,
     )
 
 
@@ -189,8 +196,9 @@ def run_scan(spec: ScanSpec, home: Path) -> dict[str, Any]:
     if (done := spec.done_result(home)) is not None:
         return done
     result = scan_shard(
-        spec.shard.ref(home), spec.min_abstract_chars, spec.languages, spec.max_year
-    )
+        spec.shard.ref(home), spec.min_abstract_chars, spec.languages, spec.max_year,
+        spec.max_revised,
+    )  # fmt: skip
     u = spec.artifact(home).ensure()
     write_atomic(u.path / "scan.npz", result.to_bytes())
     return u.write_manifest(
@@ -204,7 +212,9 @@ def run_merge(spec: MergeSpec, home: Path) -> dict[str, Any]:
         return done
     refs = [s.ref(home) for s in spec.shards]
     loaded = [ShardScan.load(home / p) for p in spec.scans]
-    codes, dropped = merge_scans(refs, loaded, spec.max_year, spec.pmc_overlap)
+    codes, dropped = merge_scans(
+        refs, loaded, spec.max_year, spec.pmc_overlap, spec.max_revised, spec.pmc_overlap_rule
+    )
     u = spec.artifact(home).ensure()
     plans = []
     for i, c in enumerate(codes):
@@ -338,7 +348,9 @@ def collect(
                 kept["validation"], counts["input"])  # fmt: skip
     rules = {
         "max_year": cfg.max_year,
+        "max_revised": cfg.max_revised,
         "pmc_overlap": cfg.pmc_overlap,
+        "pmc_overlap_rule": cfg.pmc_overlap_rule if cfg.pmc_overlap else None,
         "decontaminate": cfg.decontaminate,
         "contamination_ngram": cfg.contamination_ngram if cfg.decontaminate else None,
     }
