@@ -105,7 +105,7 @@ from training_fixtures import tiny_pretrain_config, tiny_variant
 from mediswift.train.pretrain import launch_variant
 launch_variant(eval(sys.argv[1]), nproc=2)
 """
-KILL_STEPS = 300
+KILL_STEPS = 150
 
 
 def kill_spec(out: Path) -> VariantSpec:
