@@ -9,12 +9,18 @@ deals them into stratified parts, first 2 parts (500 cross-validation items, 500
 then 10 folds of the cross-validation items (fold 0: 450 train / 50 dev). The same random
 calls are made here in the same order, so the test ids equal `test_ground_truth.json`, which
 `pqal_splits` checks. PQA-A is split the same script's way: one shuffle (seed 0), the first
-200,000 items train, the rest dev.
+200,000 items train, the rest dev. That split equals the official one only if the items come in
+`ori_pqaa.json`'s key order, which the shuffle starts from: from the JSON it does; from the
+maintainers' Parquet (what the paper recipes fetch) the row order is the Parquet's, and whether
+it matches the JSON's cannot be checked offline (neither file is in the mirror). The order's
+digest is logged, so two sources can be compared.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import random
 import re
@@ -29,6 +35,8 @@ from mediswift.finetune.metrics import accuracy
 from mediswift.finetune.registry import register
 from mediswift.finetune.task import DownstreamTask, Stage, TableLayout, TaskData
 from mediswift.settings import Grid, TaskSettings, result, task_settings
+
+log = logging.getLogger(__name__)
 
 ANSWERS: tuple[str, ...] = ("yes", "no", "maybe")  # the script's label order, which matters
 TARGET_PREFIX = "the answer to the question given the context is"
@@ -315,7 +323,11 @@ def pqaa_splits(ori_pqaa: Path, train_size: int = 200_000) -> dict[str, list[Exa
     """PQA-A (artificially labelled): one seeded shuffle, first `train_size` train, rest dev."""
     task = PubMedQA()
     data = load_items(ori_pqaa)
-    pmids = list(data)
+    pmids = list(data)  # the file's order: the official split assumes ori_pqaa.json's
+    log.info(
+        "%s: PQA-A order digest %s (the official split needs ori_pqaa.json's key order)",
+        ori_pqaa, hashlib.sha256("\n".join(pmids).encode()).hexdigest()[:16],
+    )  # fmt: skip
     random.Random(0).shuffle(pmids)
     if len(pmids) <= train_size:
         raise ValueError(
