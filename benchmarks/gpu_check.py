@@ -277,15 +277,7 @@ def check_mfu(args: argparse.Namespace, device: torch.device, peak: float) -> li
     rows = []
     for sparsity, compiled in mfu_configs(args):
         steps, _ = trainer_steps(args, device, sparsity, compiled)
-        sync()
-        t = time.perf_counter()
-        steps(2)  # warm-up (and compilation)
-        sync()
-        warm = time.perf_counter() - t
-        t = time.perf_counter()
-        loss = steps(args.steps)
-        sync()
-        per = (time.perf_counter() - t) / args.steps
+        per, warm, loss = timed_steps(args, steps)
         setting = f"{args.model} s={sparsity:.0%} compile {'on' if compiled else 'off'}"
         note = f"loss {loss:.3f}" + (f", compile+warm-up {warm:.0f}s" if compiled else "")
         if not math.isfinite(loss):
