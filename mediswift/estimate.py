@@ -3,15 +3,18 @@
 Accelerator time is training FLOPs / (peak x MFU). GPUs do not skip the zeros of unstructured
 sparsity (the paper's CS-2 does), so a sparse variant is priced at its dense FLOPs on a GPU;
 the FLOPs saving is printed beside it. Disk counts what the pipeline keeps: raw files, document
-and token shards, and checkpoints (weights fp32, AdamW moments, masks; the periodic ones kept
-plus the final one). Sizes of upstream files are assumptions, stated in the output.
+and token shards, and checkpoints (the periodic ones kept, with AdamW moments, plus the final
+weights; a sparse variant's masked matrices as kept values + bits, `mediswift.checkpoint_size`).
+Sizes of upstream files are assumptions, stated in the output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mediswift.baselines import iso_flops_baselines, iso_flops_name
+from mediswift.checkpoint_size import ParamCounts, checkpoint_bytes, dense_bytes, gpt_params
 from mediswift.config import PipelineConfig
 from mediswift.flops import flops_for
 from mediswift.model.sizes import size as model_size
@@ -33,12 +36,22 @@ class Estimate:
     gpu_hours: dict[str, float]  # variant -> hours on one GPU
     download_bytes: float
     disk_bytes: dict[str, float]  # what -> bytes
+    dense_checkpoint_bytes: float = 0.0  # the same checkpoints in format 1 (all dense)
 
 
-def _params(size: str, vocab: int, block: int) -> int:
+def _params(size: str, vocab: int, block: int) -> ParamCounts:
     s = model_size(size)
-    per_block = 12 * s.d_model**2 + 13 * s.d_model  # 4d^2 attention + 8d^2 MLP, biases, norms
-    return s.n_layer * per_block + vocab * s.d_model + block * s.d_model + 2 * s.d_model
+    return gpt_params(s.n_layer, s.d_model, vocab, block)
+
+
+def variant_checkpoint_bytes(
+    params: ParamCounts,
+    sparsity: float,
+    keep: int,
+    size_of: Callable[..., float] = checkpoint_bytes,
+) -> float:
+    """A variant's checkpoints on disk: `keep` periodic ones (with moments) and the final one."""
+    return keep * size_of(params, sparsity, True) + size_of(params, sparsity, False)
 
 
 def estimate(cfg: PipelineConfig, gpu: str = "h100", mfu: float = 0.4) -> Estimate:
@@ -61,12 +74,12 @@ def estimate(cfg: PipelineConfig, gpu: str = "h100", mfu: float = 0.4) -> Estima
     pmc = min(d.pmc_max_articles or PMC_ARTICLES, PMC_ARTICLES) * PMC_ARTICLE_BYTES
     download = pubmed + pmc
     variants = len(hours)
-    per_size = {size: len(pt.sparsity_levels) + len(iso_flops_baselines(pt, size, v))
-                for size in pt.sizes}  # fmt: skip
-    ckpt = sum(
-        _params(size, v, pt.block_size) * (4 + 8 + 1) * (pt.keep_checkpoints + 1) * n
-        for size, n in per_size.items()
-    )
+    ckpt = dense_ckpt = 0.0
+    for size in pt.sizes:  # iso-FLOPs baselines are dense
+        params, keep = _params(size, v, pt.block_size), pt.keep_checkpoints
+        levels = [*pt.sparsity_levels, *(0.0 for _ in iso_flops_baselines(pt, size, v))]
+        ckpt += sum(variant_checkpoint_bytes(params, s, keep) for s in levels)
+        dense_ckpt += sum(variant_checkpoint_bytes(params, s, keep, dense_bytes) for s in levels)
     # The corpus is read once per epoch of the token budget; its size follows from the raw text.
     corpus_tokens = download / 2.5 / TEXT_BYTES_PER_TOKEN  # gzip/XML overhead ~2.5x the text
     disk = {
@@ -75,7 +88,7 @@ def estimate(cfg: PipelineConfig, gpu: str = "h100", mfu: float = 0.4) -> Estima
         "token shards": corpus_tokens * (2 if v < 65536 else 4),
         f"checkpoints ({variants} variants)": ckpt,
     }
-    return Estimate(gpu, mfu, hours, download, disk)
+    return Estimate(gpu, mfu, hours, download, disk, dense_ckpt)
 
 
 def describe(e: Estimate) -> list[str]:
@@ -91,6 +104,11 @@ def describe(e: Estimate) -> list[str]:
     )
     for what, b in e.disk_bytes.items():
         lines.append(f"  disk, {what}: {b / gb:,.1f} GB")
+    if e.dense_checkpoint_bytes:
+        lines.append(
+            f"    (sparse matrices as kept values + bits; {e.dense_checkpoint_bytes / gb:,.1f} GB "
+            "with every tensor stored dense)"
+        )
     lines.append(f"  disk in all: {sum(e.disk_bytes.values()) / gb:,.1f} GB")
     return lines
 

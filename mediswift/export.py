@@ -49,7 +49,7 @@ from mediswift.model.gpt import BLOCK_MATRICES, GPTConfig
 from mediswift.text.tokenizer import CONFIG_FILE as TOKENIZER_CONFIG
 from mediswift.text.tokenizer import MODEL_FILE as BPE_MODEL
 from mediswift.text.tokenizer import Tokenizer
-from mediswift.train.checkpoint import MODEL_FILE, load_masks, read_config
+from mediswift.train.checkpoint import load_masks, read_config, read_weights
 
 HF_CONFIG_FILE = "config.json"
 HF_GENERATION_FILE = "generation_config.json"
@@ -122,7 +122,7 @@ def export_model(
             "mediswift.export yet; exporting would not reproduce the model"
         )
     block_size = cfg.block_size
-    cfg, weights = trained_positions(cfg, load_file(str(checkpoint_dir / MODEL_FILE)), trained_len)
+    cfg, weights = trained_positions(cfg, read_weights(checkpoint_dir), trained_len)
     tok = Tokenizer.load(tokenizer_dir)  # checks that bpe.model matches tokenizer.json
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(

@@ -84,6 +84,9 @@ def listing_digest(files: list[dict[str, Any]]) -> str:
 
 # Bump when a variant's content or meaning changes (model, loop, checkpoint format).
 # 3: the device is a schedule setting (as in fine-tuning): it no longer re-keys a variant.
+# Checkpoint format 2 (sparse matrices as kept values + bits) did not bump it: the trained
+# weights are the same bits and format 1 checkpoints still load, resume and export, so a
+# variant trained before it stays done (its record just has no checkpoint sizes).
 VARIANT_VERSION = 3
 
 

@@ -128,6 +128,12 @@ class TrainedVariant(BaseModel):
     iso_flops_of: float | None = Field(
         None, description="a dense baseline trained at this sparse level's FLOPs (else None)"
     )
+    checkpoint_bytes: int | None = Field(
+        None, description="bytes on disk of the final checkpoint (weights + masks)"
+    )
+    resume_checkpoint_bytes: int | None = Field(
+        None, description="bytes on disk of a resumable checkpoint (+ AdamW moments, RNG, loader)"
+    )
 
 
 class PretrainManifest(Manifest):

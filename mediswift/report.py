@@ -53,6 +53,17 @@ def _human(n: Any) -> str:
     return f"{n:.0f}"
 
 
+def _bytes(n: Any) -> str:
+    """Bytes on disk in decimal units (a variant recorded before checkpoint sizes: -)."""
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
 def data_section(arts: dict[str, Artifact]) -> str:
     if not arts["filter"].done():
         return "_The data stages have not run yet._"
@@ -177,10 +188,12 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
             _fmt(v.get("final_val_loss")),
             _fmt(v.get("val_ppl"), ".1f"),
             f"{_fmt(v.get('train_flops'), '.3e')} ({_fmt(ratios.get(v.get('name')), '.2f')}x)",
+            f"{_bytes(v.get('checkpoint_bytes'))} / {_bytes(v.get('resume_checkpoint_bytes'))}",
         ]
         for v in variants
     ]
-    header = ["Variant", "Size", "Non-emb. active", "Train loss", "Val loss", "Val ppl", "FLOPs"]
+    header = ["Variant", "Size", "Non-emb. active", "Train loss", "Val loss", "Val ppl", "FLOPs",
+              "Checkpoint (final / resumable)"]  # fmt: skip
     m = arts["pretrain"].manifest()
     gaps = [SparsityGap(**g) for g in m.get("sparsity_gaps", [])]
     comparison = comparison_markdown(m.get("unigram_val_loss"), gaps)

@@ -91,9 +91,12 @@ def test_dry_run_estimates_gpu_hours_disk_and_download(
     assert a100.gpu_hours["xl-s0"] / h100.gpu_hours["xl-s0"] == pytest.approx(989 / 312)
     # 3 levels + 2 iso-FLOPs dense baselines; the 3 dense runs alone: weights + Adam + masks
     assert h100.disk_bytes["checkpoints (5 variants)"] > 3 * 1.3e9 * 13
+    # The two sparse ones store their masked matrices as kept values + bits (format 2)
+    assert h100.dense_checkpoint_bytes - h100.disk_bytes["checkpoints (5 variants)"] > 40e9
     with pytest.raises(ValueError, match="unknown GPU"):
         estimate(cfg, "tpu")
     args = ["run", "--recipe", "paper-xl", "--dry-run", "--home", str(tmp_path), "--gpu", "a100"]
     assert main([*args, "--mfu", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "A100 bf16 peak 312 TFLOP/s at 50% MFU" in out and "disk in all" in out
+    assert "with every tensor stored dense" in out

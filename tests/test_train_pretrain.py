@@ -120,6 +120,8 @@ def test_variant_on_token_shards(tmp_path: Path) -> None:
         "tokens",
         "steps",
         "loss_curve",
+        "checkpoint_bytes",
+        "resume_checkpoint_bytes",
     }
     assert keys <= set(rec)
     assert rec["steps"] == 30 and rec["tokens"] == 30 * 8 * 32 and rec["method"] == "static"

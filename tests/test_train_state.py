@@ -3,11 +3,13 @@ and the two continue bit for bit alike; the on-disk layout is the one the loader
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from mediswift.config import PretrainConfig
 from mediswift.model import GPT, GPTConfig
@@ -51,9 +53,15 @@ class Built:
         return [r["train_loss"] for r in self.state.curve]
 
 
+def same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Equal bit for bit: torch.equal takes -0.0 for 0.0, which masking leaves in weights."""
+    flat = [t.contiguous().reshape(-1).view(torch.uint8) for t in (x, y)]
+    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(*flat)
+
+
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
-    return all(torch.equal(x, y) for x, y in pairs)
+    return all(same_bits(x, y) for x, y in pairs)
 
 
 def build(init_seed: int) -> Built:
@@ -99,6 +107,17 @@ def test_restored_parts_continue_bitwise(tmp_path: Path) -> None:
         "train_state.safetensors",
     ]
     assert all(torch.equal(ckpt.load_masks(path)[n], m) for n, m in a.masked.bool_masks().items())
+    # Saved right after a SET mask update (step 6): masked weights and both moments are stored
+    # as kept values, and read back bit for bit.
+    stored = load_file(str(path / ckpt.MODEL_FILE)) | load_file(str(path / ckpt.TRAIN_TENSORS_FILE))
+    masked_names = a.masked.bool_masks()
+    sparse = {k for k in stored if k.endswith(".values")}
+    assert len(sparse) == 3 * len(masked_names)  # weight, exp_avg, exp_avg_sq
+    files, _ = ckpt.read_checkpoint(path)
+    live, _ = ckpt.optimizer_tensors(a.model, a.opt)
+    live |= a.model.state_dict()
+    read = files[ckpt.MODEL_FILE] | files[ckpt.TRAIN_TENSORS_FILE]
+    assert all(same_bits(read[k], t) for k, t in live.items())
 
     b = build(init_seed=1)  # other weights, masks, generators and data position: all restored
     b.checkpoint.load(path)
@@ -127,6 +146,34 @@ def test_final_checkpoint_holds_weights_and_masks_only(tmp_path: Path) -> None:
     assert same_weights(a.model, loaded)
     with pytest.raises(FileNotFoundError, match="no train state"):
         build(init_seed=0).checkpoint.load(path)
+
+
+def test_a_format_1_checkpoint_still_resumes(tmp_path: Path) -> None:
+    """A checkpoint as format 1 wrote it (every tensor dense, masks as bool, written here with
+    that layout) resumes bit for bit like today's."""
+    ref = build(init_seed=0)
+    ref.fit(6)  # the same schedule as the run it resumes (fit's steps set the schedule)
+    ref.fit(12)
+    a = build(init_seed=0)
+    a.fit(6)
+    snap = Snapshot()
+    for name, part in a.checkpoint.parts.items():
+        snap.merge(part.state_dict(), name)
+    old = tmp_path / "step_00000006"
+    old.mkdir()
+    (old / ckpt.CONFIG_FILE).write_text(
+        json.dumps({"format": 1, "model": a.model.config.to_dict()})
+    )
+    for file, tensors in snap.files.items():
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(old / file))
+    (old / ckpt.TRAIN_JSON_FILE).write_text(json.dumps(snap.json))
+    assert load_file(str(old / ckpt.MASKS_FILE))["h.0.attn.q.weight"].dtype == torch.bool
+
+    assert same_weights(ckpt.load_model(old), a.model)
+    b = build(init_seed=1)
+    b.checkpoint.load(old)
+    assert b.fit(12) == [r["train_loss"] for r in ref.state.curve]
+    assert same_weights(ref.model, b.model)
 
 
 def test_parts_may_not_overwrite_each_other() -> None:

@@ -455,12 +455,23 @@ def _finish(
         "tokens": state.tokens,
         "steps": state.step,
         "loss_curve": "curve.csv",
+        **checkpoint_sizes(out),
     }
     # train_flops at this step came with the last step's row: logging it again would repeat it.
     metrics.log_metrics({"final_val_loss": last_val}, state.step)
     metrics.flush()
     write_atomic(out / VARIANT_MANIFEST, json.dumps(record, indent=2) + "\n")
     return _absolute(record, out)
+
+
+def checkpoint_sizes(out: Path) -> dict[str, int | None]:
+    """Bytes on disk of the variant's final checkpoint (weights and masks) and of its newest
+    resumable one (with the AdamW moments, RNG and loader state; None when none is kept)."""
+    newest = ckpt.latest_checkpoint(out / "checkpoints")
+    return {
+        "checkpoint_bytes": ckpt.checkpoint_bytes(out / "final"),
+        "resume_checkpoint_bytes": ckpt.checkpoint_bytes(newest) if newest else None,
+    }
 
 
 def _absolute(record: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""Sparse checkpoints (format 2): masked tensors as kept values + packed bits, loaded back bit
+for bit; a 75% sparse tiny variant's checkpoints are much smaller than the dense one's, as the
+dry run's formula says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from training_fixtures import tiny_pretrain_config, tiny_variant
+
+from mediswift.checkpoint_size import checkpoint_bytes, gpt_params
+from mediswift.model.sizes import size as model_size
+from mediswift.train import packing
+from mediswift.train.pretrain import run_variant
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().reshape(-1).view(torch.uint8)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
+
+
+def round_trip(tmp: Path, tensors: dict, masks: dict) -> tuple[dict, dict]:
+    """Encode, write and read back as a checkpoint does: (what the file holds, decoded)."""
+    save_file(packing.encode(tensors, masks), str(tmp / "t.safetensors"))
+    save_file(packing.pack_masks(masks), str(tmp / "m.safetensors"))
+    stored = load_file(str(tmp / "t.safetensors"))
+    back = packing.unpack_masks(load_file(str(tmp / "m.safetensors")))
+    assert all(torch.equal(back[n], m) for n, m in masks.items())
+    return stored, packing.decode(stored, back)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_tensors_come_back_bit_for_bit(tmp_path: Path, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(13, 7, generator=g) < 0.3  # an odd size: the last byte of bits is partial
+    w = torch.randn(13, 7, generator=g).to(dtype)
+    w = w * m.to(dtype)  # masking by multiplication: negative weights become -0.0
+    assert torch.signbit(w[~m]).any()
+    moment = torch.rand(13, 7, generator=g).to(dtype) * m.to(dtype)  # +0.0 outside
+    tensors = {
+        "h.0.w": w,
+        "optim.h.0.w.exp_avg_sq": moment,
+        "optim.h.0.w.step": torch.tensor(3.0),  # AdamW's scalar: never sparse
+        "wte": torch.randn(4, 3, generator=g).to(dtype),  # a dense layer: stored as it is
+    }
+    stored, back = round_trip(tmp_path, tensors, {"h.0.w": m})
+    assert set(stored) == {
+        "h.0.w.values",
+        "h.0.w.neg_zero_bits",
+        "optim.h.0.w.exp_avg_sq.values",
+        "optim.h.0.w.step",
+        "wte",
+    }
+    assert stored["h.0.w.values"].numel() == int(m.sum())
+    assert set(back) == set(tensors)
+    for key, t in tensors.items():
+        assert same_bits(back[key], t), key
+
+
+def test_a_tensor_not_zero_outside_its_mask_stays_dense(tmp_path: Path) -> None:
+    """A weight the mask does not (yet) cover, e.g. just after a mask moved, or a NaN: stored
+    whole under its own key, so loading still gives its exact bits."""
+    m = torch.tensor([[True, False], [False, True]])
+    revived = torch.tensor([[1.0, 2.0], [0.0, -3.0]])
+    nan = torch.tensor([[1.0, float("nan")], [-0.0, 4.0]])
+    tensors = {"a": revived, "optim.a.exp_avg": nan}
+    stored, back = round_trip(tmp_path, tensors, {"a": m})
+    assert set(stored) == {"a", "optim.a.exp_avg"}
+    assert same_bits(back["a"], revived) and same_bits(back["optim.a.exp_avg"], nan)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir())
+
+
+def test_sparse_tiny_checkpoints_are_smaller_as_the_formula_says(tmp_path: Path) -> None:
+    cfg = tiny_pretrain_config(steps=2, checkpoint_every=2, eval_every=2, keep_checkpoints=1)
+    spec = tiny_variant(tmp_path, cfg)
+    rec = {
+        s: run_variant(spec.model_copy(update={"sparsity": s, "out_dir": str(tmp_path / str(s))}))
+        for s in (0.0, 0.75)
+    }
+    for r in rec.values():  # the record's sizes are the directories' own
+        out = Path(r["checkpoint"]).parent
+        assert r["checkpoint_bytes"] == dir_bytes(out / "final")
+        assert r["resume_checkpoint_bytes"] == dir_bytes(out / "checkpoints" / "step_00000002")
+    size = model_size("tiny")
+    params = gpt_params(size.n_layer, size.d_model, vocab=64, block=cfg.block_size)
+    for key, moments in (("checkpoint_bytes", False), ("resume_checkpoint_bytes", True)):
+        dense, sparse = rec[0.0][key], rec[0.75][key]
+        sparsified = params.sparse * 4 * (3 if moments else 1)  # what they weigh dense (fp32)
+        assert dense - sparse >= sparsified / 2, key
+        for s, actual in ((0.0, dense), (0.75, sparse)):  # the dry run's formula (+ headers)
+            assert checkpoint_bytes(params, s, moments) == pytest.approx(actual, rel=0.03), key
