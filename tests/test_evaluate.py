@@ -194,6 +194,10 @@ def test_degenerate_predictions_and_bootstrap_interval() -> None:
     assert degenerate(["yes"] * 5) == "constant"
     assert degenerate([None, (), None]) == "no label"
     assert degenerate(["yes", "no", "yes"]) is None
+    # Unparsed generations (None) are not a second label: the demo's greedy PubMedQA dev rows.
+    assert degenerate(["yes"] * 44 + [None] * 6) == "constant"
+    assert degenerate(["yes"] + [None] * 9) == "constant"
+    assert degenerate([(), ("a",), None]) is None  # the empty label is a real answer
     golds = ["yes", "no"] * 50
     good = list(golds[:80]) + ["maybe"] * 20  # 80% correct
     lo, hi = bootstrap_interval(accuracy, [good, good], golds, resamples=300)

@@ -36,6 +36,9 @@ from mediswift.units import UnitSpec, unkeyed
 # 3: a task's data is keyed on the task's own settings only (shared settings train, they do
 # not prepare data). 4: keys are the unit specs.
 UNIT_VERSION = 4
+# A grid point's own version: 5: unparsed generations no longer hide a constant prediction from
+# the degenerate flag (its data unit is unchanged, so it keeps UNIT_VERSION).
+POINT_VERSION = 5
 MODES = ("generate", "score")
 
 
@@ -64,7 +67,7 @@ class PointSpec(UnitSpec):
 
     stage: ClassVar[str] = "finetune"
     kind: ClassVar[str] = "point"
-    version: ClassVar[int] = UNIT_VERSION
+    version: ClassVar[int] = POINT_VERSION
 
     checkpoint: str = Field(description="pre-trained checkpoint (relative to home)")
     tokenizer: str = Field(description="the tokenizer's hash")
@@ -159,7 +162,7 @@ def sweep_units(
             data_spec_, data_unit = data[task]
             grid = cfg.tasks[task].grid
             key = content_key(
-                "sweep", UNIT_VERSION, v.checkpoint, data_unit.key, grid, cfg.seeds, settings, modes
+                "sweep", POINT_VERSION, v.checkpoint, data_unit.key, grid, cfg.seeds, settings, modes
             )
             params = {
                 "variant": v.name,

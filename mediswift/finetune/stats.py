@@ -1,8 +1,10 @@
 """Statistics a reviewer trusts: degenerate models flagged, intervals over test examples.
 
-- A grid point is *degenerate* in a prediction mode when, on a split, every prediction is the
-  same label or no prediction names a label at all (a fine-tune that collapsed to a constant
-  answer; early stopping can keep it). `selection_rule` (in `mediswift.finetune.grid.select`)
+- A grid point is *degenerate* in a prediction mode when, on a split, every parsed prediction
+  is the same label, however many generations were unparsed, or no prediction names a label at
+  all (a fine-tune that collapsed to a constant answer; early stopping can keep it). An
+  unparsed generation (None) is not a second label: 44 x "yes" + 6 unparsed is a constant
+  "yes" that happens to print garbage sometimes. `selection_rule` (in `mediswift.finetune.grid.select`)
   never chooses a (batch, lr) with a degenerate seed while one without exists, and the tables
   say how many seeds of the chosen one are degenerate.
 - The 95% interval is a percentile bootstrap over test examples of the seed-mean metric: the
@@ -29,7 +31,10 @@ def degenerate(preds: Sequence[Label | None]) -> str | None:
     named = [p for p in preds if p is not None and p != () and p != []]
     if not named:
         return "no label"
-    if len(preds) > 1 and len({json.dumps(p) for p in preds}) == 1:
+    # The empty label (no hallmark, no relation) is a real answer, so it counts among the
+    # parsed ones; only unparsed outputs (None) are left out.
+    parsed = {json.dumps(p) for p in preds if p is not None}
+    if len(preds) > 1 and len(parsed) == 1:
         return "constant"
     return None
 
