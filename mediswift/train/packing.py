@@ -26,12 +26,35 @@ NEG_ZERO_BITS = ".neg_zero_bits"
 OPTIM_PREFIX = "optim."  # AdamW state keys: optim.<param name>.<state key>
 
 
-def _pack(flags: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.packbits(flags.reshape(-1).numpy()))
+def _pack(flags: torch.Tensor | np.ndarray) -> torch.Tensor:
+    flags = flags.numpy() if isinstance(flags, torch.Tensor) else flags
+    return torch.from_numpy(np.packbits(flags.reshape(-1)))
 
 
-def _unpack(bits: torch.Tensor, count: int) -> torch.Tensor:
-    return torch.from_numpy(np.unpackbits(bits.numpy(), count=count).astype(bool))
+def _unpack(bits: torch.Tensor, count: int) -> np.ndarray:
+    return np.unpackbits(bits.numpy(), count=count).astype(bool)
+
+
+# Element size -> (torch signed, numpy unsigned) integer types of that width. Values are moved
+# as raw bits in numpy (its boolean compress/place are many times faster than torch's boolean
+# indexing on CPU), so any float dtype round-trips exactly, NaN payloads and -0.0 included.
+_INTS = {
+    1: (torch.uint8, np.uint8),
+    2: (torch.int16, np.uint16),
+    4: (torch.int32, np.uint32),
+    8: (torch.int64, np.uint64),
+}
+
+
+def _raw(t: torch.Tensor) -> np.ndarray:
+    """The bits of `t`, flattened, as unsigned integers of its width."""
+    signed, unsigned = _INTS[t.element_size()]
+    return t.contiguous().reshape(-1).view(signed).numpy().view(unsigned)
+
+
+def _from_raw(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    signed = a if a.itemsize == 1 else a.view(f"i{a.itemsize}")  # torch has no wide unsigned
+    return torch.from_numpy(signed).view(dtype)
 
 
 def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -52,7 +75,7 @@ def unpack_masks(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         name = key[: -len(MASK_BITS)]
         shape = tuple(int(d) for d in tensors[name + SHAPE])
-        out[name] = _unpack(bits, int(np.prod(shape))).reshape(shape)
+        out[name] = torch.from_numpy(_unpack(bits, int(np.prod(shape)))).reshape(shape)
     return out
 
 
@@ -67,24 +90,44 @@ def mask_of(key: str, masks: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+class _Positions:
+    """Flat indices of the kept and the pruned entries of each mask, found once per mask (a
+    weight and its two moments share them): numpy's take/put by index is several times faster
+    than boolean indexing, numpy's or torch's."""
+
+    def __init__(self, masks: dict[str, torch.Tensor]):
+        self.masks, self.found = masks, {}
+
+    def __call__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.found:
+            kept = self.masks[name].reshape(-1).numpy()
+            self.found[name] = (np.flatnonzero(kept), np.flatnonzero(~kept))
+        return self.found[name]
+
+
+def _sign_bit(dtype: np.dtype) -> np.ndarray:
+    return np.array(1, dtype) << np.array(8 * dtype.itemsize - 1, dtype)
+
+
 def encode(
     tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """`tensors` with each one a mask covers stored as its kept values (see the module doc)."""
-    out = {}
+    out, positions = {}, _Positions(masks)
     for key, t in tensors.items():
         name = mask_of(key, masks)
-        m = masks[name] if name is not None else None
-        if m is None or t.shape != m.shape or not t.is_floating_point():
+        if name is None or t.shape != masks[name].shape or not t.is_floating_point():
             out[key] = t  # not masked, or AdamW's scalar step
             continue
-        pruned = t[~m]
-        if bool((pruned != 0).any()):  # NaN != 0 too: such a tensor stays as it is
+        kept, pruned_at = positions(name)
+        raw = _raw(t)
+        pruned = raw.take(pruned_at)
+        if (pruned & (_sign_bit(raw.dtype) - 1)).any():  # a nonzero or NaN outside: as it is
             out[key] = t
             continue
-        out[key + VALUES] = t[m]
-        negative = torch.signbit(pruned)
-        if bool(negative.any()):
+        out[key + VALUES] = _from_raw(raw.take(kept), t.dtype)
+        negative = pruned != 0  # every pruned entry is +-0: what is set is the sign bit
+        if negative.any():
             out[key + NEG_ZERO_BITS] = _pack(negative)
     return out
 
@@ -93,7 +136,7 @@ def decode(
     tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """`encode` undone: every tensor whole, bit for bit as it was saved."""
-    out = {}
+    out, positions = {}, _Positions(masks)
     for key, t in tensors.items():
         if key.endswith(NEG_ZERO_BITS):
             continue  # read with its values
@@ -104,14 +147,14 @@ def decode(
         name = mask_of(base, masks)
         if name is None:
             raise ValueError(f"{key}: sparse values without a mask named for {base!r}")
-        m = masks[name].reshape(-1)
-        if int(m.sum()) != t.numel():
-            raise ValueError(f"{key}: {t.numel()} values for {int(m.sum())} active entries")
-        whole = torch.zeros(m.numel(), dtype=t.dtype)
-        whole[m] = t
+        kept, pruned_at = positions(name)
+        values = _raw(t)
+        if kept.size != values.size:
+            raise ValueError(f"{key}: {values.size} values for {kept.size} active entries")
+        whole = np.zeros(kept.size + pruned_at.size, values.dtype)
+        whole[kept] = values
         if base + NEG_ZERO_BITS in tensors:
-            pruned = torch.zeros(m.numel() - t.numel(), dtype=t.dtype)
-            pruned[_unpack(tensors[base + NEG_ZERO_BITS], pruned.numel())] = -0.0
-            whole[~m] = pruned
-        out[base] = whole.reshape(masks[name].shape)
+            negative = _unpack(tensors[base + NEG_ZERO_BITS], pruned_at.size)
+            whole[pruned_at[negative]] = _sign_bit(values.dtype)
+        out[base] = _from_raw(whole, t.dtype).reshape(masks[name].shape)
     return out
