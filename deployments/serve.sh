@@ -42,6 +42,9 @@ export PREFECT_LOCAL_STORAGE_PATH="$MEDISWIFT_HOME/prefect-results"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 # No task falls back to Prefect's default (pickled) cache records.
 export PREFECT_TASKS_DEFAULT_NO_CACHE=true
+# Prefect's own logging and profiles files, never ones found in its home (a planted logging.yml
+# would run code when the server or the worker starts).
+eval "$("$BIN/python" -m mediswift.prefect_pins)"
 
 start() {  # name, command...: run in its own session so stop.sh can end the whole group
   local name=$1; shift

@@ -29,6 +29,7 @@ from mediswift.console import (
 from mediswift.dry_run import dry_run
 from mediswift.graph import parse_stages, plan
 from mediswift.overrides import parse_set
+from mediswift.prefect_pins import pin_config_files
 from mediswift.sources import UPSTREAM
 
 MIRROR_HELP = (
@@ -133,6 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_TASKS_DEFAULT_NO_CACHE", "true")
     # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Prefect's own logging and profiles files, not ones found in its home: a planted
+    # logging.yml would run code when Prefect is imported (mediswift.prefect_pins).
+    pin_config_files()
     from flows.pipeline import mediswift, tie_temporary_server_to_this_process
     from mediswift.overrides import Overrides
 

@@ -238,6 +238,26 @@ class ParseConfig(Section):
         "bytes one text, comment, attribute, CDATA or PI node may have (bounds peak memory)",
         ge=1024,
     )
+    max_xml_nodes: int = schedule(
+        100_000_000,
+        "elements, attributes, comments, PIs and entity references one XML file may have "
+        "(real files: one per 30-45 bytes); more is refused",
+        ge=1,
+    )
+    max_xml_record_nodes: int = schedule(
+        500_000,
+        "elements, attributes, comments, PIs and entity references one XML record (or what "
+        "lies between two records) may hold: each costs up to ~350 bytes of memory; more is "
+        "refused",
+        ge=1,
+    )
+    max_record_bytes: int = schedule(
+        64 * 1024**2,
+        "bytes one document's source may span: a PubMed or PMC record (decompressed XML) or "
+        "one line of an extra corpus (bounds what any stage holds of one document); more is "
+        "refused",
+        ge=1024,
+    )
 
 
 class FilterConfig(Section):

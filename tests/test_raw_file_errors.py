@@ -5,6 +5,7 @@ again and, once the source is fixed, succeeds. Library level: no Prefect server,
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ import pytest
 
 from mediswift.artifacts import unit_at
 from mediswift.config import load_recipe
-from mediswift.data.corpus import CorpusFormatError, iter_corpus
+from mediswift.data.corpus import CorpusFormatError, iter_corpus, iter_lines
 from mediswift.data.download import HttpClient, PermanentError, client_for
 from mediswift.data.pmc_select import select_pmc
 from mediswift.data.quarantine import RawFileError
@@ -127,6 +128,40 @@ def test_bad_corpus_is_moved_aside_and_fetched_again(problem: str, tmp_path: Pat
     assert not (raw / "corpus" / "extra.jsonl").exists() and aside.is_file()
     src.write_bytes(good)  # the source is fixed: the next run fetches it and succeeds
     assert fetch_corpus(client, str(src), None, raw)["records"] == 1
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_corpus_line_over_the_cap_names_file_and_line(gz: bool, tmp_path: Path) -> None:
+    """A line of exactly the cap passes; one byte more is refused, naming the line, after
+    reading at most the cap (`iter_lines` hands back bounded chunks only)."""
+    cap = 1024
+    fits = b'{"id": "a", "text": "' + b"x" * (cap - 23) + b'"}'
+    assert len(fits) == cap
+    over = fits.replace(b'"a"', b'"ab"')
+    path = tmp_path / ("c.jsonl.gz" if gz else "c.jsonl")
+    write = gzip.open if gz else open
+    with write(path, "wb") as f:
+        f.write(fits + b"\n" + fits + b"\n" + over + b"\n")
+    with pytest.raises(CorpusFormatError) as info:
+        list(iter_corpus(path, "c", max_line_bytes=cap))
+    assert _one_line(info.value) == (
+        f"{path}: line 3: longer than {cap} bytes (the cap is parse.max_record_bytes)"
+    )
+    seen = [len(line) for _, line in iter_lines(path, 10 * cap)]
+    assert seen == [cap + 1, cap + 1, cap + 2]  # with their newlines
+    with pytest.raises(CorpusFormatError):  # the check reads a line in pieces of at most cap
+        max(len(line) for _, line in iter_lines(path, cap))
+
+
+def test_corpus_with_a_giant_line_is_moved_aside(tmp_path: Path) -> None:
+    src, raw = tmp_path / "src" / "extra.jsonl", tmp_path / "home" / "raw"
+    src.parent.mkdir()
+    src.write_bytes(b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "' + b"x" * 100_000 + b'"}')
+    client = HttpClient(max_retries=1, backoff_s=0.01)
+    with pytest.raises(PermanentError, match="line 2: longer than 65536 bytes") as info:
+        fetch_corpus(client, str(src), None, raw, max_line_bytes=65_536)
+    assert "moved aside" in _one_line(info.value)
+    assert not (raw / "corpus" / "extra.jsonl").exists()
 
 
 # -- PubMedQA, HoC, DDI readers -----------------------------------------------------------------

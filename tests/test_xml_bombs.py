@@ -157,3 +157,129 @@ def test_run_guard_does_not_depend_on_read_boundaries(read_size: int) -> None:
                 assert refused, (name, cap)
             else:
                 assert not refused, (name, cap)
+
+
+# -- element-count bombs ------------------------------------------------------------------------
+# Millions of tiny nodes pass every byte cap, and each costs libxml2 and lxml 150-350 bytes: 10M
+# in one record used to cost ~1.2 GB and end without an error. Each shape below holds 10M nodes
+# (of one kind) where the tree would keep them.
+
+RECORD_OPEN = b"<PubmedArticle><MedlineCitation><PMID>1</PMID><Article><Abstract>"
+RECORD_CLOSE = b"</Abstract></Article></MedlineCitation></PubmedArticle>"
+COUNT_BOMBS = {
+    # kind -> (before the flood, one flooded item, after it)
+    "elements in a record": (RECORD_OPEN, b"<AbstractText/>\n", RECORD_CLOSE),
+    "comments in a record": (RECORD_OPEN, b"<!---->", RECORD_CLOSE),
+    "pis after the records": (RECORD_OPEN + RECORD_CLOSE, b"<?p?>", b""),
+    "entity references": (
+        RECORD_OPEN + b"<AbstractText>",
+        b"&a;x",
+        b"</AbstractText>" + RECORD_CLOSE,
+    ),
+    "attributes": (RECORD_OPEN + b"<AbstractText", b"", b"/>" + RECORD_CLOSE),  # see below
+}
+DOCTYPE = (
+    b'<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" '
+    b'"https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n'
+)
+
+
+def write_count_bomb(path: Path, kind: str, items: int = 10_000_000) -> Path:
+    """`items` flooded items (in blocks of 10,000: one compressed gzip member, repeated)."""
+    before, item, after = COUNT_BOMBS[kind]
+    block, blocks = gzip.compress(item * 10_000, compresslevel=9), items // 10_000
+    if kind == "attributes":  # unique names: one tag, 1M of them (they count as 2 nodes each)
+        names = b"".join(b' a%x=""' % i for i in range(1_000_000))
+        block, blocks = gzip.compress(names), 1
+    with open(path, "wb") as f:
+        f.write(
+            gzip.compress(b'<?xml version="1.0"?>\n' + DOCTYPE + b"<PubmedArticleSet>" + before)
+        )
+        for _ in range(blocks):
+            f.write(block)
+        f.write(gzip.compress(after + b"</PubmedArticleSet>\n"))
+    return path
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("kind", list(COUNT_BOMBS))
+def test_element_count_bomb_is_refused_in_bounded_memory(
+    kind: str, clean_peak_mb: float, tmp_path: Path
+) -> None:
+    bomb = write_count_bomb(tmp_path / "pubmed26n0001.xml.gz", kind)
+    assert bomb.stat().st_size < 4 * MB  # unique attribute names compress least
+    got, peak = parse_in_child(bomb)  # the default limits
+    assert got.get("error") == "XMLLimitError", got
+    assert got["message"].startswith(f"{bomb}: refusing XML: one record"), got
+    assert "more than 500000 elements, attributes" in got["message"], got
+    assert "parse.max_xml_record_nodes" in got["message"], got
+    assert peak - clean_peak_mb < 200, (peak, clean_peak_mb)
+
+
+@pytest.mark.subprocess
+def test_nested_records_do_not_keep_their_siblings(clean_peak_mb: float, tmp_path: Path):
+    """Records inside a record, 200 levels deep, each level behind 20,000 siblings: no run
+    passes the per-record cap, so releasing a record must free its ancestors' earlier
+    siblings too (4M nodes, ~0.5 GB, were kept)."""
+    inner = b"<PubmedArticle><MedlineCitation><PMID>2</PMID></MedlineCitation></PubmedArticle>"
+    level = gzip.compress(b"<x/>" * 20_000 + b"<y>" + inner)
+    path = tmp_path / "pubmed26n0001.xml.gz"
+    with open(path, "wb") as f:
+        f.write(gzip.compress(b"<PubmedArticleSet>" + RECORD_OPEN))
+        for _ in range(200):
+            f.write(level)
+        f.write(gzip.compress(b"</y>" * 200 + RECORD_CLOSE + b"</PubmedArticleSet>"))
+    got, peak = parse_in_child(path)
+    # The outer record lost its citation to the releases: a bad record, named.
+    assert got.get("message", "").startswith(f"{path}: "), got
+    assert peak - clean_peak_mb < 200, (peak, clean_peak_mb)
+
+
+def _records(n: int, per_record: int) -> bytes:
+    record = RECORD_OPEN + b"<AbstractText>a</AbstractText>" * per_record + RECORD_CLOSE
+    return b"<PubmedArticleSet>\n" + (record + b"\n") * n + b"</PubmedArticleSet>\n"
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_record_node_cap_counts_one_record_at_a_time(gz: bool, tmp_path: Path) -> None:
+    """Records of ~10,000 nodes each pass a cap of 11,000 however many there are (they are
+    released one by one); one record of 15,000 is refused (the count may miss the nodes of
+    one read, 32 KiB, at the start of a record: never more)."""
+    path = tmp_path / ("p.xml.gz" if gz else "p.xml")
+    write = gzip.open if gz else open
+    with write(path, "wb") as f:
+        f.write(_records(30, 10_000))
+    limits = XMLLimits(max_record_nodes=11_000)
+    assert sum(1 for _ in iter_pubmed(path, limits=limits)) == 30
+    with write(path, "wb") as f:
+        f.write(_records(30, 10_000).replace(b"</PubmedArticleSet>", _records(1, 15_000)[19:]))
+    with pytest.raises(XMLLimitError, match=rf"^{path}: refusing XML: one record .* 11000 "):
+        sum(1 for _ in iter_pubmed(path, limits=limits))
+
+
+def test_small_plain_file_over_the_record_cap_streams(tmp_path: Path) -> None:
+    """A file small enough to parse whole, but with more nodes than a record may hold, is
+    streamed instead, so the cap still holds (a 4 MiB file of `&a;` is 1.4M nodes)."""
+    path = tmp_path / "p.xml"
+    path.write_bytes(_records(1, 2_000))
+    with pytest.raises(XMLLimitError, match="one record"):
+        sum(1 for _ in iter_pubmed(path, limits=XMLLimits(max_record_nodes=1_000)))
+
+
+def test_file_node_cap(tmp_path: Path) -> None:
+    path = tmp_path / "p.xml.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(_records(300, 100))
+    with pytest.raises(XMLLimitError, match=r"more than 20000 elements, .*parse\.max_xml_nodes"):
+        sum(1 for _ in iter_pubmed(path, limits=XMLLimits(max_nodes=20_000)))
+    assert sum(1 for _ in iter_pubmed(path, limits=XMLLimits(max_nodes=40_000))) == 300
+
+
+def test_record_byte_cap(tmp_path: Path) -> None:
+    """Many nodes each under the node cap add up: a record's bytes are capped too."""
+    path = tmp_path / "p.xml.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(_records(3, 10).replace(b">a<", b">" + b"a" * 100_000 + b"<"))
+    with pytest.raises(XMLLimitError, match=r"spans more than 524288 decompressed bytes"):
+        sum(1 for _ in iter_pubmed(path, limits=XMLLimits(max_record_bytes=512 << 10)))
+    assert sum(1 for _ in iter_pubmed(path, limits=XMLLimits(max_record_bytes=2 << 20))) == 3

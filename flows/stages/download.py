@@ -72,7 +72,7 @@ def run(
     get_run_logger().info(
         "download: %d PubMed files, %d PMC articles selected", len(files), len(articles)
     )
-    specs = S.units(d, cfg.resolve, cfg.mirror, files, articles)
+    specs = S.units(d, cfg.resolve, cfg.mirror, files, articles, cfg.parse.max_record_bytes)
     results = _run_windowed(specs, home, d.max_connections * 4)
     manifest = S.collect(specs, results, selection["skipped"])
     return manifests.write(out, DownloadManifest.model_validate(manifest))

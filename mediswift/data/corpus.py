@@ -16,6 +16,9 @@ from typing import Any
 from mediswift.data.quarantine import RawFileError, check_utf8
 from mediswift.data.shards import Document, write_sharded
 
+# Bytes one line may have (`parse.max_record_bytes`): what any stage holds of one document.
+MAX_LINE_BYTES = 64 << 20
+
 
 class CorpusFormatError(RawFileError):
     """A corpus line that is not UTF-8 JSON of an object with a string `id` and `text`."""
@@ -44,33 +47,55 @@ def _record(line: str) -> dict[str, Any]:
     return rec
 
 
-def iter_corpus(path: Path | str, name: str) -> Iterator[Document]:
-    """The documents of one JSONL corpus file (.jsonl or .jsonl.gz), in file order; a bad line
-    raises CorpusFormatError naming the file and the line."""
-    path = Path(path)
+def iter_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, refusing one longer than `max_line_bytes` (its newline
+    not counted) after reading at most that many bytes of it: a 500 MB line is never held."""
     opener = gzip.open if path.suffix == ".gz" else open
-    # Undecodable bytes are kept (as surrogates) to be reported with their line number.
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = _record(line)
-            except ValueError as e:
-                raise CorpusFormatError(path, f"line {lineno}: {e}") from e
-            doc_id, title = rec["id"], rec.get("title")
-            yield Document(
-                doc_id=doc_id,
-                source=f"corpus:{name}",
-                pmid=_pmid(doc_id),
-                title=" ".join(title.split()) if isinstance(title, str) else "",
-                text=rec["text"].strip(),
-            )
+    with opener(path, "rb") as f:
+        lineno = 0
+        while line := f.readline(max_line_bytes + 1):
+            lineno += 1
+            if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                raise CorpusFormatError(
+                    path,
+                    f"line {lineno}: longer than {max_line_bytes} bytes (the cap is "
+                    "parse.max_record_bytes)",
+                )
+            # Undecodable bytes are kept (as surrogates) to be reported with their line number.
+            yield lineno, line.decode("utf-8", errors="surrogateescape")
+
+
+def iter_corpus(
+    path: Path | str, name: str, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[Document]:
+    """The documents of one JSONL corpus file (.jsonl or .jsonl.gz), in file order; a bad line
+    (or one longer than `max_line_bytes`) raises CorpusFormatError naming the file and the
+    line."""
+    path = Path(path)
+    for lineno, line in iter_lines(path, max_line_bytes):
+        if not line.strip():
+            continue
+        try:
+            rec = _record(line)
+        except ValueError as e:
+            raise CorpusFormatError(path, f"line {lineno}: {e}") from e
+        doc_id, title = rec["id"], rec.get("title")
+        yield Document(
+            doc_id=doc_id,
+            source=f"corpus:{name}",
+            pmid=_pmid(doc_id),
+            title=" ".join(title.split()) if isinstance(title, str) else "",
+            text=rec["text"].strip(),
+        )
 
 
 def parse_corpus_file(
-    path: Path | str, name: str, out_dir: Path, rows_per_shard: int
+    path: Path | str,
+    name: str,
+    out_dir: Path,
+    rows_per_shard: int,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> dict[str, Any]:
     """Parse one corpus file into document shards under `out_dir` (all or nothing)."""
-    shards = write_sharded(iter_corpus(path, name), out_dir, rows_per_shard)
+    shards = write_sharded(iter_corpus(path, name, max_line_bytes), out_dir, rows_per_shard)
     return {"shards": shards, "counts": {"documents": sum(n for _, n in shards)}}

@@ -175,6 +175,18 @@ def book_document(record: etree._Element) -> Document:
     return doc
 
 
+def _document(el: etree._Element) -> Document:
+    """The document of a PubmedArticle, bare MedlineCitation or PubmedBookArticle."""
+    if el.tag == "PubmedArticle":
+        citation = el.find("MedlineCitation")
+        if citation is None:
+            raise ValueError("PubmedArticle without a MedlineCitation")
+        return citation_document(citation, el.find("PubmedData"))
+    if el.tag == "MedlineCitation":
+        return citation_document(el, None)
+    return book_document(el)
+
+
 def iter_pubmed(
     path: Path | str, stats: PubmedStats | None = None, limits: XMLLimits = DEFAULT_LIMITS
 ) -> Iterator[Document]:
@@ -188,25 +200,24 @@ def iter_pubmed(
     # Only a legacy file's records are bare MedlineCitation elements: listening for that tag
     # in a PubmedArticleSet would add an event per record.
     tags = LEGACY_TAGS if b"<MedlineCitationSet" in head(path) else RECORD_TAGS
-    for el in iter_elements(path, tags, limits):
+    for i, el in enumerate(iter_elements(path, tags, limits)):
         tag = el.tag
+        try:
+            doc = _document(el) if tag != "DeleteCitation" else None
+        except ValueError as e:  # name the file (a record without a PMID, say)
+            raise ValueError(f"{path}: record {i + 1} ({tag}): {e}") from e
         if tag == "PubmedArticle":
-            citation = el.find("MedlineCitation")
-            if citation is None:
-                raise ValueError(f"{path}: PubmedArticle without a MedlineCitation")
-            doc = citation_document(citation, el.find("PubmedData"))
             stats.articles += 1
         elif tag == "MedlineCitation":
-            doc = citation_document(el, None)
             stats.citations += 1
         elif tag == "PubmedBookArticle":
-            doc = book_document(el)
             stats.book_articles += 1
         else:  # DeleteCitation
             stats.deleted.extend(p.text.strip() for p in el.iterfind("PMID") if p.text)
             release(el)
             continue
         release(el)
+        assert doc is not None
         if not doc.text:
             stats.no_abstract += 1
         yield doc

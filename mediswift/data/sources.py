@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mediswift.artifacts import safe_child
-from mediswift.data.corpus import CorpusFormatError, iter_corpus
+from mediswift.data.corpus import MAX_LINE_BYTES, CorpusFormatError, iter_corpus
 from mediswift.data.download import fetch_file
 from mediswift.data.http import HttpClient, NotFoundError, PermanentError, is_url, join
 from mediswift.data.quarantine import move_aside
@@ -37,13 +37,20 @@ def corpus_name(spec: str) -> str:
     return name
 
 
-def check_corpus(path: Path, name: str) -> int:
+def check_corpus(path: Path, name: str, max_line_bytes: int = MAX_LINE_BYTES) -> int:
     """Count the records, failing (CorpusFormatError, naming the file and line) on the first
-    line the parse stage would refuse: so a bad file is found here, before anything uses it."""
-    return sum(1 for _ in iter_corpus(path, name))
+    line the parse stage would refuse (a line over `max_line_bytes` included): so a bad file is
+    found here, before anything uses it."""
+    return sum(1 for _ in iter_corpus(path, name, max_line_bytes))
 
 
-def fetch_corpus(client: HttpClient, spec: str, mirror: str | None, raw: Path) -> dict[str, Any]:
+def fetch_corpus(
+    client: HttpClient,
+    spec: str,
+    mirror: str | None,
+    raw: Path,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> dict[str, Any]:
     """Fetch one extra corpus into `raw/corpus/<name>.jsonl`; its manifest entry. A copy that
     fails the check is moved aside (`<home>/quarantine/raw/corpus/`), so the next run fetches
     it again: a corpus publishes no checksum to tell a bad copy by."""
@@ -59,7 +66,7 @@ def fetch_corpus(client: HttpClient, spec: str, mirror: str | None, raw: Path) -
         except NotFoundError:
             continue
         try:
-            n = check_corpus(dest, name)
+            n = check_corpus(dest, name, max_line_bytes)
         except CorpusFormatError as e:
             aside = move_aside(raw.parent, dest)
             raise PermanentError(

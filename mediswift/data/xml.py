@@ -17,9 +17,16 @@ Three more guards:
   1 MB gzip expanding to an 800 MB comment used to cost 800 MB before libxml2 refused it. Over a
   cap the read fails with `XMLLimitError`, naming the file, before libxml2 holds more than the
   cap.
+- Count caps on the nodes libxml2 builds (elements, attributes, comments, processing
+  instructions, entity references), counted on the same bytes: per file, and held at once,
+  which is one record and whatever lies between two records (`RunGuard` counts, `GuardedStream`
+  checks after every read). Many tiny nodes pass every byte cap, yet each costs libxml2 and lxml
+  150-350 bytes: 10M empty elements in one record used to cost 1.2 GB. The bytes one record
+  spans are capped too (many nodes each under the node cap add up).
 
-Memory stays flat because the caller hands every finished element back to `release`, which
-clears it and deletes the already processed siblings before it, so the tree never grows.
+Memory stays flat because every finished record goes back to `release`, which clears it and
+deletes the already processed siblings before it (and those of its ancestors, should a file nest
+records), so the tree holds at most one record and what the parser read past it.
 """
 
 from __future__ import annotations
@@ -69,13 +76,31 @@ class XMLLimits:
     comment, tag with its attributes, CDATA section or processing instruction may span (real ones
     are far smaller; libxml2 refuses a text node over 10 MB by itself, but not the others).
     Peak memory of a refused file stays near `max_node_bytes` above a clean run.
+
+    `max_nodes`: elements, attributes, comments, PIs and entity references per file (a real
+    PubMed or PMC file has one per 30-45 bytes: 2 GiB of real XML holds ~70M).
+    `max_record_nodes`: the same, held at once: one record and what lies between two records
+    (real records hold up to ~10^4; each node costs up to ~350 bytes, so the default bounds a
+    record's tree near 175 MB). `max_record_bytes`: decompressed bytes one record may span.
     """
 
     max_bytes: int = 2 << 30
     max_node_bytes: int = 64 << 20
+    max_nodes: int = 100_000_000
+    max_record_nodes: int = 500_000
+    max_record_bytes: int = 64 << 20
 
 
 DEFAULT_LIMITS = XMLLimits()
+# The recipe setting behind each cap (named in the error, so the user knows what to raise).
+SETTINGS = {
+    "max_bytes": "max_xml_bytes",
+    "max_node_bytes": "max_xml_node_bytes",
+    "max_nodes": "max_xml_nodes",
+    "max_record_nodes": "max_xml_record_nodes",
+    "max_record_bytes": "max_record_bytes",
+}
+NODES = "elements, attributes, comments, processing instructions and entity references"
 # lxml's iterparse reads 32 KiB at a time; a caller asking for more still gets at most this.
 READ_CHUNK = 1 << 20
 # Where a comment, CDATA section or PI starts, and how it ends (and what to call it).
@@ -107,6 +132,11 @@ class RunGuard:
         self.kind = ""  # what the open comment/CDATA/PI is called
         self.start = 0  # decompressed offset where the current run started
         self.in_tag = False  # inside a tag (for the message only)
+        # Nodes libxml2 will build from the bytes checked so far (an upper bound): every `<`
+        # but `</` opens an element, comment, CDATA section, PI or the DOCTYPE; every `=` outside
+        # comments/CDATA/PIs may be an attribute and every `&` an entity reference (text holds a
+        # few of both, counted too: real files stay far below the caps).
+        self.nodes = 0
 
     def feed(self, chunk: bytes) -> None:
         """Check the next decompressed bytes; an empty chunk marks the end of the file."""
@@ -131,10 +161,18 @@ class RunGuard:
             return stop
         self.end, self.kind = _SPECIAL[m.group(1)]
         self.start = self.offset + m.start()
+        self.nodes += 1
         return m.end()
 
     def _lt_gaps(self, data: bytes, lo: int, hi: int) -> None:
-        """Check every distance between consecutive `<` in data[lo:hi], and the open run."""
+        """Check every distance between consecutive `<` in data[lo:hi], and the open run; count
+        the nodes opened there (a `</` cut by `hi` is counted where its `<` is)."""
+        self.nodes += (
+            data.count(b"<", lo, hi)
+            - data.count(b"</", lo, min(hi + 1, len(data)))
+            + data.count(b"=", lo, hi)
+            + data.count(b"&", lo, hi)
+        )
         first = data.find(b"<", lo, hi)
         if first < 0:
             self.in_tag = self.in_tag and data.find(b">", lo, hi) < 0
@@ -176,7 +214,8 @@ class RunGuard:
             raise XMLLimitError(
                 f"{self.path}: refusing XML: a {kind} starting at decompressed byte {self.start} "
                 f"runs past the limit of {self.limit} bytes per node (possible decompression "
-                "bomb; the cap is `max_node_bytes` of the parse limits)"
+                "bomb; the cap is `max_node_bytes` of the parse limits, setting "
+                "parse.max_xml_node_bytes)"
             )
 
 
@@ -192,17 +231,43 @@ class GuardedStream:
         self.stream, self.path, self.limits = stream, path, limits
         self.total = 0
         self.guard = RunGuard(path, limits.max_node_bytes)
+        # Nodes and bytes read when the last record was released: what the tree may still
+        # hold is what was read since (the parser is at most one read behind this stream).
+        self.released_nodes = 0
+        self.released_bytes = 0
+
+    def released(self) -> None:
+        """The consumer released a record: count what is held from here."""
+        self.released_nodes, self.released_bytes = self.guard.nodes, self.total
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(READ_CHUNK if n is None or n < 0 else min(n, READ_CHUNK))
         self.total += len(data)
         if self.total > self.limits.max_bytes:
-            raise XMLLimitError(
-                f"{self.path}: refusing XML: more than {self.limits.max_bytes} decompressed bytes "
-                "(possible decompression bomb; the cap is `max_bytes` of the parse limits)"
+            self._refuse(f"more than {self.limits.max_bytes} decompressed bytes", "max_bytes")
+        self.guard.feed(data)  # first: a single huge node is named as such
+        if self.total - self.released_bytes > self.limits.max_record_bytes:
+            self._refuse(
+                f"one record (or what lies between two records) spans more than "
+                f"{self.limits.max_record_bytes} decompressed bytes",
+                "max_record_bytes",
             )
-        self.guard.feed(data)
+        nodes = self.guard.nodes
+        if nodes > self.limits.max_nodes:
+            self._refuse(f"more than {self.limits.max_nodes} {NODES}", "max_nodes")
+        if nodes - self.released_nodes > self.limits.max_record_nodes:
+            self._refuse(
+                f"one record (or what lies between two records) holds more than "
+                f"{self.limits.max_record_nodes} {NODES}",
+                "max_record_nodes",
+            )
         return data
+
+    def _refuse(self, what: str, cap: str) -> None:
+        raise XMLLimitError(
+            f"{self.path}: refusing XML: {what} (possible decompression or element-count bomb; "
+            f"the cap is `{cap}` of the parse limits, setting parse.{SETTINGS[cap]})"
+        )
 
 
 _local = threading.local()
@@ -255,7 +320,7 @@ def iter_elements(
     path = Path(path)
     stream, raw = open_binary(path)
     try:
-        if stream is raw and path.stat().st_size <= _whole_file_bytes(limits):
+        if stream is raw and _whole_file(raw, path, limits):
             root = etree.parse(str(path), safe_parser()).getroot()
             check_entities(root, path)
             # Records are the root itself (a single JATS article) or children of the root
@@ -271,6 +336,9 @@ def iter_elements(
                 check_entities(element, path)
                 checked = True
             yield element
+            # The caller is done with it: release it (again: cheap), and count from here.
+            release(element)
+            guarded.released()
     except etree.XMLSyntaxError as e:
         line, col = e.position if e.position else (e.lineno, 0)
         read = f" (after {raw.tell()} bytes of the file)" if raw.tell() > 2 else ""
@@ -286,18 +354,31 @@ def iter_elements(
         raw.close()
 
 
-def _whole_file_bytes(limits: XMLLimits) -> int:
-    """Plain files up to this size are parsed whole: no node in them can pass the caps."""
-    return min(WHOLE_FILE_BYTES, limits.max_node_bytes, limits.max_bytes)
+def _whole_file(raw: IO[bytes], path: Path, limits: XMLLimits) -> bool:
+    """Parse this plain file whole? Only when it is small enough that no node can pass the byte
+    caps and the whole tree stays under the per-record node cap (a 4 MiB file of `&a;` is
+    1.4M nodes): counted here as an upper bound (`<` in comments too); a file over it streams,
+    where the caps are checked exactly."""
+    size = path.stat().st_size
+    cap = min(WHOLE_FILE_BYTES, limits.max_node_bytes, limits.max_bytes, limits.max_record_bytes)
+    if size > cap:
+        return False
+    data = raw.read()
+    raw.seek(0)
+    nodes = data.count(b"<") - data.count(b"</") + data.count(b"=") + data.count(b"&")
+    return nodes <= limits.max_record_nodes
 
 
 def release(element: etree._Element) -> None:
-    """Free a processed element and every processed sibling before it."""
+    """Free a processed element and every processed sibling before it, and before each of its
+    ancestors: records are children of the root, but a file that nests them (records inside
+    records, each deeper level behind a long run of siblings) must not keep those runs."""
     element.clear(keep_tail=False)
-    parent = element.getparent()
-    if parent is not None:
-        while element.getprevious() is not None:
+    node, parent = element, element.getparent()
+    while parent is not None:
+        while node.getprevious() is not None:
             del parent[0]
+        node, parent = parent, parent.getparent()
 
 
 def head(path: Path | str, n: int = 4096) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mediswift.data.corpus import MAX_LINE_BYTES
 from mediswift.data.download import client_for
 from mediswift.data.pmc_files import PmcArticle, fetch_pmc_batch
 from mediswift.data.pubmed_files import PubmedFile, fetch_pubmed
@@ -73,6 +74,7 @@ class CorpusSpec(DownloadSpec):
     spec: str  # URL or path, mapped onto the mirror
     mirror: str | None
     given: str = unkeyed("", "the corpus as the recipe names it")
+    max_line_bytes: int = unkeyed(MAX_LINE_BYTES, "longest line the check accepts (bytes)")
 
     @property
     def name(self) -> str:
@@ -95,10 +97,19 @@ def units(
     mirror: str | None,
     files: list[dict[str, Any]],
     articles: list[dict[str, Any]],
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> list[DownloadSpec]:
-    """Corpora, then PubMed files in listing order, then PMC batches of `pmc_batch_size`."""
+    """Corpora, then PubMed files in listing order, then PMC batches of `pmc_batch_size`.
+    A corpus is checked as it is fetched, with the parse stage's cap on a line
+    (`parse.max_record_bytes`)."""
     specs: list[DownloadSpec] = [
-        CorpusSpec(spec=resolve(given), mirror=mirror, given=given, download=cfg)
+        CorpusSpec(
+            spec=resolve(given),
+            mirror=mirror,
+            given=given,
+            download=cfg,
+            max_line_bytes=max_line_bytes,
+        )
         for given in cfg.extra_corpora
     ]
     specs += [PubmedFileSpec(file=PubmedFile(**f), download=cfg) for f in files]
@@ -150,7 +161,7 @@ def run_unit(spec: DownloadSpec, home: Path) -> dict[str, Any]:
         result = {"entries": fetch_pmc_batch(client, spec.base, raw, list(spec.articles))}
     else:
         assert isinstance(spec, CorpusSpec)
-        result = fetch_corpus(client, spec.spec, spec.mirror, raw)
+        result = fetch_corpus(client, spec.spec, spec.mirror, raw, spec.max_line_bytes)
     return spec.artifact(home).ensure().write_manifest(result)
 
 

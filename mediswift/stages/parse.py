@@ -58,7 +58,10 @@ class ParseSpec(UnitSpec):
 
     rows_per_shard: int
     on_error: str = unkeyed("fail", "fail, or quarantine a bad input")
-    limits: tuple[int, int] = unkeyed((2**31, 2**26), "XML byte caps: file, node")
+    limits: tuple[int, int, int, int, int] = unkeyed(
+        (2**31, 2**26, 100_000_000, 500_000, 2**26),
+        "XML caps: file bytes, node bytes, file nodes, record nodes, record (or corpus line) bytes",
+    )
 
     @property
     def source(self) -> str:
@@ -121,7 +124,13 @@ def units(cfg: ParseConfig, download: DownloadManifest, home: Path) -> list[Pars
     run = {
         "rows_per_shard": cfg.rows_per_shard,
         "on_error": cfg.on_error,
-        "limits": (cfg.max_xml_bytes, cfg.max_xml_node_bytes),
+        "limits": (
+            cfg.max_xml_bytes,
+            cfg.max_xml_node_bytes,
+            cfg.max_xml_nodes,
+            cfg.max_xml_record_nodes,
+            cfg.max_record_bytes,
+        ),
     }
     specs: list[ParseSpec] = [
         PubmedSpec(input=e["path"], md5=e["md5"], **run) for e in download.pubmed
@@ -171,7 +180,9 @@ def run_unit(spec: ParseSpec, home: Path) -> dict[str, Any]:
             result = parse_pubmed_file(home / spec.input, out, spec.rows_per_shard, limits)
         else:
             assert isinstance(spec, CorpusSpec)
-            result = parse_corpus_file(home / spec.input, spec.name, out, spec.rows_per_shard)
+            result = parse_corpus_file(
+                home / spec.input, spec.name, out, spec.rows_per_shard, limits.max_record_bytes
+            )
     except BAD_INPUT as e:
         if spec.on_error != "quarantine":
             raise
