@@ -43,6 +43,7 @@ def shared_data() -> Path:
 LONGEST_FILES = {
     "test_fault_matrix.py": 420,
     "test_readme_walk.py": 240,
+    "test_hostile_memory.py": 240,
     "test_deployment_e2e.py": 180,
     "test_ddp.py": 110,
     "test_pipeline_flow.py": 90,
