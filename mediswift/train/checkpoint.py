@@ -142,7 +142,8 @@ def _packed(files: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, to
     masks = {k: v.bool() for k, v in out.pop(MASKS_FILE, {}).items()}
     if not masks:
         return out
-    out = {name: packing.encode(tensors, masks) for name, tensors in out.items()}
+    positions = packing.Positions(masks)
+    out = {name: packing.encode(tensors, masks, positions) for name, tensors in out.items()}
     return {**out, MASKS_FILE: packing.pack_masks(masks)}
 
 
@@ -158,7 +159,10 @@ def read_tensors(
     files = {n: load_file(str(path / n)) for n in wanted}
     if fmt >= 2 and MASKS_FILE in files:  # format 1 holds the whole tensors already
         masks = packing.unpack_masks(files[MASKS_FILE])
-        files = {n: packing.decode(t, masks) for n, t in files.items() if n != MASKS_FILE}
+        positions = packing.Positions(masks)
+        files = {
+            n: packing.decode(t, masks, positions) for n, t in files.items() if n != MASKS_FILE
+        }
         files[MASKS_FILE] = masks
     return {n: t for n, t in files.items() if n in names}
 

@@ -90,10 +90,10 @@ def mask_of(key: str, masks: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-class _Positions:
+class Positions:
     """Flat indices of the kept and the pruned entries of each mask, found once per mask (a
     weight and its two moments share them): numpy's take/put by index is several times faster
-    than boolean indexing, numpy's or torch's."""
+    than boolean indexing, numpy's or torch's. Share one across the files of a checkpoint."""
 
     def __init__(self, masks: dict[str, torch.Tensor]):
         self.masks, self.found = masks, {}
@@ -110,10 +110,12 @@ def _sign_bit(dtype: np.dtype) -> np.ndarray:
 
 
 def encode(
-    tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    positions: Positions | None = None,
 ) -> dict[str, torch.Tensor]:
     """`tensors` with each one a mask covers stored as its kept values (see the module doc)."""
-    out, positions = {}, _Positions(masks)
+    out, positions = {}, positions or Positions(masks)
     for key, t in tensors.items():
         name = mask_of(key, masks)
         if name is None or t.shape != masks[name].shape or not t.is_floating_point():
@@ -133,10 +135,12 @@ def encode(
 
 
 def decode(
-    tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    positions: Positions | None = None,
 ) -> dict[str, torch.Tensor]:
     """`encode` undone: every tensor whole, bit for bit as it was saved."""
-    out, positions = {}, _Positions(masks)
+    out, positions = {}, positions or Positions(masks)
     for key, t in tensors.items():
         if key.endswith(NEG_ZERO_BITS):
             continue  # read with its values
