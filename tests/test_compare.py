@@ -21,10 +21,45 @@ def test_unigram_loss_is_the_smoothed_cross_entropy(tmp_path: Path) -> None:
     train = tmp_path / "train.parquet"
     val = tmp_path / "val.parquet"
     write_token_shard(train, ["a", "b"], [[0, 0, 1], [0, 2]], vocab_size=4)
-    write_token_shard(val, ["c"], [[0, 3]], vocab_size=4)
-    # counts 3,1,1,0 over 5 tokens; add-one over 4 entries: p(0) = 4/9, p(3) = 1/9
-    expected = -(math.log(4 / 9) + math.log(1 / 9)) / 2
-    assert unigram_val_loss([train], [val], 4) == pytest.approx(expected)
+    write_token_shard(val, ["c"], [[0, 3, 1]], vocab_size=4)
+    # counts 3,1,1,0 over 5 tokens; add-one over 4 entries: p(1) = 2/9, p(3) = 1/9. The rows
+    # are [0, 3], [3, 1]: their targets 3 and 1 (the stream's first token is never a target).
+    expected = -(math.log(1 / 9) + math.log(2 / 9)) / 2
+    assert unigram_val_loss([train], [val], 4, 1, 1, None) == pytest.approx(expected)
+
+
+def test_unigram_loss_reads_the_validation_loss_tokens(tmp_path: Path) -> None:
+    """A context-free model predicting the unigram distribution scores, through the trainer's
+    own validation batches and `evaluate`, exactly the unigram baseline: the same tokens, each
+    batch weighing the same (also a short last batch), not every validation token."""
+    import numpy as np
+    import torch
+
+    from mediswift.text.token_shards import read_token_stream
+    from mediswift.train.batches import fixed_batches
+    from mediswift.train.distributed import Dist
+    from mediswift.train.loop import evaluate
+
+    rng = np.random.default_rng(0)
+    train, val = tmp_path / "train.parquet", tmp_path / "val.parquet"
+    write_token_shard(train, ["a"], [rng.integers(0, 8, 200).tolist()], vocab_size=8)
+    # rare tokens at the end, past the batches read below: they must not count
+    tail = rng.integers(0, 8, 150).tolist() + [7] * 40
+    write_token_shard(val, ["b", "c"], [tail[:90], tail[90:]], vocab_size=8)
+    counts = np.bincount(read_token_stream(train), minlength=8)
+    log_p = torch.tensor(np.log((counts + 1) / (counts.sum() + 8)))
+
+    class Unigram(torch.nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
+            return None, -log_p[y].mean()
+
+    for max_batches in (2, None):  # None: every row, the last batch short (47 rows by 3)
+        batches = fixed_batches([val], 4, 3, max_batches)
+        model_loss = evaluate(Unigram(), batches, Dist())
+        got = unigram_val_loss([train], [val], 8, 4, 3, max_batches)
+        assert got == pytest.approx(model_loss, rel=1e-6)  # evaluate sums in float32
+    everything = -float(log_p[torch.from_numpy(read_token_stream(val).astype(np.int64))].mean())
+    assert unigram_val_loss([train], [val], 8, 4, 3, 2) != pytest.approx(everything, rel=1e-3)
 
 
 def _curve(path: Path, rows: list[tuple[int, float | None]]) -> str:
@@ -49,7 +84,8 @@ def test_dense_loss_at_equal_flops_is_interpolated(tmp_path: Path) -> None:
     assert gap.dense_equal_flops == pytest.approx(4.75)
     text = comparison_markdown(5.5, [gap])
     assert "| t-s75 | 4.400 | 4.000 | +0.400 | - (not trained" in text
-    assert "| 4.750 (225) | -0.350 |" in text and "mid-schedule" in text
+    assert "| 4.750 (225) | -0.350 |" in text
+    assert "Dense curve at equal FLOPs, mid-schedule (LR not decayed: favours sparse)" in text
     assert "5.500 nats/token" in text
 
 

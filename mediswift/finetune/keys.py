@@ -162,7 +162,14 @@ def sweep_units(
             data_spec_, data_unit = data[task]
             grid = cfg.tasks[task].grid
             key = content_key(
-                "sweep", POINT_VERSION, v.checkpoint, data_unit.key, grid, cfg.seeds, settings, modes
+                "sweep",
+                POINT_VERSION,
+                v.checkpoint,
+                data_unit.key,
+                grid,
+                cfg.seeds,
+                settings,
+                modes,
             )
             params = {
                 "variant": v.name,

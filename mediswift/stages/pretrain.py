@@ -98,7 +98,7 @@ def compare(
     )
     unigram = unigram_val_loss(
         [Path(p) for p in shards["train"]], [Path(p) for p in shards["validation"]],
-        tokens.vocab_size,
+        tokens.vocab_size, pc.seq_len, pc.micro_batch, pc.eval_batches,
     )  # fmt: skip
     gaps = sparsity_gaps(records, home)
     table = table2(records) + "\n\n" + comparison_markdown(unigram, gaps)

@@ -2,7 +2,10 @@
 
 - The unigram baseline: the validation cross-entropy (nats per token) of the training split's
   token frequencies, add-one smoothed. It is the loss of a model that ignores context; a
-  variant below it has learned something beyond word frequencies.
+  variant below it has learned something beyond word frequencies. It is scored on exactly the
+  validation loss's targets (the first `eval_batches` batches of `micro_batch` rows, from
+  `fixed_batches`, each batch weighing the same as in `loop.evaluate`), not on every
+  validation token: a baseline measured on other text would not be comparable.
 - The sparsity gaps: each sparse variant's final validation loss against dense runs of its
   size: at equal steps (the dense variant's final loss); at equal training FLOPs with its own
   schedule (the iso-FLOPs dense baseline, `pretrain.iso_flops_baselines`: a dense run of
@@ -22,27 +25,34 @@ from pathlib import Path
 import numpy as np
 
 from mediswift.text.token_shards import read_token_stream
+from mediswift.train.batches import fixed_batches
 from mediswift.train.report import read_curve
 
 
 def unigram_val_loss(
-    train_shards: Sequence[Path], val_shards: Sequence[Path], vocab_size: int
+    train_shards: Sequence[Path],
+    val_shards: Sequence[Path],
+    vocab_size: int,
+    seq_len: int,
+    batch_size: int,
+    max_batches: int | None,
 ) -> float:
-    """Cross-entropy of the validation tokens under the train split's unigram distribution.
+    """Cross-entropy under the train split's unigram distribution of the validation batches
+    the variants are scored on (`fixed_batches` with the same arguments as
+    `variant.make_val_batches`): the mean over batches of each batch's mean target loss.
 
-    Reads one shard at a time: memory is one shard plus a vocabulary-sized count vector."""
+    Reads one train shard at a time: memory is one shard plus a vocabulary-sized count vector
+    (and the validation batches, which the trainer holds anyway)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     for path in train_shards:
         counts += np.bincount(read_token_stream(Path(path)), minlength=vocab_size)[:vocab_size]
     log_p = np.log((counts + 1) / (counts.sum() + vocab_size))
-    nll, n = 0.0, 0
-    for path in val_shards:
-        ids = read_token_stream(Path(path))
-        nll -= float(log_p[ids].sum())
-        n += len(ids)
-    if n == 0:
+    if not val_shards:
         raise ValueError("no validation tokens to measure the unigram baseline on")
-    return nll / n
+    batches = fixed_batches(val_shards, seq_len, batch_size, max_batches)
+    # Targets are each row's tokens after the first, as the model's loss reads them.
+    losses = [-float(log_p[b[:, 1:].numpy()].mean()) for b in batches]
+    return sum(losses) / len(losses)
 
 
 def val_loss_at(curve: Path, step: float) -> float | None:
@@ -101,15 +111,15 @@ def comparison_markdown(unigram: float | None, gaps: Sequence[SparsityGap]) -> s
     lines = []
     if unigram is not None:
         lines.append(
-            f"Unigram baseline (train token frequencies on the validation tokens): "
+            f"Unigram baseline (train token frequencies, on the validation loss's tokens): "
             f"{unigram:.3f} nats/token (ppl {np.exp(unigram):.1f})."
         )
     if gaps:
         lines += [
             "",
             "| Sparse variant | Val loss | Dense, equal steps | Gap | Dense, equal FLOPs, own "
-            "schedule (iso-FLOPs run) | Gap | Dense curve at equal FLOPs, mid-schedule* (step) "
-            "| Gap |",
+            "schedule (iso-FLOPs run) | Gap | Dense curve at equal FLOPs, mid-schedule (LR not "
+            "decayed: favours sparse)* (step) | Gap |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for g in gaps:
