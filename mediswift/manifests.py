@@ -79,12 +79,14 @@ class FilterManifest(Manifest):
         default_factory=dict,
         description="the optional rules applied: max_year (cut-off, publication year), "
         "max_revised (snapshot date), pmc_overlap and pmc_overlap_rule, decontaminate, "
-        "contamination_ngram (words)",
+        "contamination_ngram (words), decontaminate_mode, contamination_max_docs",
     )
     contamination: Record | None = Field(
         None,
-        description="decontamination (None: off): ngram, tasks, examples and checked (per task "
-        "and split), documents dropped, found (task, split, id, documents, first doc_ids)",
+        description="decontamination (None: off): ngram, mode, max_docs, tasks, examples, "
+        "checked and too_short (per task and split), boilerplate_ngrams (ignored), documents "
+        "(holding a counted n-gram), dropped, cut (window mode), spared (only boilerplate "
+        "shared), chars_removed, found (task, split, id, documents, first doc_ids)",
     )
 
 

@@ -110,14 +110,33 @@ def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
         if rules.get("pmc_overlap")
         else "kept even when the article's full text is in the PMC set"
     )
-    n = rules.get("contamination_ngram")
-    decon = (
-        f"documents sharing a {n}-word n-gram with a dev or test example dropped "
-        f"({dropped.get('contamination', 0)})"
-        if rules.get("decontaminate")
-        else "off"
+    return (
+        f"- Corpus cut-off: {cutoff}\n- PubMed abstracts: {overlap}\n"
+        f"- Decontamination: {decontamination_line(rules, dropped)}"
     )
-    return f"- Corpus cut-off: {cutoff}\n- PubMed abstracts: {overlap}\n- Decontamination: {decon}"
+
+
+def decontamination_line(rules: dict[str, Any], dropped: dict[str, int]) -> str:
+    """The decontamination rule as configured, with what it dropped (the other counts are in
+    `contamination_section`)."""
+    if not rules.get("decontaminate"):
+        return "off"
+    n = rules.get("contamination_ngram")
+    what = (
+        f"the shared {n}-word n-gram and 200 characters either side of it removed (documents "
+        f"split into more than 10 pieces or left with no piece of 200 characters dropped: "
+        f"{dropped.get('contamination', 0)})"
+        if rules.get("decontaminate_mode") == "window"
+        else f"documents sharing a {n}-word n-gram with a dev or test example dropped "
+        f"({dropped.get('contamination', 0)})"
+    )
+    guard = rules.get("contamination_max_docs")
+    guard_text = (
+        f"n-grams in more than {guard} corpus documents ignored as boilerplate"
+        if guard is not None
+        else "no boilerplate guard"
+    )
+    return f"{what}; {guard_text}; this project's addition, not the paper's"
 
 
 # Every evaluation example found in the pre-training corpus, one row each, next to the report:
@@ -133,22 +152,26 @@ def contamination_section(c: dict[str, Any]) -> str:
     per: dict[tuple[str, str], int] = {}
     for f in found:
         per[(f["task"], f["split"])] = per.get((f["task"], f["split"]), 0) + 1
+    checked, short = c.get("checked", {}), c.get("too_short", {})
     summary = [
         [
             task,
             split,
             n,
-            c.get("checked", {}).get(task, {}).get(split, "-"),
+            checked.get(task, {}).get(split, "-"),
+            short.get(task, {}).get(split, "-"),
             per.get((task, split), 0),
         ]
         for task, splits in sorted(c.get("examples", {}).items())
         for split, n in sorted(splits.items())
     ]
+    n = c.get("ngram")
     out = (
-        f"**Decontamination** ({c.get('ngram')}-word n-grams after lower-casing and removing "
-        f"punctuation): {c.get('documents', 0)} pre-training documents dropped; "
-        f"{len(found)} evaluation examples were in the corpus.\n\n"
-        + _table(["Task", "Split", "Examples", "Checked (long enough)", "Found"], summary)
+        f"**Decontamination** ({n}-word n-grams of GPT-3's words: lower-cased, punctuation "
+        f"deleted, split on white space; {c.get('mode', 'document')} mode): {_by_rule(c)}; "
+        f"{len(found)} evaluation examples were in the corpus. An example under {n} words "
+        "holds no n-gram: it is too short to check.\n\n"
+        + _table(["Task", "Split", "Examples", "Checked", "Too short to check", "Found"], summary)
     )
     if found:
         out += (
@@ -156,6 +179,25 @@ def contamination_section(c: dict[str, Any]) -> str:
             f"[{CONTAMINATION_FILE}]({CONTAMINATION_FILE}) (also in the filter stage's manifest)."
         )
     return out
+
+
+def _by_rule(c: dict[str, Any]) -> str:
+    """What each decontamination rule did to the pre-training documents."""
+    if "dropped" not in c:  # a manifest from before the guard: every document found was dropped
+        return f"{c.get('documents', 0)} pre-training documents dropped"
+    parts = [f"{c['dropped']} pre-training documents dropped"]
+    if c.get("mode") == "window":
+        parts.append(
+            f"{c.get('cut', 0)} cut (their n-grams' windows removed, "
+            f"{c.get('chars_removed', 0):,} characters in all)"
+        )
+    if c.get("max_docs") is not None:
+        parts.append(
+            f"{c.get('spared', 0)} kept whole for sharing only boilerplate (the "
+            f"{c.get('boilerplate_ngrams', 0)} evaluation n-grams found in more than "
+            f"{c['max_docs']} corpus documents, ignored)"
+        )
+    return "; ".join(parts)
 
 
 def contamination_csv(arts: dict[str, Artifact]) -> str | None:

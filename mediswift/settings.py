@@ -293,11 +293,27 @@ class FilterConfig(Section):
     )
     decontaminate: bool = result(
         False,
-        "drop documents sharing an n-gram with a dev or test example of the recipe's "
-        "downstream tasks (yes/no)",
+        "drop documents (or windows: decontaminate_mode) sharing an n-gram with a dev or test "
+        "example of the recipe's downstream tasks (yes/no); this project's addition, not the "
+        "paper's",
     )
     contamination_ngram: int = result(
-        13, "n-gram length of the decontamination check, in words after normalisation", ge=1
+        13,
+        "n-gram length of the decontamination check, in words: GPT-3's (lower-cased, "
+        "punctuation deleted, split on white space)",
+        ge=1,
+    )
+    decontaminate_mode: Literal["document", "window"] = result(
+        "document",
+        "what decontamination removes: the whole document, or (window: GPT-3's) the shared "
+        "n-gram and 200 characters either side, pieces under 200 characters discarded, a "
+        "document split into more than 10 pieces dropped",
+    )
+    contamination_max_docs: int | None = result(
+        10,
+        "boilerplate guard: n-grams found in more than this many corpus documents are ignored "
+        "by decontamination (GPT-3: 10; None: none ignored)",
+        ge=1,
     )
 
 

@@ -31,6 +31,16 @@ def filter_shard(spec: S.ShardSpec, home: str) -> dict[str, Any]:
     return S.run_shard(spec, Path(home))
 
 
+@task(name="filter-ngram-counts", task_run_name="filter-ngram-counts-{spec.index}")
+def count_ngrams(spec: S.CountSpec, home: str) -> dict[str, Any]:
+    return S.run_counts(spec, Path(home))
+
+
+@task(name="filter-frequent-ngrams")
+def frequent_ngrams(spec: S.FrequentSpec, home: str) -> dict[str, Any]:
+    return S.run_frequent(spec, Path(home))
+
+
 @task(name="filter-contamination-index")
 def contamination_index(spec: S.IndexSpec, home: str) -> dict[str, Any]:
     return S.run_index(spec, Path(home))

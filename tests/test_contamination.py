@@ -15,6 +15,7 @@ import pytest
 
 from mediswift.config import load_recipe
 from mediswift.data.contamination import EvalText, NgramIndex, ngrams, normalise, summarise
+from mediswift.data.decontaminate import cut_windows, screen, word_spans
 from mediswift.data.filters import REASONS, ShardRef, apply_plan, plan_filter
 from mediswift.data.shards import Document, write_documents
 from mediswift.graph import plan
@@ -36,9 +37,12 @@ def found(idx: NgramIndex, docs: list[str | None], **kw) -> dict[int, tuple[int,
     return {m.row: m.examples for m in idx.find(docs, **kw)}
 
 
-def test_normalise_lowercases_strips_punctuation_and_collapses_space() -> None:
-    got = normalise(["  Anti-inflammatory (IL-6)\tlevels:\n2.5 mg/kg ﬁne ", None, "..."])
-    assert got.to_pylist() == ["anti inflammatory il 6 levels 2 5 mg kg fine", "", ""]
+def test_normalise_makes_gpt3_words() -> None:
+    # GPT-3: "a lowercase, whitespace delimited word with no punctuation": punctuation is
+    # deleted, so it joins what it stood between; only white space separates words.
+    got = normalise(["  Anti-inflammatory (IL-6)\tlevels:\n2.5 mg/kg ﬁne ", None, "...",
+                     "a\u00a0b\u2028c\x0bd - e\x85f"])  # fmt: skip
+    assert got.to_pylist() == ["antiinflammatory il6 levels 25 mgkg fine", "", "", "a b c d e f"]
 
 
 def test_found_whatever_the_case_punctuation_and_spacing() -> None:
@@ -149,6 +153,70 @@ def test_apply_plan_drops_contaminated_rows(tmp_path: Path) -> None:
     assert result["n_docs"] == 2
     plain = apply_plan(shard, codes, tmp_path / "plain.parquet", "s", 0.0)
     assert plain["n_docs"] == 3 and "contamination" not in plain
+
+
+# -- the boilerplate guard and the window cut ---------------------------------------------------
+BOILERPLATE = "Keep medicine out of the sight and reach of children at all times."  # 13 words
+
+
+def test_a_document_sharing_only_a_boilerplate_ngram_is_kept(tmp_path: Path) -> None:
+    """The guard through the filter's own units: a 13-gram found in more than
+    `contamination_max_docs` corpus documents is ignored, so 11 label documents sharing it with
+    an example are kept whole while the copied abstract is still dropped; at a threshold of 11
+    the same documents are dropped."""
+    from mediswift.stages import filter as S
+
+    home = tmp_path
+    labels = [Document(f"label{i}", "corpus:x", text=f"Drug {i}. {BOILERPLATE} Dose {i} mg.")
+              for i in range(11)]  # fmt: skip
+    docs = [*labels, Document("copy", "corpus:x", text=f"Intro. {SECRET}"),
+            Document("clean", "corpus:x", text="nothing to see")]  # fmt: skip
+    write_documents(home / "in.parquet", docs)
+    np.save(home / "codes.npy", np.zeros(len(docs), dtype=np.uint8))
+    index(f"Patients were told: {BOILERPLATE}", SECRET).save(home / "idx")
+    paths = {"codes": "codes.npy", "codes_digest": "c", "ngrams": "idx", "ngrams_digest": "i"}
+    counted = S.run_counts(S.CountSpec(shard="in.parquet", **paths), home)
+    kept = {}
+    for max_docs in (10, 11):
+        freq = S.run_frequent(S.FrequentSpec(counts=(counted["digest"],), max_docs=max_docs,
+                                             files=(counted["path"],)), home)  # fmt: skip
+        spec = S.ShardSpec(shard="in.parquet", split_salt="s", validation_fraction=0.0,
+                           decontaminate_mode="document", frequent=freq["path"],
+                           frequent_digest=freq["digest"], **paths)  # fmt: skip
+        result = S.run_shard(spec, home)
+        out = pq.read_table(home / result["path"])["doc_id"].to_pylist()
+        kept[max_docs] = (freq["ignored"], result["contamination_spared"], out)
+    assert len(normalise([BOILERPLATE]).to_pylist()[0].split()) == 13
+    assert kept[10] == (1, 11, [d.doc_id for d in labels] + ["clean"])
+    assert kept[11] == (0, 0, ["clean"])
+
+
+def test_window_mode_cuts_the_ngram_and_200_characters_either_side() -> None:
+    before = " ".join(f"before{i:03d}" for i in range(60))  # 599 characters
+    after = " ".join(f"after{i:03d}" for i in range(60))
+    text = f"{before} {SECRET} {after}"
+    idx = index(SECRET)
+    (m,) = idx.find([text])
+    pieces = cut_windows(text, [h.word for h in m.hits], 13)
+    assert pieces is not None and len(pieces) == 2
+    start, end = text.index(SECRET), text.index(SECRET) + len(SECRET)
+    assert pieces[0] == text[: start - 200].strip() and pieces[1] == text[end + 200 :].strip()
+    s = screen([text, "clean text"], idx, mode="window")
+    assert s.keep.tolist() == [True, True] and s.cut == {0: "\n\n".join(pieces)}
+    # Pieces under 200 characters are discarded: a short document loses everything.
+    assert screen([f"Intro. {SECRET} End."], idx, mode="window").keep.tolist() == [False]
+    # More than 10 pieces: the document is dropped whole.
+    many = f" {before} ".join([SECRET] * 11)
+    assert cut_windows(many, [h.word for h in idx.find([many])[0].hits], 13) is None
+
+
+def test_word_spans_are_the_normalised_words_in_the_original_text() -> None:
+    text = "  Anti-inflammatory (IL-6) -- levels:\u00a0ﬁne 2.5 mg/kg ... end"
+    spans = word_spans(text)
+    assert [text[a:b] for a, b in spans] == [
+        "Anti-inflammatory", "(IL-6)", "levels:", "ﬁne", "2.5", "mg/kg", "end",
+    ]  # fmt: skip
+    assert len(spans) == len(normalise([text]).to_pylist()[0].split())
 
 
 def _rss_mib() -> float:

@@ -151,11 +151,17 @@ def test_manifest_counts_and_names_what_was_found(decontaminated) -> None:
     for doc_id, example in hidden.items():
         assert doc_id in by_example[example]
     assert m["filter"]["rules"]["decontaminate"] is True
+    # Document mode with GPT-3's guard: every document holding a counted n-gram is dropped.
+    assert (found["mode"], found["max_docs"], found["cut"]) == ("document", 10, 0)
+    assert found["dropped"] == found["documents"]
+    assert found["too_short"]["pubmedqa"]["test"] == 500 - found["checked"]["pubmedqa"]["test"]
 
 
 def test_report_lists_the_examples_found(decontaminated) -> None:
     md = decontaminated["report"].with_suffix(".md").read_text()
     assert "Decontamination: documents sharing a 13-word n-gram" in md
+    assert "n-grams in more than 10 corpus documents ignored as boilerplate" in md
+    assert "kept whole for sharing only boilerplate" in md and "Too short to check" in md
     assert "Corpus cut-off: none" in md
     # The report counts them and links the list, written next to it.
     assert "[contamination.csv](contamination.csv)" in md

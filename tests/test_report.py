@@ -36,14 +36,27 @@ def _filter_manifest() -> dict:
         "counts": {
             "by_source": {"pubmed": {"train": 900, "validation": 10}},
             "kept": {"train": 900, "validation": 10},
-            "dropped": {"contamination": N_FOUND},
+            "dropped": {"contamination": N_FOUND - 20},
         },
-        "rules": {"decontaminate": True, "contamination_ngram": 13},
+        "rules": {
+            "decontaminate": True,
+            "contamination_ngram": 13,
+            "decontaminate_mode": "window",
+            "contamination_max_docs": 10,
+        },
         "contamination": {
             "ngram": 13,
+            "mode": "window",
+            "max_docs": 10,
             "documents": N_FOUND,
+            "dropped": N_FOUND - 20,
+            "cut": 20,
+            "spared": 7,
+            "chars_removed": 12345,
+            "boilerplate_ngrams": 3,
             "examples": {"pubmedqa": {"dev": 50, "test": 500}},
-            "checked": {"pubmedqa": {"dev": 50, "test": 500}},
+            "checked": {"pubmedqa": {"dev": 50, "test": 498}},
+            "too_short": {"pubmedqa": {"dev": 0, "test": 2}},
             "found": _found(N_FOUND),
         },
     }
@@ -109,6 +122,19 @@ def test_contaminated_examples_are_a_count_and_a_link_to_the_file(report: Path) 
     rows = list(csv.DictReader(io.StringIO((report / "contamination.csv").read_text())))
     assert len(rows) == N_FOUND
     assert rows[-1]["example"] == f"ex-{N_FOUND - 1}" and rows[0]["task"] == "pubmedqa"
+
+
+def test_the_report_counts_what_each_decontamination_rule_did(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    assert "- Decontamination: the shared 13-word n-gram and 200 characters" in md
+    assert (
+        "dropped: 40); n-grams in more than 10 corpus documents ignored as boilerplate; "
+        "this project's addition, not the paper's" in md
+    )
+    assert "40 pre-training documents dropped; 20 cut (" in md and "12,345 characters" in md
+    assert "7 kept whole for sharing only boilerplate (the 3 evaluation n-grams" in md
+    assert "| Checked | Too short to check | Found |" in md
+    assert "| pubmedqa | test | 500 | 498 | 2 |" in md
 
 
 def _table_widths(md: str) -> list[int]:

@@ -31,7 +31,9 @@ from mediswift.settings import Section, role_of
 from mediswift.stages import download, parse, tokenize
 from mediswift.stages import filter as filt
 
-SCAN_MERGE_SHARD = {"filter:scan", "filter:merge", "filter:shard"}
+# The boilerplate guard's counts read the merge's codes too (what is kept is what is counted).
+GUARD = {"filter:ngram-counts", "filter:frequent-ngrams"}
+SCAN_MERGE_SHARD = {"filter:scan", "filter:merge", "filter:shard", *GUARD}
 POINTS = {"finetune:point"}
 # What the listing decides (which files exist) re-keys the stage, not a unit: the listing's
 # output is an input here.
@@ -52,13 +54,15 @@ READS: dict[tuple[str, str], set[str]] = {
     ("filter", "min_abstract_chars"): SCAN_MERGE_SHARD,
     ("filter", "languages"): SCAN_MERGE_SHARD,
     ("filter", "max_year"): SCAN_MERGE_SHARD,
-    ("filter", "pmc_overlap"): {"filter:merge", "filter:shard"},
+    ("filter", "pmc_overlap"): {"filter:merge", "filter:shard", *GUARD},
     ("filter", "max_revised"): SCAN_MERGE_SHARD,
-    ("filter", "pmc_overlap_rule"): {"filter:merge", "filter:shard"},
+    ("filter", "pmc_overlap_rule"): {"filter:merge", "filter:shard", *GUARD},
     ("filter", "validation_fraction"): {"filter:shard"},
     ("filter", "split_salt"): {"filter:shard"},
     ("filter", "decontaminate"): {"filter:shard"},
-    ("filter", "contamination_ngram"): {"filter:contamination-index", "filter:shard"},
+    ("filter", "contamination_ngram"): {"filter:contamination-index", "filter:shard", *GUARD},
+    ("filter", "decontaminate_mode"): {"filter:shard"},
+    ("filter", "contamination_max_docs"): {"filter:frequent-ngrams", "filter:shard"},
     # the vocabulary is one unit: the stage output itself (its stage key is checked)
     **{
         ("vocab", n): set()
@@ -202,7 +206,15 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
     merged = {
         "plans": [{"path": f"m/{i}.npy", "digest": content_key(merge.key, i)} for i in (0, 1)]
     }
-    add(filt.shard_units(cfg.filter, parsed, merged, index))
+    counts = filt.count_units(cfg.filter, parsed, merged, index)
+    add(counts)
+    # Counts computed from what each count unit reads: they change when its key does.
+    counted = [{"path": f"c/{i}.npz", "digest": c.key} for i, c in enumerate(counts)]
+    frequent = None
+    if (spec := filt.frequent_unit(cfg.filter, counted)) is not None:
+        add([spec])
+        frequent = {"path": "f.npy", "digest": spec.key}
+    add(filt.shard_units(cfg.filter, parsed, merged, index, frequent))
 
     filtered = FilterManifest.model_construct(shards=[{"path": p.path} for p in parsed])
     vocab_art = Artifact("vocab", "v", home / "vocab" / "v")

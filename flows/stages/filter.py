@@ -2,7 +2,9 @@
 the manifest (what each unit does and how the counts are made: `mediswift.stages.filter`).
 
 With `filter.decontaminate`, every downstream task's dev and test files are fetched first and
-hashed into one n-gram index that each shard unit checks its kept rows against.
+hashed into one n-gram index that each shard unit checks its kept rows against; with the
+boilerplate guard, the kept rows of every shard are counted against it first (in parallel) and
+the n-grams too frequent in the corpus are ignored.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ def run(
     scans = run_units(t.scan, home, S.scan_units(cfg.filter, parsed))
     merge = S.merge_unit(cfg.filter, parsed, scans)
     merged = submit_unit(t.merge, home, merge).result()
-    shards = S.shard_units(cfg.filter, parsed, merged, index)
+    # The boilerplate guard needs every shard's count before any shard is decontaminated.
+    counts = run_units(t.count_ngrams, home, S.count_units(cfg.filter, parsed, merged, index))
+    frequent = None
+    if (spec := S.frequent_unit(cfg.filter, counts)) is not None:
+        frequent = submit_unit(t.frequent_ngrams, home, spec).result()
+    shards = S.shard_units(cfg.filter, parsed, merged, index, frequent)
     results = run_units(t.filter_shard, home, shards)
-    manifest = S.collect(cfg.filter, home, parsed, merged, results, index, get_run_logger())
+    manifest = S.collect(
+        cfg.filter, home, parsed, merged, results, index, get_run_logger(), frequent
+    )
     return manifests.write(out, manifest)

@@ -14,10 +14,15 @@ Why this shape:
 - This module takes plain texts (`EvalText`): reading a downstream task's examples is the
   fine-tuning layer's business, and the data layer must not depend on it.
 
-Normalisation (`normalise`): Unicode NFKC form, lower case, every run of characters that are
-neither letters, digits nor combining marks becomes one space, ends trimmed. Punctuation thus
-separates words ("anti-inflammatory" is two words), so texts tokenised differently upstream
-("anti - inflammatory") still match.
+Normalisation (`normalise`) follows GPT-3 (Brown et al. 2020, Appendix C: "a gram is a
+lowercase, whitespace delimited word with no punctuation"): Unicode NFKC form, lower case,
+every character that is neither a letter, a digit, a combining mark nor white space deleted,
+then the text split on white space. Punctuation thus joins, it does not separate:
+"anti-inflammatory" is one word ("antiinflammatory"), as are "IL-6" ("il6") and "2.5" ("25"),
+and a text tokenised differently upstream ("anti - inflammatory") is two words, as GPT-3 would
+have it. White space is Unicode's (separators, and the ASCII controls tab to carriage return,
+file to unit separator and NEL, as Python's `str.split` has it), so `word_spans` can find the
+same words in the original text.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ DEFAULT_NGRAM = 13
 # Text bytes hashed at once: bounds the scratch arrays (about 50 bytes per text byte, so about
 # 50 MB; a longer single document is hashed alone).
 CHUNK_BYTES = 1 << 20
-INDEX_VERSION = 1
+# 2: GPT-3's words (punctuation deleted, not a separator); hits keep every confirmed n-gram.
+INDEX_VERSION = 2
 
 _U64 = np.uint64
 _WORD_BASE = _U64(0x100000001B3)  # odd multipliers of the polynomial hashes
@@ -64,11 +70,22 @@ def _as_array(texts: Texts) -> pa.Array:
     return pc.fill_null(arr.cast(pa.large_string()), "")
 
 
+# White space as `str.split` sees it (RE2's \s alone lacks \v, the separators and NEL), and
+# the same less the plain space (so single spaces, most of them, are not rewritten).
+_SPACE = r"\pZ\t\n\x0b\x0c\r\x1c-\x1f\x{85}"
+_OTHER_SPACE = (
+    r"\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+    r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}"
+)
+
+
 def normalise(texts: Texts) -> pa.Array:
-    """Lower-cased, punctuation-free, single-spaced texts (nulls become empty strings)."""
+    """Lower-cased texts without punctuation, their words single-spaced (nulls become empty
+    strings): GPT-3's words, see the module docstring."""
     arr = pc.utf8_lower(pc.utf8_normalize(_as_array(texts), "NFKC"))
-    arr = pc.replace_substring_regex(arr, r"[^\pL\pN\pM]+", " ")
-    return pc.utf8_trim_whitespace(arr)
+    arr = pc.replace_substring_regex(arr, rf"[^\pL\pN\pM{_SPACE}]+", "")
+    arr = pc.replace_substring_regex(arr, rf"[{_SPACE}]{{2,}}|[{_OTHER_SPACE}]", " ")
+    return pc.utf8_trim(arr, " ")
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -99,6 +116,7 @@ class _Grams:
     starts: np.ndarray  # byte offset of every word in `data`
     ends: np.ndarray  # byte offset just past every word
     data: np.ndarray  # uint8: the chunk's normalised UTF-8 bytes
+    first_word: np.ndarray  # int64 per text: index of its first word (of the next text's if none)
 
     def text(self, i: int, n: int) -> str:
         """The words of the i-th n-gram, single-spaced."""
@@ -148,19 +166,20 @@ def ngrams(norm: pa.Array, n: int) -> _Grams:
     offsets = offsets - base
     starts, ends = _words(data, offsets)
     empty = np.zeros(0, dtype=np.int64)
+    doc_of_word = np.searchsorted(offsets[1:], starts, side="right")
+    first_word = np.searchsorted(doc_of_word, np.arange(len(offsets) - 1), side="left")
     m = len(starts) - n + 1
     if m <= 0:
-        return _Grams(np.zeros(0, dtype=_U64), empty, empty, starts, ends, data)
+        return _Grams(np.zeros(0, dtype=_U64), empty, empty, starts, ends, data, first_word)
     with np.errstate(over="ignore"):
         words = _word_hashes(data, starts, ends)
         acc = np.zeros(m, dtype=_U64)
         for t, p in enumerate(_powers(_GRAM_BASE, n)):
             acc += words[t : t + m] * p
         hashes = _mix(acc)
-    doc_of_word = np.searchsorted(offsets[1:], starts, side="right")
     valid = doc_of_word[:m] == doc_of_word[n - 1 :]
     first = np.flatnonzero(valid)
-    return _Grams(hashes[first], doc_of_word[first], first, starts, ends, data)
+    return _Grams(hashes[first], doc_of_word[first], first, starts, ends, data, first_word)
 
 
 def _chunks(texts: pa.Array, max_bytes: int) -> Iterator[tuple[int, pa.Array]]:
@@ -180,12 +199,24 @@ def _ranks(width: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Hit:
+    """One confirmed n-gram of a corpus text: where it starts (word index in the text's
+    normalised words), its hash, and an example holding it (one hit per example)."""
+
+    word: int
+    hash: int
+    example: int
+
+
+@dataclass(frozen=True)
 class Match:
-    """A corpus text (by its position in the scanned batch) and the examples it shares an
-    n-gram with (indices into `NgramIndex.examples`)."""
+    """A corpus text (by its position in the scanned batch), the examples it shares an n-gram
+    with (indices into `NgramIndex.examples`) and every confirmed n-gram occurrence (`hits`,
+    what the boilerplate guard counts and the window cut removes)."""
 
     row: int
     examples: tuple[int, ...]
+    hits: tuple[Hit, ...] = ()
 
 
 class NgramIndex:
@@ -284,16 +315,20 @@ class NgramIndex:
         order = np.lexsort((gram, owner, doc))
         return doc[order], owner[order], gram[order]
 
-    def _confirmed(self, grams: _Grams) -> dict[int, set[int]]:
-        """Text -> the examples it shares an n-gram with, each pair confirmed on the words."""
+    def _confirmed(self, grams: _Grams) -> dict[int, list[Hit]]:
+        """Text -> every confirmed (n-gram occurrence, example) of it, in word order."""
         doc, owner, gram = self._candidates(grams)
-        found: dict[int, set[int]] = {}
-        done: tuple[int, int] | None = None
-        for d, e, g in zip(doc.tolist(), owner.tolist(), gram.tolist(), strict=True):
-            if (d, e) != done and self._confirm(e, grams.text(g, self.n)):
-                found.setdefault(d, set()).add(e)
-                done = (d, e)  # one confirmed n-gram per (text, example) is enough
-        return found
+        found: dict[int, list[Hit]] = {}
+        confirmed: dict[tuple[str, int], bool] = {}  # (n-gram's words, example) -> found
+        hashes = grams.hashes[gram].tolist()
+        for d, e, g, h in zip(doc.tolist(), owner.tolist(), gram.tolist(), hashes, strict=True):
+            words = grams.text(g, self.n)
+            if (ok := confirmed.get((words, e))) is None:
+                ok = confirmed[(words, e)] = self._confirm(e, words)
+            if ok:
+                word = int(grams.word[g] - grams.first_word[d])
+                found.setdefault(d, []).append(Hit(word, h, e))
+        return {d: sorted(hits, key=lambda x: (x.word, x.example)) for d, hits in found.items()}
 
     def find(self, texts: Texts, chunk_bytes: int = CHUNK_BYTES) -> list[Match]:
         """The texts sharing at least one n-gram with an example, in order; hashed in chunks
@@ -303,8 +338,9 @@ class NgramIndex:
             return out
         for first, chunk in _chunks(_as_array(texts), chunk_bytes):
             grams = ngrams(normalise(chunk), self.n)
-            for row, examples in self._confirmed(grams).items():
-                out.append(Match(first + row, tuple(sorted(examples))))
+            for row, hits in sorted(self._confirmed(grams).items()):
+                examples = tuple(sorted({h.example for h in hits}))
+                out.append(Match(first + row, examples, tuple(hits)))
         return out
 
 

@@ -31,9 +31,12 @@ numpy arrays), never by the text:
      our PMC set or not.
 2. `apply_plan` writes one filtered shard per input shard: the kept rows, in order, with
    `split` = `validation` for a stable ~3% of doc_ids (`split_of`). With an `NgramIndex` it
-   first drops, as `contamination`, the kept rows that share an n-gram with an evaluation
-   example (`mediswift.data.contamination`): that check reads the text, which this pass reads
-   anyway, and runs shard by shard in parallel.
+   first decontaminates the kept rows (`mediswift.data.decontaminate`): a row sharing an
+   n-gram with an evaluation example, boilerplate n-grams aside, is dropped as
+   `contamination` (`document` mode) or loses the n-gram's window (`window` mode; the title
+   then leads the text). That check reads the text, which this pass reads anyway, and runs
+   shard by shard in parallel. `count_ngrams` is the pass before it that counts, for the
+   boilerplate guard, how many kept rows hold each evaluation n-gram.
 
 `dropped` lists the optional reasons only when their rule is on, so a count of 0 always means
 "checked, none found".
@@ -44,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mediswift.data.contamination import NgramIndex
+from mediswift.data.decontaminate import document_counts, screen
 from mediswift.data.shards import FILTERED_SCHEMA, ShardWriter, iter_batches, num_rows
 
 REASONS: tuple[str, ...] = (
@@ -320,6 +324,41 @@ def _scan_text(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(title, text, " ").combine_chunks()
 
 
+def _kept_tables(shard: Path, codes: np.ndarray) -> Iterator[pa.Table]:
+    """The shard's batches as tables of their kept rows (codes == KEEP), in order."""
+    rows = num_rows(shard)
+    if rows != len(codes):
+        raise ValueError(f"{shard}: {rows} rows but the filter plan has {len(codes)} rows")
+    start = 0
+    for batch in iter_batches(shard):
+        n = batch.num_rows
+        keep = codes[start : start + n] == KEEP
+        start += n
+        yield pa.Table.from_batches([batch]).filter(pa.array(keep))
+
+
+def count_ngrams(shard: Path, codes: np.ndarray, index: NgramIndex) -> Counter[int]:
+    """Evaluation n-gram hash -> how many kept rows of the shard hold it (the guard's count)."""
+    out: Counter[int] = Counter()
+    for table in _kept_tables(shard, codes):
+        if table.num_rows:
+            out.update(document_counts(index.find(_scan_text(table))))
+    return out
+
+
+def _with_cuts(table: pa.Table, cut: dict[int, str]) -> pa.Table:
+    """The table with the cut rows' text replaced and their title emptied (it led the text)."""
+    if not cut:
+        return table
+    titles, texts = table["title"].to_pylist(), table["text"].to_pylist()
+    for row, text in cut.items():
+        titles[row], texts[row] = "", text
+    for name, values in (("title", titles), ("text", texts)):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), pa.array(values, table[name].type))
+    return table
+
+
 def apply_plan(
     shard: Path,
     codes: np.ndarray,
@@ -327,29 +366,25 @@ def apply_plan(
     salt: str,
     validation_fraction: float,
     index: NgramIndex | None = None,
+    mode: str = "document",
+    ignore: set[int] | None = None,
 ) -> dict[str, Any]:
     """Write the kept rows of `shard` (codes == 0) to `out` with a `split` column; with an
-    `index`, rows sharing an n-gram with an evaluation example are dropped as `contamination`
-    and listed in `matches` as [doc_id, [example index, ...]]."""
-    rows = num_rows(shard)
-    if rows != len(codes):
-        raise ValueError(f"{shard}: {rows} rows but the filter plan has {len(codes)} rows")
+    `index`, rows sharing an n-gram (outside `ignore`, the boilerplate) with an evaluation
+    example are dropped as `contamination` or cut (`mode`), and listed in `matches` as
+    [doc_id, [example index, ...]]."""
     by_source: dict[str, Counter[str]] = {}
     matches: list[list[Any]] = []
-    start = 0
+    tally: Counter[str] = Counter()
     with ShardWriter(out, FILTERED_SCHEMA) as w:
-        for batch in iter_batches(shard):
-            n = batch.num_rows
-            keep = codes[start : start + n] == KEEP
-            start += n
-            table = pa.Table.from_batches([batch]).filter(pa.array(keep))
+        for table in _kept_tables(shard, codes):
             if index is not None and table.num_rows:
-                found = index.find(_scan_text(table))
+                s = screen(_scan_text(table), index, mode, ignore)
                 ids = table["doc_id"].to_pylist()
-                matches += [[ids[m.row], list(m.examples)] for m in found]
-                clean = np.ones(table.num_rows, dtype=bool)
-                clean[[m.row for m in found]] = False
-                table = table.filter(pa.array(clean))
+                matches += [[ids[row], list(examples)] for row, examples in s.found]
+                tally.update(dropped=s.dropped, cut=len(s.cut), spared=s.spared,
+                             chars=s.chars_removed)  # fmt: skip
+                table = _with_cuts(table, s.cut).filter(pa.array(s.keep))
             splits = [split_of(d, salt, validation_fraction) for d in table["doc_id"].to_pylist()]
             for src, sp in zip(table["source"].to_pylist(), splits, strict=True):
                 by_source.setdefault(src, Counter())[sp] += 1
@@ -366,5 +401,11 @@ def apply_plan(
         },
     }
     if index is not None:
-        result |= {"contamination": len(matches), "matches": matches}
+        result |= {
+            "contamination": tally["dropped"],
+            "contamination_cut": tally["cut"],
+            "contamination_spared": tally["spared"],
+            "contamination_chars_removed": tally["chars"],
+            "matches": matches,
+        }
     return result

@@ -5,6 +5,10 @@ Units: one `ScanSpec` per parsed shard (reads its small columns), one `MergeSpec
 (the rules across shards: revisions, deletions, duplicates, PMC overlap), one `ShardSpec` per
 shard (drops the rows, checks the kept ones against the evaluation n-grams, adds the split) and,
 with `filter.decontaminate`, one `IndexSpec` hashing the downstream tasks' dev and test n-grams.
+With the boilerplate guard (`filter.contamination_max_docs`), one `CountSpec` per shard counts
+the kept documents holding each evaluation n-gram and one `FrequentSpec` sums them into the
+n-grams to ignore, before the shard units run: the guard needs the whole corpus's counts, so
+the kept text is hashed twice (once to count, once to decontaminate).
 See `mediswift.data.filters` for the rules and their order.
 """
 
@@ -22,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
 from mediswift.artifacts import write_atomic
 from mediswift.data.contamination import EvalText, NgramIndex, summarise
-from mediswift.data.filters import ShardRef, ShardScan, apply_plan, merge_scans, scan_shard
+from mediswift.data.filters import (
+    ShardRef,
+    ShardScan,
+    apply_plan,
+    count_ngrams,
+    merge_scans,
+    scan_shard,
+)
 from mediswift.finetune.datasets import load_task
 from mediswift.finetune.registry import task_class
 from mediswift.manifests import FilterManifest
@@ -34,7 +45,8 @@ log = logging.getLogger(__name__)
 # Bump when the filter's output changes: it re-keys every filter unit.
 # 2: cut-off, PubMed/PMC overlap and decontamination. 3: keys are the unit specs.
 # 4: the snapshot cut-off (revised_after) and the any-PMCID overlap rule; scans hold has_pmcid.
-FILTER_VERSION = 4
+# 5: GPT-3's words (punctuation deleted, not a separator), the boilerplate guard, window mode.
+FILTER_VERSION = 5
 # The splits a task is judged on (model selection and the reported numbers).
 EVAL_SPLITS = ("dev", "test")
 
@@ -97,9 +109,39 @@ class ShardSpec(UnitSpec):
     split_salt: str
     validation_fraction: float
     ngrams_digest: str | None
+    decontaminate_mode: str | None = None  # None: no decontamination
+    frequent_digest: str | None = None  # the boilerplate n-grams ignored (None: no guard)
     codes: str = unkeyed("", "where the codes are (their digest is keyed)")
     ngrams: str | None = unkeyed(None, "the n-gram index folder (its digest is keyed)")
+    frequent: str | None = unkeyed(None, "the boilerplate n-grams' file (its digest is keyed)")
     index: int = unkeyed(0, "position in the parse manifest (its run name in the UI)")
+
+
+class CountSpec(UnitSpec):
+    """Per shard: how many kept documents hold each evaluation n-gram (the guard's count)."""
+
+    stage: ClassVar[str] = "filter"
+    kind: ClassVar[str] = "ngram-counts"
+    version: ClassVar[int] = FILTER_VERSION
+
+    shard: str
+    codes_digest: str
+    ngrams_digest: str
+    codes: str = unkeyed("", "where the codes are (their digest is keyed)")
+    ngrams: str = unkeyed("", "the n-gram index folder (its digest is keyed)")
+    index: int = unkeyed(0, "position in the parse manifest (its run name in the UI)")
+
+
+class FrequentSpec(UnitSpec):
+    """The evaluation n-grams held by more than `max_docs` corpus documents: boilerplate."""
+
+    stage: ClassVar[str] = "filter"
+    kind: ClassVar[str] = "frequent-ngrams"
+    version: ClassVar[int] = FILTER_VERSION
+
+    counts: tuple[str, ...]  # the count units' digests, in shard order
+    max_docs: int
+    files: tuple[str, ...] = unkeyed((), "the count units' files (their digests are keyed)")
 
 
 class IndexSpec(UnitSpec):
@@ -151,6 +193,7 @@ def shard_units(
     parsed: list[ParsedShard],
     merged: dict[str, Any],
     index: dict[str, Any] | None,
+    frequent: dict[str, Any] | None = None,
 ) -> list[ShardSpec]:
     return [
         ShardSpec(
@@ -161,10 +204,45 @@ def shard_units(
             validation_fraction=cfg.validation_fraction,
             ngrams=index and index["path"],
             ngrams_digest=index and index["digest"],
+            decontaminate_mode=cfg.decontaminate_mode if index else None,
+            frequent=frequent and frequent["path"],
+            frequent_digest=frequent and frequent["digest"],
             index=i,
         )
         for i, (s, codes) in enumerate(zip(parsed, merged["plans"], strict=True))
     ]
+
+
+def count_units(
+    cfg: FilterConfig,
+    parsed: list[ParsedShard],
+    merged: dict[str, Any],
+    index: dict[str, Any] | None,
+) -> list[CountSpec]:
+    """The guard's count per shard (none without decontamination or without the guard)."""
+    if index is None or cfg.contamination_max_docs is None:
+        return []
+    return [
+        CountSpec(
+            shard=s.path,
+            codes=codes["path"],
+            codes_digest=codes["digest"],
+            ngrams=index["path"],
+            ngrams_digest=index["digest"],
+            index=i,
+        )
+        for i, (s, codes) in enumerate(zip(parsed, merged["plans"], strict=True))
+    ]
+
+
+def frequent_unit(cfg: FilterConfig, counts: list[dict[str, Any]]) -> FrequentSpec | None:
+    if cfg.contamination_max_docs is None or not counts:
+        return None
+    return FrequentSpec(
+        counts=tuple(c["digest"] for c in counts),
+        max_docs=cfg.contamination_max_docs,
+        files=tuple(c["path"] for c in counts),
+    )
 
 
 def index_unit(
@@ -238,10 +316,64 @@ def run_shard(spec: ShardSpec, home: Path) -> dict[str, Any]:
     out = u.path / "docs.parquet"
     found = NgramIndex.load(home / spec.ngrams) if spec.ngrams else None
     codes = np.load(home / spec.codes, allow_pickle=False)
+    ignore = None
+    if spec.frequent:
+        ignore = set(np.load(home / spec.frequent, allow_pickle=False).tolist())
     result = apply_plan(
-        home / spec.shard, codes, out, spec.split_salt, spec.validation_fraction, found
-    )
+        home / spec.shard, codes, out, spec.split_salt, spec.validation_fraction, found,
+        spec.decontaminate_mode or "document", ignore,
+    )  # fmt: skip
     return u.write_manifest({"path": str(out.relative_to(home)), **result})
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> str:
+    """Write `arrays` as an .npz (no pickles) atomically; the sha256 of its bytes."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def run_counts(spec: CountSpec, home: Path) -> dict[str, Any]:
+    """Count the kept documents holding each evaluation n-gram (`counts.npz`: hashes, docs)."""
+    if (done := spec.done_result(home)) is not None:
+        return done
+    index = NgramIndex.load(home / spec.ngrams)
+    codes = np.load(home / spec.codes, allow_pickle=False)
+    counts = count_ngrams(home / spec.shard, codes, index)
+    hashes = np.array(sorted(counts), dtype=np.uint64)
+    docs = np.array([counts[int(h)] for h in hashes], dtype=np.int64)
+    u = spec.artifact(home).ensure()
+    digest = _save_npz(u.path / "counts.npz", hashes=hashes, docs=docs)
+    return u.write_manifest(
+        {"path": str((u.path / "counts.npz").relative_to(home)), "digest": digest,
+         "ngrams": len(hashes)}
+    )  # fmt: skip
+
+
+def run_frequent(spec: FrequentSpec, home: Path) -> dict[str, Any]:
+    """Sum the shards' counts; the n-grams in more than `max_docs` documents (`frequent.npy`,
+    sorted hashes) are the boilerplate the shard units ignore."""
+    if (done := spec.done_result(home)) is not None:
+        return done
+    total: Counter[int] = Counter()
+    for f in spec.files:
+        with np.load(home / f, allow_pickle=False) as z:
+            total.update(dict(zip(z["hashes"].tolist(), z["docs"].tolist(), strict=True)))
+    frequent = np.array(sorted(h for h, n in total.items() if n > spec.max_docs), np.uint64)
+    u = spec.artifact(home).ensure()
+    buf = io.BytesIO()
+    np.save(buf, frequent, allow_pickle=False)
+    write_atomic(u.path / "frequent.npy", buf.getvalue())
+    return u.write_manifest(
+        {
+            "path": str((u.path / "frequent.npy").relative_to(home)),
+            "digest": hashlib.sha256(buf.getvalue()).hexdigest(),
+            "max_docs": spec.max_docs,
+            "ignored": len(frequent),  # evaluation n-grams ignored as boilerplate
+            "found": len(total),  # evaluation n-grams found in the corpus at all
+        }
+    )
 
 
 def evaluation_texts(
@@ -284,17 +416,38 @@ def run_index(spec: IndexSpec, home: Path) -> dict[str, Any]:
 
 
 def contamination_record(
-    home: Path, index: dict[str, Any], results: list[dict[str, Any]]
+    cfg: FilterConfig,
+    home: Path,
+    index: dict[str, Any],
+    results: list[dict[str, Any]],
+    frequent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What the manifest says about decontamination: the check, and the examples found."""
+    """What the manifest says about decontamination: the check, what each rule did (documents
+    dropped, cut, spared by the boilerplate guard), and the examples found."""
     examples = NgramIndex.load(home / index["path"]).examples
     matches = [(doc, found) for r in results for doc, found in r.get("matches", [])]
+    total: Counter[str] = Counter()
+    for r in results:
+        total.update({k: r.get(f"contamination{k}", 0) for k in ("", "_cut", "_spared")})
+        total.update(chars=r.get("contamination_chars_removed", 0))
+    too_short = {
+        task: {split: n - index["checked"][task][split] for split, n in splits.items()}
+        for task, splits in index["examples"].items()
+    }
     return {
         "ngram": index["ngram"],
+        "mode": cfg.decontaminate_mode,
+        "max_docs": cfg.contamination_max_docs,
         "tasks": sorted(index["examples"]),
         "examples": index["examples"],
         "checked": index["checked"],
+        "too_short": too_short,
+        "boilerplate_ngrams": frequent["ignored"] if frequent else 0,
         "documents": len(matches),
+        "dropped": total[""],
+        "cut": total["_cut"],
+        "spared": total["_spared"],
+        "chars_removed": total["chars"],
         "found": summarise(examples, matches),
     }
 
@@ -307,6 +460,7 @@ def collect(
     results: list[dict[str, Any]],
     index: dict[str, Any] | None,
     logger: logging.Logger | logging.LoggerAdapter = log,
+    frequent: dict[str, Any] | None = None,
 ) -> FilterManifest:
     """The stage manifest: the kept shards and every document counted once (kept or dropped
     for one reason); counts that do not add up fail the stage."""
@@ -329,10 +483,13 @@ def collect(
     dropped = dict(merged["dropped"])
     contamination = None
     if index is not None:
-        contamination = contamination_record(home, index, results)
-        dropped["contamination"] = contamination["documents"]
-        logger.info("filter: dropped %d records: contamination (%d evaluation examples found)",
-                    dropped["contamination"], len(contamination["found"]))  # fmt: skip
+        c = contamination = contamination_record(cfg, home, index, results, frequent)
+        dropped["contamination"] = c["dropped"]
+        logger.info(
+            "filter: dropped %d records: contamination (%s mode; %d cut, %d kept whole for "
+            "sharing only boilerplate n-grams; %d evaluation examples found)",
+            c["dropped"], c["mode"], c["cut"], c["spared"], len(c["found"]),
+        )  # fmt: skip
     counts = {
         "input": merged["input"],
         "dropped": dropped,
@@ -353,5 +510,7 @@ def collect(
         "pmc_overlap_rule": cfg.pmc_overlap_rule if cfg.pmc_overlap else None,
         "decontaminate": cfg.decontaminate,
         "contamination_ngram": cfg.contamination_ngram if cfg.decontaminate else None,
+        "decontaminate_mode": cfg.decontaminate_mode if cfg.decontaminate else None,
+        "contamination_max_docs": cfg.contamination_max_docs if cfg.decontaminate else None,
     }
     return FilterManifest(shards=shards, counts=counts, rules=rules, contamination=contamination)
