@@ -15,13 +15,13 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import server_fixtures
 
 from mediswift.config import STAGES, load_recipe
 from mediswift.graph import plan
@@ -32,37 +32,10 @@ TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect"))}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [str(REPO / ".venv/bin/prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--no-services"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
-    import urllib.request
-
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the Prefect server did not start")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with server_fixtures.prefect_server(tmp_path_factory.mktemp("prefect")) as url:
+        yield url
 
 
 def _start(home: Path, mirror: Path, api: str, log: Path) -> subprocess.Popen:

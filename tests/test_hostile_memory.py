@@ -20,17 +20,15 @@ import contextlib
 import gzip
 import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+import server_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = (REPO / "tests" / "recipes" / "tiny.yaml").read_text()
@@ -55,35 +53,10 @@ PREFECT_LOGGING_CONFIG_PATH = "{logging}"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect"))}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [str(REPO / ".venv/bin/prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--no-services"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the Prefect server did not start")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with server_fixtures.prefect_server(tmp_path_factory.mktemp("prefect")) as url:
+        yield url
 
 
 class Run:
