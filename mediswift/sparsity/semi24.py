@@ -24,8 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mediswift.settings import SEMI24_LEVEL
+
 GROUP, KEEP = 4, 2
-SPARSITY = 1 - KEEP / GROUP  # the only level a 2:4 pattern has
+SPARSITY = SEMI24_LEVEL  # the only level a 2:4 pattern has: 1 - KEEP / GROUP
+assert SPARSITY == 1 - KEEP / GROUP
 
 
 def semi24_mask(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

@@ -26,7 +26,7 @@ import numpy as np
 
 from mediswift.text.token_shards import read_token_stream
 from mediswift.train.batches import fixed_batches
-from mediswift.train.report import read_curve
+from mediswift.train.report import dense_runs, read_curve
 
 
 def unigram_val_loss(
@@ -82,7 +82,7 @@ def sparsity_gaps(variants: Sequence[dict], home: Path) -> list[SparsityGap]:
     """One gap per sparse variant that has a dense variant of its size (records as listed by
     the pretrain stage: name, model, sparsity, final_val_loss, train_flops, loss_curve, steps,
     iso_flops_of)."""
-    dense = {v["model"]: v for v in variants if v["sparsity"] == 0.0 and not v.get("iso_flops_of")}
+    dense = dense_runs(list(variants))
     iso = {(v["model"], v["iso_flops_of"]): v for v in variants if v.get("iso_flops_of")}
     out = []
     for v in variants:

@@ -65,15 +65,18 @@ def flops_vs_dense(variants: list[dict[str, Any]]) -> dict[str, float]:
     """Each variant's training FLOPs over those of the dense run of its size trained for the
     recipe's steps (an iso-FLOPs baseline is dense but trained for fewer steps: its ratio is
     to that run, not to itself); a variant's own `flops_ratio` where no such run is listed."""
-    dense = {
-        v["model"]: v["train_flops"]
-        for v in variants
-        if v["sparsity"] == 0 and not v.get("iso_flops_of")
-    }
+    dense = dense_runs(variants)
     return {
-        v["name"]: v["train_flops"] / dense[v["model"]] if v["model"] in dense else v["flops_ratio"]
+        v["name"]: v["train_flops"] / dense[v["model"]]["train_flops"]
+        if v["model"] in dense
+        else v["flops_ratio"]
         for v in variants
     }
+
+
+def dense_runs(variants: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Size -> the dense variant trained for the recipe's steps (not an iso-FLOPs baseline)."""
+    return {v["model"]: v for v in variants if v["sparsity"] == 0 and not v.get("iso_flops_of")}
 
 
 def table2(variants: list[dict[str, Any]]) -> str:
