@@ -47,7 +47,7 @@ test-fast: install
 
 # The stage-manifest and recipe-settings references, generated from the types (a test checks).
 docs: install
-	$(PY) -c "from mediswift.manifests import reference; from mediswift.finetune.keys import TaskDataSpec, PointSpec; open('docs/manifests.md', 'w').write(reference((TaskDataSpec, PointSpec)))"
+	$(PY) -c "from mediswift.manifests import reference; from mediswift.finetune.keys import TaskDataSpec, PointSpec, StageSpec, LabelSpec; open('docs/manifests.md', 'w').write(reference((TaskDataSpec, PointSpec, StageSpec, LabelSpec)))"
 	$(PY) -c "from mediswift.config import settings_reference as r; open('docs/settings.md', 'w').write(r())"
 
 format: install

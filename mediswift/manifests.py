@@ -115,7 +115,7 @@ class TrainedVariant(BaseModel):
 
     model_config = ConfigDict(extra="allow")  # the variant's own facts (FLOPs, timings...)
 
-    name: str = Field(description="e.g. tiny-s0.75")
+    name: str = Field(description="e.g. tiny-s75, tiny-dense (`mediswift.names.variant_name`)")
     model: str = Field(description="size name")
     sparsity: float = Field(description="fraction of zero weights")
     checkpoint: str = Field(description="final checkpoint directory")
@@ -205,6 +205,24 @@ class PointResult(BaseModel):
     )
 
 
+class StageChoice(BaseModel):
+    """An earlier stage of a multi-stage sweep: its grid, and the (batch, lr) chosen there."""
+
+    stage: str
+    after: str | None = Field(None, description="stage whose chosen units it starts from")
+    labels_from: str | None = Field(
+        None, description="stage whose chosen units pseudo-label its training items"
+    )
+    batch_size: int
+    lr: float
+    dev_mean: float = Field(description="mean over seeds of the units' best dev metric")
+    chosen: list[str] = Field(description="its units at the choice, one per seed")
+    units: list[str] = Field(description="every unit of its grid (relative to home)")
+    labels: list[str] = Field(
+        default_factory=list, description="labels units its chosen units made, one per seed"
+    )
+
+
 class Sweep(BaseModel):
     """The grid points of one (variant, task)."""
 
@@ -213,6 +231,10 @@ class Sweep(BaseModel):
     metric: str
     parent_run_id: str | None = None
     points: list[PointResult]
+    stages: list[StageChoice] = Field(
+        default_factory=list,
+        description="a multi-stage sweep's stages before the last (whose grid `points` is)",
+    )
 
 
 class FinetuneManifest(Manifest):

@@ -17,8 +17,8 @@ from mediswift.artifacts import unit_at
 from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.data.download import client_for
 from mediswift.finetune.datasets import DATA_FILE, prepare_task
-from mediswift.finetune.keys import PointSpec, TaskDataSpec, read_spec
-from mediswift.finetune.point import run_point
+from mediswift.finetune.keys import LabelSpec, PointSpec, StageSpec, TaskDataSpec, read_spec
+from mediswift.finetune.point import run_labels, run_point
 from mediswift.finetune.sources import fetch_task_files
 from mediswift.text.tokenizer import Tokenizer
 from mediswift.tracking import DatasetRef, Tracker, tracking_uri_in
@@ -54,7 +54,8 @@ def prepare_data(key: str, home: str, name: str) -> dict[str, Any]:
 
 @task(name="finetune-point", task_run_name="{name}")
 def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
-    """Fine-tune one variant on one task at one (batch, lr, seed); one child MLflow run."""
+    """Fine-tune one variant on one task at one (batch, lr, seed), or one stage of a
+    multi-stage schedule there; one child MLflow run."""
     root = Path(home)
     unit = unit_at(root, "finetune", key)
     if unit.done():
@@ -69,6 +70,11 @@ def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
         "lr": spec.lr,
         "seed": spec.seed,
         "unit": key,
+        **(
+            {"phase": spec.phase, "start": spec.start or "pretrained", "labels": spec.labels}
+            if isinstance(spec, StageSpec)
+            else {}
+        ),
         **{k: v for k, v in spec.settings.items() if k not in ("tasks", "seeds")},
         **{f"task.{k}": v for k, v in spec.settings["tasks"][spec.task].items() if k != "grid"},
     }
@@ -91,13 +97,31 @@ def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
     return manifest
 
 
+@task(name="finetune-labels", task_run_name="{name}")
+def finetune_labels(key: str, home: str, name: str) -> dict[str, Any]:
+    """Pseudo-label one split with a chosen stage unit's model (a multi-stage schedule)."""
+    root = Path(home)
+    unit = unit_at(root, "finetune", key)
+    if unit.done():
+        return unit.manifest()
+    spec = read_spec(unit, LabelSpec)
+    return run_labels(unit, spec, root, Tokenizer.load(root / spec.tokenizer_dir))
+
+
 def task_splits(home: Path, spec: PointSpec) -> list[DatasetRef]:
     """The task's splits the point trains, selects and is tested on, named by the content key
-    of the task's data unit (its folder name)."""
+    of the task's data unit (its folder name); a stage unit's: its stage's (and dev and test
+    for the last stage)."""
     data = home / spec.data_dir
     info = json.loads((data / DATA_FILE).read_text())
-    train = {st["train"] for st in info["stages"]}
-    dev = {st["dev"] for st in info["stages"]}
+    stages = info["stages"]
+    if isinstance(spec, StageSpec):
+        stages = [st for st in stages if st["name"] == spec.phase]
+    train = {st["train"] for st in stages}
+    dev = {st["dev"] for st in stages}
+    read = train | dev
+    if not isinstance(spec, StageSpec) or spec.phase == info["stages"][-1]["name"]:
+        read |= {"dev", "test"}
 
     def context(split: str) -> str:
         return "training" if split in train else "validation" if split in dev else "test"
@@ -111,4 +135,5 @@ def task_splits(home: Path, spec: PointSpec) -> list[DatasetRef]:
             profile={"examples": n, "before_caps": info["full_counts"].get(split, n)},
         )
         for split, n in info["counts"].items()
+        if split in read or not isinstance(spec, StageSpec)
     ]

@@ -1,6 +1,6 @@
 """Dense fine-tuning: sequence layout and loss masks, truncation, zero-start of reactivated
 weights, cached scoring and generation, a tiny fine-tune that learns, and one grid point end to
-end (multi-stage chaining, unit written once)."""
+end (a stage unit of multi-stage data, unit written once)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import prepare_task
 from mediswift.finetune.formats import read_examples
 from mediswift.finetune.hoc import HoC, hoc_splits
-from mediswift.finetune.keys import PointSpec, task_section
+from mediswift.finetune.keys import PointSpec, StageSpec, task_section
 from mediswift.finetune.point import (
     load_finetuned,
     load_pretrained,
@@ -222,12 +222,12 @@ def test_hoc_constrained_prediction_returns_label_sets(tok: Tokenizer, mirror_di
     assert 0.0 <= f1 <= 1.0
 
 
-def test_grid_point_multistage_and_never_retrained(
+def test_stage_unit_of_multistage_data_and_never_retrained(
     tok: Tokenizer, mirror_dir: Path, tmp_path: Path
 ) -> None:
-    # Tiny fake PQA-A / PQA-U built from PQA-L items (pseudo labels: their real labels).
-    # PQA-A in the repository's JSON; PQA-U as its maintainers publish it: unlabelled Parquet,
-    # pseudo-labelled by the PQA-A-trained model before its stage.
+    # Tiny fake PQA-A / PQA-U built from PQA-L items. PQA-A in the repository's JSON; PQA-U as
+    # its maintainers publish it: unlabelled Parquet (labelled by the reasoning-free labeller
+    # chain, see test_pubmedqa_stages.py, which runs the whole schedule).
     from test_pubmedqa import write_hub_parquet
 
     items = list(load_json(mirror_dir / "pubmedqa" / "ori_pqal.json").items())
@@ -256,7 +256,13 @@ def test_grid_point_multistage_and_never_retrained(
     ids = (tmp_path / "data" / "dev.ids.jsonl").read_text().splitlines()
     dev0 = read_examples(tmp_path / "data" / "dev.jsonl")[0]
     assert json.loads(ids[0]) == [tok.encode(dev0.source), tok.encode(dev0.target)]
-    assert [s["name"] for s in info["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
+    assert [s["name"] for s in info["stages"]] == [
+        "rf_pqa_a",
+        "rf_pqa_l",
+        "pqa_a",
+        "pqa_u",
+        "pqa_l",
+    ]
     assert info["counts"]["pqa_a_train"] == 24 and info["counts"]["pqa_a_dev"] == 10
     assert info["full_counts"] == {
         "train": 450,
@@ -265,12 +271,17 @@ def test_grid_point_multistage_and_never_retrained(
         "pqa_a_train": 30,
         "pqa_a_dev": 10,
         "pqa_u_train": 24,
+        "rf_pqa_a_train": 30,
+        "rf_pqa_a_dev": 10,
+        "rf_train": 450,
+        "rf_dev": 50,
+        "rf_pqa_u": 24,
     }
     torch.manual_seed(0)
     lm = GPT(GPTConfig(n_layer=1, n_head=2, d_model=32, vocab_size=tok.vocab_size, block_size=64))
     save_checkpoint(tmp_path / "ckpt", lm)
     unit = Artifact("finetune", "k", tmp_path / "unit")
-    spec = PointSpec(
+    point = dict(
         checkpoint="ckpt",
         tokenizer=tok.hash,
         data="data",
@@ -287,25 +298,22 @@ def test_grid_point_multistage_and_never_retrained(
         tokenizer_dir="unused",
         tracking=TrackingSpec(uri="unused", experiment="unused"),
     )
+    # A multi-stage schedule is trained as stage units, never as one grid point.
+    with pytest.raises(ValueError, match="stage units"):
+        run_point(unit, PointSpec(**point), tmp_path, tok)
+    spec = StageSpec(**point, phase="pqa_a")
     m = run_point(unit, spec, tmp_path, tok)
-    assert [s["name"] for s in m["stages"]] == ["pqa_a", "pqa_u", "pqa_l"]
-    labels = m["stages"][1]["pseudo_labels"]  # every PQA-U item labelled by the PQA-A model
-    assert sum(labels.values()) == 24 and set(labels) <= {'"yes"', '"no"', '"maybe"'}
-    # PQA-L starts from PQA-U's best state: its epoch-0 dev metric (same PQA-L dev set) equals
-    # the best PQA-U dev metric.
-    assert m["stages"][2]["history"][0]["dev_metric"] == pytest.approx(m["stages"][1]["best_dev"])
-    assert set(m["metrics"]) == {"dev_generate", "test_generate", "dev_score", "test_score"}
+    assert [s["name"] for s in m["stages"]] == ["pqa_a"] and m["phase"] == "pqa_a"
+    assert m["start"] == "ckpt" and m["stages"][0]["train"] == 24
+    # An earlier stage: its best dev metric (early-stopping mode), no test, no predictions.
+    assert m["metrics"] == {"dev_score": m["stages"][0]["best_dev"]}
+    assert not list(unit.path.glob("predictions_*"))
     assert unit.done()
-    rows = [json.loads(x) for x in (unit.path / "predictions_score.jsonl").read_text().splitlines()]
-    assert len(rows) == 24 and {r["split"] for r in rows} == {"dev", "test"}
-    # The saved best checkpoint reproduces the recorded dev metric.
     model = load_finetuned(unit.path / "checkpoint")
-    dev = [r for r in rows if r["split"] == "dev"]
-    assert len(dev) == 12
+    assert model.n_prompt == 9
     stamp = (unit.path / "metrics.json").stat().st_mtime_ns
     again = run_point(unit, spec, tmp_path, tok)
     assert again == m and (unit.path / "metrics.json").stat().st_mtime_ns == stamp
-    assert model.n_prompt == 9
 
 
 def train_settings(batch_size: int, lr: float, epochs: int, **kw: object) -> TrainSettings:

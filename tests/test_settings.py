@@ -92,11 +92,11 @@ def test_task_list_selects_and_keeps_the_recipes_sections() -> None:
 def test_manifest_reference_is_current() -> None:
     from pathlib import Path
 
-    from mediswift.finetune.keys import PointSpec, TaskDataSpec
+    from mediswift.finetune.keys import LabelSpec, PointSpec, StageSpec, TaskDataSpec
     from mediswift.manifests import reference
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "manifests.md"
-    expected = reference((TaskDataSpec, PointSpec))
+    expected = reference((TaskDataSpec, PointSpec, StageSpec, LabelSpec))
     assert doc.read_text() == expected, "regenerate docs/manifests.md: make docs"
 
 

@@ -3,9 +3,12 @@
 Plan units, submit, collect, write the manifest: fetch each task's raw files, prepare its data
 (one unit per task), then run every grid point in a thread pool of `finetune.concurrency`
 workers (torch releases the GIL in its kernels; each worker gets cores / concurrency torch
-threads). Keys come from `mediswift.finetune.keys`. MLflow: one parent run per (variant, task)
-sweep, a child run per grid point; the parent lists every point of the sweep (tags and a linked
-table), those found done included. Manifest: `mediswift.manifests.FinetuneManifest`.
+threads). A multi-stage task's units (a grid per stage) then run round by round, as the
+library's schedule hands them out once the stage before is chosen, one subflow run per round
+(`mediswift.finetune.schedule`). Keys come from `mediswift.finetune.keys`. MLflow: one parent
+run per (variant, task) sweep, a child run per grid point (and stage unit); the parent lists
+every point of the sweep (tags and a linked table), those found done included. Manifest:
+`mediswift.manifests.FinetuneManifest`.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from tasks.tracking import flow_run_tags, link_mlflow_run
 
 @flow(name="finetune-sweep")
 def finetune_sweep(
-    home: str, data: dict[str, str], points: dict[str, str]
+    home: str, data: dict[str, str], points: dict[str, str], labels: dict[str, str] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Prepare every task's data, then run every grid point (in the flow's thread pool).
+    """Prepare every task's data, then run every grid point (in the flow's thread pool); in a
+    later round of a multi-stage schedule, its labels units first, then its stage units.
 
-    `data` and `points` map unit keys to display names: each unit's spec is in its directory
-    (`spec.json`), so the subflow's parameters stay small."""
+    `data`, `points` and `labels` map unit keys to display names: each unit's spec is in its
+    directory (`spec.json`), so the subflow's parameters stay small."""
     root = Path(home)
 
     def submit(task: Any, key: str, name: str) -> Any:
@@ -42,6 +46,8 @@ def finetune_sweep(
         return cached(task, root, unit).submit(key=key, home=home, name=name)
 
     data_results = [f.result() for f in [submit(t.prepare_data, k, n) for k, n in data.items()]]
+    for f in [submit(t.finetune_labels, k, n) for k, n in (labels or {}).items()]:
+        f.result()
     return data_results, [
         f.result() for f in [submit(t.finetune_point, k, n) for k, n in points.items()]
     ]
@@ -65,14 +71,29 @@ def run(
         name = f"{plan.variant.name}-{plan.task} sweep"
         link_mlflow_run(parents[plan.key], tracker.experiment_id, uri, name)
     S.write_specs(data, plans, tracking, parents)
-    points = {spec.key: spec.name for plan in plans for spec, _ in plan.points}
-    get_run_logger().info(
+    points = S.one_stage_points(plans)
+    logger = get_run_logger()
+    logger.info(
         "finetune: %d variants x %s, %d grid points, %d workers x %d torch threads",
         len(pretrain.variants), list(fc.tasks), len(points), fc.concurrency, threads,
     )  # fmt: skip
     runner = ThreadPoolTaskRunner(max_workers=fc.concurrency)
-    data_results, results = finetune_sweep.with_options(task_runner=runner)(
+    sweep = finetune_sweep.with_options(task_runner=runner)
+    data_results, results = sweep(
         home=str(home), data={spec.key: spec.task for spec, _ in data.values()}, points=points
     )
-    manifest = S.collect(home, tracker, data, data_results, plans, parents, results, threads)
+    by_key = dict(zip(points, results, strict=True))
+    # Multi-stage sweeps: a grid per stage, each round the units whose inputs are chosen.
+    schedule = S.schedule(home, plans, data, data_results, tracking, parents)
+    while units := schedule.next_units():
+        stage_units, labels = S.round_units(units)
+        logger.info(
+            "finetune: a round of %d stage and %d labels units", len(stage_units), len(labels)
+        )
+        _, done = sweep(home=str(home), data={}, points=stage_units, labels=labels)
+        label_results = [unit_at(home, "finetune", k).manifest() for k in labels]
+        schedule.record(dict(zip(stage_units, done, strict=True)))
+        schedule.record(dict(zip(labels, label_results, strict=True)))
+    by_key |= schedule.results
+    manifest = S.collect(home, tracker, data, data_results, plans, parents, by_key, threads)
     return manifests.write(out, manifest)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from mediswift.artifacts import write_atomic
 from mediswift.data.quarantine import RawFileError, quarantined
 from mediswift.finetune.formats import Example, label_to_json, read_examples, write_examples
 from mediswift.finetune.stats import bootstrap_interval
-from mediswift.finetune.task import DownstreamTask, TaskData
+from mediswift.finetune.task import DownstreamTask, TaskData, stage_json
 
 DATA_FILE = "data.json"
 
@@ -58,8 +57,8 @@ def prepare_task(
     """Write the task's splits into `out_dir`; returns what `data.json` holds.
 
     files: role -> local path of every raw file the task declares (`task.sources()`).
-    Splits a stage trains on are capped at the task's `max_train_examples`, the others (dev,
-    test) at `max_eval_examples`. home: where the files were fetched to (see `load_task`).
+    Splits a stage trains on (or labels from) are capped at the task's `max_train_examples`, the
+    others (dev, test) at `max_eval_examples`. home: where the files were fetched to (see `load_task`).
     """
     data = load_task(task, files, home)
     splits, stages = data.splits, data.stages or [task.final_stage()]
@@ -67,7 +66,9 @@ def prepare_task(
     if missing:
         raise ValueError(f"task {task.name}: load() gave no {sorted(missing)} split")
     full_counts = {k: len(v) for k, v in splits.items()}
-    train_splits = {st.train for st in stages}
+    # A split a labeller reads holds the same items as the split it labels: same cap, same
+    # seeded subset (the lists are equally long and in the same order), so the ids match.
+    train_splits = {st.train for st in stages} | {st.label_split for st in stages if st.label_split}
     s = task.settings
     for name in splits:
         cap = s.max_train_examples if name in train_splits else s.max_eval_examples
@@ -86,7 +87,7 @@ def prepare_task(
         "metric": task.metric_name,
         "counts": counts,
         "full_counts": full_counts,
-        "stages": [asdict(st) for st in stages],
+        "stages": [stage_json(st) for st in stages],
         "tokenizer": getattr(tok, "hash", None) if tok is not None else None,
         # The task's trivial baseline (the majority class for classification tasks).
         "majority": {

@@ -80,3 +80,26 @@ def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
             1 for i, row in enumerate(table) if row["dev_degenerate"] and clean and i != best
         ),
     }
+
+
+def choose(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The (batch, lr) of an earlier stage of a multi-stage schedule: the best mean over seeds
+    of `dev` (each point's best dev metric of that stage); ties go to the first (batch, lr) in
+    grid order. `points`: batch_size, lr, seed, dev. Returns batch_size, lr, dev_mean and the
+    table of every (batch, lr)."""
+    groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["batch_size"], p["lr"]), []).append(p)
+    if not groups:
+        raise ValueError("no grid points to choose from")
+    table = [
+        {
+            "batch_size": batch,
+            "lr": lr,
+            "dev_mean": mean_std([p["dev"] for p in members])[0],
+            "seeds": sorted(p["seed"] for p in members),
+        }
+        for (batch, lr), members in groups.items()
+    ]
+    best = max(range(len(table)), key=lambda i: (table[i]["dev_mean"], -i))
+    return {**table[best], "grid": table}

@@ -7,12 +7,19 @@ and the task's result settings and the prediction modes. A setting of one task n
 another, and a scheduling setting (seeds, grid, concurrency) never re-keys a finished point.
 The checkpoint path is the variant's content-addressed unit, so adding a variant to the recipe
 does not re-key the sweeps of the others.
+
+A task whose data has a schedule of several stages (PubMedQA with PQA-A/PQA-U) is planned stage
+by stage (`mediswift.finetune.schedule`): each stage unit is a `StageSpec` (a `PointSpec` plus
+its stage (`phase`), the key of the unit it starts from and the key of the `LabelSpec` unit whose pseudo
+labels it trains on), so its key follows from the whole chain it reads. A one-stage task's
+points stay `PointSpec`s, keyed as before.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -95,7 +102,62 @@ class PointSpec(UnitSpec):
         return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
 
 
-S = TypeVar("S", TaskDataSpec, PointSpec)
+# A stage unit's own version (a new kind: one-stage points keep POINT_VERSION).
+STAGE_VERSION = 1
+LABELS_VERSION = 1
+
+
+class StageSpec(PointSpec):
+    """One grid point of one stage of a multi-stage schedule: train stage `phase` at (batch,
+    lr, seed), from the pre-trained checkpoint (`start` empty) or from the stage unit `start`;
+    on pseudo labels from the labels unit `labels` when the stage's items are unlabelled. The
+    schedule's last stage is evaluated on dev and test like a one-stage point."""
+
+    kind: ClassVar[str] = "stage"
+    version: ClassVar[int] = STAGE_VERSION
+
+    phase: str = Field(description="the schedule stage this unit trains (Jin et al.: phase)")
+    start: str = Field("", description="key of the stage unit it starts from ('': pre-trained)")
+    labels: str = Field("", description="key of the labels unit of its train split ('': none)")
+    start_dir: str = unkeyed("", "the unit it starts from (relative to home)")
+    labels_dir: str = unkeyed("", "the labels unit (relative to home)")
+
+    @property
+    def name(self) -> str:
+        return (
+            f"{self.variant}-{self.task}-{self.phase}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
+        )
+
+
+class LabelSpec(UnitSpec):
+    """Pseudo labels of one unlabelled split, predicted by a chosen stage unit (the labeller)."""
+
+    stage: ClassVar[str] = "finetune"
+    kind: ClassVar[str] = "labels"
+    version: ClassVar[int] = LABELS_VERSION
+
+    labeller: str = Field(description="key of the stage unit whose model labels")
+    data: str = Field(description="the key of the task's data unit")
+    split: str = Field(description="the split labelled (what the labeller reads)")
+    tokenizer: str = Field(description="the tokenizer's hash")
+    shared_settings: Record = Field(description="the finetune section's shared result settings")
+    task_settings: Record = Field(description="the task's result settings")
+    task: str = unkeyed("", "downstream task name (the data unit's)")
+    variant: str = unkeyed("", "pre-trained variant name")
+    seed: int = unkeyed(0, "the seed of the labeller's chain")
+    labeller_dir: str = unkeyed("", "the labeller's unit (relative to home)")
+    settings: Record = unkeyed(
+        default_factory=dict, description="the finetune section with only this task in it"
+    )
+    data_dir: str = unkeyed("", "the task's data unit (relative to home)")
+    tokenizer_dir: str = unkeyed("", "the vocab stage output (relative to home)")
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}-{self.task}-labels-{self.split}-s{self.seed}"
+
+
+S = TypeVar("S", TaskDataSpec, PointSpec, LabelSpec)
 
 
 def task_section(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
@@ -135,13 +197,19 @@ def data_spec(
 
 @dataclass
 class SweepUnits:
-    """One (variant, task) sweep: its key (which names its MLflow parent run) and its points."""
+    """One (variant, task) sweep: its key (which names its MLflow parent run) and its points.
+
+    `staged`: the task's schedule has several stages; its `points` are then the grid's bases
+    until `mediswift.finetune.schedule.Schedule` replaces them with the last stage's units, and
+    `stages` lists the earlier stages (name, chosen batch and lr, their units)."""
 
     variant: TrainedVariant
     task: str
     key: str
     params: dict[str, Any]
     points: list[tuple[PointSpec, Artifact]]
+    staged: bool = False
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 def sweep_units(
@@ -200,7 +268,8 @@ def sweep_units(
                     tracking=tracking,
                 )
                 points.append((spec, spec.artifact(home)))
-            plans.append(SweepUnits(v, task, key, params, points))
+            staged = cfg.task(task).multi_stage()
+            plans.append(SweepUnits(v, task, key, params, points, staged))
     return plans
 
 
@@ -250,6 +319,7 @@ def manifest(
                 metric=tasks[plan.task].metric,
                 parent_run_id=parents.get(plan.key),
                 points=points,
+                stages=plan.stages,
             )
         )
     modes = sorted({m for p in plans for s, _ in p.points for m in s.modes}, key=MODES.index)
@@ -259,14 +329,18 @@ def manifest(
 SPEC_FILE = "spec.json"
 
 
-def write_spec(unit: Artifact, spec: TaskDataSpec | PointSpec) -> None:
+def write_spec(unit: Artifact, spec: TaskDataSpec | PointSpec | LabelSpec) -> None:
     """The unit's spec, in its directory before it runs (the task reads it from there)."""
     if not unit.done():
         write_atomic(unit.path / SPEC_FILE, spec.model_dump_json(indent=2) + "\n")
 
 
 def read_spec(unit: Artifact, model: type[S]) -> S:
-    return model.model_validate_json((unit.path / SPEC_FILE).read_text())
+    """The unit's spec; asked for a `PointSpec`, a stage unit's comes back as its `StageSpec`."""
+    text = (unit.path / SPEC_FILE).read_text()
+    if model is PointSpec and "phase" in json.loads(text):
+        return StageSpec.model_validate_json(text)  # type: ignore[return-value]
+    return model.model_validate_json(text)
 
 
 def rel(path: Path, home: Path) -> str:

@@ -2,12 +2,14 @@
 
 Load the pre-trained checkpoint strictly and drop its masks: the weights they held inactive
 start at zero (they are zero in a sparse checkpoint already; `reactivate` makes sure) and train
-densely with fresh AdamW state (Section 2.2.1). Then train each stage of the task's schedule
-(PubMedQA with PQA-A/PQA-U sources: PQA-A -> PQA-U -> PQA-L, each from the previous stage's
-best state; otherwise one stage), evaluate the best state on dev and test in both prediction
-modes, and write the unit: `checkpoint/` (model.safetensors + config.json as
-`mediswift.train.checkpoint` lays them out, plus `prompt.safetensors`), `metrics.json`,
-`predictions_<mode>.jsonl`, and `manifest.json` last.
+densely with fresh AdamW state (Section 2.2.1). Then train the task's stage (a multi-stage
+schedule's stage unit trains its own stage, from the saved best state of the unit it starts
+from when the stage has one: `mediswift.finetune.schedule`), evaluate the best state on dev
+and test in both prediction modes, and write the unit: `checkpoint/` (model.safetensors +
+config.json as `mediswift.train.checkpoint` lays them out, plus `prompt.safetensors`),
+`metrics.json`, `predictions_<mode>.jsonl`, and `manifest.json` last. An earlier stage's unit
+writes `checkpoint/`, `metrics.json` (its best dev metric) and `manifest.json` only; a labels
+unit (`run_labels`) writes `labels.jsonl`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from mediswift.artifacts import Artifact, tmp_path, write_atomic
 from mediswift.finetune.datasets import load_prepared, load_token_ids
-from mediswift.finetune.formats import label_to_json
-from mediswift.finetune.keys import PointSpec
+from mediswift.finetune.formats import label_from_json, label_to_json
+from mediswift.finetune.keys import LabelSpec, PointSpec
 from mediswift.finetune.scoring import (
     Encoded,
     TokenizerLike,
@@ -107,8 +109,8 @@ def pseudo_label(
     batch_size: int,
 ) -> tuple[list[Encoded], dict[str, int]]:
     """Label unlabelled examples with the model as it stands (constrained scoring when the task
-    has it: every item gets a valid label), as the multi-stage PubMedQA schedule labels PQA-U
-    with the PQA-A-trained model. Returns the labelled examples and the label counts."""
+    has it: every item gets a valid label), as a labels unit labels PQA-U with its labeller
+    (`run_labels`). Returns the labelled examples and the label counts."""
     mode = "score" if "score" in task.modes else "generate"
     preds, _ = predict(model, task, tok, data, mode, batch_size)
     out, counts = [], Counter()
@@ -141,6 +143,51 @@ def settings_for(
     return TrainSettings(**shared, **own)
 
 
+def apply_labels(
+    task: Any, tok: TokenizerLike, data: list[Encoded], labels: dict[str, Any]
+) -> tuple[list[Encoded], dict[str, int]]:
+    """The unlabelled examples given the labels a labels unit predicted for them (by id);
+    examples it left unlabelled are dropped. Returns them and the label counts."""
+    out, counts = [], Counter()
+    for e in data:
+        if e.id not in labels:
+            continue
+        label = labels[e.id]
+        counts[json.dumps(label_to_json(label))] += 1
+        out.append(Encoded(e.id, e.source, tok.encode(task.target(label)) + [tok.eos_id], label))
+    return out, dict(counts)
+
+
+LABELS_FILE = "labels.jsonl"
+
+
+def read_labels(unit_dir: Path) -> dict[str, Any]:
+    """Id -> label of a labels unit (`run_labels`)."""
+    rows = (Path(unit_dir) / LABELS_FILE).read_text().splitlines()
+    return {r["id"]: label_from_json(r["label"]) for r in map(json.loads, rows)}
+
+
+def data_budget(
+    cfg: FinetuneConfig,
+    task: Any,
+    tok: TokenizerLike,
+    info: dict[str, Any],
+    splits: dict[str, list[Any]],
+    block_size: int,
+) -> tuple[int, int, int]:
+    """(context length, source budget, generation bound) of a task's prepared data: the same
+    for every unit of the task, whatever stage it trains or labels."""
+    max_len = min(cfg.max_len, block_size)
+    train_targets = sorted({e.target for st in info["stages"] for e in splits[st["train"]]})
+    targets = task.budget_targets(train_targets)
+    n = task.settings.prompt_tokens
+    return (
+        max_len,
+        source_budget(tok, targets, n, max_len, task.name),
+        max_target_tokens(tok, targets),
+    )
+
+
 def run_point(
     unit: Artifact,
     spec: PointSpec,
@@ -151,6 +198,11 @@ def run_point(
 ) -> dict[str, Any]:
     """Fine-tune and evaluate one grid point into `unit`; returns its manifest.
 
+    A one-stage task's point (`PointSpec`) trains its one stage from the pre-trained
+    checkpoint. A stage unit (`StageSpec`) trains its stage only, from the pre-trained
+    checkpoint or the saved best state of the stage unit it starts from, on the labels of its
+    labels unit when the stage's items are unlabelled; a stage before the last one saves its
+    best state and its best dev metric (no test), the last one is evaluated like a point.
     A unit that is already done is returned as it is: a finished point is never re-trained.
     """
     if unit.done():
@@ -162,26 +214,48 @@ def run_point(
     device = pick_device(cfg.device)
     data_dir = home / spec.data_dir
     info, splits = load_prepared(data_dir)
+    phase = getattr(spec, "phase", None)
+    if phase is None:
+        if len(info["stages"]) > 1:
+            raise ValueError(
+                f"{spec.task}: its data has a schedule of {len(info['stages'])} stages, which "
+                "are trained as stage units (StageSpec), not as one grid point"
+            )
+        stages = info["stages"]
+    else:
+        stages = [st for st in info["stages"] if st["name"] == phase]
+        if not stages:
+            raise ValueError(f"{spec.task}: its data has no stage {phase!r}")
+    final = phase is None or phase == info["stages"][-1]["name"]
     n = task.settings.prompt_tokens
-    model, load_info = load_pretrained(home / spec.checkpoint, n, spec.seed, device)
-    max_len = min(cfg.max_len, model.block_size)
-    train_targets = sorted({e.target for st in info["stages"] for e in splits[st["train"]]})
-    targets = task.budget_targets(train_targets)
-    budget = source_budget(tok, targets, n, max_len, task.name)
-    max_new = max_target_tokens(tok, targets)
+    start = getattr(spec, "start", "")
+    if start:
+        model = load_finetuned(home / spec.start_dir / "checkpoint", device)
+        before = json.loads((home / spec.start_dir / "manifest.json").read_text())
+        load_info = {
+            "reactivated": before["reactivated_weights"],
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+    else:
+        model, load_info = load_pretrained(home / spec.checkpoint, n, spec.seed, device)
+    max_len, budget, max_new = data_budget(cfg, task, tok, info, splits, model.block_size)
+    needed = {st[k] for st in stages for k in ("train", "dev")} | (
+        {"dev", "test"} if final else set()
+    )
     enc = {
         name: encode_examples(
             tok, exs, budget, load_token_ids(data_dir, name, getattr(tok, "hash", None), info)
         )
         for name, exs in splits.items()
+        if name in needed
     }
     # Early stopping needs a mode the task supports (generation always is).
     early = cfg.early_stop_on if cfg.early_stop_on in task.modes else "generate"
     train = settings_for(cfg, spec.batch_size, spec.lr, spec.seed, max_new, early)
 
-    stages, offset = [], 0
-    for stage in info["stages"]:
-        prefix = f"{stage['name']}/" if len(info["stages"]) > 1 else ""
+    record, offset = [], 0
+    for stage in stages:
+        prefix = f"{stage['name']}/" if len(stages) > 1 else ""
 
         def stage_log(
             metrics: dict[str, float], step: int, p: str = prefix, o: int = offset
@@ -190,8 +264,14 @@ def run_point(
 
         labels_made = None
         if stage.get("pseudo_label"):
-            enc[stage["train"]], labels_made = pseudo_label(
-                model, task, tok, enc[stage["train"]], cfg.eval_batch_size
+            labels_dir = getattr(spec, "labels_dir", "")
+            if not labels_dir:
+                raise ValueError(
+                    f"{spec.task}: stage {stage['name']} trains on pseudo labels, but the unit "
+                    "names no labels unit"
+                )
+            enc[stage["train"]], labels_made = apply_labels(
+                task, tok, enc[stage["train"]], read_labels(home / labels_dir)
             )
         result = fit(
             model,
@@ -202,9 +282,9 @@ def run_point(
             replace(train, epochs=task.stage_epochs(stage["name"])),  # the recipe's, validated
             stage_log,
         )
-        model.load_state_dict(result.best_state)  # the next stage starts from the best state
+        model.load_state_dict(result.best_state)  # what the unit keeps: the best state
         offset += result.steps
-        stages.append(
+        record.append(
             {
                 "name": stage["name"],
                 "train": len(enc[stage["train"]]),
@@ -217,6 +297,44 @@ def run_point(
                 **({"pseudo_labels": labels_made} if labels_made is not None else {}),
             }
         )
+    chain = (
+        {
+            "phase": phase,
+            "start": getattr(spec, "start_dir", "") or spec.checkpoint,
+            **({"labels": spec.labels_dir} if getattr(spec, "labels_dir", "") else {}),
+        }
+        if phase is not None
+        else {}
+    )
+    common = {
+        **(describe or {}),
+        "variant": spec.variant,
+        "task": task.name,
+        "metric": task.metric_name,
+        **chain,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "seed": spec.seed,
+        "n_prompt": n,
+        "max_len": max_len,
+        "source_budget": budget,
+        "max_new_tokens": max_new,
+        "reactivated_weights": load_info["reactivated"],
+        "params": load_info["params"],
+        "stages": record,
+        "steps": offset,
+    }
+    if not final:
+        # An earlier stage: its best state starts the next stage's units, its best dev metric
+        # (the early-stopping mode's) chooses among its grid. No test set is looked at.
+        save_finetuned(unit.path / "checkpoint", model)
+        manifest = {
+            **common,
+            "metrics": {f"dev_{early}": record[-1]["best_dev"]},
+            "checkpoint": "checkpoint",
+        }
+        write_atomic(unit.path / "metrics.json", json.dumps(manifest, indent=2) + "\n")
+        return unit.write_manifest(manifest)
 
     metrics: dict[str, Any] = {}
     unparsed: dict[str, int] = {}  # generated sentences that name no label (counted wrong)
@@ -248,21 +366,7 @@ def run_point(
     log({k: v for k, v in metrics.items()}, offset)
     save_finetuned(unit.path / "checkpoint", model)
     manifest = {
-        **(describe or {}),
-        "variant": spec.variant,
-        "task": task.name,
-        "metric": task.metric_name,
-        "batch_size": spec.batch_size,
-        "lr": spec.lr,
-        "seed": spec.seed,
-        "n_prompt": n,
-        "max_len": max_len,
-        "source_budget": budget,
-        "max_new_tokens": max_new,
-        "reactivated_weights": load_info["reactivated"],
-        "params": load_info["params"],
-        "stages": stages,
-        "steps": offset,
+        **common,
         "metrics": metrics,
         "unparsed_generations": unparsed,
         "degenerate": flags,
@@ -271,3 +375,37 @@ def run_point(
     }
     write_atomic(unit.path / "metrics.json", json.dumps(manifest, indent=2) + "\n")
     return unit.write_manifest(manifest)
+
+
+def run_labels(unit: Artifact, spec: LabelSpec, home: Path, tok: TokenizerLike) -> dict[str, Any]:
+    """Pseudo-label split `spec.split` with the labeller unit's saved best model (constrained
+    scoring when the task has it: every item gets a valid label) into `labels.jsonl`; returns
+    the unit's manifest (a done unit as it is)."""
+    if unit.done():
+        return unit.manifest()
+    unit.ensure()
+    cfg = FinetuneConfig.model_validate(spec.settings)
+    task = cfg.task(spec.task)
+    data_dir = home / spec.data_dir
+    info, splits = load_prepared(data_dir)
+    model = load_finetuned(home / spec.labeller_dir / "checkpoint", pick_device(cfg.device))
+    _, budget, _ = data_budget(cfg, task, tok, info, splits, model.block_size)
+    ids = load_token_ids(data_dir, spec.split, getattr(tok, "hash", None), info)
+    data = encode_examples(tok, splits[spec.split], budget, ids)
+    labelled, counts = pseudo_label(model, task, tok, data, cfg.eval_batch_size)
+    rows = [json.dumps({"id": e.id, "label": label_to_json(e.label)}) + "\n" for e in labelled]
+    write_atomic(unit.path / LABELS_FILE, "".join(rows))
+    return unit.write_manifest(
+        {
+            "task": task.name,
+            "variant": spec.variant,
+            "seed": spec.seed,
+            "split": spec.split,
+            "labeller": spec.labeller_dir,
+            "mode": "score" if "score" in task.modes else "generate",
+            "items": len(data),
+            "labelled": len(labelled),
+            "counts": counts,
+            "labels": LABELS_FILE,
+        }
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,22 +22,42 @@ from mediswift.settings import TaskSettings
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a task's training schedule: train on `train`, stop early on `dev`."""
+    """One stage of a task's training schedule: train on `train`, stop early on `dev`.
+
+    A schedule of several stages is a chain (or two): a stage starts from the model chosen on
+    the dev set of stage `after` (None: from the pre-trained checkpoint). A stage whose `train`
+    items are unlabelled (label None) has them labelled first by the model chosen on stage
+    `labels_from`, which reads split `label_split` (the same items, in the form that model was
+    trained on). The last stage is the one evaluated (dev and test).
+    """
 
     name: str
     train: str
     dev: str
     epochs: int
-    # Label `train` with the model as it stands before the stage (its labels are None).
+    # True when `train` is labelled by another stage's model before the stage (`labels_from`).
     pseudo_label: bool = False
+    after: str | None = None
+    labels_from: str | None = None
+    label_split: str | None = None
+
+
+def stage_json(stage: Stage) -> dict[str, Any]:
+    """The stage as `data.json` lists it; the chain fields only when set, so a one-stage
+    schedule is written as it always was."""
+    out = asdict(stage)
+    for name in ("after", "labels_from", "label_split"):
+        if out[name] is None:
+            del out[name]
+    return out
 
 
 @dataclass
 class TaskData:
     """A task's examples by split name (`train`, `dev`, `test` at least) and its schedule.
 
-    `stages` run in order, each starting from the previous stage's best state; most tasks have
-    one (train on `train`, stop on `dev`); PubMedQA with PQA-A/PQA-U has three.
+    Most tasks have one stage (train on `train`, stop on `dev`); PubMedQA with PQA-A/PQA-U has
+    a chain of stages (see `Stage`), each a grid of its own, the last one evaluated.
     """
 
     splits: dict[str, list[Example]]
@@ -97,6 +117,11 @@ class DownstreamTask(TaskFormat):
     @abstractmethod
     def load(self, files: dict[str, Path]) -> TaskData:
         """Read the fetched raw files (role -> local path) into splits and a schedule."""
+
+    def multi_stage(self) -> bool:
+        """Whether the settings give the task a schedule of several stages (each stage a grid
+        of its own, planned stage by stage; default: no)."""
+        return False
 
     def final_stage(self) -> Stage:
         return Stage(self.name, "train", "dev", self.settings.epochs)

@@ -2,7 +2,9 @@
 seed). One data unit per task, one unit per grid point (keys: `mediswift.finetune.keys`), and
 for every (variant, task) sweep one MLflow parent run with a child run per point; the parent
 lists every point of the sweep (tags and a linked table), those found done included.
-Manifest: `FinetuneManifest`.
+A multi-stage task (PubMedQA with PQA-A/PQA-U) has a grid per stage, planned round by round
+after its data is prepared (`schedule`, `mediswift.finetune.schedule`); its stage and labels
+units are children of the same parent run. Manifest: `FinetuneManifest`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
 from mediswift.finetune import keys as P
-from mediswift.finetune.keys import TaskDataSpec
+from mediswift.finetune.keys import LabelSpec, StageSpec, TaskDataSpec
+from mediswift.finetune.schedule import Schedule, Unit
 from mediswift.manifests import FinetuneManifest, PretrainManifest, TrackingSpec
 from mediswift.tracking import NOTE_TAG, RunLogger, Tracker, portable_tracking_uri
 
@@ -70,6 +73,8 @@ def write_specs(
     for spec, unit in data.values():
         P.write_spec(unit, spec)
     for plan in plans:
+        if plan.staged:
+            continue  # its units are planned stage by stage (`Schedule`), specs written then
         logs = tracking.model_copy(update={"parent_run_id": parents[plan.key]})
         for spec, unit in plan.points:
             P.write_spec(unit, spec.model_copy(update={"tracking": logs}))
@@ -97,6 +102,34 @@ def list_points(
     RunLogger(tracker.client, parent_id).set_tags(tags)
 
 
+def one_stage_points(plans: list[P.SweepUnits]) -> dict[str, str]:
+    """Unit key -> display name of every point of the one-stage sweeps (run with the data)."""
+    return {spec.key: spec.name for plan in plans if not plan.staged for spec, _ in plan.points}
+
+
+def schedule(
+    home: Path,
+    plans: list[P.SweepUnits],
+    data: dict[str, tuple[TaskDataSpec, Artifact]],
+    data_results: list[dict[str, Any]],
+    tracking: TrackingSpec,
+    parents: dict[str, str],
+) -> Schedule:
+    """The stage-by-stage plan of the multi-stage sweeps (none: nothing to hand out)."""
+    by_task = dict(zip(data, data_results, strict=True))
+    return Schedule(home, plans, data, by_task, tracking, parents)
+
+
+def round_units(units: list[Unit]) -> tuple[dict[str, str], dict[str, str]]:
+    """Write the specs of one round of stage units; (stage units, labels units) as key ->
+    display name."""
+    for spec, unit in units:
+        P.write_spec(unit, spec)
+    stages = {s.key: s.name for s, _ in units if isinstance(s, StageSpec)}
+    labels = {s.key: s.name for s, _ in units if isinstance(s, LabelSpec)}
+    return stages, labels
+
+
 def collect(
     home: Path,
     tracker: Tracker,
@@ -104,13 +137,12 @@ def collect(
     data_results: list[dict[str, Any]],
     plans: list[P.SweepUnits],
     parents: dict[str, str],
-    results: list[dict[str, Any]],
+    results: dict[str, dict[str, Any]],
     threads: int,
 ) -> FinetuneManifest:
-    """List every sweep's points on its parent run; the stage manifest."""
-    points = [spec for plan in plans for spec, _ in plan.points]
-    by_key = {p.key: r for p, r in zip(points, results, strict=True)}
+    """List every sweep's points on its parent run; the stage manifest. `results`: unit key ->
+    manifest of every point (a multi-stage sweep's points are its last stage's units)."""
     for plan in plans:
-        list_points(tracker, parents[plan.key], plan, by_key)
+        list_points(tracker, parents[plan.key], plan, results)
     by_task = dict(zip(data, data_results, strict=True))
-    return P.manifest(home, data, by_task, plans, parents, by_key, threads)
+    return P.manifest(home, data, by_task, plans, parents, results, threads)
