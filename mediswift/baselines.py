@@ -8,11 +8,6 @@ from mediswift.flops import iso_flops_steps
 from mediswift.settings import PretrainConfig
 
 
-def iso_flops_name(model: str, sparsity: float) -> str:
-    """The dense baseline at the training FLOPs of `model` at `sparsity`: tiny-dense-iso75."""
-    return f"{model}-dense-iso{round(sparsity * 100)}"
-
-
 def iso_flops_baselines(pc: PretrainConfig, size: str, vocab: int) -> list[tuple[float, int]]:
     """(sparse level, steps) of each iso-FLOPs dense baseline of `size` the recipe asks for."""
     if not pc.iso_flops_baselines:

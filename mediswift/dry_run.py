@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mediswift.baselines import iso_flops_baselines, iso_flops_name
+from mediswift.baselines import iso_flops_baselines
 from mediswift.config import PipelineConfig
 from mediswift.graph import plan
+from mediswift.names import iso_flops_name
 
 
 def _tokens(n: float) -> str:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mediswift.baselines import iso_flops_baselines, iso_flops_name
+from mediswift.baselines import iso_flops_baselines
 from mediswift.checkpoint_size import ParamCounts, checkpoint_bytes, dense_bytes, gpt_params
 from mediswift.config import PipelineConfig
 from mediswift.flops import flops_for
 from mediswift.model.sizes import size as model_size
+from mediswift.names import iso_flops_name, variant_name
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
 GPU_PEAKS: dict[str, float] = {"a100": 312e12, "h100": 989e12}
@@ -64,7 +65,7 @@ def estimate(cfg: PipelineConfig, gpu: str = "h100", mfu: float = 0.4) -> Estima
     for size in pt.sizes:
         dense = flops_for(size, 0.0, pt.tokens, v, pt.seq_len)
         for s in pt.sparsity_levels:
-            hours[f"{size}-s{round(s * 100)}"] = dense / (GPU_PEAKS[gpu] * mfu) / 3600
+            hours[variant_name(size, s, pt.sparsity_method)] = dense / (GPU_PEAKS[gpu] * mfu) / 3600
         for s, steps in iso_flops_baselines(pt, size, v):  # dense runs of fewer steps
             tokens = steps * pt.global_batch * pt.seq_len
             iso = flops_for(size, 0.0, tokens, v, pt.seq_len)

@@ -22,7 +22,7 @@ NLM_TERMS = "https://www.nlm.nih.gov/databases/download/terms_and_conditions.htm
 # Keys of `card` that the card uses; any other key is listed under "Other details". Paths are
 # never printed (`checkpoint`, `loss_curve` of a variant record): they mean nothing elsewhere.
 CARD_FIELDS: dict[str, str] = {
-    "name": "model name, e.g. the variant name 'tiny-s0.75' (default: the output folder's name)",
+    "name": "model name, e.g. 'mediswift-tiny-s75' (default: the output folder's name)",
     "model": "size name (tiny, small, med, large, xl)",
     "sparsity": "pre-training sparsity (fraction of zero weights in the six block matrices)",
     "train_flops": "pre-training FLOPs",

@@ -20,7 +20,7 @@ from mediswift import manifests
 from mediswift.artifacts import MANIFEST, Artifact
 from mediswift.finetune.grid import select
 from mediswift.manifests import FinetuneManifest, PretrainManifest, TrainedVariant
-from mediswift.train.variant import model_name
+from mediswift.names import model_name
 
 
 @dataclass

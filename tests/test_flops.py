@@ -88,7 +88,7 @@ def test_dry_run_estimates_gpu_hours_disk_and_download(
     assert h100.gpu_hours["xl-s75"] == pytest.approx(
         dense / (GPU_PEAKS["h100"] * 0.4) / 3600, rel=0.01
     )
-    assert a100.gpu_hours["xl-s0"] / h100.gpu_hours["xl-s0"] == pytest.approx(989 / 312)
+    assert a100.gpu_hours["xl-dense"] / h100.gpu_hours["xl-dense"] == pytest.approx(989 / 312)
     # 3 levels + 2 iso-FLOPs dense baselines; the 3 dense runs alone: weights + Adam + masks
     assert h100.disk_bytes["checkpoints (5 variants)"] > 3 * 1.3e9 * 13
     # The two sparse ones store their masked matrices as kept values + bits (format 2)

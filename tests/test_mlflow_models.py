@@ -41,6 +41,7 @@ from mediswift.finetune.scoring import (  # noqa: E402
 )
 from mediswift.model.gpt import GPT, GPTConfig  # noqa: E402
 from mediswift.model.soft_prompt import PromptedLM  # noqa: E402
+from mediswift.names import model_name, variant_name  # noqa: E402
 from mediswift.sparsity.masks import make_masks  # noqa: E402
 from mediswift.text import moses  # noqa: E402
 from mediswift.text.bpe import learn_bpe  # noqa: E402
@@ -55,7 +56,6 @@ from mediswift.tracking import (  # noqa: E402
 )
 from mediswift.train.checkpoint import save_checkpoint  # noqa: E402
 from mediswift.train.pretrain import VariantSpec, launch_variant, read_metrics  # noqa: E402
-from mediswift.train.variant import model_name, variant_name  # noqa: E402
 from tasks.tracking import register_model  # noqa: E402
 
 BLOCK = 64

@@ -19,9 +19,9 @@ from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import PipelineConfig
 from mediswift.manifests import TokenizeManifest
+from mediswift.names import model_name
 from mediswift.stages import pretrain as S
 from mediswift.tracking import Tracker, recipe_alias, resolve_tracking_uri
-from mediswift.train.variant import model_name
 from tasks import pretrain as t
 from tasks.common import cached
 from tasks.tracking import (

@@ -35,8 +35,8 @@ from mediswift.manifests import (
     FinetuneManifest,
     SelectedPoint,
 )
+from mediswift.names import model_name
 from mediswift.tracking import Tracker, recipe_alias, resolve_tracking_uri
-from mediswift.train.variant import model_name
 
 SELECTED_ALIAS = "selected"
 EXAMPLE_CHARS = 100  # an input example short enough for the smallest context

@@ -15,15 +15,16 @@ from typing import Any
 
 from mediswift import manifests
 from mediswift.artifacts import Artifact, stage_artifact, write_atomic
-from mediswift.baselines import iso_flops_baselines, iso_flops_name
+from mediswift.baselines import iso_flops_baselines
 from mediswift.config import PipelineConfig
 from mediswift.graph import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, TrainedVariant
+from mediswift.names import iso_flops_name, model_name, variant_name
 from mediswift.settings import PretrainConfig
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
 from mediswift.train.report import plot_loss_curves, table2
-from mediswift.train.variant import VariantSpec, model_name, variant_name
+from mediswift.train.variant import VariantSpec
 
 SPLITS = ("train", "validation")
 

@@ -1,7 +1,7 @@
 """Models and the registry: `log_hf_model` logs an exported Hugging Face directory
 (`mediswift.export`) as an MLflow model of the transformers flavour in a run, registers it
 and sets aliases; it does so once per run (the run is tagged with the version it produced).
-Registered names are the models' own (`mediswift.train.variant.model_name`).
+Registered names are the models' own (`mediswift.names.model_name`).
 
 A fine-tuned point's export is a model class of ours (`MediSwiftPromptedLM`, shipped in the
 export as code) that puts the point's soft prompt after the source in `generate`: the flavour

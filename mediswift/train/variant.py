@@ -41,21 +41,6 @@ class VariantSpec(BaseModel):
         return cls.model_validate_json(text)
 
 
-def variant_name(model: str, sparsity: float, method: str = "static") -> str:
-    """tiny-dense, tiny-s50, xl-s75; dynamic methods append theirs (tiny-s75-rigl)."""
-    if sparsity == 0:
-        return f"{model}-dense"
-    base = f"{model}-s{round(sparsity * 100)}"
-    return base if method == "static" else f"{base}-{method}"
-
-
-def model_name(variant: str, task: str | None = None) -> str:
-    """The name of a variant's model, or of its fine-tuned point on `task`, wherever a model is
-    named (registered model, export card): `mediswift-tiny-dense`, `mediswift-tiny-s75-hoc`.
-    The prefix keeps the names apart from other models in a shared registry."""
-    return f"mediswift-{variant}-{task}" if task else f"mediswift-{variant}"
-
-
 def make_train_loader(spec: VariantSpec, d: Dist) -> Iterator[torch.Tensor]:
     """This rank's endless, shuffled, resumable loader of (micro_batch, seq_len + 1) rows."""
     cfg = spec.cfg
