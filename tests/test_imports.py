@@ -96,3 +96,29 @@ def test_validating_a_recipe_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+FLOW_FUNCTION_LINES = 40  # flows order stages and submit units; their logic is the library's
+
+
+def test_flows_only_orchestrate_in_short_functions() -> None:
+    """No function of `flows/` is longer than 40 lines, and none opens, moves or deletes files
+    itself (the library does: `mediswift.stages`)."""
+    import ast
+
+    long, touching = [], []
+    for path in sorted((REPO / "flows").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > FLOW_FUNCTION_LINES:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+            if isinstance(node, ast.Attribute) and node.attr in (
+                "unlink", "rmtree", "rename", "replace", "write_text", "read_text", "open",
+            ):  # fmt: skip
+                touching.append(f"{path.name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.Name) and node.id == "open":
+                touching.append(f"{path.name}:{node.lineno} open")
+    assert not long, long
+    assert not touching, touching

@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
+from mediswift.finetune.schedule import Schedule
 from mediswift.manifests import PretrainManifest
 from mediswift.stages import finetune as S
 from mediswift.tracking import Tracker, resolve_tracking_uri
@@ -72,8 +73,7 @@ def run(
         link_mlflow_run(parents[plan.key], tracker.experiment_id, uri, name)
     S.write_specs(data, plans, tracking, parents)
     points = S.one_stage_points(plans)
-    logger = get_run_logger()
-    logger.info(
+    get_run_logger().info(
         "finetune: %d variants x %s, %d grid points, %d workers x %d torch threads",
         len(pretrain.variants), list(fc.tasks), len(points), fc.concurrency, threads,
     )  # fmt: skip
@@ -83,17 +83,20 @@ def run(
         home=str(home), data={spec.key: spec.task for spec, _ in data.values()}, points=points
     )
     by_key = dict(zip(points, results, strict=True))
-    # Multi-stage sweeps: a grid per stage, each round the units whose inputs are chosen.
     schedule = S.schedule(home, plans, data, data_results, tracking, parents)
+    by_key |= _stage_rounds(sweep, schedule, home)
+    manifest = S.collect(home, tracker, data, data_results, plans, parents, by_key, threads)
+    return manifests.write(out, manifest)
+
+
+def _stage_rounds(sweep: Any, schedule: Schedule, home: Path) -> dict[str, dict[str, Any]]:
+    """Multi-stage sweeps: a grid per stage, one subflow run per round of the units whose
+    inputs are chosen (none for one-stage tasks). Returns every stage unit's manifest by key."""
     while units := schedule.next_units():
         stage_units, labels = S.round_units(units)
-        logger.info(
+        get_run_logger().info(
             "finetune: a round of %d stage and %d labels units", len(stage_units), len(labels)
         )
         _, done = sweep(home=str(home), data={}, points=stage_units, labels=labels)
-        label_results = [unit_at(home, "finetune", k).manifest() for k in labels]
-        schedule.record(dict(zip(stage_units, done, strict=True)))
-        schedule.record(dict(zip(labels, label_results, strict=True)))
-    by_key |= schedule.results
-    manifest = S.collect(home, tracker, data, data_results, plans, parents, by_key, threads)
-    return manifests.write(out, manifest)
+        schedule.record_round(dict(zip(stage_units, done, strict=True)), labels)
+    return schedule.results

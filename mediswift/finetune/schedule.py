@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mediswift.artifacts import Artifact
+from mediswift.artifacts import Artifact, unit_at
 from mediswift.finetune.grid import choose
 from mediswift.finetune.keys import (
     LabelSpec,
@@ -114,6 +114,11 @@ class Schedule:
     def record(self, results: dict[str, dict[str, Any]]) -> None:
         """Results (unit manifests) of units handed out, by unit key."""
         self.results.update(results)
+
+    def record_round(self, stage_results: dict[str, dict[str, Any]], labels: Sequence[str]) -> None:
+        """A round's stage unit manifests (by key) and its labels units, read back here."""
+        self.record(stage_results)
+        self.record({k: unit_at(self.home, "finetune", k).manifest() for k in labels})
 
     def finished(self) -> bool:
         return all(
