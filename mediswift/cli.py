@@ -28,6 +28,7 @@ from mediswift.console import (
 )
 from mediswift.dry_run import dry_run
 from mediswift.graph import parse_stages, plan
+from mediswift.model.sizes import SIZES
 from mediswift.overrides import parse_set
 from mediswift.prefect_pins import pin_config_files
 from mediswift.sources import UPSTREAM
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mfu", type=float, default=0.4, help="dry run: model FLOPs utilisation")
 
     flops = sub.add_parser("flops", help="training FLOPs of a model size (Hoffmann et al. 2022)")
-    flops.add_argument("--model", required=True, help="size name: tiny, small, med, large, xl")
+    flops.add_argument("--model", required=True, help=f"size name: {', '.join(SIZES)}")
     flops.add_argument("--sparsity", type=float, default=0.0)
     flops.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 104.86e9")
     flops.add_argument("--vocab-size", type=int, default=42_384)

@@ -12,6 +12,7 @@ from string import Template
 from typing import Any
 
 from mediswift.model.gpt import GPTConfig
+from mediswift.model.sizes import SIZES
 from mediswift.text.tokenizer import Tokenizer
 
 PROSE_FILE = Path(__file__).parent / "hf" / "model_card.md"
@@ -23,7 +24,7 @@ NLM_TERMS = "https://www.nlm.nih.gov/databases/download/terms_and_conditions.htm
 # never printed (`checkpoint`, `loss_curve` of a variant record): they mean nothing elsewhere.
 CARD_FIELDS: dict[str, str] = {
     "name": "model name, e.g. 'mediswift-tiny-s75' (default: the output folder's name)",
-    "model": "size name (tiny, small, med, large, xl)",
+    "model": f"size name ({', '.join(SIZES)})",
     "sparsity": "pre-training sparsity (fraction of zero weights in the six block matrices)",
     "train_flops": "pre-training FLOPs",
     "tokens": "pre-training tokens",

@@ -21,6 +21,7 @@ from typing import Any
 import markdown
 
 from mediswift.artifacts import Artifact, write_atomic
+from mediswift.claims import claims, claims_apply, claims_markdown, metric_difference
 from mediswift.config import PipelineConfig
 from mediswift.finetune.tables import SELECTION_RULE
 from mediswift.finetune.tables import markdown as task_markdown
@@ -273,6 +274,29 @@ def finetune_section(arts: dict[str, Artifact]) -> str:
     return "\n\n".join(parts) + "\n\n" + SELECTION_RULE.strip()
 
 
+def claims_section(arts: dict[str, Artifact], home: Path) -> str | None:
+    """The paper's claims this recipe can test, with what was measured and a verdict each
+    (`mediswift.claims`); None unless two or more model sizes were pre-trained."""
+    if not arts["pretrain"].done():
+        return None
+    variants = arts["pretrain"].manifest().get("variants", [])
+    if not claims_apply(variants):
+        return None
+    ev = arts["evaluate"].manifest() if arts["evaluate"].done() else {}
+    fin = arts.get("finetune")
+    ft = fin.manifest() if fin is not None and fin.done() else None
+    mode = ev.get("plot_mode")
+
+    def difference(better: dict, worse: dict, m: str) -> tuple[float, float] | None:
+        return metric_difference(home, ft, better, worse, m)
+
+    rows = claims(variants, ev.get("results"), mode, difference)
+    text = claims_markdown(rows, mode)
+    if not ev:
+        text += "\n\n_Fine-tuning and evaluation have not run yet: claim 2 is not tested._"
+    return text
+
+
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow server` / `mlflow ui` listen by default
 PREFECT_UI = "http://127.0.0.1:4200"  # where `prefect server start` listens by default
 # The MLflow UI as `make serve` runs it: one worker, no job runner (nothing here submits jobs).
@@ -480,6 +504,11 @@ def build_report(
         + _with_figures(pretrain_section(arts), images["pretrain"]),
         "## Fine-tuning (Table 3: PubMedQA, Table 4: HoC, then the other downstream tasks)\n\n"
         + _with_figures(finetune_section(arts), images["evaluate"]),
+        *(
+            [f"## The paper's claims at this scale\n\n{claimed}"]
+            if (claimed := claims_section(arts, home)) is not None
+            else []
+        ),
         "## Pre-training data (Table 1)\n\n" + data_section(arts),
         "## Runs\n\n" + runs_section(arts, links),
     ]

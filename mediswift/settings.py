@@ -346,7 +346,7 @@ _PretrainOptim = optimization(
 class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     model: str | list[str] = result(
         "tiny",
-        "size name: tiny, small, med, large, xl (Table 5); a list trains every size at every "
+        "size name: tiny, mini, small, med, large, xl (Table 5); a list trains every size at every "
         "sparsity level (the paper's whole experiment)",
     )
     sparsity_levels: list[float] = schedule(

@@ -11,7 +11,7 @@ from mediswift.config import load_recipe
 from mediswift.graph import parse_stages, plan
 from mediswift.overrides import Overrides, parse_set
 
-RECIPES = ["demo", "repro-small", "paper", "paper-med", "paper-large", "paper-xl"]
+RECIPES = ["demo", "repro-small", "repro-claims", "paper", "paper-med", "paper-large", "paper-xl"]
 
 
 @pytest.mark.parametrize("name", RECIPES)

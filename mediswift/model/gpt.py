@@ -62,7 +62,7 @@ class GPTConfig:
 def model_config(
     size_name: str, vocab_size: int, block_size: int = 1024, dropout: float = 0.0
 ) -> GPTConfig:
-    """The GPTConfig of a named size ("tiny", "small", "med", "large", "xl")."""
+    """The GPTConfig of a named size (`mediswift.model.sizes.SIZES`)."""
     s = _size(size_name)
     return GPTConfig(
         n_layer=s.n_layer,
