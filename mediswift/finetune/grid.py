@@ -33,6 +33,21 @@ def grid_points(grid: Grid, seeds: Sequence[int]) -> list[GridPoint]:
     ]
 
 
+def _by_point(points: Sequence[dict[str, Any]], what: str) -> dict[tuple[int, float], list]:
+    """Grid-point results grouped by (batch_size, lr), in grid order."""
+    groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["batch_size"], p["lr"]), []).append(p)
+    if not groups:
+        raise ValueError(f"no grid points to {what} from")
+    return groups
+
+
+def _best(table: list[dict[str, Any]], candidates: Sequence[int]) -> int:
+    """The candidate row with the best dev mean; ties go to the first in grid order."""
+    return max(candidates, key=lambda i: (table[i]["dev_mean"], -i))
+
+
 def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
     """Best (batch, lr) by mean dev metric of `mode` over seeds, with test mean/std there.
 
@@ -41,11 +56,7 @@ def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
     whose dev predictions are degenerate (constant, or no label) is never chosen while one
     without exists. Ties go to the first (batch, lr) in grid order.
     """
-    groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
-    for p in points:
-        groups.setdefault((p["batch_size"], p["lr"]), []).append(p)
-    if not groups:
-        raise ValueError("no grid points to select from")
+    groups = _by_point(points, "select")
     table = []
     for (batch, lr), members in groups.items():
         members = sorted(members, key=lambda p: p["seed"])
@@ -71,7 +82,7 @@ def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         )
     clean = [i for i, row in enumerate(table) if not row["dev_degenerate"]]
     candidates = clean or list(range(len(table)))
-    best = max(candidates, key=lambda i: (table[i]["dev_mean"], -i))
+    best = _best(table, candidates)
     return {
         **table[best],
         "mode": mode,
@@ -87,11 +98,7 @@ def choose(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     of `dev` (each point's best dev metric of that stage); ties go to the first (batch, lr) in
     grid order. `points`: batch_size, lr, seed, dev. Returns batch_size, lr, dev_mean and the
     table of every (batch, lr)."""
-    groups: dict[tuple[int, float], list[dict[str, Any]]] = {}
-    for p in points:
-        groups.setdefault((p["batch_size"], p["lr"]), []).append(p)
-    if not groups:
-        raise ValueError("no grid points to choose from")
+    groups = _by_point(points, "choose")
     table = [
         {
             "batch_size": batch,
@@ -101,5 +108,5 @@ def choose(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         }
         for (batch, lr), members in groups.items()
     ]
-    best = max(range(len(table)), key=lambda i: (table[i]["dev_mean"], -i))
+    best = _best(table, range(len(table)))
     return {**table[best], "grid": table}
