@@ -15,6 +15,11 @@ SHARED = Path(os.environ.get("MEDISWIFT_SHARED", REPO.parent / "shared"))
 # Tests never reach the Hugging Face hub, and the tokenizer code transformers copies out of an
 # export goes to a temporary folder, not the user's ~/.cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch (OpenMP) thread per process, here and in every process a test starts (the CLI, its
+# pools, torchrun, Prefect workers): two test workers share 2 cores, and two processes of 2
+# threads each on 2 cores spin against each other. A tiny run of 300 pre-training steps took
+# 5.5 minutes so beside another job, and 70 s with one thread. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "HF_MODULES_CACHE" not in os.environ:
     os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="mediswift-hf-modules-")
