@@ -42,9 +42,11 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 # Two workers, a test file each at a time: most of the slow tests wait on servers and child
-# processes, so two files at once take about half the time on 2 cores.
+# processes, so two files at once take about half the time on 2 cores. Files go out in
+# collection order, the longest first (tests/conftest.py): xdist's default reorder would send
+# the files with the most tests first, leaving the long one-test files for the end.
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # The fast loop: the library's tests that need no Prefect server and start no training
 # processes (under 2 minutes on 2 cores; see the README).

@@ -17,8 +17,9 @@ SHARED = Path(os.environ.get("MEDISWIFT_SHARED", REPO.parent / "shared"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One torch (OpenMP) thread per process, here and in every process a test starts (the CLI, its
 # pools, torchrun, Prefect workers): two test workers share 2 cores, and two processes of 2
-# threads each on 2 cores spin against each other. A tiny run of 300 pre-training steps took
-# 5.5 minutes so beside another job, and 70 s with one thread. Set before torch is imported.
+# threads each on 2 cores spin against each other: two tiny variants of 300 pre-training steps
+# took 300 s with torch's default 2 threads beside a 2-thread job, 40 s with one. Set before
+# torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "HF_MODULES_CACHE" not in os.environ:
@@ -42,18 +43,24 @@ def shared_data() -> Path:
     return path
 
 
-# The longest test files, longest first (rough seconds on 2 cores, an ordering hint only: no
-# test asserts a time). `make test` hands whole files to two workers as they free up, so
+# The longest test files, longest first (seconds on 2 cores in a full run, an ordering hint only:
+# no test asserts a time). `make test` hands whole files to two workers as they free up, so
 # starting with the longest ones keeps one worker from running a long file alone at the end.
 LONGEST_FILES = {
-    "test_fault_matrix.py": 420,
-    "test_readme_walk.py": 240,
-    "test_hostile_memory.py": 240,
-    "test_deployment_e2e.py": 180,
-    "test_ddp.py": 110,
-    "test_pipeline_flow.py": 90,
-    "test_home_lock.py": 80,
-    "test_checkpoint_resume.py": 75,
+    "test_fault_matrix.py": 400,
+    "test_readme_walk.py": 260,
+    "test_deployment_e2e.py": 220,
+    "test_cli_errors.py": 145,
+    "test_home_lock.py": 120,
+    "test_ddp.py": 95,
+    "test_gpu_path.py": 95,
+    "test_hostile_memory.py": 80,
+    "test_multinode.py": 75,
+    "test_export.py": 60,
+    "test_pipeline_flow.py": 50,
+    "test_dask_cluster.py": 50,
+    "test_relocatable_home.py": 45,
+    "test_checkpoint_resume.py": 45,
 }
 
 

@@ -139,7 +139,12 @@ def test_kill_in_every_stage_then_finish_equals_an_uninterrupted_run(
 
 # --- Stopping on request: Ctrl-C and SIGTERM ---------------------------------------------------
 
-LONGER = ["--set", "pretrain.steps=300", "--set", "pretrain.checkpoint_every=50"]
+# Long enough to be stopped twice mid-training (after the checkpoints at 50 and 100 steps), with
+# sparse evaluations and metric logging (the tiny recipe's every 6 and 2 steps ran 12.5 steps/s).
+LONGER = [
+    "--set", "pretrain.steps=200", "--set", "pretrain.checkpoint_every=50",
+    "--set", "pretrain.eval_every=50", "--set", "pretrain.log_every=10",
+]  # fmt: skip
 
 
 def _run(home: Path, mirror: Path, api: str, log: Path, *extra: str) -> subprocess.Popen:
