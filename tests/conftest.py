@@ -15,16 +15,16 @@ SHARED = Path(os.environ.get("MEDISWIFT_SHARED", REPO.parent / "shared"))
 # Tests never reach the Hugging Face hub, and the tokenizer code transformers copies out of an
 # export goes to a temporary folder, not the user's ~/.cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "HF_MODULES_CACHE" not in os.environ:
+    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="mediswift-hf-modules-")
+    atexit.register(shutil.rmtree, os.environ["HF_MODULES_CACHE"], ignore_errors=True)
 # One torch (OpenMP) thread per process, here and in every process a test starts (the CLI, its
 # pools, torchrun, Prefect workers): two test workers share 2 cores, and two processes of 2
 # threads each on 2 cores spin against each other: two tiny variants of 300 pre-training steps
 # took 300 s with torch's default 2 threads beside a 2-thread job, 40 s with one. Set before
 # torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-if "HF_MODULES_CACHE" not in os.environ:
-    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="mediswift-hf-modules-")
-    atexit.register(shutil.rmtree, os.environ["HF_MODULES_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -50,16 +50,16 @@ LONGEST_FILES = {
     "test_fault_matrix.py": 400,
     "test_readme_walk.py": 260,
     "test_deployment_e2e.py": 220,
-    "test_cli_errors.py": 145,
+    "test_cli_errors.py": 155,
+    "test_hostile_memory.py": 125,
     "test_home_lock.py": 120,
     "test_ddp.py": 95,
     "test_gpu_path.py": 95,
-    "test_hostile_memory.py": 80,
+    "test_relocatable_home.py": 80,
     "test_multinode.py": 75,
     "test_export.py": 60,
     "test_pipeline_flow.py": 50,
     "test_dask_cluster.py": 50,
-    "test_relocatable_home.py": 45,
     "test_checkpoint_resume.py": 45,
 }
 
