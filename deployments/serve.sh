@@ -53,18 +53,23 @@ start() {  # name, command...: run in its own session so stop.sh can end the who
 }
 
 wait_http() {  # url, what
-  for _ in $(seq 1 120); do
+  for _ in $(seq 1 240); do
     curl -fs -o /dev/null "$1" && return 0
-    sleep 1
+    sleep 0.5
   done
   echo "$2 did not come up at $1; see $RUN_DIR" >&2
   exit 1
 }
 
+ensure_pool() {  # name, options: create the work pool unless it exists (never overwritten)
+  "$BIN/prefect" work-pool create "$@" >"$RUN_DIR/pool-$1.log" 2>&1 \
+    || "$BIN/prefect" work-pool inspect "$1" >/dev/null 2>&1 \
+    || { cat "$RUN_DIR/pool-$1.log" >&2; exit 1; }
+}
+
+# The two servers start side by side (each takes seconds to import and to create its database).
 # Prefect's app behind a Host header check (Prefect has no allowed-hosts setting; see the script).
 start prefect-server "$BIN/python" deployments/prefect_server.py --host 127.0.0.1 --port "$PREFECT_PORT"
-wait_http "$PREFECT_API_URL/health" "Prefect server"
-
 # MLflow: job execution off (no job-runner processes; the pipeline submits no MLflow jobs) and
 # artifacts proxied by the server into the home (experiments it creates get mlflow-artifacts:
 # locations), so a client never writes outside the server's artifact root.
@@ -72,14 +77,12 @@ start mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
   --backend-store-uri "sqlite:///$MEDISWIFT_HOME/mlflow.db" \
   --serve-artifacts --artifacts-destination "$MEDISWIFT_HOME/mlruns" --workers 1
+wait_http "$PREFECT_API_URL/health" "Prefect server"
 wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server"
 
-"$BIN/prefect" work-pool inspect mediswift-local >/dev/null 2>&1 \
-  || "$BIN/prefect" work-pool create mediswift-local --type process >/dev/null
+ensure_pool mediswift-local --type process
 # The GPU pool the `pretrain-gpu` deployment targets (its workers run on GPU nodes).
-"$BIN/prefect" work-pool inspect mediswift-gpu >/dev/null 2>&1 \
-  || "$BIN/prefect" work-pool create mediswift-gpu --type process \
-    --base-job-template deployments/gpu-pool.json >/dev/null
+ensure_pool mediswift-gpu --type process --base-job-template deployments/gpu-pool.json
 "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml >"$RUN_DIR/deploy.log" 2>&1 \
   || { cat "$RUN_DIR/deploy.log" >&2; exit 1; }
 start worker "$BIN/prefect" worker start --pool mediswift-local --type process

@@ -135,6 +135,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_TASKS_DEFAULT_NO_CACHE", "true")
     # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # An empty PREFECT_API_URL (`export PREFECT_API_URL=` to leave a server) means none: a
+    # temporary server. Left set, Prefect's event client would try to reach "" and log errors.
+    if not os.environ.get("PREFECT_API_URL", "").strip():
+        os.environ.pop("PREFECT_API_URL", None)
     # Prefect's own logging and profiles files, not ones found in its home: a planted
     # logging.yml would run code when Prefect is imported (mediswift.prefect_pins).
     pin_config_files()

@@ -332,7 +332,9 @@ class VocabConfig(Section):
 
 
 class TokenizeConfig(Section):
-    workers: int = schedule(2, "worker processes (ProcessPoolTaskRunner)", ge=1)
+    workers: int = schedule(
+        2, "worker processes (ProcessPoolTaskRunner); 1: the run's own process", ge=1
+    )
     dask_address: str | None = schedule(
         None, "Dask scheduler (tcp://host:8786): run the shard tasks on that cluster"
     )

@@ -264,7 +264,7 @@ def test_stages_in_flow(prefect_harness, mirror_dir: Path, tmp_path: Path) -> No
 
 
 def test_task_runner_choice() -> None:
-    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
     from flows.stages.tokenize import task_runner
@@ -272,6 +272,8 @@ def test_task_runner_choice() -> None:
 
     local = task_runner(TokenizeConfig(workers=3))
     assert isinstance(local, ProcessPoolTaskRunner) and local._max_workers == 3
+    alone = task_runner(TokenizeConfig(workers=1))  # no process of its own for one worker
+    assert isinstance(alone, ThreadPoolTaskRunner) and alone._max_workers == 1
     cluster = task_runner(TokenizeConfig(dask_address="tcp://127.0.0.1:8786"))
     assert isinstance(cluster, DaskTaskRunner)
     assert cluster.address == "tcp://127.0.0.1:8786"

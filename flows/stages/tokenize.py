@@ -1,9 +1,10 @@
 """The tokenize stage: one task per document shard, fanned out through a Prefect task runner.
 
-Locally the tasks run in a process pool (`ProcessPoolTaskRunner`, `tokenize.workers` processes);
-when the recipe names a Dask scheduler (`tokenize.dask_address`) they run on that cluster through
-`prefect_dask.DaskTaskRunner`. Each task is a content-addressed unit (document shard x tokenizer
-hash), so shards already tokenized by any earlier run are not redone.
+Locally the tasks run in a process pool (`ProcessPoolTaskRunner`, `tokenize.workers` processes),
+or in this process when `tokenize.workers` is 1; when the recipe names a Dask scheduler
+(`tokenize.dask_address`) they run on that cluster through `prefect_dask.DaskTaskRunner`. Each
+task is a content-addressed unit (document shard x tokenizer hash), so shards already tokenized
+by any earlier run are not redone.
 
 Manifest: the `tokenize` entry of the stage manifests (shards with split, n_docs, n_tokens;
 token totals per split; tokenizer hash; vocab size).
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.server import pool_worker_init, workers_share_api
 from mediswift import manifests
@@ -31,12 +32,16 @@ from tasks.common import run_units
 
 def task_runner(cfg: TokenizeConfig, executor: ExecutorConfig | None = None) -> TaskRunner:
     """The recipe's Dask cluster (`executor`, or the older `tokenize.dask_address`), else a
-    local process pool (tokenization is CPU-bound Python: threads would share one core)."""
+    local process pool (tokenization is CPU-bound Python: threads would share one core), or,
+    for one worker, this process: a pool of one would only add a process start and its
+    imports (seconds, most of a small run's tokenize stage), as the parse stage runs here."""
     address = executor.address if executor and executor.kind == "dask" else cfg.dask_address
     if address:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=address)
+    if cfg.workers == 1:
+        return ThreadPoolTaskRunner(max_workers=1)
     # Workers leave Ctrl-C to this process and die with it (SIGKILL included).
     return ProcessPoolTaskRunner(
         max_workers=cfg.workers,

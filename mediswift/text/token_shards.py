@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mediswift import interrupt
 from mediswift.artifacts import Artifact, tmp_path
 from mediswift.text.tokenizer import Tokenizer, document_text
 
@@ -221,6 +222,9 @@ def tokenize_document_shard(
         for doc_id, title, text, split in iter_documents(doc_shard):
             batch.append((doc_id, document_text(title, text), split))
             if len(batch) >= batch_docs:
+                # A stop request reaches a shard tokenized in the run's own process (one
+                # worker) within a batch; a pool worker's flag is never set (it dies with the run).
+                interrupt.check()
                 flush()
         flush()
     except BaseException:
