@@ -117,6 +117,7 @@ def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> N
     assert len(children) == 4  # 2 variants x 2 tasks x 1 grid point x 1 seed
 
     _cancel_during_pretraining(served, home)
+    _stop_with_a_run_in_flight(served, home)
 
 
 def _run_processes(flow_run_id: str) -> list:
@@ -133,9 +134,9 @@ def _run_processes(flow_run_id: str) -> list:
     return found
 
 
-def _cancel_during_pretraining(served: dict[str, str], home: Path) -> None:
-    """A run cancelled from the UI (the API call its Cancel button makes) while it trains: it
-    ends Cancelled within 30 s and leaves no process behind; the checkpoint stays."""
+def _start_long_pretraining(served: dict[str, str], home: Path) -> str:
+    """A pre-training deployment run long enough to be stopped mid-training; returns its id
+    once it has written a new checkpoint."""
     import re
     import time
 
@@ -149,8 +150,35 @@ def _cancel_during_pretraining(served: dict[str, str], home: Path) -> None:
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout).group(1)  # type: ignore[union-attr]
     before, deadline = set(home.glob("pretrain/units/*/checkpoints/step_*")), time.monotonic() + 300
     while not set(home.glob("pretrain/units/*/checkpoints/step_*")) - before:
-        assert time.monotonic() < deadline, "the cancelled run never started training"
+        assert time.monotonic() < deadline, "the run never started training"
         time.sleep(0.2)
+    return flow_run_id
+
+
+def _stop_with_a_run_in_flight(served: dict[str, str], home: Path) -> None:
+    """`make stop` while a flow run trains: the run (in a session of its own, out of reach of
+    the worker's group) is stopped too, and the script returns within 30 s."""
+    import time
+
+    flow_run_id = _start_long_pretraining(served, home)
+    assert _run_processes(flow_run_id)
+    t0 = time.monotonic()
+    stop = subprocess.run(
+        [str(REPO / "deployments" / "stop.sh")], env=served, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    assert stop.returncode == 0 and "stopped flow run" in stop.stdout, stop.stdout + stop.stderr
+    assert not _run_processes(flow_run_id), "a flow run outlived make stop"
+    assert took < 30, f"make stop took {took:.0f} s"
+
+
+def _cancel_during_pretraining(served: dict[str, str], home: Path) -> None:
+    """A run cancelled from the UI (the API call its Cancel button makes) while it trains: it
+    ends Cancelled within 30 s and leaves no process behind; the checkpoint stays."""
+    import time
+
+    flow_run_id = _start_long_pretraining(served, home)
     t0 = time.monotonic()
     cancel = subprocess.run(
         [PREFECT, "flow-run", "cancel", flow_run_id],
