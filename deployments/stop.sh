@@ -4,20 +4,31 @@ set -u
 cd "$(dirname "$0")/.."
 RUN_DIR="${MEDISWIFT_SERVE_DIR:-$PWD/.serve}"
 
+others_in_group() {  # pid: the other processes of its group
+  pgrep -g "$1" | grep -vx "$1"
+}
+
+end_group() {  # pid, half-seconds, [alone]: SIGTERM its group, wait, then SIGKILL what is left.
+  # With `alone` the wait ends once the leader is the only one left (an idle Prefect worker
+  # never ends on a signal; what must end cleanly is what it started).
+  kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null
+  for _ in $(seq 1 "$2"); do
+    kill -0 "$1" 2>/dev/null || break
+    if [ "${3:-}" = alone ] && [ -z "$(others_in_group "$1")" ]; then break; fi
+    sleep 0.5
+  done
+  kill -KILL -- "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null || true
+}
+
 # The flow runs the worker started live in sessions of their own, out of reach of a signal to
-# the worker's group: each gets SIGTERM first (it stops within seconds, keeping its last
-# checkpoint, and tells the Prefect server how it ended: the servers stop last).
+# the worker's group: they go first (each stops within seconds, keeping its last checkpoint,
+# and tells the Prefect server how it ended: the servers stop last). Their own watchdog ends
+# them 20 s after the signal at the latest, so they are waited on in parallel up to 25 s.
 worker=$(cat "$RUN_DIR/worker.pid" 2>/dev/null || true)
 runs=$( [ -n "$worker" ] && pgrep -P "$worker" || true)
 if [ -n "$runs" ]; then
-  for run in $runs; do kill -TERM -- "-$run" 2>/dev/null || kill -TERM "$run" 2>/dev/null; done
-  for _ in $(seq 1 50); do  # a run's own watchdog ends it 20 s after the signal at the latest
-    left=""
-    for run in $runs; do kill -0 "$run" 2>/dev/null && left=1; done
-    [ -z "$left" ] && break
-    sleep 0.5
-  done
-  for run in $runs; do kill -KILL -- "-$run" 2>/dev/null || kill -KILL "$run" 2>/dev/null; done
+  for run in $runs; do end_group "$run" 50 & done
+  wait
   echo "stopped flow run process(es) $(echo $runs)"
 fi
 
@@ -26,16 +37,7 @@ for name in worker mlflow prefect-server; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-    # Up to 10 s for the group to end. An idle Prefect worker never ends on a signal in that
-    # time; what must end cleanly are its flow runs (they tell the server how they ended, so
-    # the server stops last), so for the worker the wait ends when only it is left.
-    for _ in $(seq 1 20); do
-      kill -0 "$pid" 2>/dev/null || break
-      if [ "$name" = worker ] && [ -z "$(pgrep -g "$pid" | grep -vx "$pid")" ]; then break; fi
-      sleep 0.5
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    end_group "$pid" 20 "$([ "$name" = worker ] && echo alone)"
     echo "stopped $name ($pid)"
   fi
   rm -f "$pidfile"
