@@ -23,6 +23,18 @@ if [ -z "$MEDISWIFT_MIRROR" ] \
   exit 2
 fi
 
+# Both ports must be free: the health checks below would otherwise pass on whatever answers
+# there (the UI servers a CLI run prints, an earlier `make serve`), and the stack would run
+# against servers this script did not start and `make stop` cannot stop.
+refuse_taken() {  # port, setting
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "serve.sh: 127.0.0.1:$1 is already in use (a server from an earlier make serve or a UI command?): stop it, or set $2 to a free port" >&2
+    exit 2
+  fi
+}
+refuse_taken "$PREFECT_PORT" PREFECT_PORT
+refuse_taken "$MLFLOW_PORT" MLFLOW_PORT
+
 # The server keeps its database under MEDISWIFT_HOME; clients only need PREFECT_API_URL.
 export PREFECT_HOME="$MEDISWIFT_HOME/prefect-server"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
@@ -52,8 +64,10 @@ start() {  # name, command...: run in its own session so stop.sh can end the who
   echo $! >"$RUN_DIR/$name.pid"
 }
 
-wait_http() {  # url, what
+wait_http() {  # url, what, name: up, and served by the process this script started
   for _ in $(seq 1 240); do
+    kill -0 "$(cat "$RUN_DIR/$3.pid")" 2>/dev/null \
+      || { echo "$2 exited before it came up; see $RUN_DIR/$3.log" >&2; exit 1; }
     curl -fs -o /dev/null "$1" && return 0
     sleep 0.5
   done
@@ -77,8 +91,8 @@ start mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
   --backend-store-uri "sqlite:///$MEDISWIFT_HOME/mlflow.db" \
   --serve-artifacts --artifacts-destination "$MEDISWIFT_HOME/mlruns" --workers 1
-wait_http "$PREFECT_API_URL/health" "Prefect server"
-wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server"
+wait_http "$PREFECT_API_URL/health" "Prefect server" prefect-server
+wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server" mlflow
 
 ensure_pool mediswift-local --type process
 # The GPU pool the `pretrain-gpu` deployment targets (its workers run on GPU nodes).

@@ -53,6 +53,36 @@ def served(tmp_path: Path, mirror_dir: Path):
         subprocess.run([str(REPO / "deployments" / "stop.sh")], env=env, timeout=60)
 
 
+def test_serve_refuses_a_port_in_use(tmp_path: Path, mirror_dir: Path) -> None:
+    """A server already on the Prefect port (the UI a CLI run prints uses 4200 too) would answer
+    the script's health check: the stack must refuse to start, not run against it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "MEDISWIFT_HOME": str(tmp_path / "home"),
+            "MEDISWIFT_SERVE_DIR": str(tmp_path / "serve"),
+            "MEDISWIFT_MIRROR": str(mirror_dir),
+            "PREFECT_PORT": str(port),
+            "MLFLOW_PORT": str(_free_port()),
+        }
+        out = subprocess.run(
+            [str(REPO / "deployments" / "serve.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == [
+        f"serve.sh: 127.0.0.1:{port} is already in use (a server from an earlier make serve"
+        " or a UI command?): stop it, or set PREFECT_PORT to a free port"
+    ]
+    assert not list((tmp_path / "serve").glob("*.pid"))  # nothing was started
+
+
 def _status(url: str, host: str) -> int:
     import urllib.error
     import urllib.request
