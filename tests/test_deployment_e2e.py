@@ -27,30 +27,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def served(tmp_path: Path, mirror_dir: Path):
+def _serve(tmp_path: Path, mirror_dir: Path, prefect_port: int, timeout: int):
+    """`make serve`'s script on its own home, serve folder and ports: (its env, its result)."""
     env = {
         **os.environ,
         "MEDISWIFT_HOME": str(tmp_path / "home"),
         "MEDISWIFT_SERVE_DIR": str(tmp_path / "serve"),
         "MEDISWIFT_MIRROR": str(mirror_dir),
-        "PREFECT_PORT": str(_free_port()),
+        "PREFECT_PORT": str(prefect_port),
         "MLFLOW_PORT": str(_free_port()),
     }
     env.pop("PREFECT_API_URL", None)
+    script = str(REPO / "deployments" / "serve.sh")
+    out = subprocess.run([script], env=env, capture_output=True, text=True, timeout=timeout)
+    return env, out
+
+
+@pytest.fixture()
+def served(tmp_path: Path, mirror_dir: Path):
+    env = None
     try:
-        out = subprocess.run(
-            [str(REPO / "deployments" / "serve.sh")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        env, out = _serve(tmp_path, mirror_dir, _free_port(), timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
         yield env
     finally:
-        subprocess.run([str(REPO / "deployments" / "stop.sh")], env=env, timeout=60)
+        stop_env = env or {**os.environ, "MEDISWIFT_SERVE_DIR": str(tmp_path / "serve")}
+        subprocess.run([str(REPO / "deployments" / "stop.sh")], env=stop_env, timeout=60)
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path, mirror_dir: Path) -> None:
@@ -60,21 +63,7 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path, mirror_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {
-            **os.environ,
-            "MEDISWIFT_HOME": str(tmp_path / "home"),
-            "MEDISWIFT_SERVE_DIR": str(tmp_path / "serve"),
-            "MEDISWIFT_MIRROR": str(mirror_dir),
-            "PREFECT_PORT": str(port),
-            "MLFLOW_PORT": str(_free_port()),
-        }
-        out = subprocess.run(
-            [str(REPO / "deployments" / "serve.sh")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        _, out = _serve(tmp_path, mirror_dir, port, timeout=60)
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines() == [
         f"serve.sh: 127.0.0.1:{port} is already in use (a server from an earlier make serve"
