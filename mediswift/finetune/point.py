@@ -339,9 +339,16 @@ def run_point(
     metrics: dict[str, Any] = {}
     unparsed: dict[str, int] = {}  # generated sentences that name no label (counted wrong)
     flags: dict[str, str] = {}  # <split>_<mode> -> why the predictions are degenerate
+    # Early stopping predicted dev in its mode at the best epoch, from the state the unit keeps,
+    # in the same batches: predicting it again would give the same labels (a whole dev pass).
+    known = {("dev", early): result.best_predictions} if stages[-1]["dev"] == "dev" else {}
     for mode in spec.modes:
         for split in ("dev", "test"):
-            preds, texts = predict(model, task, tok, enc[split], mode, cfg.eval_batch_size, max_new)
+            preds, texts = known.get((split, mode), ([], []))
+            if not preds:
+                preds, texts = predict(
+                    model, task, tok, enc[split], mode, cfg.eval_batch_size, max_new
+                )
             golds = [e.label for e in enc[split]]
             metrics[f"{split}_{mode}"] = task.metric(preds, golds)
             metrics |= {f"{split}_{mode}_{k}": v for k, v in task.scores(preds, golds).items()}

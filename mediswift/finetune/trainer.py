@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mediswift import interrupt
-from mediswift.finetune.formats import TaskFormat
+from mediswift.finetune.formats import Label, TaskFormat
 from mediswift.finetune.scoring import Encoded, LossOn, Mode, TokenizerLike, batch_loss, evaluate
 from mediswift.model.soft_prompt import PromptedLM
 from mediswift.train.optim import lr_at, param_groups, set_lr
@@ -58,6 +58,9 @@ class FitResult:
     steps: int
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    # The best epoch's dev predictions in the early-stopping mode, and their generated texts
+    # (empty unless generated): what predicting dev again from `best_state` would give.
+    best_predictions: tuple[list[Label | None], list[str]] = field(default_factory=lambda: ([], []))
 
 
 def make_optimizer(model: PromptedLM, s: TrainSettings) -> torch.optim.AdamW:
@@ -93,12 +96,10 @@ def fit(
     opt = make_optimizer(model, s)
     params = [p for g in opt.param_groups for p in g["params"]]
 
-    def dev_metric() -> float:
-        return evaluate(
-            model, task, tok, dev, s.early_stop_on, s.eval_batch_size, s.max_new_tokens
-        )[0]
+    def dev_eval() -> tuple[float, list[Label | None], list[str]]:
+        return evaluate(model, task, tok, dev, s.early_stop_on, s.eval_batch_size, s.max_new_tokens)
 
-    start = dev_metric()
+    start = dev_eval()[0]
     best = FitResult({}, 0, -math.inf, 0, False)
     best.history.append({"epoch": 0, "step": 0, "dev_metric": start})
     log({"dev_metric": start}, 0)
@@ -123,7 +124,7 @@ def fit(
             running += loss.item()
             if step % s.log_every == 0:
                 log({"train_loss": loss.item(), "lr": lr}, step)
-        metric = dev_metric()
+        metric, preds, texts = dev_eval()
         train_loss = running / steps_per_epoch
         best.history.append(
             {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_metric": metric}
@@ -131,6 +132,7 @@ def fit(
         log({"dev_metric": metric, "epoch_train_loss": train_loss}, step)
         if metric > best.best_dev:
             best.best_state, best.best_epoch, best.best_dev, bad = _state(model), epoch, metric, 0
+            best.best_predictions = (preds, texts)
         else:
             bad += 1
             if bad >= s.patience:
