@@ -207,7 +207,10 @@ def test_tiny_finetune_beats_untrained_start(tok: Tokenizer, pqa: dict) -> None:
     assert losses[-1] < losses[0]
     # The kept state is the best dev one, and generation produces parsed answers.
     model.load_state_dict(res.best_state)
-    assert evaluate(model, task, tok, dev, "score", 25)[0] == pytest.approx(res.best_dev)
+    metric, preds, _ = evaluate(model, task, tok, dev, s.early_stop_on, s.eval_batch_size)
+    assert metric == pytest.approx(res.best_dev)
+    # A point's final dev pass in the early-stopping mode takes these instead of predicting again.
+    assert res.best_predictions == (preds, []) and len(preds) == len(dev)
     acc, preds, texts = evaluate(model, task, tok, dev, "generate", 25)
     assert len(texts) == len(dev) and preds == [task.parse(t) for t in texts]
 
