@@ -27,8 +27,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(tmp_path: Path, mirror_dir: Path, prefect_port: int, timeout: int):
-    """`make serve`'s script on its own home, serve folder and ports: (its env, its result)."""
+def _serve_env(tmp_path: Path, mirror_dir: Path, prefect_port: int) -> dict[str, str]:
+    """`make serve`'s environment on its own home, serve folder and ports."""
     env = {
         **os.environ,
         "MEDISWIFT_HOME": str(tmp_path / "home"),
@@ -38,22 +38,24 @@ def _serve(tmp_path: Path, mirror_dir: Path, prefect_port: int, timeout: int):
         "MLFLOW_PORT": str(_free_port()),
     }
     env.pop("PREFECT_API_URL", None)
-    script = str(REPO / "deployments" / "serve.sh")
-    out = subprocess.run([script], env=env, capture_output=True, text=True, timeout=timeout)
-    return env, out
+    return env
+
+
+def _script(name: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    path = str(REPO / "deployments" / name)
+    return subprocess.run([path], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture()
 def served(tmp_path: Path, mirror_dir: Path):
-    env = None
+    env = _serve_env(tmp_path, mirror_dir, _free_port())
     try:
-        env, out = _serve(tmp_path, mirror_dir, _free_port(), timeout=300)
+        out = _script("serve.sh", env, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
         yield env
     finally:
-        stop_env = env or {**os.environ, "MEDISWIFT_SERVE_DIR": str(tmp_path / "serve")}
-        subprocess.run([str(REPO / "deployments" / "stop.sh")], env=stop_env, timeout=60)
+        subprocess.run([str(REPO / "deployments" / "stop.sh")], env=env, timeout=60)
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path, mirror_dir: Path) -> None:
@@ -63,7 +65,7 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path, mirror_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        _, out = _serve(tmp_path, mirror_dir, port, timeout=60)
+        out = _script("serve.sh", _serve_env(tmp_path, mirror_dir, port), timeout=60)
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines() == [
         f"serve.sh: 127.0.0.1:{port} is already in use (a server from an earlier make serve"
@@ -182,10 +184,7 @@ def _stop_with_a_run_in_flight(served: dict[str, str], home: Path) -> None:
     flow_run_id = _start_long_pretraining(served, home)
     assert _run_processes(flow_run_id)
     t0 = time.monotonic()
-    stop = subprocess.run(
-        [str(REPO / "deployments" / "stop.sh")], env=served, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
+    stop = _script("stop.sh", served, timeout=60)
     took = time.monotonic() - t0
     assert stop.returncode == 0 and "stopped flow run" in stop.stdout, stop.stdout + stop.stderr
     assert not _run_processes(flow_run_id), "a flow run outlived make stop"
