@@ -50,3 +50,10 @@ def dense_bytes(
     """The same checkpoint in format 1: every tensor dense, masks as one byte an element."""
     masks = params.sparse if sparsity > 0 else 0
     return (params.dense + params.sparse) * dtype_bytes * (3 if moments else 1) + masks
+
+
+def active_non_embedding(n_layer: int, d_model: int, sparsity: float) -> int:
+    """The active non-embedding parameters the trainer records: every block and the final
+    LayerNorm (wte and wpe are the embedding), less the matrices' zeros."""
+    dense = n_layer * (12 * d_model**2 + 13 * d_model) + 2 * d_model
+    return dense - n_layer * round(sparsity * 12 * d_model**2)

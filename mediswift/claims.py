@@ -1,33 +1,43 @@
-"""The paper's claims a recipe with two or more model sizes can test, each beside what was measured
-and a verdict: holds here, does not hold here, or this scale cannot decide.
+"""The paper's claims a recipe with two or more model sizes can test, each beside what was
+measured and a verdict: holds here, does not hold here, or this scale cannot decide.
 
 Built from the stage manifests' records only (the pretrain stage's variants, the evaluate stage's
 results) and, for the fine-tuning comparisons, the test predictions the finetune stage kept, so the
-report can state it at any time. The claims:
+report can state it at any time. Variants are grouped into arms (a size at a sparsity level; its
+pre-training seeds are `pretrain.seeds`). The claims:
 
-1. At comparable training FLOPs a larger sparse model reaches a lower validation loss than a
-   smaller dense one (Figure 2, Table 2: XL at 75% against Med dense). "Comparable": the sparse
-   variant's FLOPs within `FLOPS_BAND` of the dense one's (the paper's pair is at 1.29x).
+1. A larger sparse model reaches a lower validation loss than a smaller dense one with the same
+   active non-embedding parameters (within `EQUAL_ACTIVE`), at the higher training FLOPs that
+   costs (Figure 2, Table 2: XL at 75% against Med dense, 302M active each, 1.29x the FLOPs).
+   A pair matched on training FLOPs instead (`FLOPS_BAND`) is reported too, labelled as the
+   iso-FLOPs variant: a different, harder claim than the paper's.
 2. ... and a better downstream metric (Tables 3 and 4), per task.
 3. At equal steps sparse pre-training costs loss against dense of the same size, and the gap grows
    with sparsity (Tables 2 and 6).
-4. Against the iso-FLOPs dense baseline of its size (a dense run trained to the sparse variant's
-   FLOPs with its own schedule: `pretrain.iso_flops_baselines`), the sparse model reaches a lower
-   validation loss: the FLOPs saving is worth having. The paper trains no such baseline; this is
-   the claim its FLOPs savings imply.
+4. Against the iso-FLOPs dense baseline of its size (`pretrain.iso_flops_baselines`), the sparse
+   model reaches a lower validation loss (the claim the paper's FLOPs savings imply).
 
-Intervals. A fine-tuning difference gets a paired percentile bootstrap over test examples (the
-same resampled examples for both models and every seed, `BOOTSTRAP_RESAMPLES`, seeded): its 95%
-interval wholly above zero (in the claimed direction) holds, wholly below does not, anything else
-cannot decide. Without the prediction files the two models' own intervals are compared instead
-(non-overlapping or undecided), which is more conservative. A pre-training loss has no interval:
-each variant is one pre-training seed and its validation loss is recorded as one mean. A loss
-difference under `LOSS_TOLERANCE` nats is read as undecided; that tolerance is an assumption (the
-order of seed-to-seed differences of small language models), not a measured interval.
+The precondition gate. Claims 1 and 2 are capacity claims: a sparse model of a larger size can only
+show its extra capacity where capacity pays at the budget trained. So they are decided only where
+the larger size's dense arm beats the smaller dense one beyond noise (the loss for claim 1; the
+loss and, when the larger dense arm was fine-tuned, the task's metric for claim 2); otherwise
+they read "this scale cannot decide (capacity does not pay at this budget)".
+
+Noise. A loss difference between two arms is decided against the spread of pre-training seeds:
+the seeds' standard deviation, pooled over every arm with two or more seeds (one number for all
+arms: with two or three seeds an arm's own estimate is too rough), gives the difference a
+standard error; beyond `Z` standard errors it is decided. Without two seeds of any arm there is no
+measured spread and nothing about a loss is decided.
+
+Fine-tuning intervals: a hierarchical percentile bootstrap of the difference (claimed better minus
+claimed worse): each resample draws the test documents (the same for both arms), then each arm's
+pre-training seeds, then each drawn seed's fine-tuning seeds, so the interval carries the variance
+of all three; with one pre-training seed it conditions on that run, and the table says so.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,22 +47,27 @@ from typing import Any
 from mediswift.finetune.registry import task_class
 from mediswift.finetune.stats import BOOTSTRAP_RESAMPLES, Metric, read_predictions
 from mediswift.finetune.tables import MODE_NAMES
+from mediswift.names import arm_of
 
 HOLDS = "holds here"
 FAILS = "does not hold here"
 UNDECIDED = "this scale cannot decide"
+NO_CAPACITY = "this scale cannot decide (capacity does not pay at this budget)"
 NOT_TESTED = "not tested"
 
-# A loss difference smaller than this (nats per token) decides nothing (see the module docstring).
-LOSS_TOLERANCE = 0.02
-# Training FLOPs ratios (larger sparse / smaller dense) read as comparable.
+# Active non-embedding parameters read as equal (the paper's pairs: 302M against 302M).
+EQUAL_ACTIVE = 0.10
+# Training FLOPs ratios (larger sparse / smaller dense) of the iso-FLOPs variant of claim 1.
 FLOPS_BAND = (0.75, 1.34)
+# Standard errors beyond which a loss difference is decided (about a 95% two-sided test).
+Z = 2.0
 
 Interval = tuple[float, float]
 
 # What the paper measured for each claim (its Med and XL models; Tables 2, 3, 4 and 6).
 PAPER = {
-    1: "XL s=75% 2.141 vs Med dense 2.234 (-0.093) at 1.29x the FLOPs (Table 2)",
+    1: "XL s=75% 2.141 vs Med dense 2.234 (-0.093), 302M active non-embedding parameters each, "
+    "at 1.29x the FLOPs (Table 2)",
     3: "gaps +0.031, +0.141 (Med); +0.125, +0.234 (Large); +0.033, +0.162 (XL) (Table 6)",
     4: "not run in the paper",
 }
@@ -60,24 +75,132 @@ PAPER_TASKS = {
     "pubmedqa": "XL s=75% 75.4 vs Med dense 74.2 (+1.2, Table 3)",
     "hoc": "XL s=75% 84.71 vs Med dense 85.15 (-0.44: not on HoC, Table 4)",
 }
+CLAIM_1 = (
+    "at equal active non-embedding parameters (and the higher training FLOPs that costs), the "
+    "larger sparse model reaches a lower validation loss than the smaller dense one"
+)
+CLAIM_1_ISO = (
+    "iso-FLOPs variant (not the paper's comparison): at comparable training FLOPs, the larger "
+    "sparse model reaches a lower validation loss than the smaller dense one"
+)
 
 
 @dataclass(frozen=True)
 class Claim:
     number: int
     claim: str  # the paper's claim, as this comparison tests it
-    compared: str  # the variants compared
+    compared: str  # the arms compared
     measured: str
     interval: str
     verdict: str
     paper: str = "-"  # what the paper measured
 
 
-def loss_verdict(diff: float, tolerance: float = LOSS_TOLERANCE) -> str:
-    """`diff`: how far the claim's direction is ahead (positive: as claimed), in nats."""
-    if diff > tolerance:
+@dataclass(frozen=True)
+class Arm:
+    """A size at one sparsity level (or an iso-FLOPs baseline): its variants, one per seed."""
+
+    name: str
+    model: str
+    sparsity: float
+    iso_flops_of: float | None
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    losses: tuple[float, ...]
+    train_flops: float
+    active: int  # active non-embedding parameters
+    size: float  # the size's dense non-embedding parameters: what "larger" means
+
+    @property
+    def loss(self) -> float:
+        return sum(self.losses) / len(self.losses)
+
+    def seeds_text(self) -> str:
+        return f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {list(self.seeds)}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A larger sparse arm against a smaller dense one, with the precondition's dense arm."""
+
+    big: Arm
+    small: Arm
+    flops_ratio: float
+    equal_active: bool  # the paper's pairing; else the iso-FLOPs variant
+    gate: Arm | None  # the larger size's dense arm (the precondition), if trained
+
+    def label(self) -> str:
+        active = f"{self.big.active:,} vs {self.small.active:,} active non-embedding parameters"
+        return f"{self.big.name} vs {self.small.name} ({active}; {self.flops_ratio:.2f}x the FLOPs)"
+
+
+def arms(variants: Sequence[dict]) -> list[Arm]:
+    """The variants grouped by arm (`arm`, else the name without a seed), in record order."""
+    groups: dict[str, list[dict]] = {}
+    for v in variants:
+        groups.setdefault(v.get("arm") or arm_of(v["name"]), []).append(v)
+    out = []
+    for name, vs in groups.items():
+        v = vs[0]
+        size = v.get("non_embedding_params") or v["active_non_embedding_params"] / max(
+            1e-9, 1.0 - v["sparsity"]
+        )
+        out.append(
+            Arm(
+                name, v["model"], v["sparsity"], v.get("iso_flops_of"),
+                tuple(x["name"] for x in vs), tuple(x.get("seed", 0) for x in vs),
+                tuple(x["final_val_loss"] for x in vs),
+                sum(x["train_flops"] for x in vs) / len(vs),
+                v["active_non_embedding_params"], float(size),
+            )
+        )  # fmt: skip
+    return out
+
+
+def seed_sd(all_arms: Sequence[Arm]) -> tuple[float | None, int]:
+    """The seeds' standard deviation of the validation loss, pooled over every arm with two or
+    more seeds, and its degrees of freedom (None, 0 without such an arm)."""
+    squares, df = 0.0, 0
+    for a in all_arms:
+        finite = [x for x in a.losses if math.isfinite(x)]
+        if len(finite) < 2:
+            continue
+        mean = sum(finite) / len(finite)
+        squares += sum((x - mean) ** 2 for x in finite)
+        df += len(finite) - 1
+    return (math.sqrt(squares / df), df) if df else (None, 0)
+
+
+@dataclass(frozen=True)
+class LossDiff:
+    """`ahead`: how far the claimed-better arm's mean loss is below the other's (nats)."""
+
+    ahead: float
+    se: float | None
+
+    @property
+    def verdict(self) -> str:
+        return loss_verdict(self.ahead, self.se)
+
+    def interval(self) -> str:
+        if self.se is None:
+            return "none (one seed per arm: no spread measured)"
+        return f"{self.ahead:+.3f} +- {Z * self.se:.3f} ({Z:g} standard errors over seeds)"
+
+
+def loss_diff(better: Arm, worse: Arm, sd: float | None) -> LossDiff:
+    ahead = worse.loss - better.loss
+    se = None if sd is None else sd * math.sqrt(1 / len(better.losses) + 1 / len(worse.losses))
+    return LossDiff(ahead, se)
+
+
+def loss_verdict(ahead: float, se: float | None) -> str:
+    """`ahead` nats in the claim's direction, `se` its standard error (None: not measured)."""
+    if se is None or not math.isfinite(ahead):
+        return UNDECIDED
+    if ahead > Z * se:
         return HOLDS
-    if diff < -tolerance:
+    if ahead < -Z * se:
         return FAILS
     return UNDECIDED
 
@@ -92,22 +215,15 @@ def difference_verdict(ci: Interval) -> str:
     return UNDECIDED
 
 
-def overlap_verdict(better: Interval, worse: Interval) -> str:
-    """Two models' own 95% intervals, `better` the one claimed better (higher metric)."""
-    if better[0] > worse[1]:
-        return HOLDS
-    if better[1] < worse[0]:
-        return FAILS
-    return UNDECIDED
-
-
-def gap_verdict(gaps: Sequence[float], tolerance: float = LOSS_TOLERANCE) -> str:
+def gap_verdict(gaps: Sequence[float], tolerance: float | None) -> str:
     """Claim 3 for one size: `gaps` are sparse-minus-dense losses at equal steps, by increasing
-    sparsity. Holds when every gap is above the tolerance and each grows by more than it; fails
-    when a gap is below -tolerance (sparse better) or shrinks by more than it. One gap tests
-    only its first half (sparse is worse)."""
+    sparsity; `tolerance` the measured noise of a difference (None: not measured). Holds when
+    every gap is above it and each grows by more than it; fails when a gap is below -tolerance
+    (sparse better) or shrinks by more than it. One gap tests only its first half."""
     if not gaps:
         return NOT_TESTED
+    if tolerance is None:
+        return UNDECIDED
     steps = [b - a for a, b in zip(gaps, gaps[1:], strict=False)]
     if any(g < -tolerance for g in gaps) or any(s < -tolerance for s in steps):
         return FAILS
@@ -116,23 +232,157 @@ def gap_verdict(gaps: Sequence[float], tolerance: float = LOSS_TOLERANCE) -> str
     return UNDECIDED
 
 
-def paired_difference_interval(
+def _main(all_arms: Sequence[Arm]) -> list[Arm]:
+    return [a for a in all_arms if a.iso_flops_of is None]
+
+
+def sizes_by_params(variants: Sequence[dict]) -> list[str]:
+    """The sizes trained, smallest first (by dense non-embedding parameters)."""
+    size = {a.model: a.size for a in _main(arms(variants))}
+    return sorted(size, key=lambda m: size[m])
+
+
+def pairs(all_arms: Sequence[Arm]) -> list[Pair]:
+    """Every sparse arm of a larger size against every dense arm of a smaller one with equal
+    active non-embedding parameters (the paper's pairing) or, failing that, comparable training
+    FLOPs (the iso-FLOPs variant); each with its precondition arm: the dense arm of the sparse
+    model's size, else of the nearest larger size trained."""
+    main = _main(all_arms)
+    dense = sorted((a for a in main if a.sparsity == 0), key=lambda a: a.size)
+    out = []
+    for big in (a for a in main if a.sparsity > 0):
+        for small in (d for d in dense if d.size < big.size):
+            ratio = big.train_flops / small.train_flops
+            equal = abs(big.active / small.active - 1) <= EQUAL_ACTIVE
+            if equal or FLOPS_BAND[0] <= ratio <= FLOPS_BAND[1]:
+                gate = next((d for d in dense if d.size >= big.size), None)
+                out.append(Pair(big, small, ratio, equal, gate))
+    return out
+
+
+def precondition(pair: Pair, sd: float | None) -> tuple[bool, str]:
+    """Whether capacity pays at this budget (the larger dense arm's loss beats the smaller
+    one's beyond noise), and what was measured."""
+    if pair.gate is None:
+        return False, f"precondition not tested (no dense arm of {pair.big.model} or larger)"
+    d = loss_diff(pair.gate, pair.small, sd)
+    text = (
+        f"precondition {pair.gate.name} vs {pair.small.name}: {pair.gate.loss:.3f} vs "
+        f"{pair.small.loss:.3f} ({-d.ahead:+.3f}"
+        + (f" +- {Z * d.se:.3f})" if d.se is not None else ", no spread measured)")
+    )
+    return d.verdict == HOLDS, text
+
+
+def _loss_text(a: Arm, b: Arm) -> str:
+    return (
+        f"{a.loss:.3f} vs {b.loss:.3f} ({a.loss - b.loss:+.3f} nats; {a.seeds_text()} vs "
+        f"{b.seeds_text()})"
+    )
+
+
+def pretrain_claims(variants: Sequence[dict]) -> list[Claim]:
+    """Claims 1, 3 and 4 from the pretrain stage's variant records."""
+    all_arms = arms(variants)
+    sd, _ = seed_sd(all_arms)
+    out = []
+    found = pairs(all_arms)
+    for p in found:
+        d = loss_diff(p.big, p.small, sd)
+        ok, gate = precondition(p, sd)
+        out.append(
+            Claim(
+                1,
+                CLAIM_1 if p.equal_active else CLAIM_1_ISO,
+                p.label(),
+                f"{_loss_text(p.big, p.small)}; {gate}",
+                d.interval(),
+                d.verdict if ok else NO_CAPACITY,
+                PAPER[1] if p.equal_active else "-",
+            )
+        )
+    if not found:
+        out.append(
+            Claim(1, CLAIM_1, "-", "no sparse arm of a larger size with the active non-embedding "
+                  "parameters or the FLOPs of a smaller dense arm", "-", NOT_TESTED)
+        )  # fmt: skip
+    main = _main(all_arms)
+    for size in dict.fromkeys(a.model for a in main):
+        mine = sorted((a for a in main if a.model == size), key=lambda a: a.sparsity)
+        if len(mine) < 2 or mine[0].sparsity != 0:
+            continue
+        dense, sparse = mine[0], mine[1:]
+        diffs = [loss_diff(dense, a, sd) for a in sparse]
+        gaps = [d.ahead for d in diffs]  # sparse minus dense
+        ses = [d.se for d in diffs if d.se is not None]
+        tol = Z * max(ses) if ses and len(ses) == len(diffs) else None
+        out.append(
+            Claim(
+                3,
+                "at equal steps, sparse is worse than dense of the same size, and the gap grows "
+                "with sparsity",
+                f"{', '.join(a.name for a in sparse)} vs {dense.name}",
+                ("gaps " if len(gaps) > 1 else "gap ")
+                + ", ".join(f"{g:+.3f} ({a.sparsity:.0%})" for g, a in zip(gaps, sparse, strict=True))
+                + ("" if len(gaps) > 1 else "; its growth: not tested (one sparse level)"),
+                diffs[0].interval() if len(diffs) == 1 else (
+                    f"+- {tol:.3f} ({Z:g} standard errors over seeds)" if tol is not None
+                    else diffs[0].interval()),
+                gap_verdict(gaps, tol),
+                PAPER[3],
+            )
+        )  # fmt: skip
+    iso = {(a.model, a.iso_flops_of): a for a in all_arms if a.iso_flops_of is not None}
+    for a in main:
+        base = iso.get((a.model, a.sparsity))
+        if a.sparsity == 0 or base is None:
+            continue
+        d = loss_diff(a, base, sd)
+        out.append(
+            Claim(
+                4,
+                "the sparse model reaches a lower validation loss than the dense model of its "
+                "size trained for the same FLOPs (not run in the paper)",
+                f"{a.name} vs {base.name}",
+                _loss_text(a, base),
+                d.interval(),
+                d.verdict,
+                PAPER[4],
+            )
+        )
+    return out
+
+
+# --- Claim 2: fine-tuning, a hierarchical bootstrap over seeds and documents -----------------
+
+# Per pre-training seed (variant), per fine-tuning seed: predictions aligned to the golds.
+Runs = list[list[list[Any]]]
+
+
+def hierarchical_difference_interval(
     metric: Metric,
-    better: Sequence[Sequence[Any]],
-    worse: Sequence[Sequence[Any]],
+    better: Runs,
+    worse: Runs,
     golds: Sequence[Any],
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> Interval:
-    """95% percentile interval of seed-mean(better) - seed-mean(worse) over test examples
-    resampled together (each model's seeds aligned to `golds`)."""
+    """95% percentile interval of mean(better) - mean(worse): each resample draws the test
+    documents (shared by both arms), then each arm's pre-training seeds, then within each drawn
+    seed its fine-tuning seeds, all with replacement."""
     n = len(golds)
-    if n == 0 or not better or not worse:
-        raise ValueError("a paired interval needs test examples and predictions of both models")
+    if n == 0 or not better or not worse or not all(better) or not all(worse):
+        raise ValueError("a paired interval needs test examples and predictions of both arms")
     rng = random.Random(seed)
 
-    def mean(per_seed: Sequence[Sequence[Any]], idx: list[int], g: list[Any]) -> float:
-        return sum(metric([p[i] for i in idx], g) for p in per_seed) / len(per_seed)
+    def mean(runs: Runs, idx: list[int], g: list[Any]) -> float:
+        values = []
+        for _ in runs:
+            fts = runs[rng.randrange(len(runs))]
+            for _ in fts:
+                p = fts[rng.randrange(len(fts))]
+                values.append(metric([p[i] for i in idx], g))
+        return sum(values) / len(values)
 
     values = []
     for _ in range(resamples):
@@ -146,8 +396,8 @@ def paired_difference_interval(
 def chosen_predictions(
     home: Path, finetune: dict[str, Any], result: dict[str, Any], mode: str
 ) -> dict[str, list[tuple[str, Any, Any]]] | None:
-    """Seed -> [(id, prediction, gold)] on test of the (batch, lr) chosen for `result` (an
-    evaluated sweep), sorted by id; None when a file is missing."""
+    """Fine-tuning seed -> [(id, prediction, gold)] on test of the (batch, lr) chosen for
+    `result` (an evaluated sweep), sorted by id; None when a file is missing."""
     chosen = result["selected"][mode]
     sweeps = [
         s
@@ -167,192 +417,189 @@ def chosen_predictions(
     return out or None
 
 
-def metric_difference(
-    home: Path | None, finetune: dict[str, Any] | None, better: dict, worse: dict, mode: str
-) -> Interval | None:
-    """The paired interval of better - worse (evaluated sweeps of one task), or None when the
-    predictions are not there or do not cover the same test examples."""
-    if home is None or finetune is None:
+@dataclass(frozen=True)
+class ArmPredictions:
+    """One arm's test predictions on one task: per pre-training seed, per fine-tuning seed."""
+
+    runs: Runs
+    ids: list[str]
+    golds: list[Any]
+
+    def conditions(self) -> str:
+        n_ft = sorted({len(r) for r in self.runs})
+        return f"{len(self.runs)} pre-training x {'/'.join(map(str, n_ft))} fine-tuning seeds"
+
+
+def arm_predictions(
+    home: Path, finetune: dict[str, Any], results: Sequence[dict], mode: str
+) -> ArmPredictions | None:
+    """The predictions of an arm's evaluated sweeps (one per pre-training seed), or None when a
+    file is missing or the runs do not cover the same test examples."""
+    runs, ids, golds = [], None, None
+    for r in results:
+        chosen = chosen_predictions(home, finetune, r, mode)
+        if not chosen:
+            return None
+        per_ft = []
+        for rows in chosen.values():
+            if ids is None:
+                ids, golds = [x[0] for x in rows], [x[2] for x in rows]
+            if [x[0] for x in rows] != ids:
+                return None
+            per_ft.append([x[1] for x in rows])
+        runs.append(per_ft)
+    if not runs or ids is None or golds is None:
         return None
-    a = chosen_predictions(home, finetune, better, mode)
-    b = chosen_predictions(home, finetune, worse, mode)
-    if not a or not b:
-        return None
-    ids = [r[0] for r in next(iter(a.values()))]
-    if any([r[0] for r in rows] != ids for rows in [*a.values(), *b.values()]):
-        return None
-    golds = [r[2] for r in next(iter(a.values()))]
-    metric: Metric = task_class(better["task"])().metric
-    return paired_difference_interval(
-        metric,
-        [[r[1] for r in rows] for rows in a.values()],
-        [[r[1] for r in rows] for rows in b.values()],
-        golds,
-    )
+    return ArmPredictions(runs, ids, golds)
 
 
-def _main_variants(variants: Sequence[dict]) -> list[dict]:
-    """The variants trained for the recipe's steps (not iso-FLOPs baselines)."""
-    return [v for v in variants if not v.get("iso_flops_of")]
+@dataclass(frozen=True)
+class Compared:
+    """Two arms on one metric: the interval of the difference and what it resampled, and each
+    arm's mean over its runs on every test document."""
+
+    ci: Interval
+    what: str
+    better: float
+    worse: float
 
 
-def sizes_by_params(variants: Sequence[dict]) -> list[str]:
-    """The sizes trained, smallest first (by dense non-embedding parameters)."""
-    params: dict[str, float] = {}
-    for v in _main_variants(variants):
-        n = v.get("non_embedding_params") or v["active_non_embedding_params"] / max(
-            1e-9, 1.0 - v["sparsity"]
+# (better arm's results, worse arm's results, mode, metric) -> the comparison, if it can be made
+Difference = Callable[[Sequence[dict], Sequence[dict], str, Metric], Compared | None]
+
+
+def _runs_mean(metric: Metric, runs: Runs, golds: Sequence[Any]) -> float:
+    values = [metric(p, list(golds)) for fts in runs for p in fts]
+    return sum(values) / len(values)
+
+
+def metric_difference(home: Path | None, finetune: dict[str, Any] | None) -> Difference:
+    """The hierarchical interval of better - worse from the kept test predictions (None where
+    they are missing or cover different examples)."""
+
+    def difference(
+        better: Sequence[dict], worse: Sequence[dict], mode: str, metric: Metric
+    ) -> Compared | None:
+        if home is None or finetune is None:
+            return None
+        a = arm_predictions(home, finetune, better, mode)
+        b = arm_predictions(home, finetune, worse, mode)
+        if a is None or b is None or a.ids != b.ids:
+            return None
+        ci = hierarchical_difference_interval(metric, a.runs, b.runs, a.golds)
+        one = len(a.runs) == 1 or len(b.runs) == 1
+        what = f"{a.conditions()} vs {b.conditions()}, test documents" + (
+            "; conditions on one pre-training run" if one else ""
         )
-        params[v["model"]] = n
-    return sorted(params, key=lambda m: params[m])
+        return Compared(
+            ci, what, _runs_mean(metric, a.runs, a.golds), _runs_mean(metric, b.runs, b.golds)
+        )
 
-
-def comparable_pairs(variants: Sequence[dict]) -> list[tuple[dict, dict, float]]:
-    """(larger sparse, smaller dense, FLOPs ratio) for every sparse variant of a larger size
-    whose training FLOPs are within `FLOPS_BAND` of a smaller size's dense run."""
-    order = sizes_by_params(variants)
-    main = _main_variants(variants)
-    dense = {v["model"]: v for v in main if v["sparsity"] == 0}
-    out = []
-    for i, small in enumerate(order):
-        if small not in dense:
-            continue
-        for big in order[i + 1 :]:
-            for v in main:
-                if v["model"] != big or v["sparsity"] == 0:
-                    continue
-                ratio = v["train_flops"] / dense[small]["train_flops"]
-                if FLOPS_BAND[0] <= ratio <= FLOPS_BAND[1]:
-                    out.append((v, dense[small], ratio))
-    return out
-
-
-NO_LOSS_INTERVAL = f"none (one pre-training seed; under {LOSS_TOLERANCE} nats: undecided)"
+    return difference
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _ci(ci: Interval | None) -> str:
-    return f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "-"
+def _ci(ci: Interval) -> str:
+    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
-def pretrain_claims(variants: Sequence[dict]) -> list[Claim]:
-    """Claims 1, 3 and 4 from the pretrain stage's variant records."""
-    out = []
-    pairs = comparable_pairs(variants)
-    for big, small, ratio in pairs:
-        diff = small["final_val_loss"] - big["final_val_loss"]
-        out.append(
-            Claim(
-                1,
-                "at comparable training FLOPs, the larger sparse model reaches a lower "
-                "validation loss than the smaller dense one",
-                f"{big['name']} vs {small['name']} ({ratio:.2f}x the FLOPs)",
-                f"{big['final_val_loss']:.3f} vs {small['final_val_loss']:.3f} ({-diff:+.3f} nats)",
-                NO_LOSS_INTERVAL,
-                loss_verdict(diff),
-                PAPER[1],
-            )
-        )
-    if not pairs:
-        out.append(
-            Claim(1, "at comparable training FLOPs, the larger sparse model reaches a lower "
-                  "validation loss than the smaller dense one", "-",
-                  f"no sparse variant of a larger size within {FLOPS_BAND[0]}-{FLOPS_BAND[1]}x "
-                  "the FLOPs of a smaller dense one", "-", NOT_TESTED)
-        )  # fmt: skip
-    main = _main_variants(variants)
-    for size in sizes_by_params(variants):
-        mine = sorted((v for v in main if v["model"] == size), key=lambda v: v["sparsity"])
-        if not mine or mine[0]["sparsity"] != 0 or len(mine) < 2:
-            continue
-        dense = mine[0]
-        gaps = [v["final_val_loss"] - dense["final_val_loss"] for v in mine[1:]]
-        out.append(
-            Claim(
-                3,
-                "at equal steps, sparse is worse than dense of the same size, and the gap grows "
-                "with sparsity",
-                f"{', '.join(v['name'] for v in mine[1:])} vs {dense['name']}",
-                ("gaps " if len(gaps) > 1 else "gap ")
-                + ", ".join(
-                    f"{g:+.3f} ({v['sparsity']:.0%})" for g, v in zip(gaps, mine[1:], strict=True)
-                )
-                + ("" if len(gaps) > 1 else "; its growth: not tested (one sparse level)"),
-                NO_LOSS_INTERVAL,
-                gap_verdict(gaps),
-                PAPER[3],
-            )
-        )
-    iso = {(v["model"], v["iso_flops_of"]): v for v in variants if v.get("iso_flops_of")}
-    for v in main:
-        base = iso.get((v["model"], v["sparsity"]))
-        if v["sparsity"] == 0 or base is None:
-            continue
-        diff = base["final_val_loss"] - v["final_val_loss"]
-        out.append(
-            Claim(
-                4,
-                "the sparse model reaches a lower validation loss than the dense model of its "
-                "size trained for the same FLOPs (not run in the paper)",
-                f"{v['name']} vs {base['name']}",
-                f"{v['final_val_loss']:.3f} vs {base['final_val_loss']:.3f} ({-diff:+.3f} nats)",
-                NO_LOSS_INTERVAL,
-                loss_verdict(diff),
-                PAPER[4],
-            )
-        )
-    return out
+def task_metrics(task: str, metric_name: str) -> list[tuple[str, Metric]]:
+    """The task's metric, then any extra convention it reports (HoC: BioGPT's 11 classes)."""
+    plugin = task_class(task)()
+    return [(metric_name, plugin.metric), *((m.label, m.fn) for m in plugin.extra_metrics.values())]
 
 
 def finetune_claims(
     variants: Sequence[dict],
     results: Sequence[dict],
     mode: str,
-    difference: Callable[[dict, dict, str], Interval | None] | None = None,
+    difference: Difference | None = None,
 ) -> list[Claim]:
-    """Claim 2 per task from the evaluate stage's results (`mode`: the prediction mode read);
-    `difference(better, worse, mode)` gives the paired interval when it can."""
+    """Claim 2 per task (and per metric convention) from the evaluate stage's results (`mode`:
+    the prediction mode read), gated like claim 1 and, when the larger dense arm was fine-tuned,
+    on its metric beating the smaller dense arm's too."""
+    all_arms = arms(variants)
+    sd, _ = seed_sd(all_arms)
+    by_arm: dict[tuple[str, str], list[dict]] = {}
+    arm_by_variant = {n: a for a in all_arms for n in a.variants}
+    for r in results:
+        if r["variant"] in arm_by_variant and mode in r.get("selected", {}):
+            by_arm.setdefault((arm_by_variant[r["variant"]].name, r["task"]), []).append(r)
     out = []
-    by = {(r["variant"], r["task"]): r for r in results}
-    for big, small, ratio in comparable_pairs(variants):
+    for p in pairs(all_arms):
+        ok, gate_text = precondition(p, sd)
         for task in dict.fromkeys(r["task"] for r in results):
-            a, b = by.get((big["name"], task)), by.get((small["name"], task))
-            if a is None or b is None or mode not in a["selected"] or mode not in b["selected"]:
+            a, b = by_arm.get((p.big.name, task)), by_arm.get((p.small.name, task))
+            if not a or not b:
                 continue
-            sa, sb = a["selected"][mode], b["selected"][mode]
-            ci = difference(a, b, mode) if difference else None
-            if ci is not None:
-                interval = f"difference {_ci(ci)} (paired bootstrap)"
-                verdict = difference_verdict(ci)
-            elif sa.get("test_ci95") and sb.get("test_ci95"):
-                interval = f"{_ci(sa['test_ci95'])} vs {_ci(sb['test_ci95'])} (each model's own)"
-                verdict = overlap_verdict(tuple(sa["test_ci95"]), tuple(sb["test_ci95"]))
-            else:
-                interval, verdict = "-", UNDECIDED
-            out.append(
-                Claim(
-                    2,
-                    f"at comparable training FLOPs, the larger sparse model also fine-tunes to "
-                    f"a better {task} test {a['metric']}",
-                    f"{big['name']} vs {small['name']} ({ratio:.2f}x the FLOPs)",
-                    f"{_pct(sa['test_mean'])} vs {_pct(sb['test_mean'])} "
-                    f"({100 * (sa['test_mean'] - sb['test_mean']):+.1f} points)",
-                    interval,
-                    verdict,
-                    PAPER_TASKS.get(task, "-"),
-                )
-            )
+            gate = by_arm.get((p.gate.name, task)) if p.gate is not None else None
+            for metric_name, metric in task_metrics(task, a[0]["metric"]):
+                out.append(
+                    _claim_2(p, task, metric_name, metric, a, b, gate, mode, difference,
+                             ok, gate_text)
+                )  # fmt: skip
     return out
+
+
+def _mean_test(results: Sequence[dict], mode: str) -> float:
+    return sum(r["selected"][mode]["test_mean"] for r in results) / len(results)
+
+
+def _claim_2(
+    p: Pair,
+    task: str,
+    metric_name: str,
+    metric: Metric,
+    a: Sequence[dict],
+    b: Sequence[dict],
+    gate: Sequence[dict] | None,
+    mode: str,
+    difference: Difference | None,
+    loss_ok: bool,
+    gate_text: str,
+) -> Claim:
+    found = difference(a, b, mode, metric) if difference else None
+    main_metric = metric_name == a[0]["metric"]
+    if found is not None:
+        ma, mb = found.better, found.worse
+        interval = f"difference {_ci(found.ci)} (hierarchical bootstrap: {found.what})"
+        verdict = difference_verdict(found.ci)
+    elif main_metric:
+        ma, mb = _mean_test(a, mode), _mean_test(b, mode)
+        interval, verdict = "- (test predictions not kept)", UNDECIDED
+    else:  # another convention needs the predictions
+        ma = mb = float("nan")
+        interval, verdict = "- (test predictions not kept)", NOT_TESTED
+    measured = f"{_pct(ma)} vs {_pct(mb)} ({100 * (ma - mb):+.1f} points)"
+    down_text = ""
+    if gate and difference is not None:
+        g = difference(gate, b, mode, metric)
+        if g is not None:
+            loss_ok = loss_ok and difference_verdict(g.ci) == HOLDS
+            gate_name = p.gate.name if p.gate is not None else "-"
+            down_text = f"; downstream precondition {gate_name} vs {p.small.name}: {_ci(g.ci)}"
+    if not loss_ok and verdict != NOT_TESTED:
+        verdict = NO_CAPACITY
+    label = metric_name if main_metric else f"{metric_name} (another convention)"
+    return Claim(
+        2,
+        f"... and the larger sparse model also fine-tunes to a better {task} test {label}",
+        p.label() if p.equal_active else f"iso-FLOPs variant: {p.label()}",
+        f"{measured}; {gate_text}{down_text}",
+        interval,
+        verdict,
+        PAPER_TASKS.get(task, "-") if main_metric else "-",
+    )
 
 
 def claims(
     variants: Sequence[dict],
     results: Sequence[dict] | None = None,
     mode: str | None = None,
-    difference: Callable[[dict, dict, str], Interval | None] | None = None,
+    difference: Difference | None = None,
 ) -> list[Claim]:
     """Every claim the records can test, in the paper's order (claims 1, 2, 3, 4)."""
     rows = pretrain_claims(variants)
@@ -366,11 +613,13 @@ def claims_apply(variants: Sequence[dict]) -> bool:
     return len(sizes_by_params(variants)) >= 2
 
 
-def claims_markdown(rows: Sequence[Claim], mode: str | None = None) -> str:
-    """The claims table (a claim's text and the paper's figure on its first row only) and how
-    to read it; `mode`: the prediction mode claim 2 reads."""
+def claims_markdown(
+    rows: Sequence[Claim], variants: Sequence[dict], mode: str | None = None
+) -> str:
+    """The claims table (a claim's text and the paper's figure on its first row only), the seeds'
+    measured spread and how to read it; `mode`: the prediction mode claim 2 reads."""
     lines = [
-        "| # | Paper's claim | In the paper | Compared here | Measured | 95% interval | Verdict |",
+        "| # | Paper's claim | In the paper | Compared here | Measured | Interval | Verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     shown: set[tuple[int, str]] = set()
@@ -382,16 +631,25 @@ def claims_markdown(rows: Sequence[Claim], mode: str | None = None) -> str:
             f"| {c.number} | {claim} | {paper} | {c.compared} | {c.measured} | {c.interval} | "
             f"**{c.verdict}** |"
         )
+    sd, df = seed_sd(arms(variants))
+    spread = (
+        f"the seeds' standard deviation of the validation loss is {sd:.4f} nats, pooled over the "
+        f"arms with two or more seeds ({df} degrees of freedom)"
+        if sd is not None
+        else "no arm has two pre-training seeds, so no loss difference is decided"
+    )
     notes = [
         "",
-        "Validation losses: nats per token, one pre-training seed each, no interval (a difference "
-        f"under {LOSS_TOLERANCE} nats is read as undecided: an assumed tolerance, not a measured "
-        "one). Fine-tuning: test metric in %, mean over seeds at the (batch, lr) chosen on dev"
+        f"Validation losses: nats per token, the mean over an arm's pre-training seeds; {spread}. "
+        f"A loss difference beyond {Z:g} standard errors is decided. Claims 1 and 2 are decided "
+        "only where the larger size's dense arm beats the smaller dense arm beyond that noise "
+        "(the precondition: otherwise capacity does not pay at this budget, and the verdict says "
+        "so). Fine-tuning: test metric in %, the mean over seeds at the (batch, lr) chosen on dev"
         + (f" ({MODE_NAMES.get(mode, mode)})" if mode else "")
-        + "; the interval is a paired percentile bootstrap over test examples of the difference "
-        "(claimed better minus claimed worse; above 0 holds, below 0 does not hold, across 0 "
-        "cannot decide), or, without the predictions, the two models' own intervals "
-        "(non-overlapping or undecided). Comparable FLOPs: within "
-        f"{FLOPS_BAND[0]}-{FLOPS_BAND[1]}x.",
+        + "; the interval is a hierarchical percentile bootstrap (95%) of the difference (claimed "
+        "better minus claimed worse; above 0 holds, below 0 does not hold, across 0 cannot "
+        "decide) that resamples test documents, pre-training seeds and fine-tuning seeds, as its "
+        f"cell says. Equal active non-embedding parameters: within {EQUAL_ACTIVE:.0%}; the "
+        f"iso-FLOPs variant pairs FLOPs within {FLOPS_BAND[0]}-{FLOPS_BAND[1]}x instead.",
     ]
     return "\n".join(lines + notes)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mediswift.baselines import iso_flops_baselines
+from mediswift.baselines import PlannedVariant, planned_variants
+from mediswift.checkpoint_size import active_non_embedding
+from mediswift.claims import arms, pairs
 from mediswift.config import PipelineConfig
+from mediswift.flops import main_flops
 from mediswift.graph import plan
-from mediswift.names import iso_flops_name
+from mediswift.model.sizes import size as model_size
 
 
 def _tokens(n: float) -> str:
@@ -23,7 +26,6 @@ def dry_run(
     cfg: PipelineConfig, home: Path, stages: list[str], gpu: str = "h100", mfu: float = 0.4
 ) -> str:
     from mediswift.estimate import describe, estimate
-    from mediswift.flops import main_flops
 
     arts = plan(cfg, home)
     pt = cfg.pretrain
@@ -38,22 +40,10 @@ def dry_run(
         f"pre-training: model {', '.join(pt.sizes)}, {pt.steps:,} steps x batch "
         f"{pt.global_batch} x MSL {pt.seq_len} = {_tokens(tokens)} tokens per variant",
     ]
-    variants = 0
-    for size in pt.sizes:
-        dense = main_flops(size, 0.0, tokens, cfg.vocab.vocab_size, pt.seq_len)
-        for s in pt.sparsity_levels:
-            f = main_flops(size, s, tokens, cfg.vocab.vocab_size, pt.seq_len)
-            lines.append(
-                f"  {size} sparsity {s:.2f} ({pt.sparsity_method}): {f:.3e} FLOPs "
-                f"({f / dense:.2f}x dense)"
-            )
-        for s, steps in iso_flops_baselines(pt, size, cfg.vocab.vocab_size):
-            lines.append(
-                f"  {iso_flops_name(size, s)}: dense, {steps:,} steps (the FLOPs of sparsity "
-                f"{s:.2f}), its own warmup and cosine schedule: the iso-FLOPs baseline"
-            )
-            variants += 1
-        variants += len(pt.sparsity_levels)
+    lines.append(f"devices: pre-training {pt.device}, fine-tuning {cfg.finetune.device}")
+    planned = planned_variants(pt, cfg.vocab.vocab_size)
+    lines += pretrain_lines(cfg, planned)
+    variants = len(planned)
     ft = cfg.finetune
     n = 0
     for name, task in ft.tasks.items():
@@ -72,3 +62,54 @@ def dry_run(
         lines.append("download key: follows the upstream PubMed listing (listed at run time)")
     lines += ["", *describe(estimate(cfg, gpu, mfu))]
     return "\n".join(lines)
+
+
+def planned_records(cfg: PipelineConfig, planned: list[PlannedVariant]) -> list[dict]:
+    """What the pretrain stage will record of each variant, as far as the claims pair them."""
+    pt, vocab = cfg.pretrain, cfg.vocab.vocab_size
+    out = []
+    for p in planned:
+        s = model_size(p.model)
+        tokens = p.steps * pt.global_batch * pt.seq_len
+        out.append(
+            {
+                "name": p.name, "arm": p.arm, "model": p.model, "sparsity": p.sparsity,
+                "seed": p.seed, "iso_flops_of": p.iso_flops_of, "final_val_loss": float("nan"),
+                "train_flops": main_flops(p.model, p.sparsity, tokens, vocab, pt.seq_len),
+                "non_embedding_params": active_non_embedding(s.n_layer, s.d_model, 0.0),
+                "active_non_embedding_params": active_non_embedding(
+                    s.n_layer, s.d_model, p.sparsity
+                ),
+            }
+        )  # fmt: skip
+    return out
+
+
+def pretrain_lines(cfg: PipelineConfig, planned: list[PlannedVariant]) -> list[str]:
+    """Each arm (its seeds, FLOPs, active non-embedding parameters), then the pairs the claims
+    will compare and the precondition arm of each."""
+    pt, lines = cfg.pretrain, []
+    records = planned_records(cfg, planned)
+    for a in arms(records):
+        dense = main_flops(a.model, 0.0, pt.tokens, cfg.vocab.vocab_size, pt.seq_len)
+        kind = (
+            f"dense, the FLOPs of sparsity {a.iso_flops_of:.2f} (its own schedule): the "
+            "iso-FLOPs baseline"
+            if a.iso_flops_of is not None
+            else f"sparsity {a.sparsity:.2f} ({pt.sparsity_method})"
+        )
+        steps = next(p.steps for p in planned if p.arm == a.name)
+        lines.append(
+            f"  {a.name}: {a.model} {kind}, {steps:,} steps, {a.seeds_text()}: "
+            f"{a.train_flops:.3e} FLOPs each ({a.train_flops / dense:.2f}x {a.model} dense), "
+            f"{a.active:,} active non-embedding parameters"
+        )
+    for p in pairs(arms(records)):
+        kind = "equal active non-embedding parameters" if p.equal_active else "iso-FLOPs variant"
+        gate = p.gate.name if p.gate is not None else "none (claims 1-2 cannot decide)"
+        lines.append(
+            f"  compared ({kind}): {p.big.name} vs {p.small.name}, {p.big.active:,} vs "
+            f"{p.small.active:,} active ({p.big.active / p.small.active:.2f}x), "
+            f"{p.flops_ratio:.2f}x the FLOPs; precondition arm {gate}"
+        )
+    return lines

@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mediswift.baselines import iso_flops_baselines
+from mediswift.baselines import planned_variants
 from mediswift.checkpoint_size import ParamCounts, checkpoint_bytes, dense_bytes, gpt_params
 from mediswift.config import PipelineConfig
 from mediswift.flops import flops_for
 from mediswift.model.sizes import size as model_size
-from mediswift.names import iso_flops_name, variant_name
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
 GPU_PEAKS: dict[str, float] = {"a100": 312e12, "h100": 989e12}
@@ -62,25 +61,22 @@ def estimate(cfg: PipelineConfig, gpu: str = "h100", mfu: float = 0.4) -> Estima
         raise ValueError(f"MFU {mfu} must be in (0, 1]")
     pt, v = cfg.pretrain, cfg.vocab.vocab_size
     hours = {}
-    for size in pt.sizes:
-        dense = flops_for(size, 0.0, pt.tokens, v, pt.seq_len)
-        for s in pt.sparsity_levels:
-            hours[variant_name(size, s, pt.sparsity_method)] = dense / (GPU_PEAKS[gpu] * mfu) / 3600
-        for s, steps in iso_flops_baselines(pt, size, v):  # dense runs of fewer steps
-            tokens = steps * pt.global_batch * pt.seq_len
-            iso = flops_for(size, 0.0, tokens, v, pt.seq_len)
-            hours[iso_flops_name(size, s)] = iso / (GPU_PEAKS[gpu] * mfu) / 3600
+    planned = planned_variants(pt, v)
+    for p in planned:  # sparse variants at dense speed; iso-FLOPs baselines run fewer steps
+        tokens = p.steps * pt.global_batch * pt.seq_len
+        hours[p.name] = (
+            flops_for(p.model, 0.0, tokens, v, pt.seq_len) / (GPU_PEAKS[gpu] * mfu) / 3600
+        )
     d = cfg.download
     pubmed = (d.pubmed_max_files or PUBMED_BASELINE_FILES) * PUBMED_FILE_BYTES
     pmc = min(d.pmc_max_articles or PMC_ARTICLES, PMC_ARTICLES) * PMC_ARTICLE_BYTES
     download = pubmed + pmc
     variants = len(hours)
     ckpt = dense_ckpt = 0.0
-    for size in pt.sizes:  # iso-FLOPs baselines are dense
-        params, keep = _params(size, v, pt.block_size), pt.keep_checkpoints
-        levels = [*pt.sparsity_levels, *(0.0 for _ in iso_flops_baselines(pt, size, v))]
-        ckpt += sum(variant_checkpoint_bytes(params, s, keep) for s in levels)
-        dense_ckpt += sum(variant_checkpoint_bytes(params, s, keep, dense_bytes) for s in levels)
+    for p in planned:
+        params, keep = _params(p.model, v, pt.block_size), pt.keep_checkpoints
+        ckpt += variant_checkpoint_bytes(params, p.sparsity, keep)
+        dense_ckpt += variant_checkpoint_bytes(params, p.sparsity, keep, dense_bytes)
     # The corpus is read once per epoch of the token budget; its size follows from the raw text.
     corpus_tokens = download / 2.5 / TEXT_BYTES_PER_TOKEN  # gzip/XML overhead ~2.5x the text
     disk = {

@@ -35,7 +35,8 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 # 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
 # their own data, typed manifests. 3: unit keys from typed unit specs. pretrain 4: the unigram
 # baseline is scored on the validation loss's own batches, not on every validation token.
-STAGE_VERSIONS: dict[str, int] = {**dict.fromkeys(STAGES, 3), "pretrain": 4}
+# evaluate 4: a task's extra metrics (HoC in BioGPT's convention) beside each selection.
+STAGE_VERSIONS: dict[str, int] = {**dict.fromkeys(STAGES, 3), "pretrain": 4, "evaluate": 4}
 
 
 def stage_config(cfg: PipelineConfig, stage: str) -> Any:

@@ -74,12 +74,16 @@ class FilterManifest(Manifest):
     """Filtered document shards with their `split`, and why documents were dropped."""
 
     shards: list[Record] = Field(description="filtered shards: path, split, rows")
-    counts: dict[str, Any] = Field(description="input, kept per split, dropped per reason")
+    counts: dict[str, Any] = Field(
+        description="input, kept per split, dropped per reason and, with max_revised, "
+        "revised_after_by_year (publication year -> PubMed records the snapshot dropped)"
+    )
     rules: Record = Field(
         default_factory=dict,
         description="the optional rules applied: max_year (cut-off, publication year), "
-        "max_revised (snapshot date), pmc_overlap and pmc_overlap_rule, decontaminate, "
-        "contamination_ngram (words), decontaminate_mode, contamination_max_docs",
+        "max_revised (snapshot date: PubMed by DateRevised, PMC by publication date), "
+        "pmc_overlap and pmc_overlap_rule, decontaminate, contamination_ngram (words), "
+        "decontaminate_mode, contamination_max_docs",
     )
     contamination: Record | None = Field(
         None,
@@ -221,6 +225,14 @@ class StageChoice(BaseModel):
     labels: list[str] = Field(
         default_factory=list, description="labels units its chosen units made, one per seed"
     )
+    degenerate_seeds: int = Field(0, description="seeds of the choice with degenerate dev output")
+    avoided_degenerate: int = Field(
+        0, description="(batch, lr) passed over because a seed was degenerate on dev"
+    )
+    degenerate_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="seed -> why its labels are degenerate ('constant' or 'no label')",
+    )
 
 
 class Sweep(BaseModel):
@@ -247,6 +259,21 @@ class FinetuneManifest(Manifest):
 
 
 # -- evaluation -----------------------------------------------------------------------------
+class ExtraScore(BaseModel):
+    """An extra test metric of the task (e.g. HoC in BioGPT's convention) at the choice.
+
+    One of the task's `extra_metrics`, scored from the chosen seeds' saved test predictions; it
+    never takes part in the choice."""
+
+    label: str = Field(description="how the tables name it")
+    test_mean: float
+    test_std: float
+    test_per_seed: list[float] = Field(description="in the order of the selection's seeds")
+    test_ci95: tuple[float, float] | None = Field(
+        None, description="95% bootstrap interval over test examples of the seed-mean metric"
+    )
+
+
 class Selection(BaseModel):
     """The (batch, lr) chosen on mean dev metric over seeds, with test mean/std there."""
 
@@ -265,6 +292,10 @@ class Selection(BaseModel):
     )
     test_ci95: tuple[float, float] | None = Field(
         None, description="95% bootstrap interval over test examples of the seed-mean metric"
+    )
+    extra_metrics: dict[str, ExtraScore] = Field(
+        default_factory=dict,
+        description="the task's extra metric name -> its test score (when predictions are kept)",
     )
 
 

@@ -22,3 +22,14 @@ def model_name(variant: str, task: str | None = None) -> str:
     named (registered model, export card): `mediswift-tiny-dense`, `mediswift-tiny-s75-hoc`.
     The prefix keeps the names apart from other models in a shared registry."""
     return f"mediswift-{variant}-{task}" if task else f"mediswift-{variant}"
+
+
+def seeded_name(variant: str, seed: int) -> str:
+    """One pre-training seed of a variant the recipe trains with several: tiny-s50-seed1."""
+    return f"{variant}-seed{seed}"
+
+
+def arm_of(variant: str) -> str:
+    """The variant's name without its seed (`seeded_name`): tiny-s50-seed1 -> tiny-s50."""
+    base, sep, seed = variant.rpartition("-seed")
+    return base if sep and seed.isdigit() else variant

@@ -286,12 +286,8 @@ def claims_section(arts: dict[str, Artifact], home: Path) -> str | None:
     fin = arts.get("finetune")
     ft = fin.manifest() if fin is not None and fin.done() else None
     mode = ev.get("plot_mode")
-
-    def difference(better: dict, worse: dict, m: str) -> tuple[float, float] | None:
-        return metric_difference(home, ft, better, worse, m)
-
-    rows = claims(variants, ev.get("results"), mode, difference)
-    text = claims_markdown(rows, mode)
+    rows = claims(variants, ev.get("results"), mode, metric_difference(home, ft))
+    text = claims_markdown(rows, variants, mode)
     if not ev:
         text += "\n\n_Fine-tuning and evaluation have not run yet: claim 2 is not tested._"
     return text

@@ -280,7 +280,7 @@ class FilterConfig(Section):
         None,
         "snapshot cut-off: keep PubMed records as last revised (DateRevised) before this date, "
         "YYYY-MM-DD, as if PubMed were read that day (the paper's 'updated prior to 2023' is "
-        "2023-01-01); None: no snapshot",
+        "2023-01-01); PMC articles published on or after it are dropped too; None: no snapshot",
         pattern=r"^\d{4}-\d{2}-\d{2}$",
     )
     pmc_overlap: bool = result(
@@ -345,6 +345,16 @@ _PretrainOptim = optimization(
 )
 
 
+class Arm(Section):
+    """One arm of a designed comparison: a model size at one sparsity level, with its seeds."""
+
+    model: str = result(..., "size name (as in pretrain.model)")
+    sparsity: float = result(..., "fraction of zero weights, in [0, 1)", ge=0.0, lt=1.0)
+    seeds: list[int] | None = schedule(
+        None, "this arm's pre-training seeds (None: pretrain.seeds)", plan=True, min_length=1
+    )
+
+
 class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     model: str | list[str] = result(
         "tiny",
@@ -354,6 +364,21 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
     sparsity_levels: list[float] = schedule(
         default_factory=lambda: [0.0, 0.5, 0.75],
         description="one variant per level: the fraction of zero weights, in [0, 1)",
+        plan=True,
+        min_length=1,
+    )
+    arms: list[Arm] | None = schedule(
+        None,
+        "the (size, sparsity) pairs to train instead of every size at every level: a designed "
+        "comparison, e.g. sizes of equal active non-embedding parameters (repro-claims). When "
+        "set, pretrain.model and pretrain.sparsity_levels are not used",
+        plan=True,
+    )
+    seeds: list[int] | None = schedule(
+        None,
+        "pre-training seeds: every variant is trained once per seed, named <variant>-seed<n> "
+        "(None: pretrain.seed only, names without a seed). The claims decide a loss difference "
+        "against the seeds' spread",
         plan=True,
         min_length=1,
     )
@@ -420,6 +445,13 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
             not self.model or len(set(self.model)) != len(self.model)
         ):
             raise ValueError(f"pretrain.model: a list of distinct sizes, got {self.model}")
+        if self.arms is not None:
+            pairs = [(a.model, a.sparsity) for a in self.arms]
+            if not pairs or len(set(pairs)) != len(pairs):
+                raise ValueError(f"pretrain.arms: distinct (model, sparsity) pairs, got {pairs}")
+        for seeds in [self.seeds, *(a.seeds for a in self.arms or [])]:
+            if seeds is not None and len(set(seeds)) != len(seeds):
+                raise ValueError(f"pretrain.seeds: distinct seeds, got {seeds}")
         for s in self.sparsity_levels:
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"pretrain.sparsity_levels: {s} is not in [0, 1)")
@@ -436,13 +468,14 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
             )
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("pretrain.nnodes > 1 needs pretrain.rdzv_endpoint (host:port)")
-        if self.sparsity_method == "semi24" and set(self.sparsity_levels) - {0.0, SEMI24_LEVEL}:
+        levels = [lv for size in self.sizes for lv in self.levels(size)]
+        if self.sparsity_method == "semi24" and set(levels) - {0.0, SEMI24_LEVEL}:
             raise ValueError(
-                f"pretrain.sparsity_levels {self.sparsity_levels}: semi24 keeps 2 of every 4 "
+                f"pretrain.sparsity_levels {levels}: semi24 keeps 2 of every 4 "
                 "weights, so its only level is 0.5 (and 0 for the dense baseline)"
             )
         dynamic = self.sparsity_method in ("set", "rigl")
-        if self.fsdp and dynamic and any(self.sparsity_levels):
+        if self.fsdp and dynamic and any(levels):
             raise ValueError("pretrain: dynamic sparsity (set/rigl) needs whole matrices, not fsdp")
         return self
 
@@ -453,8 +486,23 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
 
     @property
     def sizes(self) -> list[str]:
-        """The model sizes this recipe trains (one, or the list given)."""
+        """The model sizes this recipe trains (one, the list given, or those of the arms)."""
+        if self.arms is not None:
+            return list(dict.fromkeys(a.model for a in self.arms))
         return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    def levels(self, size: str) -> list[float]:
+        """The sparsity levels trained at `size`: the recipe's levels, or its arms' at it."""
+        if self.arms is not None:
+            return [a.sparsity for a in self.arms if a.model == size]
+        return list(self.sparsity_levels)
+
+    def seeds_of(self, size: str, sparsity: float) -> list[int] | None:
+        """The explicit seeds of one arm (None: the single `seed`, named without it)."""
+        for a in self.arms or []:
+            if (a.model, a.sparsity) == (size, sparsity) and a.seeds is not None:
+                return list(a.seeds)
+        return list(self.seeds) if self.seeds is not None else None
 
     def for_size(self, size: str) -> PretrainConfig:
         """These settings for one size: what a single variant is trained with."""

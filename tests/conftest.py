@@ -48,6 +48,7 @@ def shared_data() -> Path:
 # starting with the longest ones keeps one worker from running a long file alone at the end.
 LONGEST_FILES = {
     "test_fault_matrix.py": 400,
+    "test_repro_claims_gpu.py": 300,
     "test_readme_walk.py": 260,
     "test_deployment_e2e.py": 220,
     "test_cli_errors.py": 155,

@@ -1,6 +1,7 @@
-"""The claims section: each of the paper's claims a two-size recipe tests, with a verdict (holds
-here / does not hold here / this scale cannot decide), from hand-made stage records and test
-predictions (no pipeline run)."""
+"""The claims section: each of the paper's claims a recipe with two or more sizes tests, with a
+verdict (holds here / does not hold here / this scale cannot decide), from hand-made stage records
+and test predictions (no pipeline run): pairing by active non-embedding parameters, the
+precondition gate, seed noise and the hierarchical bootstrap."""
 
 from __future__ import annotations
 
@@ -10,71 +11,60 @@ from pathlib import Path
 import pytest
 
 from mediswift.artifacts import Artifact
+from mediswift.baselines import planned_variants
 from mediswift.claims import (
     FAILS,
     HOLDS,
-    LOSS_TOLERANCE,
+    NO_CAPACITY,
     NOT_TESTED,
     UNDECIDED,
+    arms,
     claims,
     claims_apply,
-    comparable_pairs,
     difference_verdict,
     gap_verdict,
+    hierarchical_difference_interval,
     loss_verdict,
     metric_difference,
-    overlap_verdict,
+    pairs,
+    seed_sd,
 )
 from mediswift.config import PipelineConfig, load_recipe
-from mediswift.flops import flops_for
+from mediswift.dry_run import dry_run, planned_records
 from mediswift.report import build_report
 
-# Per-token training FLOPs of the sizes at vocabulary 8,000 and MSL 256 (mediswift.flops), as
-# multiples of tiny dense's: what repro-claims trains.
-FLOPS = {
-    ("tiny", 0.0): 1.0,
-    ("tiny", 0.5): 0.912,
-    ("tiny", 0.75): 0.868,
-    ("mini", 0.0): 1.236,
-    ("mini", 0.5): 1.06,
-    ("mini", 0.75): 0.972,
-}
-NON_EMBEDDING = {"tiny": 393_216, "mini": 786_432}
+# Active non-embedding parameters (matrices only, for round numbers) and per-token FLOPs as
+# multiples of micro dense's (vocabulary 8,000, MSL 256): the repro-claims ladder.
+LAYERS = {"micro": 1, "tiny": 2, "mini": 4}
+FLOPS = {("micro", 0.0): 1.0, ("tiny", 0.5): 1.03, ("mini", 0.75): 1.10, ("mini", 0.0): 1.40,
+         ("tiny", 0.0): 1.24}  # fmt: skip
+SPREAD = (-0.01, 0.01)  # two seeds: each arm's losses are its mean +- 0.01 (sd 0.0141)
 
 
-def variant(model: str, sparsity: float, loss: float, iso_of: float | None = None) -> dict:
-    level = iso_of if iso_of is not None else sparsity
-    name = (
-        f"{model}-dense-iso{round(100 * iso_of)}"
-        if iso_of is not None
-        else f"{model}-dense"
-        if sparsity == 0
-        else f"{model}-s{round(100 * sparsity)}"
-    )
+def variant(model: str, sparsity: float, loss: float, seed: int = 0, seeds: int = 2) -> dict:
+    arm = f"{model}-dense" if sparsity == 0 else f"{model}-s{round(100 * sparsity)}"
+    dense = LAYERS[model] * 196_608
     return {
-        "name": name,
+        "name": f"{arm}-seed{seed}" if seeds > 1 else arm,
+        "arm": arm,
+        "seed": seed,
         "model": model,
         "sparsity": sparsity,
-        "iso_flops_of": iso_of,
-        "non_embedding_params": NON_EMBEDDING[model],
-        "active_non_embedding_params": int(NON_EMBEDDING[model] * (1 - sparsity)),
+        "iso_flops_of": None,
+        "non_embedding_params": dense,
+        "active_non_embedding_params": round(dense * (1 - sparsity)),
         "final_val_loss": loss,
-        "train_flops": 1e13 * FLOPS[(model, level)],
-        "steps": 1000,
+        "train_flops": 1e13 * FLOPS[(model, sparsity)],
+        "flops_ratio": 1.0 - 0.5 * sparsity,
     }
 
 
-def two_sizes(
-    mini75: float = 5.0, tiny: tuple = (5.2, 5.23, 5.3), mini: tuple = (4.95, 4.97, 5.0)
-) -> list[dict]:
-    """tiny and mini at 0 / 50 / 75% and their iso-FLOPs baselines; `mini75` replaces mini-s75's
-    validation loss (tiny dense's is tiny[0])."""
-    mini = (mini[0], mini[1], mini75)
-    out = [variant("tiny", s, loss) for s, loss in zip((0.0, 0.5, 0.75), tiny, strict=True)]
-    out += [variant("tiny", 0.0, 5.27, iso_of=s) for s in (0.5, 0.75)]
-    out += [variant("mini", s, loss) for s, loss in zip((0.0, 0.5, 0.75), mini, strict=True)]
-    out += [variant("mini", 0.0, 5.02, iso_of=s) for s in (0.5, 0.75)]
-    return out
+def ladder(micro: float = 5.0, mini75: float = 4.9, mini: float = 4.8, tiny50: float = 4.95):
+    """The repro-claims arms, two seeds each around these mean losses (mini dense: one seed)."""
+    out = []
+    for model, s, loss in (("micro", 0.0, micro), ("tiny", 0.5, tiny50), ("mini", 0.75, mini75)):
+        out += [variant(model, s, loss + d, seed) for seed, d in enumerate(SPREAD)]
+    return out + [variant("mini", 0.0, mini, seeds=1)]
 
 
 def by_claim(rows, number: int, compared: str | None = None):
@@ -82,107 +72,86 @@ def by_claim(rows, number: int, compared: str | None = None):
 
 
 @pytest.mark.parametrize(
-    ("diff", "verdict"),
-    [
-        (0.1, HOLDS),
-        (-0.1, FAILS),
-        (LOSS_TOLERANCE / 2, UNDECIDED),
-        (-LOSS_TOLERANCE / 2, UNDECIDED),
-    ],
+    ("ahead", "se", "verdict"),
+    [(0.1, 0.02, HOLDS), (-0.1, 0.02, FAILS), (0.03, 0.02, UNDECIDED), (0.5, None, UNDECIDED)],
 )
-def test_loss_verdict(diff: float, verdict: str) -> None:
-    assert loss_verdict(diff) == verdict
+def test_loss_verdict_is_decided_beyond_two_standard_errors(ahead, se, verdict) -> None:
+    assert loss_verdict(ahead, se) == verdict
 
 
 @pytest.mark.parametrize(
-    ("ci", "verdict"),
-    [((0.01, 0.05), HOLDS), ((-0.05, -0.01), FAILS), ((-0.01, 0.03), UNDECIDED)],
+    ("ci", "verdict"), [((0.01, 0.05), HOLDS), ((-0.05, -0.01), FAILS), ((-0.01, 0.02), UNDECIDED)]
 )
 def test_difference_verdict(ci, verdict: str) -> None:
     assert difference_verdict(ci) == verdict
 
 
 @pytest.mark.parametrize(
-    ("better", "worse", "verdict"),
-    [
-        ((0.60, 0.66), (0.50, 0.58), HOLDS),
-        ((0.50, 0.58), (0.60, 0.66), FAILS),
-        ((0.55, 0.62), (0.58, 0.64), UNDECIDED),
-    ],
-)
-def test_overlap_verdict(better, worse, verdict: str) -> None:
-    assert overlap_verdict(better, worse) == verdict
+    ("gaps", "tol", "verdict"),
+    [([0.03, 0.14], 0.02, HOLDS), ([0.03, 0.02], 0.001, FAILS), ([-0.05], 0.02, FAILS),
+     ([0.01], 0.02, UNDECIDED), ([0.3], None, UNDECIDED), ([], 0.02, NOT_TESTED)],
+)  # fmt: skip
+def test_gap_verdict(gaps, tol, verdict: str) -> None:
+    assert gap_verdict(gaps, tol) == verdict
 
 
-@pytest.mark.parametrize(
-    ("gaps", "verdict"),
-    [
-        ([0.03, 0.09], HOLDS),  # worse than dense, more so at 75%
-        ([0.05, 0.06], UNDECIDED),  # worse, but no visible growth
-        ([0.09, 0.03], FAILS),  # the gap shrinks
-        ([-0.05, 0.02], FAILS),  # sparse better than dense at 50%
-        ([0.005, 0.01], UNDECIDED),
-        ([], NOT_TESTED),
-    ],
-)
-def test_gap_verdict(gaps: list[float], verdict: str) -> None:
-    assert gap_verdict(gaps) == verdict
+def test_seed_noise_is_pooled_over_arms_with_two_seeds() -> None:
+    sd, df = seed_sd(arms(ladder()))
+    assert df == 3 and sd == pytest.approx(0.01414, abs=1e-4)  # mini dense's one seed: no df
+    one_seed = [v for v in ladder() if v["seed"] == 0]
+    assert seed_sd(arms(one_seed)) == (None, 0)
 
 
-def test_the_larger_sparse_variants_at_comparable_flops_are_paired_with_the_smaller_dense() -> None:
-    pairs = comparable_pairs(two_sizes())
-    assert [(big["name"], small["name"]) for big, small, _ in pairs] == [
-        ("mini-s50", "tiny-dense"),
-        ("mini-s75", "tiny-dense"),
+def test_pairs_are_by_active_non_embedding_parameters_with_the_flops_ratio() -> None:
+    found = {(p.big.name, p.small.name): p for p in pairs(arms(ladder()))}
+    assert set(found) == {("tiny-s50", "micro-dense"), ("mini-s75", "micro-dense")}
+    p = found[("mini-s75", "micro-dense")]
+    assert p.equal_active and p.flops_ratio == pytest.approx(1.10)
+    assert p.gate is not None and p.gate.name == "mini-dense"
+    # tiny dense at mini-s75's FLOPs but twice its active parameters: the iso-FLOPs variant.
+    iso = pairs(arms([variant("tiny", 0.0, 5.0, seeds=1), variant("mini", 0.75, 4.9, seeds=1)]))
+    assert [(p.big.name, p.small.name, p.equal_active) for p in iso] == [
+        ("mini-s75", "tiny-dense", False)
     ]
-    assert pairs[1][2] == pytest.approx(0.972)
+    (row,) = by_claim(claims([variant("tiny", 0.0, 5.0, seeds=1),
+                              variant("mini", 0.75, 4.9, seeds=1)]), 1)  # fmt: skip
+    assert row.claim.startswith("iso-FLOPs variant (not the paper's comparison)")
 
 
-@pytest.mark.parametrize(
-    ("mini75", "verdict"),
-    [(5.0, HOLDS), (5.4, FAILS), (5.2 - LOSS_TOLERANCE / 2, UNDECIDED)],
-)
-def test_claim_1_larger_sparse_against_smaller_dense(mini75: float, verdict: str) -> None:
-    (row,) = by_claim(claims(two_sizes(mini75)), 1, "mini-s75")
+def test_claim_1_cannot_decide_when_the_larger_dense_model_is_worse() -> None:
+    """The precondition: mini dense worse than micro dense means capacity does not pay, so a
+    sparse mini far ahead of micro dense still decides nothing."""
+    rows = by_claim(claims(ladder(micro=5.0, mini75=4.5, mini=5.1)), 1)
+    assert len(rows) == 2 and all(r.verdict == NO_CAPACITY for r in rows)
+    assert "precondition mini-dense vs micro-dense" in rows[0].measured
+
+
+@pytest.mark.parametrize(("mini75", "verdict"), [(4.9, HOLDS), (5.1, FAILS), (4.99, UNDECIDED)])
+def test_claim_1_reads_the_sparse_result_once_capacity_pays(mini75: float, verdict: str) -> None:
+    (row,) = by_claim(claims(ladder(micro=5.0, mini75=mini75, mini=4.8)), 1, "mini-s75")
     assert row.verdict == verdict
-    assert "none" in row.interval  # the losses have no interval, and the row says so
+    assert "+-" in row.interval and "seeds [0, 1] vs seeds [0, 1]" in row.measured
 
 
-def test_claims_3_and_4_per_size() -> None:
-    rows = claims(two_sizes(mini75=5.2, mini=(4.95, 5.05, 5.2)))
-    (tiny,) = by_claim(rows, 3, "tiny-dense")
-    (mini,) = by_claim(rows, 3, "mini-dense")
-    assert tiny.verdict == HOLDS  # +0.03, then +0.10
-    assert "+0.030 (50%)" in tiny.measured
-    assert mini.verdict == HOLDS  # +0.10, +0.25
-    iso = {r.compared: r.verdict for r in by_claim(rows, 4)}
-    assert iso == {
-        "tiny-s50 vs tiny-dense-iso50": HOLDS,  # 5.23 against 5.27
-        "tiny-s75 vs tiny-dense-iso75": FAILS,  # 5.30 against 5.27
-        "mini-s50 vs mini-dense-iso50": FAILS,  # 5.05 against 5.02
-        "mini-s75 vs mini-dense-iso75": FAILS,
-    }
+def test_one_seed_decides_no_loss_difference() -> None:
+    one = [v for v in ladder(mini75=4.0, mini=4.0) if v["seed"] == 0]
+    assert {r.verdict for r in by_claim(claims(one), 1)} == {NO_CAPACITY}
+    assert all("no spread measured" in r.interval for r in by_claim(claims(one), 1))
 
 
-def test_one_sparse_level_tests_only_that_sparse_is_worse() -> None:
-    """repro-claims trains 0% and 75% only: claim 3 says its growth was not tested."""
-    levels = [v for v in two_sizes() if v["sparsity"] != 0.5 and v.get("iso_flops_of") != 0.5]
-    (tiny,) = by_claim(claims(levels), 3, "tiny-dense")
-    assert tiny.compared == "tiny-s75 vs tiny-dense"
-    assert tiny.measured == "gap +0.100 (75%); its growth: not tested (one sparse level)"
-    assert tiny.verdict == HOLDS
-    assert gap_verdict([-0.05]) == FAILS and gap_verdict([0.01]) == UNDECIDED
+def test_claim_3_at_equal_steps_uses_the_measured_noise() -> None:
+    (row,) = by_claim(claims(ladder(mini75=4.9, mini=4.8)), 3)
+    assert row.compared == "mini-s75 vs mini-dense" and row.verdict == HOLDS  # +0.1 nats
 
 
 def test_one_size_is_not_a_claims_recipe() -> None:
-    one = [v for v in two_sizes() if v["model"] == "tiny"]
-    assert not claims_apply(one)
-    assert claims_apply(two_sizes())
-    (row,) = by_claim(claims(one), 1)
-    assert row.verdict == NOT_TESTED
+    assert not claims_apply(
+        [variant("tiny", 0.0, 5.0, seeds=1), variant("tiny", 0.5, 5.1, seeds=1)]
+    )
+    assert claims_apply(ladder())
 
 
-# --- claim 2: fine-tuning, a paired bootstrap over the test predictions ----------------------
+# --- claim 2: fine-tuning, a hierarchical bootstrap over seeds and test documents ------------
 
 N_TEST = 200
 
@@ -192,82 +161,72 @@ def _golds() -> list[str]:
 
 
 def _preds(correct: float, seed: int) -> list[str]:
-    """Predictions right on the first `correct` fraction of the examples (shifted by seed)."""
+    """Predictions right on a `correct` fraction of the examples (which ones shift by seed)."""
     golds, n = _golds(), round(correct * N_TEST)
     wrong = {(i + 7 * seed) % N_TEST for i in range(N_TEST - n)}
     return [("maybe" if i in wrong else g) for i, g in enumerate(golds)]
 
 
 def _finetune(home: Path, accuracy: dict[str, float]) -> tuple[dict, list[dict]]:
-    """A finetune manifest (one chosen point per seed) with its test predictions, and the
-    evaluate stage's results, for PubMedQA (accuracy) with these accuracies per variant."""
+    """A finetune manifest (one fine-tuning seed per pre-training seed) with its test
+    predictions, and the evaluate stage's results, for PubMedQA, per arm's accuracy."""
     sweeps, results = [], []
-    for name, acc in accuracy.items():
-        points = []
-        for seed in (0, 1, 2):
-            unit = f"finetune/units/{name}-{seed}"
+    for arm, acc in accuracy.items():
+        for seed in (0, 1) if arm != "mini-dense" else (0,):
+            name = f"{arm}-seed{seed}" if arm != "mini-dense" else arm
+            unit = f"finetune/units/{name}"
             (home / unit).mkdir(parents=True)
             rows = [
                 {"split": "test", "id": f"q{i:03d}", "pred": p, "gold": g}
                 for i, (p, g) in enumerate(zip(_preds(acc, seed), _golds(), strict=True))
             ]
-            rows.append({"split": "dev", "id": "d0", "pred": "yes", "gold": "yes"})
             text = "".join(json.dumps(r) + "\n" for r in rows)
             (home / unit / "predictions_score.jsonl").write_text(text)
-            points.append({"unit": unit, "batch_size": 16, "lr": 2e-3, "seed": seed})
-        sweeps.append({"variant": name, "task": "pubmedqa", "points": points})
-        half = 0.07  # each model's own interval: wide enough to overlap at these differences
-        results.append(
-            {
-                "variant": name,
-                "task": "pubmedqa",
-                "metric": "accuracy",
-                "selected": {
-                    "score": {
-                        "batch_size": 16,
-                        "lr": 2e-3,
-                        "test_mean": acc,
-                        "test_ci95": [acc - half, acc + half],
-                    }
-                },
-            }
-        )
+            point = {"unit": unit, "batch_size": 16, "lr": 2e-3, "seed": 0}
+            sweeps.append({"variant": name, "task": "pubmedqa", "points": [point]})
+            chosen = {"batch_size": 16, "lr": 2e-3, "test_mean": acc}
+            results.append({"variant": name, "task": "pubmedqa", "metric": "accuracy",
+                            "selected": {"score": chosen}})  # fmt: skip
     return {"sweeps": sweeps}, results
 
 
 @pytest.mark.parametrize(
-    ("mini75", "verdict"),
-    [(0.72, HOLDS), (0.60, FAILS), (0.655, UNDECIDED)],
+    ("mini75", "mini", "verdict"),
+    [(0.75, 0.80, HOLDS), (0.55, 0.80, FAILS), (0.66, 0.80, UNDECIDED), (0.75, 0.60, NO_CAPACITY)],
 )
-def test_claim_2_paired_difference(tmp_path: Path, mini75: float, verdict: str) -> None:
-    finetune, results = _finetune(tmp_path, {"mini-s75": mini75, "tiny-dense": 0.65})
-
-    def difference(better: dict, worse: dict, mode: str):
-        return metric_difference(tmp_path, finetune, better, worse, mode)
-
-    (row,) = by_claim(claims(two_sizes(), results, "score", difference), 2)
-    assert "mini-s75 vs tiny-dense" in row.compared
-    assert "paired bootstrap" in row.interval
+def test_claim_2_hierarchical_difference_and_downstream_gate(tmp_path, mini75, mini, verdict):
+    finetune, results = _finetune(
+        tmp_path, {"mini-s75": mini75, "micro-dense": 0.65, "mini-dense": mini}
+    )
+    rows = claims(ladder(), results, "score", metric_difference(tmp_path, finetune))
+    (row,) = by_claim(rows, 2, "mini-s75 vs micro-dense")
+    assert "hierarchical bootstrap: 2 pre-training x 1 fine-tuning seeds" in row.interval
     assert row.verdict == verdict
 
 
-def test_claim_2_falls_back_to_each_models_own_interval(tmp_path: Path) -> None:
-    """Without predictions a 7-point difference is undecided (the intervals overlap) where the
-    paired interval decides it."""
-    finetune, results = _finetune(tmp_path, {"mini-s75": 0.72, "tiny-dense": 0.65})
-    (row,) = by_claim(claims(two_sizes(), results, "score"), 2)
-    assert "each model's own" in row.interval
-    assert row.verdict == UNDECIDED
-    paired = metric_difference(tmp_path, finetune, results[0], results[1], "score")
-    assert paired is not None and paired[0] > 0
+def test_the_hierarchical_interval_widens_with_seed_spread() -> None:
+    """Seeds that disagree widen the interval that documents alone would give."""
+    golds = _golds()
+
+    def metric(preds: list, golds: list) -> float:  # accuracy
+        return sum(a == b for a, b in zip(preds, golds, strict=True)) / len(golds)
+
+    steady = [[_preds(0.7, 0)], [_preds(0.7, 0)]]
+    spread = [[_preds(0.6, 0)], [_preds(0.8, 1)]]
+    base = [[_preds(0.65, 3)]]
+    lo1, hi1 = hierarchical_difference_interval(metric, steady, base, golds, resamples=400)
+    lo2, hi2 = hierarchical_difference_interval(metric, spread, base, golds, resamples=400)
+    assert hi2 - lo2 > hi1 - lo1
 
 
-def _home(home: Path, variants: list[dict], results: list[dict] | None = None) -> dict:
+def _home(home: Path, variants: list[dict], finetuned: bool = False) -> dict:
     stages = ["download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune"]
     arts = {s: Artifact(s, f"{s}-key", home / s / f"{s}-key") for s in [*stages, "evaluate"]}
     arts["pretrain"].ensure().write_manifest({"variants": variants})
-    if results is not None:
-        finetune, results = _finetune(home, {"mini-s75": 0.72, "tiny-dense": 0.65})
+    if finetuned:
+        finetune, results = _finetune(
+            home, {"mini-s75": 0.75, "micro-dense": 0.65, "mini-dense": 0.8}
+        )
         arts["finetune"].ensure().write_manifest(finetune)
         arts["evaluate"].ensure().write_manifest(
             {"tables": {}, "results": results, "plot_mode": "score"}
@@ -275,37 +234,28 @@ def _home(home: Path, variants: list[dict], results: list[dict] | None = None) -
     return arts
 
 
-def test_the_report_states_the_claims_only_for_two_sizes(tmp_path: Path) -> None:
+def test_the_report_states_the_claims_with_seeds_and_intervals(tmp_path: Path) -> None:
     cfg = PipelineConfig(name="claims")
     home = tmp_path / "two"
-    md, _ = build_report(cfg, home, _home(home, two_sizes(), results=[]))
+    md, _ = build_report(cfg, home, _home(home, ladder(), finetuned=True))
     section = md.split("## The paper's claims at this scale", 1)[1].split("\n## ", 1)[0]
-    assert "| 1 | at comparable training FLOPs" in section
-    assert "mini-s75 vs tiny-dense (0.97x the FLOPs)" in section
-    assert f"**{HOLDS}**" in section
+    assert "| 1 | at equal active non-embedding parameters" in section
+    assert "mini-s75 vs micro-dense (" in section and "1.10x the FLOPs" in section
+    assert "pooled over the arms with two or more seeds (3 degrees of freedom)" in section
     claim2 = [line for line in section.splitlines() if line.startswith("| 2 |")]
-    assert claim2 and all("paired bootstrap" in line for line in claim2)
-    # Pre-training only: the section is there, claim 2 is said not to be tested yet.
+    assert claim2 and all("hierarchical bootstrap" in line for line in claim2)
     home = tmp_path / "pretrained"
-    md, _ = build_report(cfg, home, _home(home, two_sizes()))
+    md, _ = build_report(cfg, home, _home(home, ladder()))
     assert "claim 2 is not tested" in md
-    # One size (the demo): no claims section at all.
-    home = tmp_path / "one"
-    one = [v for v in two_sizes() if v["model"] == "tiny"]
-    md, _ = build_report(cfg, home, _home(home, one))
-    assert "claims at this scale" not in md
 
 
-def test_the_repro_claims_recipe_pairs_a_larger_sparse_model_with_tiny_dense() -> None:
-    """repro-claims trains two sizes with iso-FLOPs baselines, and its larger size at 75% costs
-    close to (and not more than) tiny dense's training FLOPs in the project's accounting."""
+def test_the_repro_claims_recipe_compares_equal_active_parameters_with_seeds(tmp_path) -> None:
     cfg = load_recipe("repro-claims")
-    pt = cfg.pretrain
-    assert pt.sizes == ["tiny", "mini"] and pt.iso_flops_baselines
-    assert {0.0, 0.75} <= set(pt.sparsity_levels)
-
-    def flops(size: str, sparsity: float) -> float:
-        return flops_for(size, sparsity, pt.tokens, cfg.vocab.vocab_size, pt.seq_len)
-
-    assert 0.9 < flops("mini", 0.75) / flops("tiny", 0.0) <= 1.0
-    assert "hoc" in cfg.finetune.tasks and len(cfg.finetune.seeds) == 3
+    planned = planned_variants(cfg.pretrain, cfg.vocab.vocab_size)
+    found = pairs(arms(planned_records(cfg, planned)))
+    assert found and all(p.equal_active and p.gate is not None for p in found)
+    assert all(len(p.big.seeds) >= 2 and len(p.small.seeds) >= 2 for p in found)
+    assert {p.big.name for p in found} == {"tiny-s50", "mini-s75"}
+    text = dry_run(cfg, tmp_path / "home", ["pretrain"])
+    assert "compared (equal active non-embedding parameters): mini-s75 vs micro-dense" in text
+    assert "seeds [0, 1]" in text and "1.10x the FLOPs" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from pathlib import Path
 
@@ -238,3 +239,44 @@ def test_two_sizes_two_sparsities_make_cross_size_tables_and_figures(tmp_path: P
         "among those with no seed whose dev predictions are degenerate"
         in (tmp_path / report.tables["hoc"].md).read_text()
     )
+
+
+def test_hoc_reports_biogpt_convention_beside_its_metric(tmp_path: Path) -> None:
+    # Every HoC point keeps test predictions: gold (), (1,), (1, 2); over 11 classes with
+    # "empty" seed 0 scores 6/7 (TP 3, FN 1), seed 1 6/8 (FP hallmark 3, FN "empty"), seed 2 1.
+    finetune, pretrain = _manifests()
+    preds = {0: [[], [1], [2]], 1: [[3], [1], [1, 2]], 2: [[], [1], [1, 2]]}
+    for sweep in finetune.sweeps:
+        for p in sweep.points if sweep.task == "hoc" else []:
+            rows = [
+                {"id": i, "split": "test", "gold": g, "pred": pr}
+                for i, g, pr in zip("abc", [[], [1], [1, 2]], preds[p.seed], strict=True)
+            ]
+            for mode in ("score", "generate"):
+                path = tmp_path / p.unit / f"predictions_{mode}.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "evaluate"
+    report, _ = write_report(finetune, pretrain, ["generate", "score"], "score", out, tmp_path)
+    hoc = next(r for r in report.results if r.task == "hoc").selected["score"]
+    extra = hoc.extra_metrics["micro_f1_biogpt"]
+    assert extra.test_per_seed == pytest.approx([6 / 7, 6 / 8, 1.0])
+    assert extra.test_mean == pytest.approx((6 / 7 + 6 / 8 + 1.0) / 3)
+    assert extra.test_ci95 is not None and hoc.test_ci95 is not None
+    # The main metric and its selection are the finetune stage's, as before.
+    assert hoc.test_per_seed == pytest.approx([0.55, 0.56, 0.57])
+    assert all(not r.selected["score"].extra_metrics for r in report.results if r.task != "hoc")
+    # A labelled row under each model's row (a column would make the table wider than a page).
+    rows = list(csv.DictReader(io.StringIO((out / report.tables["hoc"].csv).read_text())))
+    label = "micro-F1, BioGPT convention: 11 classes incl. empty"
+    assert [r["model"] for r in rows[:2]] == ["tiny-dense", f"tiny-dense ({label})"]
+    assert rows[1]["constrained scoring"] == f"{100 * extra.test_mean:.2f} ± 12.54"
+    assert rows[1]["constrained scoring: 95% CI"].startswith("[")
+    assert rows[1]["constrained scoring: batch, lr (n seeds)"] == "16, 0.0001 (3)"
+    assert rows[0]["constrained scoring"] == "56.00 ± 1.00"
+    assert [r["model"] for r in rows].count("most frequent hallmark") == 1 and len(rows) == 7
+    md = (out / report.tables["hoc"].md).read_text()
+    assert "10 hallmark classes" in md.splitlines()[0]
+    assert f"| tiny-dense ({label}) | 0% | 400K | 1e+15 | 86.90 ± 12.54 |" in md
+    pubmedqa = (out / report.tables["pubmedqa"].csv).read_text()
+    assert "BioGPT" not in pubmedqa and len(pubmedqa.splitlines()) == 5

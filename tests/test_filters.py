@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mediswift.data.filters import REASONS, ShardRef, apply_plan, plan_filter, split_of
+from mediswift.config import load_recipe
+from mediswift.data.filters import (
+    REASONS,
+    UNKNOWN_YEAR,
+    ShardRef,
+    apply_plan,
+    plan_filter,
+    split_of,
+)
+from mediswift.data.pmc import PmcHints, iter_pmc
 from mediswift.data.shards import Document, write_documents
+from mediswift.settings import FilterConfig
+from mediswift.stages.filter import (
+    ParsedShard,
+    collect,
+    merge_unit,
+    run_merge,
+    run_scan,
+    run_shard,
+    scan_units,
+    shard_units,
+)
 
 
 def pm(pmid: int, text: str = "abstract", version: int = 1, lang: str = "eng") -> Document:
@@ -153,3 +176,101 @@ def test_the_any_pmcid_rule_drops_every_abstract_of_a_pmc_article(tmp_path: Path
     any_pmcid, dropped = plan_filter(refs, pmc_overlap=True, pmc_overlap_rule="any_pmcid")
     assert [REASONS[c] for c in any_pmcid[0]] == ["pmc_overlap", "pmc_overlap", "keep"]
     assert dropped["pmc_overlap"] == 2
+
+
+def _four_years_later(xml: str) -> str:
+    """The article's XML with the year of every pub-date four years later."""
+
+    def later(date: re.Match[str]) -> str:
+        return re.sub(r"<year>(\d{4})</year>", lambda y: f"<year>{int(y[1]) + 4}</year>", date[0])
+
+    return re.sub(r"<pub-date\b.*?</pub-date>", later, xml, flags=re.S)
+
+
+def _mirror_pmc(mirror: Path, out: Path, redate: Collection[str] = ()) -> ShardRef:
+    """Every PMC article of the mirror parsed into one shard, those in `redate` with their
+    pub-dates four years later (only their XML's dates edited)."""
+    docs = []
+    for xml in sorted((mirror / "pmc").glob("*/*.xml")):
+        pmcid = xml.parent.name.split(".")[0]
+        if pmcid in redate:
+            text = _four_years_later(xml.read_text(encoding="utf-8"))
+            xml = out.parent / xml.name
+            xml.write_text(text, encoding="utf-8")
+        docs += iter_pmc(xml, PmcHints(pmcid))
+    write_documents(out, docs)
+    return ShardRef(out, "pmc")
+
+
+def _with(ref: ShardRef, codes: list[np.ndarray], reason: str) -> set[str]:
+    """The PMCIDs of the rows coded `reason`."""
+    ids = pq.read_table(ref.path, columns=["pmcid"])["pmcid"].to_pylist()
+    return {i for i, c in zip(ids, codes[0], strict=True) if REASONS[c] == reason}
+
+
+def test_the_paper_snapshot_drops_pmc_articles_published_after_it(
+    mirror_dir: Path, tmp_path: Path
+) -> None:
+    """The paper recipes' snapshot date reaches PMC: an article published on or after it was
+    not in PMC that day (`published_after`). The mirror's articles are real; its latest are
+    PMC7417471 (2020-08-10) and PMC7851846 (2021), all before the paper's date, so these two
+    are also read re-dated four years on, as a post-cut-off article reads."""
+    cutoff = load_recipe("paper").filter.max_revised
+    assert cutoff == "2023-01-01"
+    late = {"PMC7417471", "PMC7851846"}
+    real = _mirror_pmc(mirror_dir, tmp_path / "real.parquet")
+    _, dropped = plan_filter([real], max_revised=cutoff)
+    assert dropped["published_after"] == 0  # the real dates are all before 2023
+    # An earlier date drops exactly the real articles published on or after it; PMC7521676,
+    # dated by its year only (2020), counts as of 2020-01-01 and stays.
+    codes, dropped = plan_filter([real], max_revised="2020-06-01")
+    assert _with(real, codes, "published_after") == late and dropped["published_after"] == 2
+    assert "PMC7521676" in _with(real, codes, "keep")
+    redated = _mirror_pmc(mirror_dir, tmp_path / "redated.parquet", late)
+    codes, dropped = plan_filter([redated], max_revised=cutoff)
+    assert _with(redated, codes, "published_after") == late and dropped["published_after"] == 2
+    assert dropped["revised_after"] == 0  # the PubMed rule has nothing to say about PMC
+    codes, dropped = plan_filter([redated])  # without the snapshot they are kept
+    assert late <= _with(redated, codes, "keep") and "published_after" not in dropped
+
+
+def test_the_snapshot_counts_its_pubmed_drops_by_publication_year(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """How many records `max_revised` drops, by publication year, in the stage's counts and
+    its log: an article of 1998 revised in 2023 is dropped as surely as one of 2023."""
+
+    def doc(pmid: int, year: int | None, revised: str) -> Document:
+        d = pm(pmid)
+        d.year, d.revised = year, revised
+        return d
+
+    write_documents(
+        tmp_path / "a.parquet",
+        [
+            doc(1, 1998, "2023-02-01"),
+            doc(2, 2021, "2022-01-01"),
+            doc(3, 2022, "2023-05-05"),
+            doc(4, None, "2024-01-01"),
+        ],
+    )
+    write_documents(
+        tmp_path / "b.parquet", [doc(5, 1998, "2023-03-01"), doc(6, 2022, "2022-12-31")]
+    )
+    cfg = FilterConfig(max_revised="2023-01-01")
+    parsed = [ParsedShard(path=p, source="pubmed") for p in ("a.parquet", "b.parquet")]
+    scans = [run_scan(s, tmp_path) for s in scan_units(cfg, parsed)]
+    merged = run_merge(merge_unit(cfg, parsed, scans), tmp_path)
+    expected = {"1998": 2, "2022": 1, UNKNOWN_YEAR: 1}
+    assert merged["revised_after_by_year"] == expected
+    assert list(merged["revised_after_by_year"]) == ["1998", "2022", UNKNOWN_YEAR]
+    results = [run_shard(s, tmp_path) for s in shard_units(cfg, parsed, merged, None)]
+    with caplog.at_level(logging.INFO):
+        manifest = collect(cfg, tmp_path, parsed, merged, results, None)
+    assert manifest.counts["revised_after_by_year"] == expected
+    assert manifest.counts["dropped"]["revised_after"] == sum(expected.values())
+    assert "revised_after by publication year: 1998: 2, 2022: 1, unknown: 1" in caplog.text
+    # Without the snapshot there is nothing to count, and no count is shown.
+    plain = FilterConfig()
+    scans = [run_scan(s, tmp_path) for s in scan_units(plain, parsed)]
+    assert "revised_after_by_year" not in run_merge(merge_unit(plain, parsed, scans), tmp_path)

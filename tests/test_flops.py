@@ -65,14 +65,19 @@ def test_paper_recipe_dry_run_prints_all_nine_table6_rows(
     out = capsys.readouterr().out
     printed = {
         (m.group(1), float(m.group(2))): float(m.group(3))
-        for m in re.finditer(r"  (\w+) sparsity ([\d.]+) \(static\): ([\d.e+]+) FLOPs", out)
+        for m in re.finditer(
+            r"  [\w-]+: (\w+) sparsity ([\d.]+) \(static\), [^:]*: ([\d.e+]+) FLOPs", out
+        )
     }
     assert set(printed) == set(TABLE6)
     for key, (paper, _) in TABLE6.items():
         assert printed[key] / 1e20 == pytest.approx(paper, rel=0.01)
     # 9 variants + 6 iso-FLOPs dense baselines, x (48 PubMedQA + 36 HoC) grid points
     assert "1260 in all (15 variants)" in out
-    assert "  xl-dense-iso75: dense, 75,372 steps (the FLOPs of sparsity 0.75)" in out
+    assert (
+        "  xl-dense-iso75: xl dense, the FLOPs of sparsity 0.75 (its own schedule): the "
+        "iso-FLOPs baseline, 75,372 steps" in out
+    )
 
 
 def test_dry_run_estimates_gpu_hours_disk_and_download(

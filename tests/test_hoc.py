@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from mediswift.finetune.hoc import HALLMARKS, HoC, hoc_splits, load_documents
+from mediswift.finetune.hoc import HALLMARKS, HoC, biogpt_score, hoc_splits, load_documents
+from mediswift.finetune.metrics import micro_f1_biogpt
+from mediswift.finetune.stats import read_predictions
+from mediswift.finetune.task import DownstreamTask
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +98,42 @@ def test_majority_is_most_frequent_hallmark(splits: dict) -> None:
     assert maj == (8,) and HALLMARKS[8] == "sustaining proliferative signaling"
     f1 = task.metric([maj] * len(splits["test"]), [e.label for e in splits["test"]])
     assert 0.0 < f1 < 0.5
+
+
+def test_majority_in_biogpt_convention_misses_every_empty_document(splits: dict) -> None:
+    # The baseline never predicts "empty": BioGPT's convention adds the 53 test documents
+    # without a hallmark as false negatives of "empty" to the 10-class denominator 2TP+FP+FN.
+    golds = [e.label for e in splits["test"]]
+    preds = [(8,)] * len(golds)
+    two_tp = 2 * sum(8 in g for g in golds)
+    ten = HoC().metric(preds, golds)
+    eleven = HoC.extra_metrics["micro_f1_biogpt"].fn(preds, golds)
+    assert two_tp / eleven - two_tp / ten == pytest.approx(53)
+
+
+def test_biogpt_convention_is_an_extra_metric_with_a_labelled_column() -> None:
+    extra = HoC.extra_metrics["micro_f1_biogpt"]
+    assert "BioGPT convention" in extra.label and "11 classes incl. empty" in extra.label
+    assert extra.fn is micro_f1_biogpt
+    assert "10 hallmark classes" in HoC.table.title
+    assert DownstreamTask.extra_metrics == {}  # other tasks report their own metric only
+
+
+def test_biogpt_score_from_saved_predictions(tmp_path: Path) -> None:
+    # Two seeds' predictions files as a grid point writes them (dev rows are not scored).
+    rows = {
+        # (id, gold, prediction); over 11 classes seed 1 has TP 3, FN 1 and seed 2 TP 3, FP 1
+        # (hallmark 3) and FN 1 ("empty" of document a).
+        1: [("a", [], []), ("b", [1], [1]), ("c", [1, 2], [2])],
+        2: [("a", [], [3]), ("b", [1], [1]), ("c", [1, 2], [1, 2])],
+    }
+    per_seed, golds = [], []
+    for seed, docs in rows.items():
+        path = tmp_path / f"s{seed}" / "predictions_score.jsonl"
+        path.parent.mkdir()
+        lines = [{"id": "d", "split": "dev", "gold": [], "pred": [4]}]
+        lines += [{"id": i, "split": "test", "gold": g, "pred": p} for i, g, p in docs]
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        _, preds, golds = read_predictions(path, "test")
+        per_seed.append(preds)
+    assert biogpt_score(per_seed, golds) == pytest.approx((6 / 7 + 6 / 8) / 2)

@@ -9,6 +9,7 @@ PQA-L items (`ori_pqaa.json`-style JSON; the maintainers' Parquet for PQA-U)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,17 @@ from mediswift.config import FinetuneConfig
 from mediswift.finetune import keys as K
 from mediswift.finetune.datasets import prepare_task
 from mediswift.finetune.formats import read_examples
-from mediswift.finetune.point import load_finetuned, read_labels, run_labels, run_point
+from mediswift.finetune.point import (
+    dev_flags,
+    load_finetuned,
+    read_labels,
+    run_labels,
+    run_point,
+)
 from mediswift.finetune.pubmedqa import load_json
 from mediswift.finetune.schedule import Schedule
 from mediswift.finetune.scoring import encode_examples, predict
-from mediswift.manifests import TrackingSpec, TrainedVariant
+from mediswift.manifests import StageChoice, TrackingSpec, TrainedVariant
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.text.tokenizer import Tokenizer
 from mediswift.train.checkpoint import save_checkpoint
@@ -165,6 +172,76 @@ def test_stage_keys_follow_the_chain() -> None:
     assert K.StageSpec(**base, phase="pqa_l", start="k1", labels="l").key != stage.key
     # How the unit is reached (its folders) is not part of what it reads.
     assert K.StageSpec(**base, phase="pqa_l", start="k1", start_dir="x").key == stage.key
+
+
+CHAIN = [
+    {"name": "rf_pqa_a"},
+    {"name": "rf_pqa_l", "after": "rf_pqa_a"},
+    {"name": "pqa_a"},
+    {"name": "pqa_u", "after": "pqa_a", "labels_from": "rf_pqa_l", "label_split": "rf_pqa_u"},
+    {"name": "pqa_l", "after": "pqa_u"},
+]
+
+
+def test_degenerate_earlier_stages_and_labellers_are_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the last stage's choice is, an earlier stage's choice passes over a (batch, lr) with
+    a seed degenerate on dev while a clean one exists, and says how many seeds of its choice
+    are degenerate; a labeller whose pseudo labels are one class is named. The units' results
+    are made up here (the schedule reads only their manifests)."""
+    cfg = FinetuneConfig(
+        tasks={"pubmedqa": {"grid": {"batch_sizes": [8], "learning_rates": [1e-3, 3e-4]},
+                            "pqa_a_url": "a", "pqa_u_url": "u"}},
+        seeds=[0, 1],
+    )  # fmt: skip
+    home = tmp_path
+    vocab = Artifact("vocab", "v", home / "vocab")
+    vocab.ensure().write_manifest({"hash": "h"})
+    (home / "raw").mkdir()
+    (home / "raw" / "f").write_text("pubmedqa")
+    data = {"pubmedqa": K.data_spec(cfg, home, "pubmedqa", {"f": "raw/f"}, vocab)}
+    variant = TrainedVariant.model_construct(name="v", checkpoint="pretrain/ckpt")
+    tracking = TrackingSpec(uri=None, experiment="e")
+    (plan,) = K.sweep_units(cfg, home, [variant], data, vocab, tracking)
+    schedule = Schedule(home, [plan], data, {"pubmedqa": {"stages": CHAIN}}, tracking, {})
+
+    def made_up(spec: Any) -> dict[str, Any]:
+        if isinstance(spec, K.LabelSpec):  # seed 0's labeller says "yes" to everything
+            return {"degenerate": "constant" if spec.seed == 0 else None}
+        # pqa_a: the better lr has a constant seed; rf_pqa_l: every lr has one
+        bad = (spec.phase == "pqa_a" and spec.lr == 1e-3 and spec.seed == 1) or (
+            spec.phase == "rf_pqa_l" and spec.seed == 0
+        )
+        dev = 0.9 if spec.lr == 1e-3 else 0.5
+        return {
+            "stages": [{"best_dev": dev}],
+            "degenerate": {"dev_score": "constant"} if bad else {},
+        }
+
+    with caplog.at_level(logging.WARNING):
+        while units := schedule.next_units():
+            schedule.record({s.key: made_up(s) for s, _ in units})
+    assert schedule.finished()
+    chosen = {c["stage"]: StageChoice(**c) for c in plan.stages}
+    a = chosen["pqa_a"]
+    assert (a.lr, a.degenerate_seeds, a.avoided_degenerate) == (3e-4, 0, 1)
+    rf_a = chosen["rf_pqa_a"]
+    assert (rf_a.lr, rf_a.degenerate_seeds, rf_a.avoided_degenerate) == (1e-3, 0, 0)
+    # Every choice degenerate: the best is still chosen, and flagged.
+    rf_l = chosen["rf_pqa_l"]
+    assert (rf_l.lr, rf_l.degenerate_seeds, rf_l.avoided_degenerate) == (1e-3, 1, 0)
+    assert rf_l.degenerate_labels == {"0": "constant"}
+    assert chosen["pqa_u"].degenerate_labels == {}
+    assert "stage rf_pqa_l: 1 of 2 seeds" in caplog.text
+    assert "labeller rf_pqa_l of seed 0 gives degenerate pseudo labels (constant)" in caplog.text
+
+
+def test_an_earlier_stage_flags_its_dev_predictions_as_the_last_does() -> None:
+    assert dev_flags(["yes", "yes", None], "generate") == {"dev_generate": "constant"}
+    assert dev_flags([None, None], "score") == {"dev_score": "no label"}
+    assert dev_flags(["yes", "no"], "score") == {}
+    assert dev_flags([], "score") == {}  # no epoch evaluated: nothing to judge
 
 
 def home_with_data(

@@ -42,7 +42,7 @@ def test_round_trip_and_schema(tmp_path: Path) -> None:
     assert list(iter_documents(path)) == docs
     f = pq.ParquetFile(path)
     assert f.schema_arrow.equals(DOCUMENT_SCHEMA, check_metadata=False)
-    assert f.schema_arrow.metadata[b"mediswift.schema"] == b"documents/v2"
+    assert f.schema_arrow.metadata[b"mediswift.schema"] == b"documents/v3"
     assert f.metadata.row_group(0).column(0).compression == "ZSTD"
 
 

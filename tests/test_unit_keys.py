@@ -10,12 +10,14 @@ kinds read which setting: a setting left out of a unit's spec fails here.
 from __future__ import annotations
 
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mediswift.artifacts import Artifact, content_key
+from mediswift.baselines import planned_variants
 from mediswift.config import PipelineConfig
 from mediswift.finetune import keys as finetune_keys
 from mediswift.graph import plan as stage_plan
@@ -101,6 +103,8 @@ NEW_VALUES: dict[tuple[str, str], Any] = {
     ("pretrain", "rdzv_endpoint"): "127.0.0.1:29500",
     ("pretrain", "torch_threads"): 1,
     ("pretrain", "sparsity_levels"): [0.0, 0.5],
+    ("pretrain", "arms"): [{"model": "tiny", "sparsity": 0.0}, {"model": "tiny", "sparsity": 0.5}],
+    ("pretrain", "seeds"): [0, 1],
     ("pretrain", "betas"): (0.8, 0.95),
     ("finetune", "betas"): (0.8, 0.95),
     ("finetune", "device"): "cpu",
@@ -223,9 +227,13 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
     add(tokenize.units(home, filtered, vocab_art.path, vocab))
 
     pc = cfg.pretrain
-    variants = [(pc.for_size(size), s) for size in pc.sizes for s in pc.sparsity_levels]
-    for i, (one, s) in enumerate(variants):
-        keys[f"pretrain:variant:{i}"] = variant_unit(home, "tokens", one, s).key
+    nth: Counter[tuple] = Counter()  # by level and seed position: a plan setting adds units
+    for p in planned_variants(pc, 100):
+        level = (p.sparsity, p.iso_flops_of)
+        keys[f"pretrain:variant:{level}:{nth[level]}"] = variant_unit(
+            home, "tokens", p.config(pc), p.sparsity
+        ).key
+        nth[level] += 1
 
     fc = cfg.finetune
     data = {

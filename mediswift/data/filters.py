@@ -22,6 +22,11 @@ numpy arrays), never by the text:
      the date wins instead (one in the baseline, when an update file re-sent it later). A
      record whose only copy was revised later is dropped: a current baseline keeps no older
      version of it. Records without the date (PMC, corpora, books) are kept;
+     `revised_after_by_year` counts these drops by publication year, so a user sees whether
+     the snapshot removes old articles that were merely revised later;
+   - `published_after` (only with `max_revised`): a PMC article published (its earliest
+     `pub-date`) on or after the snapshot date, which PMC did not hold that day; articles
+     without a date are kept;
    - `duplicate`: a doc_id already kept earlier in shard order (PubMed, then PMC, then corpora;
      doc_ids are compared as 64-bit BLAKE2b digests, so memory stays ~12 bytes a document);
    - `pmc_overlap` (only with `pmc_overlap`): a PubMed abstract whose article's full text is
@@ -62,12 +67,15 @@ from mediswift.data.shards import FILTERED_SCHEMA, ShardWriter, iter_batches, nu
 
 REASONS: tuple[str, ...] = (
     "keep", "superseded", "deleted", "empty_text", "language", "duplicate",
-    "after_cutoff", "pmc_overlap", "contamination", "revised_after",
+    "after_cutoff", "pmc_overlap", "contamination", "revised_after", "published_after",
 )  # fmt: skip
 (
     KEEP, SUPERSEDED, DELETED, EMPTY, LANGUAGE, DUPLICATE, AFTER_CUTOFF, PMC_OVERLAP, CONTAMINATION,
-    REVISED_AFTER,
+    REVISED_AFTER, PUBLISHED_AFTER,
 ) = range(len(REASONS))  # fmt: skip
+# The reasons the snapshot date (`max_revised`) adds: PubMed by DateRevised, PMC by publication.
+SNAPSHOT = ("revised_after", "published_after")
+UNKNOWN_YEAR = "unknown"
 PMC_OVERLAP_RULES = ("full_text_kept", "any_pmcid")
 ALWAYS = ("superseded", "deleted", "empty_text", "language", "duplicate")
 NO_PMID = -1
@@ -107,7 +115,8 @@ def _row_codes(
     max_year: int | None,
     max_revised: str | None = None,
 ) -> np.ndarray:
-    """The reasons one row shows on its own: empty_text, language, after_cutoff, revised_after."""
+    """The reasons one row shows on its own: empty_text, language, after_cutoff, revised_after,
+    published_after."""
     n = batch.num_rows
     code = np.zeros(n, dtype=np.uint8)
     lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_numpy(zero_copy_only=False)
@@ -119,11 +128,29 @@ def _row_codes(
     if max_year is not None:
         year = pc.fill_null(batch.column("year"), max_year).to_numpy(zero_copy_only=False)
         code[(code == KEEP) & (year > max_year)] = AFTER_CUTOFF
-    if max_revised is not None:  # ISO dates compare as strings
-        revised = pc.fill_null(batch.column("revised"), "")
-        late = pc.greater_equal(revised, pa.scalar(max_revised)).to_numpy(zero_copy_only=False)
-        code[(code == KEEP) & late] = REVISED_AFTER
+    if max_revised is not None:
+        code[(code == KEEP) & _on_or_after(batch, "revised", max_revised)] = REVISED_AFTER
+        code[(code == KEEP) & _on_or_after(batch, "published", max_revised)] = PUBLISHED_AFTER
     return code
+
+
+def _on_or_after(batch: pa.RecordBatch, column: str, date: str) -> np.ndarray:
+    """Rows whose date column is on or after `date` (ISO dates compare as strings; a row
+    without the date is not)."""
+    values = pc.fill_null(batch.column(column), "")
+    return pc.greater_equal(values, pa.scalar(date)).to_numpy(zero_copy_only=False)
+
+
+def _late_years(batch: pa.RecordBatch, code: np.ndarray) -> Counter[str]:
+    """Publication year -> rows of the batch dropped as revised_after (UNKNOWN_YEAR: none)."""
+    late = code == REVISED_AFTER
+    if not late.any():
+        return Counter()
+    years = pc.fill_null(batch.column("year"), 0).to_numpy(zero_copy_only=False)[late]
+    found, counts = np.unique(years, return_counts=True)
+    return Counter(
+        {str(y) if y else UNKNOWN_YEAR: int(n) for y, n in zip(found, counts, strict=True)}
+    )
 
 
 @dataclass
@@ -136,6 +163,10 @@ class ShardScan:
     pmids: np.ndarray | None = None  # int64 per row (PubMed and PMC shards)
     versions: np.ndarray | None = None  # int32 PMID Version per row (PubMed shards)
     has_pmcid: np.ndarray | None = None  # bool per row: the record names a PMC article (PubMed)
+    # The revised_after rows by publication year (sorted years, counts): the code is final at
+    # scan time (no rule across shards changes it), so a shard's count is its share.
+    late_years: np.ndarray | None = None  # str years (UNKNOWN_YEAR: none)
+    late_counts: np.ndarray | None = None  # int64
 
     def to_bytes(self) -> bytes:
         """As an `.npz` of plain arrays (read back with pickles refused)."""
@@ -144,6 +175,8 @@ class ShardScan:
             ("pmids", self.pmids),
             ("versions", self.versions),
             ("has_pmcid", self.has_pmcid),
+            ("late_years", self.late_years),
+            ("late_counts", self.late_counts),
         )
         arrays |= {k: v for k, v in optional if v is not None}
         buf = io.BytesIO()
@@ -167,9 +200,12 @@ def scan_shard(
     every other shard, so shards are scanned in parallel (or on a cluster) and merged after."""
     wanted = set(languages) if languages else None
     parts, digests, ids, vers, pmc = [], [], [], [], []
-    columns = ["doc_id", "pmid", "pmid_version", "pmcid", "text", "language", "year", "revised"]
+    late: Counter[str] = Counter()
+    columns = ["doc_id", "pmid", "pmid_version", "pmcid", "text", "language", "year", "revised",
+               "published"]  # fmt: skip
     for batch in iter_batches(ref.path, columns):
         parts.append(_row_codes(batch, min_text_chars, wanted, max_year, max_revised))
+        late += _late_years(batch, parts[-1])
         doc_ids = batch.column("doc_id").to_pylist()
         digests.append(np.fromiter(map(_id_hash, doc_ids), np.uint64, len(doc_ids)))
         if ref.source == "pmc":
@@ -192,7 +228,21 @@ def scan_shard(
         has_pmcid=(np.concatenate(pmc) if pmc else np.zeros(0, dtype=bool))
         if ref.source == "pubmed"
         else None,
+        late_years=np.array(sorted(late), dtype=np.str_) if late else None,
+        late_counts=np.array([late[y] for y in sorted(late)], dtype=np.int64) if late else None,
     )
+
+
+def revised_after_by_year(scans: Sequence[ShardScan]) -> dict[str, int]:
+    """Publication year -> PubMed records the snapshot dropped (revised_after), over every
+    shard, oldest year first (UNKNOWN_YEAR last)."""
+    total: Counter[str] = Counter()
+    for scan in scans:
+        if scan.late_years is not None and scan.late_counts is not None:
+            total.update(
+                dict(zip(scan.late_years.tolist(), scan.late_counts.tolist(), strict=True))
+            )
+    return {y: total[y] for y in sorted(total, key=lambda y: (y == UNKNOWN_YEAR, y))}
 
 
 def merge_scans(
@@ -227,7 +277,7 @@ def merge_scans(
         for k in range(1, len(REASONS)):
             dropped[REASONS[k]] += int(counts[k])
     reasons = ALWAYS + (("after_cutoff",) if max_year is not None else ())
-    reasons += ("revised_after",) if max_revised is not None else ()
+    reasons += SNAPSHOT if max_revised is not None else ()
     reasons += ("pmc_overlap",) if pmc_overlap else ()
     return codes, {r: dropped[r] for r in reasons}
 

@@ -22,8 +22,10 @@ What the text keeps and leaves out (in this order: abstract, a blank line, body)
 Identifiers: `pmcid` (normalised to `PMC<n>`), `pmid` and `doi` from `article-id`; where the XML
 has none the caller's hints (the Cloud Service metadata) fill them in. Licence: the `license`
 element's URL (`ali:license_ref`, `license_ref` or `xlink:href`), else its `license-type`,
-else the caller's hint. Year: the earliest `pub-date/year`. Language: `xml:lang`, mapped to
-PubMed's ISO 639-2 codes where known.
+else the caller's hint. Year: the earliest `pub-date/year`; published: the earliest `pub-date` as
+YYYY-MM-DD, a missing (or seasonal) month or day read as 01: the earliest the article can have
+appeared, so a date cut-off never drops an article it cannot show was published later.
+Language: `xml:lang`, mapped to PubMed's ISO 639-2 codes where known.
 """
 
 from __future__ import annotations
@@ -212,6 +214,24 @@ def _year(meta: etree._Element) -> int | None:
     return min(years) if years else None
 
 
+def _number(el: etree._Element, tag: str) -> int:
+    """A pub-date part as a number; 1 where it is missing or not a number (a season)."""
+    text = (el.findtext(tag) or "").strip()
+    return int(text) if text.isdigit() else 1
+
+
+def _published(meta: etree._Element) -> str | None:
+    """The earliest `pub-date` (epub, ppub, collection, ...) as YYYY-MM-DD, or None."""
+    dates = []
+    for d in meta.iterfind("pub-date"):
+        year = (d.findtext("year") or "").strip()
+        if year.isdigit() and len(year) == 4:
+            month, day = _number(d, "month"), _number(d, "day")
+            if 1 <= month <= 12 and 1 <= day <= 31:
+                dates.append(f"{year}-{month:02d}-{day:02d}")
+    return min(dates) if dates else None
+
+
 def article_document(
     article: etree._Element, hints: PmcHints = PmcHints(), stats: PmcStats | None = None
 ) -> Document:
@@ -243,6 +263,7 @@ def article_document(
         title=text_of(meta.find("title-group/article-title")),
         text="\n\n".join(t for t in (abstract, "\n".join(lines)) if t),
         year=_year(meta),
+        published=_published(meta),
         language=LANGUAGES.get(lang.lower(), lang) if lang else None,
         pub_types=[article.get("article-type")] if article.get("article-type") else [],
         license=license or hints.license,

@@ -1,6 +1,6 @@
 """Document Parquet shards: the record type, its versioned schema, a writer and readers.
 
-Schema v1 (one row a document, in input order):
+Schema v3 (one row a document, in input order):
 
 | column | type | meaning |
 |---|---|---|
@@ -11,6 +11,8 @@ Schema v1 (one row a document, in input order):
 | title | string | title (may be empty) |
 | text | string | PubMed: the abstract; PMC: abstract + body; corpus: the record's text |
 | year | int32? | publication year |
+| revised | string? | PubMed's DateRevised, YYYY-MM-DD (None elsewhere) |
+| published | string? | PMC's earliest publication date, YYYY-MM-DD (None elsewhere) |
 | language | string? | ISO 639-2 code as PubMed writes it (`eng`) |
 | pub_types | list<string> | PubMed publication types, PMC article-type |
 | license | string? | PMC licence (URL or type) |
@@ -35,8 +37,9 @@ import pyarrow.parquet as pq
 
 from mediswift.artifacts import tmp_path
 
-# 2: `revised` (PubMed DateRevised), for the snapshot cut-off.
-SCHEMA_VERSION = 2
+# 2: `revised` (PubMed DateRevised), for the snapshot cut-off. 3: `published` (PMC publication
+# date), so the snapshot cut-off reaches PMC too.
+SCHEMA_VERSION = 3
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -50,6 +53,7 @@ DOCUMENT_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("year", pa.int32()),
         ("revised", pa.string()),  # YYYY-MM-DD: PubMed's DateRevised (None elsewhere)
+        ("published", pa.string()),  # YYYY-MM-DD: PMC's earliest pub-date (None elsewhere)
         ("language", pa.string()),
         ("pub_types", pa.list_(pa.string())),
         ("license", pa.string()),
@@ -67,7 +71,7 @@ ROW_GROUP_ROWS = 10_000
 
 @dataclass(slots=True)
 class Document:
-    """One parsed record (schema v2). Parsers produce these; shards store them."""
+    """One parsed record (schema v3). Parsers produce these; shards store them."""
 
     doc_id: str
     source: str
@@ -79,6 +83,7 @@ class Document:
     pmid_version: int | None = None
     year: int | None = None
     revised: str | None = None
+    published: str | None = None
     language: str | None = None
     pub_types: list[str] = field(default_factory=list)
     license: str | None = None

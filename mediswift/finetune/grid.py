@@ -96,8 +96,12 @@ def select(points: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
 def choose(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The (batch, lr) of an earlier stage of a multi-stage schedule: the best mean over seeds
     of `dev` (each point's best dev metric of that stage); ties go to the first (batch, lr) in
-    grid order. `points`: batch_size, lr, seed, dev. Returns batch_size, lr, dev_mean and the
-    table of every (batch, lr)."""
+    grid order. `points`: batch_size, lr, seed, dev and optionally degenerate {"dev_<mode>":
+    why}. As `select` does for the last stage, a (batch, lr) with a seed whose dev predictions
+    are degenerate is never chosen while one without exists: the stage's model starts the next
+    stage (or labels PQA-U), so a constant one would pass its collapse on. Returns batch_size,
+    lr, dev_mean, degenerate_seeds (of the choice), avoided_degenerate and the table of every
+    (batch, lr)."""
     groups = _by_point(points, "choose")
     table = [
         {
@@ -105,8 +109,11 @@ def choose(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "lr": lr,
             "dev_mean": mean_std([p["dev"] for p in members])[0],
             "seeds": sorted(p["seed"] for p in members),
+            "degenerate_seeds": sum(1 for p in members if p.get("degenerate")),
         }
         for (batch, lr), members in groups.items()
     ]
-    best = _best(table, range(len(table)))
-    return {**table[best], "grid": table}
+    clean = [i for i, row in enumerate(table) if not row["degenerate_seeds"]]
+    best = _best(table, clean or range(len(table)))
+    avoided = sum(1 for i, row in enumerate(table) if row["degenerate_seeds"] and clean)
+    return {**table[best], "avoided_degenerate": avoided, "grid": table}

@@ -102,8 +102,10 @@ class PointSpec(UnitSpec):
         return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
 
 
-# A stage unit's own version (a new kind: one-stage points keep POINT_VERSION).
-STAGE_VERSION = 1
+# A stage unit's own version (a new kind: one-stage points keep POINT_VERSION). 2: an earlier
+# stage's unit flags degenerate dev predictions, which its grid's choice avoids (labels units
+# re-key with their labeller).
+STAGE_VERSION = 2
 LABELS_VERSION = 1
 
 

@@ -326,11 +326,14 @@ def run_point(
     }
     if not final:
         # An earlier stage: its best state starts the next stage's units, its best dev metric
-        # (the early-stopping mode's) chooses among its grid. No test set is looked at.
+        # (the early-stopping mode's) chooses among its grid. No test set is looked at. Its
+        # dev predictions at the best epoch are flagged as the last stage's are, so the grid
+        # of its stage does not pass a collapsed model on (`grid.choose`).
         save_finetuned(unit.path / "checkpoint", model)
         manifest = {
             **common,
             "metrics": {f"dev_{early}": record[-1]["best_dev"]},
+            "degenerate": dev_flags(result.best_predictions[0], early),
             "checkpoint": "checkpoint",
         }
         write_atomic(unit.path / "metrics.json", json.dumps(manifest, indent=2) + "\n")
@@ -384,6 +387,13 @@ def run_point(
     return unit.write_manifest(manifest)
 
 
+def dev_flags(preds: list[Any], mode: str) -> dict[str, str]:
+    """{"dev_<mode>": why} when the dev predictions are degenerate (`stats.degenerate`), else
+    {}; no predictions (no epoch evaluated) flag nothing: there is nothing to judge."""
+    why = degenerate(preds) if preds else None
+    return {f"dev_{mode}": why} if why else {}
+
+
 def run_labels(unit: Artifact, spec: LabelSpec, home: Path, tok: TokenizerLike) -> dict[str, Any]:
     """Pseudo-label split `spec.split` with the labeller unit's saved best model (constrained
     scoring when the task has it: every item gets a valid label) into `labels.jsonl`; returns
@@ -400,6 +410,8 @@ def run_labels(unit: Artifact, spec: LabelSpec, home: Path, tok: TokenizerLike) 
     ids = load_token_ids(data_dir, spec.split, getattr(tok, "hash", None), info)
     data = encode_examples(tok, splits[spec.split], budget, ids)
     labelled, counts = pseudo_label(model, task, tok, data, cfg.eval_batch_size)
+    # A labeller that gives every item one label (or none) teaches the next stage a constant.
+    why = degenerate([e.label for e in labelled])
     rows = [json.dumps({"id": e.id, "label": label_to_json(e.label)}) + "\n" for e in labelled]
     write_atomic(unit.path / LABELS_FILE, "".join(rows))
     return unit.write_manifest(
@@ -413,6 +425,7 @@ def run_labels(unit: Artifact, spec: LabelSpec, home: Path, tok: TokenizerLike) 
             "items": len(data),
             "labelled": len(labelled),
             "counts": counts,
+            "degenerate": why,
             "labels": LABELS_FILE,
         }
     )

@@ -15,10 +15,16 @@ from and of the labels it trains on are part of its key, so a changed choice ups
 exactly the units downstream of it. Planning is sequential (a stage's keys need the choice of
 the stage before), so `Schedule` hands out the units whose inputs are decided, round by round;
 units found done (their manifest written) are read back, never handed out again.
+
+Degenerate models (one label for everything, or none) are flagged at every stage, as the last
+stage's are: an earlier stage's choice avoids a (batch, lr) with a degenerate seed while one
+without exists (`grid.choose`), and a labeller whose pseudo labels are degenerate is named; both
+go to the stage's summary (`StageChoice`) and the log.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,8 @@ from mediswift.finetune.keys import (
     rel,
 )
 from mediswift.manifests import TrackingSpec
+
+log = logging.getLogger(__name__)
 
 Unit = tuple[StageSpec | LabelSpec, Artifact]
 
@@ -149,6 +157,7 @@ class Schedule:
                         out.append(made[seed])
                 if any(s.key not in self.results for s, _ in made.values()):
                     continue
+                self._warn_labels(sw, labeller)
             sw.units[name] = []
             starts = self._chosen_units(sw, after) if after else {}
             for base in sw.bases:
@@ -214,12 +223,36 @@ class Schedule:
                     "lr": s.lr,
                     "seed": s.seed,
                     "dev": self.results[s.key]["stages"][-1]["best_dev"],
+                    "degenerate": self.results[s.key].get("degenerate") or {},
                 }
                 for s, _ in units
             ]
-            sw.chosen[name] = choose(points)
+            sw.chosen[name] = c = choose(points)
+            if c["degenerate_seeds"]:
+                log.warning(
+                    "%s %s: stage %s: %d of %d seeds of the chosen (batch %d, lr %g) are "
+                    "degenerate on dev (every (batch, lr) has one)",
+                    sw.plan.variant.name, sw.plan.task, name, c["degenerate_seeds"],
+                    len(c["seeds"]), c["batch_size"], c["lr"],
+                )  # fmt: skip
             moved = True
         return moved
+
+    def _degenerate_labels(self, sw: StagedSweep, labeller: str) -> dict[str, str]:
+        """Seed -> why the labels `labeller`'s chosen units made are degenerate (done ones)."""
+        out = {}
+        for seed, (spec, _) in sw.labels.get(labeller, {}).items():
+            why = self.results.get(spec.key, {}).get("degenerate")
+            if why:
+                out[str(seed)] = why
+        return out
+
+    def _warn_labels(self, sw: StagedSweep, labeller: str) -> None:
+        for seed, why in self._degenerate_labels(sw, labeller).items():
+            log.warning(
+                "%s %s: the labeller %s of seed %s gives degenerate pseudo labels (%s)",
+                sw.plan.variant.name, sw.plan.task, labeller, seed, why,
+            )  # fmt: skip
 
     def summary(self, sw: StagedSweep) -> list[dict[str, Any]]:
         """The earlier stages of `sw` as the stage manifest lists them."""
@@ -242,6 +275,9 @@ class Schedule:
                     ],
                     "units": [rel(u.path, self.home) for _, u in sw.units[name]],
                     "labels": [rel(u.path, self.home) for _, u in sw.labels.get(name, {}).values()],
+                    "degenerate_seeds": c["degenerate_seeds"],
+                    "avoided_degenerate": c["avoided_degenerate"],
+                    "degenerate_labels": self._degenerate_labels(sw, name),
                 }
             )
         return out

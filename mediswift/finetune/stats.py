@@ -52,6 +52,19 @@ def read_predictions(path: Path, split: str) -> tuple[list[str], list[Label | No
     return ids, preds, golds
 
 
+def seed_predictions(
+    files: Sequence[Path], split: str = "test"
+) -> tuple[list[list[Label | None]], list[Label]]:
+    """Each seed's predictions on `split` (one `predictions_<mode>.jsonl` a seed, in the order
+    given) and the gold labels, which every seed's file shares."""
+    per_seed: list[list[Label | None]] = []
+    golds: list[Label] = []
+    for f in files:
+        _, preds, golds = read_predictions(f, split)
+        per_seed.append(preds)
+    return per_seed, golds
+
+
 def _tuples(value: Any) -> Any:
     # JSON turns a relation label's inner tuples into lists; labels compare as tuples.
     if isinstance(value, list):

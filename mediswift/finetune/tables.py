@@ -4,8 +4,9 @@ any other task lay theirs out in their own module), and the metric against pre-t
 Each row: model, sparsity, active size (non-embedding parameters that are active during
 pre-training, the paper's "size" column), pre-training FLOPs, then per prediction mode the test
 metric's mean +/- standard deviation over seeds at the (batch, lr) chosen on dev, and that
-choice. A majority-class row gives the floor every number must be read against. The CSV has
-every mode side by side; the Markdown has one table per mode, a page wide.
+choice; a task's `extra_metrics` (HoC in BioGPT's convention) get a row each under the model's
+row, named by their label. A majority-class row gives the floor every number must be read
+against. The CSV has every mode side by side; the Markdown has one table per mode, a page wide.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from mediswift.artifacts import write_atomic
+from mediswift.finetune.formats import Label
 from mediswift.finetune.grid import select
+from mediswift.finetune.metrics import mean_std
 from mediswift.finetune.registry import task_class
-from mediswift.finetune.stats import bootstrap_interval, read_predictions
+from mediswift.finetune.stats import bootstrap_interval, seed_predictions
+from mediswift.finetune.task import ExtraMetric
 from mediswift.manifests import (
     EvaluatedSweep,
     EvaluateManifest,
+    ExtraScore,
     FinetuneManifest,
     PretrainManifest,
     Selection,
@@ -37,7 +42,8 @@ SELECTION_RULE = (
     "exists; ± is the standard deviation over its seeds; the 95% CI is a percentile bootstrap "
     "over test examples (500 resamples) of the seed-mean metric, the baseline's over the same "
     "examples; 'above baseline' marks an interval that lies wholly above the baseline's; '(!)' "
-    "marks a choice with degenerate seeds.\n"
+    "marks a choice with degenerate seeds. A task's extra metric (HoC's BioGPT convention) is "
+    "scored at the same choice, never used to make it.\n"
 )
 MODE_NAMES = {"score": "constrained scoring", "generate": "greedy generation"}
 
@@ -49,20 +55,43 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def interval(
-    home: Path, sweep: Sweep, task: str, mode: str, s: dict[str, Any]
-) -> tuple[float, float] | None:
-    """The bootstrap interval of the chosen (batch, lr), from its points' test predictions."""
+Predictions = tuple[list[list[Label | None]], list[Label]]
+
+
+def chosen_predictions(
+    home: Path, sweep: Sweep, mode: str, s: dict[str, Any]
+) -> Predictions | None:
+    """The test predictions of the chosen (batch, lr), a list per seed in seed order, and the
+    gold labels; None when a point's predictions file is missing."""
     chosen = [p for p in sweep.points if (p.batch_size, p.lr) == (s["batch_size"], s["lr"])]
+    chosen.sort(key=lambda p: p.seed)
     files = [home / p.unit / f"predictions_{mode}.jsonl" for p in chosen]
     if not files or not all(f.is_file() for f in files):
         return None
-    per_seed, golds = [], None
-    for f in files:
-        _, preds, gold = read_predictions(f, "test")
-        per_seed.append(preds)
-        golds = gold
-    return bootstrap_interval(task_class(task)().metric, per_seed, golds or [])
+    return seed_predictions(files, "test")
+
+
+def interval(task: str, found: Predictions | None) -> tuple[float, float] | None:
+    """The bootstrap interval of the task metric on the chosen seeds' test predictions."""
+    if found is None:
+        return None
+    return bootstrap_interval(task_class(task)().metric, *found)
+
+
+def extra_scores(task: str, found: Predictions | None) -> dict[str, ExtraScore]:
+    """The task's extra metrics on the chosen seeds' test predictions (none without them)."""
+    if found is None:
+        return {}
+    per_seed, golds = found
+    out = {}
+    for name, extra in task_class(task).extra_metrics.items():
+        values = [extra.fn(preds, golds) for preds in per_seed]
+        mean, std = mean_std(values)
+        ci = bootstrap_interval(extra.fn, per_seed, golds)
+        out[name] = ExtraScore(
+            label=extra.label, test_mean=mean, test_std=std, test_per_seed=values, test_ci95=ci
+        )
+    return out
 
 
 def summarize(
@@ -86,9 +115,13 @@ def summarize(
         selected = {}
         for m in have:
             s = select(points, m)
-            ci = interval(home, sweep, sweep.task, m, s) if home is not None else None
+            found = chosen_predictions(home, sweep, m, s) if home is not None else None
             fields = {k: s[k] for k in Selection.model_fields if k in s}
-            selected[m] = Selection(**fields, test_ci95=ci)
+            selected[m] = Selection(
+                **fields,
+                test_ci95=interval(sweep.task, found),
+                extra_metrics=extra_scores(sweep.task, found),
+            )
         out.append(
             EvaluatedSweep(
                 variant=v.name,
@@ -121,36 +154,70 @@ def _ci(ci: tuple[float, float], base: tuple[float, float] | None, digits: int) 
     return text
 
 
+def _mode_cells(
+    mode: str,
+    s: Selection | None,
+    score: Selection | ExtraScore | None,
+    base_ci: tuple[float, float] | None,
+    digits: int,
+) -> dict[str, str]:
+    """One mode's cells of a row: `score` (the selection's own, or one of its extra metrics),
+    its interval against the baseline's, and the choice `s` it was scored at."""
+    name = MODE_NAMES[mode]
+    ci = score.test_ci95 if score else None
+    return {
+        name: f"{_pct(score.test_mean, digits)} ± {_pct(score.test_std, digits)}" if score else "-",
+        f"{name}: 95% CI": _ci(ci, base_ci, digits) if ci else "-",
+        f"{name}: degenerate seeds": (
+            f"{s.degenerate_seeds} of {len(s.seeds)}" + (" (!)" if s.degenerate_seeds else "")
+            if s
+            else "-"
+        ),
+        f"{name}: batch, lr (n seeds)": f"{s.batch_size}, {s.lr:g} ({len(s.seeds)})" if s else "-",
+    }
+
+
+def _model_cells(r: EvaluatedSweep, model: str) -> dict[str, str]:
+    return {
+        "model": model,
+        "sparsity": f"{r.sparsity:.0%}",
+        "active size": human(r.active_non_embedding_params),
+        "pre-training FLOPs": f"{r.train_flops:.3g}",
+    }
+
+
+def extra_rows(
+    r: EvaluatedSweep, extras: dict[str, ExtraMetric], modes: Sequence[str], digits: int
+) -> list[dict[str, str]]:
+    """A row per extra metric scored for `r`, under its model row and named by its label:
+    rows, not columns, keep each mode's table a page wide. Its interval is not set against
+    the baseline's, which is scored in the task's own metric."""
+    rows = []
+    for name, extra in extras.items():
+        scores = {m: s.extra_metrics.get(name) for m, s in r.selected.items()}
+        if not any(scores.values()):
+            continue
+        row = _model_cells(r, f"{r.variant} ({extra.label})")
+        for m in modes:
+            row |= _mode_cells(m, r.selected.get(m), scores.get(m), None, digits)
+        rows.append(row)
+    return rows
+
+
 def table_rows(
     results: Sequence[EvaluatedSweep], task: str, modes: Sequence[str]
 ) -> list[dict[str, str]]:
     digits = task_class(task).table.digits
+    extras = task_class(task).extra_metrics
     rows = []
     task_results = [r for r in results if r.task == task]
     for r in sorted(task_results, key=lambda r: (r.model, r.sparsity)):
-        row = {
-            "model": r.variant,
-            "sparsity": f"{r.sparsity:.0%}",
-            "active size": human(r.active_non_embedding_params),
-            "pre-training FLOPs": f"{r.train_flops:.3g}",
-        }
+        row = _model_cells(r, r.variant)
         for m in modes:
             s = r.selected.get(m)
-            row[MODE_NAMES[m]] = (
-                f"{_pct(s.test_mean, digits)} ± {_pct(s.test_std, digits)}" if s else "-"
-            )
-            row[f"{MODE_NAMES[m]}: 95% CI"] = (
-                _ci(s.test_ci95, r.majority_test_ci95, digits) if s and s.test_ci95 else "-"
-            )
-            row[f"{MODE_NAMES[m]}: degenerate seeds"] = (
-                f"{s.degenerate_seeds} of {len(s.seeds)}" + (" (!)" if s.degenerate_seeds else "")
-                if s
-                else "-"
-            )
-            row[f"{MODE_NAMES[m]}: batch, lr (n seeds)"] = (
-                f"{s.batch_size}, {s.lr:g} ({len(s.seeds)})" if s else "-"
-            )
+            row |= _mode_cells(m, s, s, r.majority_test_ci95, digits)
         rows.append(row)
+        rows += extra_rows(r, extras, modes, digits)
     if task_results:
         base = task_results[0]
         row = {

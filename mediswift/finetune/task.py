@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mediswift.finetune.formats import Example, Label, TaskFormat
+from mediswift.finetune.stats import Metric
 from mediswift.settings import TaskSettings
 
 
@@ -74,6 +75,17 @@ class TableLayout:
     digits: int = 1  # decimals of the percentages
 
 
+@dataclass(frozen=True)
+class ExtraMetric:
+    """A test metric reported beside the task's own, in another convention (e.g. the one a
+    compared paper scores with). It is computed at evaluation from the saved test predictions
+    of the chosen (batch, lr), so adding one re-trains nothing; it never takes part in the
+    choice, which stays on the task's own dev metric."""
+
+    label: str  # how the tables name it, e.g. "micro-F1, 11 classes incl. empty"
+    fn: Metric
+
+
 class DownstreamTask(TaskFormat):
     """Base of every task plug-in. Subclasses set the class attributes and the methods below."""
 
@@ -90,6 +102,8 @@ class DownstreamTask(TaskFormat):
     modes: ClassVar[tuple[str, ...]] = ("generate", "score")
     # What the trivial baseline row of the task's table is called.
     baseline_name: ClassVar[str] = "majority class"
+    # Name -> test metric reported beside `metric` (default: none).
+    extra_metrics: ClassVar[dict[str, ExtraMetric]] = {}
 
     def __init__(self, settings: TaskSettings | None = None):
         self.settings = settings if settings is not None else self.Settings()

@@ -22,11 +22,15 @@ class Size:
 
 SIZES: dict[str, Size] = {
     # CPU sizes: "tiny" trains the demo in minutes on 2 cores; "small" is the benchmark shape.
+    # micro, tiny, mini and deep share width 128 and double the depth each: dense micro, tiny at
+    # 50% and mini at 75% have equal active non-embedding parameters (196,608 in the matrices),
+    # as do dense tiny and deep at 75%: the paper's pairing (XL at 75% against Med dense) at
+    # CPU scale, the ladders of the repro-claims recipes. A 1-layer model forms no induction
+    # heads; the second ladder (tiny against deep) has no 1-layer model.
+    "micro": Size(n_layer=1, d_model=128, n_head=4),
     "tiny": Size(n_layer=2, d_model=128, n_head=4),
-    # Twice tiny's depth and non-embedding parameters: at 75% sparsity its training FLOPs are
-    # 0.97x tiny dense's (vocabulary 8,000, MSL 256, where the dense embedding and output layer
-    # are most of the FLOPs), the larger-sparse vs smaller-dense pair of the repro-claims recipe.
     "mini": Size(n_layer=4, d_model=128, n_head=4),
+    "deep": Size(n_layer=8, d_model=128, n_head=4),
     "small": Size(n_layer=4, d_model=256, n_head=4),
     # Table 5: MediSwift-Med (302M), -Large (510M), -XL (1.21B) non-embedding parameters.
     "med": Size(n_layer=24, d_model=1024, n_head=16),

@@ -3,7 +3,8 @@ and HoC), and the metric against pre-training FLOPs.
 
 For every (variant, task) sweep of the finetune stage it picks the (batch, lr) with the best mean
 dev metric over seeds, per prediction mode, and reports the test metric's mean and std over the
-seeds there, beside the majority-class baseline. Everything goes into the stage output and one
+seeds there, beside the majority-class baseline, and the task's extra metrics (HoC in
+BioGPT's convention) at the same choice. Everything goes into the stage output and one
 MLflow run (`evaluate` in the fine-tuning experiment); the selected numbers are also logged on
 each sweep's parent run.
 
@@ -61,6 +62,7 @@ def log_to_mlflow(
             continue
         metrics = {f"selected_test_{m}_mean": s.test_mean for m, s in r.selected.items()}
         metrics |= {f"selected_test_{m}_std": s.test_std for m, s in r.selected.items()}
+        metrics |= extra_metrics(r)
         metrics["majority_test"] = r.majority_test
         with tracker.run(f"{r.variant}-{r.task}", run_id=r.parent_run_id) as parent:
             parent.log_metrics(metrics, step=0)
@@ -73,6 +75,17 @@ def log_to_mlflow(
             if path.is_file() and path.name != "manifest.json":
                 run.log_artifact(path, "evaluate")
     return run.run_id
+
+
+def extra_metrics(r: EvaluatedSweep) -> dict[str, float]:
+    """The task's extra test metrics (e.g. HoC in BioGPT's convention) of every mode's choice,
+    named like the main ones with the metric's name after the mode."""
+    out = {}
+    for m, s in r.selected.items():
+        for name, e in s.extra_metrics.items():
+            out[f"selected_test_{m}_{name}_mean"] = e.test_mean
+            out[f"selected_test_{m}_{name}_std"] = e.test_std
+    return out
 
 
 def selection_tags(r: EvaluatedSweep) -> dict[str, str]:

@@ -32,6 +32,7 @@ from mediswift.data.filters import (
     apply_plan,
     count_ngrams,
     merge_scans,
+    revised_after_by_year,
     scan_shard,
 )
 from mediswift.finetune.datasets import load_task
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 # 2: cut-off, PubMed/PMC overlap and decontamination. 3: keys are the unit specs.
 # 4: the snapshot cut-off (revised_after) and the any-PMCID overlap rule; scans hold has_pmcid.
 # 5: GPT-3's words (punctuation deleted, not a separator), the boilerplate guard, window mode.
-FILTER_VERSION = 5
+# 6: the snapshot reaches PMC (published_after); scans count revised_after by publication year.
+FILTER_VERSION = 6
 # The splits a task is judged on (model selection and the reported numbers).
 EVAL_SPLITS = ("dev", "test")
 
@@ -303,9 +305,10 @@ def run_merge(spec: MergeSpec, home: Path) -> dict[str, Any]:
         plans.append(
             {"path": str(path.relative_to(home)), "digest": hashlib.sha256(c.tobytes()).hexdigest()}
         )
-    return u.write_manifest(
-        {"plans": plans, "dropped": dropped, "input": sum(len(c) for c in codes)}
-    )
+    merged: dict[str, Any] = {"plans": plans, "dropped": dropped, "input": sum(map(len, codes))}
+    if spec.max_revised is not None:
+        merged["revised_after_by_year"] = revised_after_by_year(loaded)
+    return u.write_manifest(merged)
 
 
 def run_shard(spec: ShardSpec, home: Path) -> dict[str, Any]:
@@ -452,6 +455,11 @@ def contamination_record(
     }
 
 
+def by_year_text(by_year: dict[str, int]) -> str:
+    """`1998: 2, 2021: 40` (oldest first), or `none`."""
+    return ", ".join(f"{y}: {n}" for y, n in by_year.items()) or "none"
+
+
 def collect(
     cfg: FilterConfig,
     home: Path,
@@ -466,6 +474,9 @@ def collect(
     for one reason); counts that do not add up fail the stage."""
     for reason, n in merged["dropped"].items():
         logger.info("filter: dropped %d records: %s", n, reason)
+    by_year = merged.get("revised_after_by_year")
+    if by_year is not None:
+        logger.info("filter: revised_after by publication year: %s", by_year_text(by_year))
     shards: list[dict[str, Any]] = []
     by_source: dict[str, Counter[str]] = {}
     for shard, r in zip(parsed, results, strict=True):
@@ -499,6 +510,8 @@ def collect(
             for s, c in sorted(by_source.items())
         },
     }
+    if by_year is not None:  # beside `dropped`, whose values must add up
+        counts["revised_after_by_year"] = by_year
     if counts["input"] != sum(kept.values()) + sum(dropped.values()):
         raise RuntimeError(f"filter: counts do not add up: {counts}")
     logger.info("filter: kept %d train + %d validation of %d", kept["train"],

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # Bump when the parsers' output changes: it re-keys every parse unit.
 # 2: no UNLABELLED label, PMC summary/synopsis headings kept, earliest publication year.
 # 3: keys are the unit specs. 4: `revised` (PubMed DateRevised) in the documents.
-PARSER_VERSION = 4
+# 5: `published` (PMC's earliest publication date) in the documents.
+PARSER_VERSION = 5
 
 BAD_INPUT = (XMLParseError, CorpusFormatError, ValueError, OSError)
 

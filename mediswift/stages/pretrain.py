@@ -1,4 +1,5 @@
-"""The pretrain stage: one unit per model variant (every size x sparsity level of the recipe),
+"""The pretrain stage: one unit per model variant (every size x sparsity level of the recipe, or
+its arms, once per seed: `mediswift.baselines.planned_variants`),
 then the comparison of the variants (loss curves, Table 2, the unigram baseline, sparse against
 dense at equal steps and equal FLOPs) and the manifest (`PretrainManifest`).
 
@@ -15,12 +16,11 @@ from typing import Any
 
 from mediswift import manifests
 from mediswift.artifacts import Artifact, stage_artifact, write_atomic
-from mediswift.baselines import iso_flops_baselines
+from mediswift.baselines import planned_variants
 from mediswift.config import PipelineConfig
 from mediswift.graph import STAGE_VERSIONS, stage_config, variant_unit
 from mediswift.manifests import FilterManifest, PretrainManifest, TokenizeManifest, TrainedVariant
-from mediswift.names import iso_flops_name, model_name, variant_name
-from mediswift.settings import PretrainConfig
+from mediswift.names import model_name
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.compare import comparison_markdown, sparsity_gaps, unigram_val_loss
 from mediswift.train.report import plot_loss_curves, table2
@@ -36,11 +36,14 @@ class Variant:
     unit: Artifact
     spec: VariantSpec
     iso_flops_of: float | None = None  # a dense baseline at this sparse level's FLOPs
+    arm: str | None = None  # the name without its seed (`PlannedVariant.arm`)
 
     def record(self, trained: dict[str, Any]) -> dict[str, Any]:
-        """The trainer's record as the stage lists it: named as planned, with its unit."""
+        """The trainer's record as the stage lists it: named as planned, with its unit, its
+        arm and its seed (the seeds of an arm are what the claims measure noise with)."""
         return {**trained, "name": self.spec.name, "unit": self.unit.key,
-                "iso_flops_of": self.iso_flops_of}  # fmt: skip
+                "iso_flops_of": self.iso_flops_of, "arm": self.arm or self.spec.name,
+                "seed": self.spec.cfg.seed}  # fmt: skip
 
 
 def token_shards(home: Path, tokens: TokenizeManifest) -> dict[str, list[str]]:
@@ -54,28 +57,20 @@ def units(
     cfg: PipelineConfig, home: Path, tokenize: Artifact, tokens: TokenizeManifest
 ) -> list[Variant]:
     pc, shards = cfg.pretrain, token_shards(home, tokens)
-
-    def variant(one: PretrainConfig, s: float, name: str, iso: float | None = None) -> Variant:
-        unit = variant_unit(home, tokenize.key, one, s)
+    out = []
+    for p in planned_variants(pc, tokens.vocab_size):
+        one = p.config(pc)
+        unit = variant_unit(home, tokenize.key, one, p.sparsity)
         spec = VariantSpec(
-            name=name,
+            name=p.name,
             config=one,
-            sparsity=s,
+            sparsity=p.sparsity,
             vocab_size=tokens.vocab_size,
             out_dir=str(unit.path),
             train_shards=shards["train"],
             val_shards=shards["validation"],
         )
-        return Variant(unit, spec, iso)
-
-    out = []
-    for size in pc.sizes:
-        one = pc.for_size(size)
-        for s in pc.sparsity_levels:
-            out.append(variant(one, s, variant_name(size, s, pc.sparsity_method)))
-        for s, steps in iso_flops_baselines(pc, size, tokens.vocab_size):
-            out.append(variant(one.model_copy(update={"steps": steps}), 0.0,
-                               iso_flops_name(size, s), iso=s))  # fmt: skip
+        out.append(Variant(unit, spec, p.iso_flops_of, p.arm))
     return out
 
 
