@@ -47,6 +47,7 @@ from typing import Any
 from mediswift.finetune.registry import task_class
 from mediswift.finetune.stats import BOOTSTRAP_RESAMPLES, Metric, read_predictions
 from mediswift.finetune.tables import MODE_NAMES
+from mediswift.model.sizes import SIZES
 from mediswift.names import arm_of
 
 HOLDS = "holds here"
@@ -652,4 +653,24 @@ def claims_markdown(
         f"cell says. Equal active non-embedding parameters: within {EQUAL_ACTIVE:.0%}; the "
         f"iso-FLOPs variant pairs FLOPs within {FLOPS_BAND[0]}-{FLOPS_BAND[1]}x instead.",
     ]
-    return "\n".join(lines + notes)
+    return "\n".join(lines + notes + caveats(variants))
+
+
+def caveats(variants: Sequence[dict]) -> list[str]:
+    """What the comparison cannot show, from what was trained: the regime (tokens per active
+    parameter against the paper's ~347) and a 1-layer arm (no induction heads)."""
+    out = []
+    ratios = [v["tokens"] / v["active_non_embedding_params"] for v in variants if v.get("tokens")]
+    if ratios:
+        out.append(
+            f"Regime: {min(ratios):.0f}-{max(ratios):.0f} training tokens per active "
+            "non-embedding parameter (the paper: ~347), so these verdicts speak for this budget."
+        )
+    shallow = sorted({v["model"] for v in variants if v["model"] in SIZES
+                      and SIZES[v["model"]].n_layer == 1})  # fmt: skip
+    if shallow:
+        out.append(
+            f"A 1-layer model ({', '.join(shallow)}) forms no induction heads: it differs from "
+            "the deeper arms in kind as well as in capacity."
+        )
+    return ["", "Caveats. " + " ".join(out)] if out else []

@@ -242,6 +242,7 @@ def test_the_report_states_the_claims_with_seeds_and_intervals(tmp_path: Path) -
     assert "| 1 | at equal active non-embedding parameters" in section
     assert "mini-s75 vs micro-dense (" in section and "1.10x the FLOPs" in section
     assert "pooled over the arms with two or more seeds (3 degrees of freedom)" in section
+    assert "A 1-layer model (micro) forms no induction heads" in section
     claim2 = [line for line in section.splitlines() if line.startswith("| 2 |")]
     assert claim2 and all("hierarchical bootstrap" in line for line in claim2)
     home = tmp_path / "pretrained"
