@@ -98,6 +98,23 @@ def force_stages(home: Path, arts: dict[str, Any], stages: list[str]) -> None:
         )
 
 
+def run_stages(
+    chosen: list[str], cfg: PipelineConfig, home: Path, arts: dict[str, Any]
+) -> list[str]:
+    """Run the `chosen` stages in order; returns those that ran.
+
+    The home remembers the source (later commands find its outputs with it) only once it
+    worked: a stage made its output with it, or every stage succeeded. A failed try with a
+    wrong source leaves the one the home's outputs were made from."""
+    ran = []
+    for stage in chosen:
+        if run_stage(stage, cfg, home, arts):
+            ran.append(stage)
+            remember(home, cfg.name, cfg.mirror)
+    remember(home, cfg.name, cfg.mirror)
+    return ran
+
+
 @flow(name="mediswift", log_prints=True, flow_run_name=run_name)
 def mediswift(
     recipe: RecipeName = "demo",
@@ -129,11 +146,9 @@ def mediswift(
     # SIGINT/SIGTERM (a cancel from the UI too) stop the work within seconds, keeping what is done.
     with stop_on_signals(), home_lock(root, on_wait=get_run_logger().warning):
         adopt_home_store_if_default(cfg.tracking.tracking_uri, root)
-        remember(root, cfg.name, cfg.mirror)  # later commands find this home's outputs
         get_run_logger().info("source: %s", describe(cfg.mirror))
         force_stages(root, arts, parse_stages(list(force)) if force else [])
-        chosen = parse_stages(list(stages) if stages else None)
-        ran = [s for s in chosen if run_stage(s, cfg, root, arts)]
+        ran = run_stages(parse_stages(list(stages) if stages else None), cfg, root, arts)
         report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran), fragment=fragment)
     return {
         **{s: str(a.path) for s, a in arts.items() if a.done()},

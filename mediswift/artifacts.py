@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,10 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "manifest.json"
+
+log = logging.getLogger(__name__)
+_warned: set[Path] = set()  # unreadable manifests already reported by this process
+_warned_lock = threading.Lock()
 
 
 def _canonical(obj: Any) -> Any:
@@ -148,6 +153,43 @@ def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
     return removed
 
 
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest at `path`; None when there is none or it does not parse.
+
+    A manifest cut short (a disk that filled, a copy that stopped) marks nothing done: its unit
+    runs again and writes a whole one, instead of every run failing on the same file. One
+    warning per file and process names it."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except UnicodeDecodeError as e:
+        _warn_once(path, str(e))
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        _warn_once(path, str(e))
+        return None
+    if not isinstance(data, dict):
+        _warn_once(path, f"a JSON {type(data).__name__}, not an object")
+        return None
+    return data
+
+
+def _warn_once(path: Path, why: str) -> None:
+    with _warned_lock:
+        first = path not in _warned
+        _warned.add(path)
+    if first:
+        log.warning("%s is not a whole manifest (%s): its unit counts as not done", path, why)
+
+
+def manifest_done(path: Path) -> bool:
+    """Whether `path` is a manifest that reads (see `read_manifest`)."""
+    return read_manifest(path) is not None
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One content-addressed output directory (a stage output or a unit of work)."""
@@ -161,15 +203,16 @@ class Artifact:
         return self.path / MANIFEST
 
     def done(self) -> bool:
-        return self.manifest_path.is_file()
+        return read_manifest(self.manifest_path) is not None
 
     def manifest(self) -> dict[str, Any]:
-        if not self.done():
+        data = read_manifest(self.manifest_path)
+        if data is None:
             raise FileNotFoundError(
-                f"{self.stage} output {self.path} is not complete (no {MANIFEST}): "
+                f"{self.stage} output {self.path} is not complete (no readable {MANIFEST}): "
                 f"run the '{self.stage}' stage first"
             )
-        return json.loads(self.manifest_path.read_text())
+        return data
 
     def write_manifest(self, data: dict[str, Any]) -> dict[str, Any]:
         """Write the manifest last: after this the artifact counts as done."""

@@ -25,10 +25,13 @@ class PlannedVariant:
     steps: int
     iso_flops_of: float | None = None  # a dense baseline at this sparse level's FLOPs
 
+    lr: float | None = None  # the arm's own peak rate (None: the recipe's)
+
     def config(self, pc: PretrainConfig) -> PretrainConfig:
-        """The settings this variant trains with (the recipe's, at its size, seed and steps):
-        without explicit seeds they equal `pc.for_size(model)`, so existing keys stay."""
-        return pc.model_copy(update={"model": self.model, "seed": self.seed, "steps": self.steps})
+        """The settings this variant trains with (the recipe's, at its size, seed, steps and
+        rate): without arms or seeds they equal `pc.for_size(model)`, so existing keys stay."""
+        update = {"model": self.model, "seed": self.seed, "steps": self.steps}
+        return pc.model_copy(update=update | ({"lr": self.lr} if self.lr is not None else {}))
 
 
 def iso_flops_baselines(pc: PretrainConfig, size: str, vocab: int) -> list[tuple[float, int]]:

@@ -13,9 +13,10 @@ import argparse
 import os
 import sys
 import traceback
+from importlib import metadata
 from pathlib import Path
 
-from mediswift import interrupt
+from mediswift import __version__, interrupt
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
 from mediswift.console import (
     disk_full,
@@ -39,11 +40,21 @@ MIRROR_HELP = (
 )
 
 
+def package_version() -> str:
+    """The installed distribution's version; a source tree run without installing it has
+    only the package's own."""
+    try:
+        return metadata.version("mediswift")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mediswift",
         description="Sparse pre-training and soft-prompt fine-tuning of biomedical GPT models.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(

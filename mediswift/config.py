@@ -177,14 +177,16 @@ def load_recipe(
         )
     data.setdefault("name", path.stem)
     data = deep_merge(data, _select_tasks(data, overrides or {}))
-    mirror = _source(data, mirror or os.environ.get("MEDISWIFT_MIRROR"), home)
+    given = mirror or os.environ.get("MEDISWIFT_MIRROR")
+    _check_given_mirror(given, "--mirror" if mirror else "MEDISWIFT_MIRROR")
+    mirror = _source(data, given, home)
     if mirror and "://" not in mirror:
         mirror = str(Path(mirror).expanduser().resolve())
     data["mirror"] = mirror
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
-        raise ValueError(f"{path}: {explain(e)}") from e
+        raise ValueError(f"{path}: {explain(e, PipelineConfig)}") from e
 
 
 def expanded_size(value: Any, cap: int) -> int:
@@ -201,6 +203,15 @@ def expanded_size(value: Any, cap: int) -> int:
         elif isinstance(v, list | tuple):
             todo.extend(v)
     return seen
+
+
+def _check_given_mirror(given: str | None, said: str) -> None:
+    """Refuse a local mirror the user named that is not a folder: a typo would otherwise fail
+    only once the download stage looks for its files, after planning a run against it."""
+    if not given or given == sources.UPSTREAM or "://" in given:
+        return
+    if not Path(given).expanduser().is_dir():
+        raise ValueError(f"{said} {given}: no such folder")
 
 
 def _source(recipe: dict[str, Any], given: str | None, home: Path | None) -> str | None:

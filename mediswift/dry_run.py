@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mediswift.arms import arms
 from mediswift.baselines import PlannedVariant, planned_variants
 from mediswift.checkpoint_size import active_non_embedding
-from mediswift.claims import arms, pairs
+from mediswift.claims import pairs
 from mediswift.config import PipelineConfig
 from mediswift.flops import main_flops
 from mediswift.graph import plan

@@ -20,8 +20,9 @@ from typing import Any
 
 import markdown
 
+from mediswift.arms import metric_difference
 from mediswift.artifacts import Artifact, write_atomic
-from mediswift.claims import claims, claims_apply, claims_markdown, metric_difference
+from mediswift.claims import claims, claims_apply, claims_markdown
 from mediswift.config import PipelineConfig
 from mediswift.finetune.tables import SELECTION_RULE
 from mediswift.finetune.tables import markdown as task_markdown
@@ -227,8 +228,9 @@ def pretrain_section(arts: dict[str, Artifact]) -> str:
             v.get("name"),
             _human(v.get("active_params")),
             _human(v.get("active_non_embedding_params")),
-            _fmt(v.get("final_train_loss")),
-            _fmt(v.get("final_val_loss")),
+            # A variant without a loss (a failed or diverged run) reads as such, never as a crash.
+            _fmt(v.get("final_train_loss")) if v.get("final_train_loss") is not None else "missing",
+            _fmt(v.get("final_val_loss")) if v.get("final_val_loss") is not None else "missing",
             _fmt(v.get("val_ppl"), ".1f"),
             f"{_fmt(v.get('train_flops'), '.3e')} ({_fmt(ratios.get(v.get('name')), '.2f')}x)",
             f"{_bytes(v.get('checkpoint_bytes'))} / {_bytes(v.get('resume_checkpoint_bytes'))}",
@@ -387,8 +389,9 @@ def runs_section(arts: dict[str, Artifact], links: UiLinks) -> str:
     """Links to the Prefect flow run and every MLflow run behind the results: a variant's
     pre-training, each fine-tuning sweep (its grid points are its child runs) with its chosen
     point, and the evaluation."""
+    # As code: bare, Markdown passes `<home>` to the HTML as a tag and the page drops the word.
     how = (
-        f"{HOME_MARK} is the artifact root holding this report (its `report/` folder). "
+        f"`{HOME_MARK}` is the artifact root holding this report (its `report/` folder). "
         "Run links open "
         + _opened_by("the MLflow UI", links.mlflow_ui, links.mlflow_command)
         + "; the flow-run link opens "

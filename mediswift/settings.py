@@ -17,7 +17,8 @@ Prefect form shows it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+import difflib
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
@@ -102,14 +103,47 @@ def settings_json(value: Any, roles: tuple[str, ...]) -> Any:
     return value
 
 
-def explain(e: ValidationError) -> str:
-    """A pydantic error as one line: `section.field: problem; ...`."""
+def explain(e: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """A pydantic error as one line: `section.field: problem; ...`. Given the `model` that was
+    validated, an unknown key names the known one it is closest to (a typo's likely fix)."""
     parts = []
     for err in e.errors():
+        if model is not None and err["type"] == "extra_forbidden":
+            parts.append(unknown_setting(model, err["loc"]))
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "recipe"
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
+
+
+def unknown_setting(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """`unknown setting a.b; did you mean a.c?` for the key at `loc` that `model` lacks."""
+    *section, key = (str(p) for p in loc)
+    close = difflib.get_close_matches(key, _section_fields(model, loc[:-1]), n=1)
+    hint = f"; did you mean {'.'.join([*section, close[0]])}?" if close else ""
+    return f"unknown setting {'.'.join([*section, key])}{hint}"
+
+
+def _section_fields(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    """The keys of the section at `path` under `model`; none where that is not a section (a
+    mapping's key, a plain value): no guess beats a wrong one."""
+    for part in path:
+        if isinstance(part, int):  # an item of a list of sections: the same keys
+            continue
+        field = model.model_fields.get(part)
+        inner = _section_type(field.annotation) if field else None
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The section class `annotation` holds: itself, optional, or in a list or mapping."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_section_type, get_args(annotation))), None)
 
 
 class Grid(Section):
@@ -353,6 +387,9 @@ class Arm(Section):
     seeds: list[int] | None = schedule(
         None, "this arm's pre-training seeds (None: pretrain.seeds)", plan=True, min_length=1
     )
+    lr: float | None = result(
+        None, "this arm's peak learning rate (None: pretrain.lr), e.g. from a pilot", gt=0.0, lt=1.0
+    )
 
 
 class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
@@ -496,6 +533,13 @@ class PretrainConfig(_PretrainOptim):  # type: ignore[misc,valid-type]
         if self.arms is not None:
             return [a.sparsity for a in self.arms if a.model == size]
         return list(self.sparsity_levels)
+
+    def lr_of(self, size: str, sparsity: float) -> float:
+        """The peak learning rate of one arm: its own, else the recipe's."""
+        for a in self.arms or []:
+            if (a.model, a.sparsity) == (size, sparsity) and a.lr is not None:
+                return a.lr
+        return self.lr
 
     def seeds_of(self, size: str, sparsity: float) -> list[int] | None:
         """The explicit seeds of one arm (None: the single `seed`, named without it)."""

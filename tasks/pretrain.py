@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import task
 
-from mediswift.artifacts import write_atomic
+from mediswift.artifacts import manifest_done, write_atomic
 from mediswift.settings import PretrainConfig
 from mediswift.tracking import DatasetRef, RunLogger, Tracker
 from mediswift.train.pretrain import VARIANT_MANIFEST, VariantSpec, launch_variant, variant_params
@@ -75,7 +75,7 @@ def pretrain_variant(
     out.mkdir(parents=True, exist_ok=True)
     id_file = out / "mlflow_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
-    done = (out / VARIANT_MANIFEST).is_file()
+    done = manifest_done(out / VARIANT_MANIFEST)
     tracker = Tracker(tracking_uri, experiment, artifact_root=Path(home) / "mlruns")
     params = None if run_id else variant_params(spec)
     with tracker.run(

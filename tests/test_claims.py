@@ -10,24 +10,26 @@ from pathlib import Path
 
 import pytest
 
+from mediswift.arms import (
+    FAILS,
+    HOLDS,
+    UNDECIDED,
+    arms,
+    hierarchical_difference_interval,
+    loss_verdict,
+    metric_difference,
+    seed_sd,
+)
 from mediswift.artifacts import Artifact
 from mediswift.baselines import planned_variants
 from mediswift.claims import (
-    FAILS,
-    HOLDS,
     NO_CAPACITY,
     NOT_TESTED,
-    UNDECIDED,
-    arms,
     claims,
     claims_apply,
     difference_verdict,
     gap_verdict,
-    hierarchical_difference_interval,
-    loss_verdict,
-    metric_difference,
     pairs,
-    seed_sd,
 )
 from mediswift.config import PipelineConfig, load_recipe
 from mediswift.dry_run import dry_run, planned_records

@@ -40,6 +40,7 @@ def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedPro
         (["pretrain.steps=1000000000000000000"], "pretrain.steps"),
         (["pretrain.block_size=1000000000"], "pretrain.block_size"),
         (["finetune.device=gpu7"], "finetune.device"),
+        (["pretrain.stpes=5"], "unknown setting pretrain.stpes; did you mean pretrain.steps?"),
     ],
 )
 def test_bad_settings_one_line_exit_2(sets: list[str], names: str, tmp_path: Path) -> None:
@@ -77,6 +78,32 @@ def test_an_alias_bomb_recipe_is_refused_at_once_even_verbose(tmp_path: Path) ->
     r = cli("run", "--recipe", str(recipe), "--dry-run", "--verbose", home=tmp_path, timeout=60)
     assert r.returncode == 2 and "alias" in r.stderr.splitlines()[-1]
     assert len(r.stderr) < 20_000
+
+
+def test_version_prints_the_package_version(capsys) -> None:
+    from importlib.metadata import version
+
+    from mediswift.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"mediswift {version('mediswift')}\n"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_a_mistyped_mirror_is_refused_and_not_remembered(dry: list[str], tmp_path: Path) -> None:
+    from mediswift.sources import SOURCES_FILE, remember
+
+    remember(tmp_path, "demo", "/data/mirror")
+    before = (tmp_path / SOURCES_FILE).read_text()
+    typo = tmp_path / "mirrorr"
+    r = cli("run", "--stages", "download", "--mirror", str(typo), *dry, home=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr == f"mediswift: error: --mirror {typo}: no such folder\n"
+    assert (tmp_path / SOURCES_FILE).read_text() == before
+    assert not (tmp_path / "logs").exists()  # refused before the run started
 
 
 @pytest.mark.slow

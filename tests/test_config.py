@@ -44,6 +44,20 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
         load_recipe(str(bad))
 
 
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("pretrain.stpes", "unknown setting pretrain.stpes; did you mean pretrain.steps?"),
+        ("pretrian.steps", "unknown setting pretrian; did you mean pretrain?"),
+        ("pretrain.zzzzz", "unknown setting pretrain.zzzzz"),  # nothing close: no guess
+    ],
+)
+def test_an_unknown_setting_names_the_closest_known_one(key: str, said: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        load_recipe("demo", parse_set([f"{key}=5"]))
+    assert str(refused.value).endswith(f": {said}")
+
+
 def test_mirror_remaps_every_upstream(tmp_path: Path) -> None:
     cfg = load_recipe("demo", mirror=str(tmp_path))
     d = cfg.download

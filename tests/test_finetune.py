@@ -43,6 +43,7 @@ from mediswift.text import moses
 from mediswift.text.bpe import learn_bpe
 from mediswift.text.tokenizer import Tokenizer, write_tokenizer_config
 from mediswift.train.checkpoint import save_checkpoint
+from mediswift.train.finite import FORCE_NAN_ENV, NonFiniteLoss
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +318,19 @@ def test_stage_unit_of_multistage_data_and_never_retrained(
     stamp = (unit.path / "metrics.json").stat().st_mtime_ns
     again = run_point(unit, spec, tmp_path, tok)
     assert again == m and (unit.path / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_a_nan_loss_stops_the_finetune_at_its_step(
+    tok: Tokenizer, pqa: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FORCE_NAN_ENV, "3")
+    task = PubMedQA()
+    model = tiny_model(tok.vocab_size, 9)
+    budget = source_budget(tok, task.all_targets(), 9, 96)
+    pool = encode_examples(tok, pqa["train"][:40], budget)
+    s = train_settings(batch_size=4, lr=1e-3, epochs=2, patience=2)
+    with pytest.raises(NonFiniteLoss, match=r"pubmedqa: training loss .* at step 3\b"):
+        fit(model, task, tok, pool[:16], pool[16:20], s)
 
 
 def train_settings(batch_size: int, lr: float, epochs: int, **kw: object) -> TrainSettings:

@@ -217,3 +217,12 @@ def test_one_model_size_draws_on_a_readable_axis(tmp_path: Path, monkeypatch) ->
         lo, hi = ax.get_xlim()
         assert hi / lo >= 9.9, (lo, hi)  # a decade, not a sliver around 4e5
         assert [t.get_text() for t in ax.get_xticklabels()] == ["400K"]
+
+
+def test_the_html_runs_paragraph_shows_the_home_mark(report: Path) -> None:
+    """`<home>` is read as text on the page, not swallowed by the browser as an unknown tag."""
+    import lxml.html
+
+    page = lxml.html.fromstring((report / "report.html").read_text())
+    runs = page.xpath("//h2[text()='Runs']/following-sibling::p[1]")[0]
+    assert runs.text_content().startswith("<home> is the artifact root holding this report")

@@ -56,3 +56,39 @@ def test_a_sources_file_not_ours_is_ignored(tmp_path: Path, content: str, caplog
     assert "ignoring" in caplog.text
     remember(home, "demo", "/data/mirror")  # replaced by a valid file
     assert json.loads((home / SOURCES_FILE).read_text()) == {"demo": "/data/mirror"}
+
+
+def test_a_mistyped_mirror_is_refused_at_load(tmp_path: Path, monkeypatch):
+    with pytest.raises(ValueError, match=r"^--mirror .*mirrorr: no such folder$"):
+        load_recipe("demo", mirror=str(tmp_path / "mirrorr"), home=tmp_path / "home")
+    monkeypatch.setenv("MEDISWIFT_MIRROR", str(tmp_path / "mirrorr"))
+    with pytest.raises(ValueError, match=r"^MEDISWIFT_MIRROR .*mirrorr: no such folder$"):
+        load_recipe("demo", home=tmp_path / "home")
+
+
+@pytest.mark.slow
+def test_a_failed_run_leaves_the_remembered_source(prefect_harness, tmp_path: Path):
+    """Only a source that worked is remembered: a failed try with another one (here a stage
+    whose input is missing) keeps the source the home's outputs were made from."""
+    from flows.pipeline import mediswift
+
+    home, other = tmp_path / "home", tmp_path / "other-mirror"
+    other.mkdir()
+    remember(home, "tiny", "/data/mirror")
+    before = (home / SOURCES_FILE).read_text()
+    tiny = str(Path(__file__).parent / "recipes" / "tiny.yaml")
+    state = mediswift(
+        recipe=tiny, stages=["parse"], home=str(home), mirror=str(other), return_state=True
+    )
+    assert state.is_failed()
+    assert (home / SOURCES_FILE).read_text() == before
+
+
+@pytest.mark.slow
+def test_a_run_that_worked_remembers_its_source(prefect_harness, tmp_path: Path, mirror_dir):
+    from flows.pipeline import mediswift
+
+    home = tmp_path / "home"
+    tiny = str(Path(__file__).parent / "recipes" / "tiny.yaml")
+    mediswift(recipe=tiny, stages=["download"], home=str(home), mirror=str(mirror_dir))
+    assert remembered(home, "tiny") == (True, str(mirror_dir.resolve()))

@@ -103,6 +103,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     )
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
+        "digests.json",
         "masks.safetensors",
         "model.safetensors",
         "train_state.json",

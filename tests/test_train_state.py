@@ -101,6 +101,7 @@ def test_restored_parts_continue_bitwise(tmp_path: Path) -> None:
     # The layout every loader reads: the same files as before the parts existed.
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
+        "digests.json",
         "masks.safetensors",
         "model.safetensors",
         "train_state.json",
@@ -139,6 +140,7 @@ def test_final_checkpoint_holds_weights_and_masks_only(tmp_path: Path) -> None:
     path = a.checkpoint.save(tmp_path / "final", only=("model", "masks"))
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
+        "digests.json",
         "masks.safetensors",
         "model.safetensors",
     ]

@@ -41,6 +41,7 @@ from mediswift.finetune.trainer import LogFn, TrainSettings, fit
 from mediswift.model.gpt import GPT
 from mediswift.model.soft_prompt import PromptedLM
 from mediswift.train.checkpoint import load_masks, load_model, save_checkpoint
+from mediswift.train.finite import NonFiniteLoss
 
 PROMPT_FILE = "prompt.safetensors"
 
@@ -273,15 +274,18 @@ def run_point(
             enc[stage["train"]], labels_made = apply_labels(
                 task, tok, enc[stage["train"]], read_labels(home / labels_dir)
             )
-        result = fit(
-            model,
-            task,
-            tok,
-            enc[stage["train"]],
-            enc[stage["dev"]],
-            replace(train, epochs=task.stage_epochs(stage["name"])),  # the recipe's, validated
-            stage_log,
-        )
+        try:
+            result = fit(
+                model,
+                task,
+                tok,
+                enc[stage["train"]],
+                enc[stage["dev"]],
+                replace(train, epochs=task.stage_epochs(stage["name"])),  # the recipe's
+                stage_log,
+            )
+        except NonFiniteLoss as e:  # name the unit: it is left without a manifest
+            raise NonFiniteLoss(f"unit {unit.path}: {e}") from None
         model.load_state_dict(result.best_state)  # what the unit keeps: the best state
         offset += result.steps
         record.append(

@@ -22,6 +22,7 @@ from mediswift import interrupt
 from mediswift.finetune.formats import Label, TaskFormat
 from mediswift.finetune.scoring import Encoded, LossOn, Mode, TokenizerLike, batch_loss, evaluate
 from mediswift.model.soft_prompt import PromptedLM
+from mediswift.train import finite
 from mediswift.train.optim import lr_at, param_groups, set_lr
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -104,6 +105,7 @@ def fit(
     best.history.append({"epoch": 0, "step": 0, "dev_metric": start})
     log({"dev_metric": start}, 0)
     step, bad = 0, 0
+    force_nan = finite.forced_nan_step()
     model.train()
     for epoch in range(1, s.epochs + 1):
         order = torch.randperm(len(train), generator=gen).tolist()
@@ -117,13 +119,17 @@ def fit(
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            value = math.nan if force_nan == step + 1 else loss.item()  # the test hook
+            # Checked before the step: a diverged state must not become the kept best one.
+            finite.check(value, "training loss", step + 1, task.name)
             if s.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                finite.check(float(norm), "gradient norm", step + 1, task.name)
             opt.step()
             step += 1
-            running += loss.item()
+            running += value
             if step % s.log_every == 0:
-                log({"train_loss": loss.item(), "lr": lr}, step)
+                log({"train_loss": value, "lr": lr}, step)
         metric, preds, texts = dev_eval()
         train_loss = running / steps_per_epoch
         best.history.append(

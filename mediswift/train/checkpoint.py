@@ -13,6 +13,9 @@ loading gives back the dense tensors bit for bit. Format 1 (every tensor dense, 
 still loads.
   train_state.json         step, tokens, loss-curve rows, optimizer hyperparameters, the loader
                            position of every rank
+  digests.json             the sha256 and size of every other file (absent in checkpoints
+                           written before it existed): a truncated file or a flipped bit is
+                           found before resuming (`verify`), not trained on
 It is written under a temporary name in the same folder and renamed into place, so a directory
 named `step_<n>` is always complete; a run killed while writing leaves only a `.tmp-` folder.
 
@@ -30,8 +33,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mediswift.artifacts import file_digest
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.train import packing
 
@@ -44,7 +49,16 @@ MODEL_FILE = "model.safetensors"
 MASKS_FILE = "masks.safetensors"
 TRAIN_TENSORS_FILE = "train_state.safetensors"
 TRAIN_JSON_FILE = "train_state.json"
+DIGESTS_FILE = "digests.json"
 TENSOR_FILES = (MODEL_FILE, MASKS_FILE, TRAIN_TENSORS_FILE)
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file that is cut short, fails to parse or no longer matches its digest."""
+
+    def __init__(self, file: Path, why: str):
+        super().__init__(f"{file}: {why}")
+        self.file = file
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -122,6 +136,7 @@ def write_checkpoint(
         save_file(tensors, str(tmp / name))
     if train_json is not None:
         (tmp / TRAIN_JSON_FILE).write_text(json.dumps(train_json, indent=1) + "\n")
+    _write_digests(tmp)  # inside the temporary folder: a complete checkpoint always has them
     _fsync_dir(tmp)
     if path.exists():  # re-saving the same step (a resumed run reaching it again)
         old = path.with_name(f".old-{path.name}-{os.getpid()}")
@@ -131,6 +146,48 @@ def write_checkpoint(
     else:
         tmp.rename(path)
     return path
+
+
+def _write_digests(folder: Path) -> None:
+    digests = {
+        f.name: {"sha256": file_digest(f), "bytes": f.stat().st_size}
+        for f in sorted(folder.iterdir())
+        if f.is_file() and f.name != DIGESTS_FILE
+    }
+    (folder / DIGESTS_FILE).write_text(json.dumps(digests, indent=1) + "\n")
+
+
+def verify(path: Path) -> None:
+    """Raise `DamagedCheckpoint` naming the first file of checkpoint `path` whose size or sha256
+    differs from digests.json (nothing to check in a checkpoint written without one)."""
+    path = Path(path)
+    listed = path / DIGESTS_FILE
+    if not listed.is_file():
+        return
+    for name, want in _json(listed).items():
+        f = path / name
+        if not f.is_file():
+            raise DamagedCheckpoint(f, "missing")
+        if f.stat().st_size != want["bytes"]:
+            raise DamagedCheckpoint(f, f"{f.stat().st_size} bytes, {want['bytes']} written")
+        if file_digest(f) != want["sha256"]:
+            raise DamagedCheckpoint(f, "sha256 differs from the one written")
+
+
+def _json(file: Path) -> Any:
+    """A checkpoint's JSON file, a `DamagedCheckpoint` when it does not parse."""
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpoint(file, f"not JSON ({e})") from e
+
+
+def _load_file(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, a `DamagedCheckpoint` when cut short or unparseable."""
+    try:
+        return load_file(str(file))
+    except SafetensorError as e:
+        raise DamagedCheckpoint(file, str(e)) from e
 
 
 def _packed(files: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
@@ -156,7 +213,7 @@ def read_tensors(
     fmt = _format(path)
     present = [n for n in TENSOR_FILES if (path / n).is_file()]
     wanted = [n for n in present if n in names or (fmt >= 2 and n == MASKS_FILE)]
-    files = {n: load_file(str(path / n)) for n in wanted}
+    files = {n: _load_file(path / n) for n in wanted}
     if fmt >= 2 and MASKS_FILE in files:  # format 1 holds the whole tensors already
         masks = packing.unpack_masks(files[MASKS_FILE])
         positions = packing.Positions(masks)
@@ -169,11 +226,13 @@ def read_tensors(
 
 def read_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """(safetensors file name -> tensors on CPU, whole, train_state.json or {}) of checkpoint
-    `path`, after checking its format."""
+    `path`, after checking its digests and format (what resuming reads: a damaged checkpoint
+    raises `DamagedCheckpoint`)."""
     path = Path(path)
+    verify(path)
     files = read_tensors(path)
     js = path / TRAIN_JSON_FILE
-    return files, json.loads(js.read_text()) if js.is_file() else {}
+    return files, _json(js) if js.is_file() else {}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -266,7 +325,7 @@ def _config_json(path: Path) -> dict[str, Any]:
     cfg_file = Path(path) / CONFIG_FILE
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no config.json)")
-    data = json.loads(cfg_file.read_text())
+    data = _json(cfg_file)
     if data.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{cfg_file}: unsupported checkpoint format {data.get('format')!r}")
     return data
@@ -313,8 +372,24 @@ def list_checkpoints(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
+    found = [p for p in root.iterdir() if p.is_dir() and _step_of(p.name) is not None]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+
+
+def _step_of(name: str) -> int | None:
+    """The step of a checkpoint folder's name; None for anything else (a set-aside `.bad-`)."""
+    digits = name[len(STEP_PREFIX) :]
+    return int(digits) if name.startswith(STEP_PREFIX) and digits.isdigit() else None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to `<name>.bad-<n>` (the first free n): kept to be looked
+    at, never listed, resumed from or pruned again."""
+    n = 1
+    while (bad := path.with_name(f"{path.name}.bad-{n}")).exists():
+        n += 1
+    path.rename(bad)
+    return bad
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from mediswift.text.token_shards import read_token_stream
 from mediswift.train.batches import fixed_batches
-from mediswift.train.report import dense_runs, read_curve
+from mediswift.train.report import read_curve
 
 
 def unigram_val_loss(
@@ -78,17 +78,26 @@ class SparsityGap:
     dense_iso_flops: float | None = None  # its final validation loss
 
 
+def dense_of(dense: Sequence[dict], v: dict) -> dict | None:
+    """The dense run of `v`'s size, of its pre-training seed where one was trained (seeds of an
+    arm: `pretrain.seeds`), else the last listed."""
+    mine = [d for d in dense if d["model"] == v["model"]]
+    return next((d for d in mine if d.get("seed") == v.get("seed")), mine[-1] if mine else None)
+
+
 def sparsity_gaps(variants: Sequence[dict], home: Path) -> list[SparsityGap]:
     """One gap per sparse variant that has a dense variant of its size (records as listed by
     the pretrain stage: name, model, sparsity, final_val_loss, train_flops, loss_curve, steps,
     iso_flops_of)."""
-    dense = dense_runs(list(variants))
+    dense = [v for v in variants if v["sparsity"] == 0 and not v.get("iso_flops_of")]
     iso = {(v["model"], v["iso_flops_of"]): v for v in variants if v.get("iso_flops_of")}
     out = []
     for v in variants:
-        d = dense.get(v["model"])
+        d = dense_of(dense, v)
         if v["sparsity"] == 0.0 or d is None:
             continue
+        if v.get("final_val_loss") is None or d.get("final_val_loss") is None:
+            continue  # a loss that is missing has no gap (the tables say "missing")
         step = d["steps"] * v["train_flops"] / d["train_flops"]
         base = iso.get((v["model"], v["sparsity"]))
         out.append(

@@ -91,6 +91,15 @@ def mean_across(value: torch.Tensor, d: Dist) -> torch.Tensor:
     return value / d.world_size
 
 
+def min_across(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The elementwise minimum of a tensor over all ranks (itself when single-process)."""
+    if not d.enabled:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value
+
+
 def gather_objects(obj: object, d: Dist) -> list[object]:
     """Every rank's `obj` (JSON-able loader positions etc.), in rank order."""
     if not d.enabled:

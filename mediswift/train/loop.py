@@ -9,6 +9,7 @@ re-mask weights and moments. The step's train loss is the mean over micro-batche
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ import torch.nn as nn
 
 from mediswift import interrupt
 from mediswift.sparsity import DynamicSparsity, MaskedParams
-from mediswift.train.distributed import Dist, mean_across
+from mediswift.train import finite
+from mediswift.train.distributed import Dist, mean_across, min_across
 from mediswift.train.optim import lr_at, set_lr
 
 if TYPE_CHECKING:
@@ -41,10 +43,15 @@ class LoopConfig:
     checkpoint_every: int
     grad_accum: int = 1  # micro-batches per optimizer step (from the batch sizes and processes)
     amp_dtype: torch.dtype | None = None  # torch.bfloat16 on GPU
+    name: str = ""  # the variant, named when its loss diverges
 
     @classmethod
     def from_settings(
-        cls, cfg: PretrainConfig, grad_accum: int = 1, amp_dtype: torch.dtype | None = None
+        cls,
+        cfg: PretrainConfig,
+        grad_accum: int = 1,
+        amp_dtype: torch.dtype | None = None,
+        name: str = "",
     ) -> LoopConfig:
         return cls(
             steps=cfg.steps,
@@ -57,6 +64,7 @@ class LoopConfig:
             checkpoint_every=cfg.checkpoint_every,
             grad_accum=grad_accum,
             amp_dtype=amp_dtype,
+            name=name,
         )
 
 
@@ -82,6 +90,35 @@ class Hooks:
     evaluate: Callable[[], float] | None = None  # mean validation loss
     checkpoint: Callable[[TrainState], None] | None = None
     log: Callable[[int, dict[str, float]], None] | None = None  # step, metrics (rank 0 only)
+
+
+class Divergence:
+    """The first step whose training loss or gradient norm was NaN or Inf, on each rank.
+
+    Kept on the device: reading it every step would make the host wait for the GPU every step.
+    `check` reads it (one all-reduce) where the loop syncs anyway, and before every checkpoint,
+    so a checkpoint never holds the weights of a diverged step.
+    """
+
+    WHAT = ("training loss", "gradient norm")
+
+    def __init__(self, device: torch.device):
+        self.first = torch.full((2,), math.inf, device=device)
+
+    def note(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        if grad_norm is None:
+            grad_norm = torch.zeros((), device=loss.device)
+        elif hasattr(grad_norm, "full_tensor"):  # an FSDP2 DTensor: a collective, every rank
+            grad_norm = grad_norm.full_tensor()
+        bad = ~torch.isfinite(torch.stack([loss.float(), grad_norm.float()]))
+        self.first = torch.where(bad, self.first.clamp(max=float(step)), self.first)
+
+    def check(self, d: Dist, where: str) -> None:
+        """Every rank calls this; all raise `NonFiniteLoss` if any rank saw a bad step."""
+        first = min_across(self.first, d).tolist()
+        for what, step in zip(self.WHAT, first, strict=True):
+            if math.isfinite(step):
+                raise finite.diverged(what, int(step), where)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -110,6 +147,8 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     no_sync = getattr(model, "no_sync", None)
     t0, tokens0 = time.perf_counter(), state.tokens
+    divergence = Divergence(d.device)
+    force_nan = finite.forced_nan_step()
     while state.step < cfg.steps:
         lr = lr_at(state.step, cfg.steps, cfg.peak_lr, cfg.warmup_fraction, cfg.min_lr_ratio)
         set_lr(optimizer, lr)
@@ -125,12 +164,16 @@ def train(
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
             state.tokens += x.numel() * d.world_size
+        if force_nan == state.step + 1:  # the test hook: this step's loss reads as NaN
+            loss_sum = loss_sum * math.nan
         if masked is not None:
             if dynamic is not None and dynamic.due(state.step + 1):
                 dynamic.update(state.step + 1, optimizer)  # reads the dense gradient
             masked.apply_to_grads()
+        grad_norm = None
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        divergence.note(state.step + 1, loss_sum, grad_norm)
         optimizer.step()
         if masked is not None:
             masked.after_step(optimizer)
@@ -140,6 +183,10 @@ def train(
         last_step = state.step == cfg.steps
         want_log = state.step % cfg.log_every == 0 or last_step
         want_eval = hooks.evaluate is not None and (state.step % cfg.eval_every == 0 or last_step)
+        saved = state.step % cfg.checkpoint_every == 0 or last_step
+        stop = interrupt.requested()
+        if want_log or want_eval or saved or stop:  # before anything of this step is kept
+            divergence.check(d, cfg.name)
         if want_log or want_eval:
             train_loss = float(mean_across(loss_sum / cfg.grad_accum, d))
             val_loss = hooks.evaluate() if want_eval else None  # type: ignore[misc]
@@ -167,10 +214,9 @@ def train(
                         metrics["mfu"] = achieved / (peak_flops * d.world_size)
                 hooks.log(state.step, metrics)
             t0, tokens0 = time.perf_counter(), state.tokens
-        saved = state.step % cfg.checkpoint_every == 0 or last_step
         if hooks.checkpoint is not None and saved:
             hooks.checkpoint(state)
-        if interrupt.requested():  # asked to stop: keep this step, then stop
+        if stop:  # asked to stop: keep this step, then stop
             if hooks.checkpoint is not None and not saved:
                 hooks.checkpoint(state)
             interrupt.check()

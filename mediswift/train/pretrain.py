@@ -11,7 +11,8 @@ A variant's directory (`spec.out_dir`) holds:
   curve.csv               step,train_loss,val_loss,lr
   metrics.jsonl           every logged metric (rank 0), forwarded live to a sink (MLflow)
   manifest.json           the variant's record, written last: the unit artifact is done
-A run that finds checkpoints resumes from the newest one; one that finds manifest.json is done.
+A run that finds checkpoints resumes from the newest whole one (a damaged one is set aside); one
+that finds a readable manifest.json is done; a NaN or Inf loss stops the run before its next save.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from mediswift import interrupt
-from mediswift.artifacts import write_atomic
+from mediswift.artifacts import manifest_done, write_atomic
 from mediswift.flops import step_flops, training_flops
 from mediswift.lock import home_lock
 from mediswift.model.gpt import GPT, model_config
@@ -82,7 +83,7 @@ def run_variant(spec: VariantSpec, sink: MetricSink | None = None) -> dict[str, 
     Rank 0 writes metrics to `<out_dir>/metrics.jsonl` and forwards them to `sink`.
     """
     out = Path(spec.out_dir)
-    if (out / VARIANT_MANIFEST).is_file():
+    if manifest_done(out / VARIANT_MANIFEST):
         return read_record(out)
     cfg = spec.cfg
     d = init_distributed(cfg.device)
@@ -135,9 +136,7 @@ def launch_variant(
     if launch.in_process:
         return run_variant(spec, sink)
     out = Path(spec.out_dir)
-    if not (
-        out / VARIANT_MANIFEST
-    ).is_file():  # a done variant must not wait for nodes at a rendezvous
+    if not manifest_done(out / VARIANT_MANIFEST):  # a done one must not wait at a rendezvous
         _torchrun(spec, launch, out, timeout)
     if sink is not None and (out / "metrics.jsonl").is_file():
         for step, metrics in read_metrics(out / "metrics.jsonl"):
@@ -225,11 +224,7 @@ def _run(
 ) -> dict[str, Any]:
     env = _setup(spec, cfg, d)
     run = _build(spec, cfg, env)
-    resume = ckpt.latest_checkpoint(out / "checkpoints")
-    if resume is not None:
-        run.checkpoint.load(resume)
-        if d.is_main:
-            print(f"{spec.name}: resuming from {resume} (step {run.state.step})", flush=True)
+    _resume(spec, run, out / "checkpoints", d)
     metrics = None
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +236,33 @@ def _run(
         record = _finish(spec, cfg, run, out, env.method, metrics)  # type: ignore[arg-type]
     barrier(d)
     return record if d.is_main else read_record(out)
+
+
+def _resume(spec: VariantSpec, run: Run, root: Path, d: Dist) -> Path | None:
+    """Restore the newest checkpoint under `root` that is whole; returns it (None: a fresh run).
+
+    A damaged one (a file cut short, a flipped bit) is set aside with one line naming its bad
+    file, and the one before it is tried: a run neither trains on damaged state nor fails on it
+    at every start. Damage is found while reading, before any part is restored, so a checkpoint
+    that fails leaves the built run as it was."""
+    damaged: list[tuple[Path, ckpt.DamagedCheckpoint]] = []
+    resumed = None
+    for path in reversed(ckpt.list_checkpoints(root)):
+        try:
+            run.checkpoint.load(path)
+        except ckpt.DamagedCheckpoint as e:
+            damaged.append((path, e))
+            continue
+        resumed = path
+        break
+    barrier(d)  # every rank is done reading before rank 0 renames
+    if d.is_main:
+        for path, err in damaged:
+            bad = ckpt.set_aside(path)
+            print(f"{spec.name}: damaged checkpoint set aside as {bad.name} ({err})", flush=True)
+        if resumed is not None:
+            print(f"{spec.name}: resuming from {resumed} (step {run.state.step})", flush=True)
+    return resumed
 
 
 def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
@@ -391,7 +413,7 @@ def _fit(
         run.wrapped,
         run.optimizer,
         iter(run.loader),
-        LoopConfig.from_settings(cfg, env.grad_accum, env.amp),
+        LoopConfig.from_settings(cfg, env.grad_accum, env.amp, name=spec.name),
         d,
         run.state,
         run.masked,
