@@ -6,18 +6,16 @@ log lines (at most one every `every_s` seconds) and a Prefect progress artifact.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import PrefectFuture
 
-
-def _eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+from mediswift.progress import Progress, eta_text
 
 
 def progress_reporter(
@@ -40,7 +38,7 @@ def progress_reporter(
         elapsed = max(now - start, 1e-9)
         rate = done / elapsed
         pct = 100.0 * done / total if total else 0.0
-        eta = _eta((total - done) / rate) if rate > 0 and total else "?"
+        eta = eta_text((total - done) / rate) if rate > 0 and total else "?"
         logger.info(
             "%s: %.0f/%.0f %s (%.1f%%), %.1f %s/s, ETA %s",
             label,
@@ -53,5 +51,54 @@ def progress_reporter(
             eta,
         )
         update_progress_artifact(artifact_id=artifact_id, progress=min(pct, 100.0))
+
+    return report
+
+
+def wait_with_progress(
+    label: str, futures: list[PrefectFuture[Any]], already: int, every_s: float = 30.0
+) -> None:
+    """Block until every future has finished, logging `Progress.line` whenever one finishes and
+    at least every `every_s` seconds meanwhile, and keeping a Prefect progress bar.
+
+    `futures` are the units still to run; `already` counts the units found done, which are done
+    from the start and stay out of the rate."""
+    total = already + len(futures)
+    if total == 0:
+        return
+    finished, count = threading.Event(), _Counter()
+    for future in futures:
+        # Callbacks run in worker threads: they only count, the waiting thread logs.
+        future.add_done_callback(lambda _f: (count.add(), finished.set()))
+    report = _count_reporter(label, total, already)
+    while (done := already + count.value) < total:
+        report(done)
+        finished.wait(timeout=every_s)
+        finished.clear()
+    report(total)
+
+
+class _Counter:
+    """A count that worker threads bump."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+def _count_reporter(label: str, total: int, already: int) -> Callable[[int], None]:
+    """`report(done)`: a log line and a progress bar update per call (the caller paces them)."""
+    logger = get_run_logger()
+    start = time.monotonic()
+    artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: points")
+
+    def report(done: int) -> None:
+        progress = Progress(done, total, already, time.monotonic() - start)
+        logger.info("%s", progress.line(label))
+        update_progress_artifact(artifact_id=artifact_id, progress=min(progress.percent, 100.0))
 
     return report

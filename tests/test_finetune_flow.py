@@ -8,6 +8,7 @@ small grid (2 seeds) runs end to end, the tables come out, and a re-run trains n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,9 @@ def test_finetune_and_evaluate_stages(
     assert "majority class" in table3 and "tiny-s50" in table3
     printed = caplog.text  # the flow logs its prints
     assert "Table 3" in printed and "Table 4" in printed
+    # Progress while the grid points run: a count, a rate and an ETA.
+    assert re.search(r"finetune: 0/(\d+) points done \(0\.0%\), 0\.0 points/min, ETA \?", printed)
+    assert re.search(r"finetune: (\d+)/\1 points done \(100\.0%\), [\d.]+ points/min", printed)
 
     # A re-run of the sweep (stage output removed) trains no grid point again.
     units = [home / p["unit"] / "metrics.json" for s in ft["sweeps"] for p in s["points"]]
@@ -75,6 +79,10 @@ def test_finetune_and_evaluate_stages(
     arts["finetune"].manifest_path.unlink()
     mediswift(recipe=str(recipe), stages=["finetune"], home=str(home))
     assert [u.stat().st_mtime_ns for u in units] == stamps
+    # Points found done count as done from the start, and add nothing to the rate.
+    assert (
+        f"finetune: {len(units)}/{len(units)} points done (100.0%), 0.0 points/min" in caplog.text
+    )
     again = arts["finetune"].manifest()
     # ... and files its sweeps under the same parent runs as before.
     assert [s["parent_run_id"] for s in again["sweeps"]] == [

@@ -100,3 +100,17 @@ def test_sparse_tiny_checkpoints_are_smaller_as_the_formula_says(tmp_path: Path)
         assert dense - sparse >= sparsified / 2, key
         for s, actual in ((0.0, dense), (0.75, sparse)):  # the dry run's formula (+ headers)
             assert checkpoint_bytes(params, s, moments) == pytest.approx(actual, rel=0.03), key
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.75, 0.9, 1.0])
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (7, 9, 11)])  # numel not a multiple of 8
+def test_round_trip_is_bit_identical_at_any_sparsity(
+    tmp_path: Path, sparsity: float, shape: tuple[int, ...]
+) -> None:
+    g = torch.Generator().manual_seed(len(shape))
+    m = torch.rand(shape, generator=g) >= sparsity
+    w = torch.randn(shape, generator=g) * m  # -0.0 where a negative weight was pruned
+    tensors = {"w": w, "optim.w.exp_avg": torch.rand(shape, generator=g) * m}
+    _, back = round_trip(tmp_path, tensors, {"w": m})
+    for key, t in tensors.items():
+        assert same_bits(back[key], t), key

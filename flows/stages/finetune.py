@@ -28,6 +28,7 @@ from mediswift.stages import finetune as S
 from mediswift.tracking import Tracker, resolve_tracking_uri
 from tasks import finetune as t
 from tasks.common import cached
+from tasks.progress import wait_with_progress
 from tasks.tracking import flow_run_tags, link_mlflow_run
 
 
@@ -49,9 +50,18 @@ def finetune_sweep(
     data_results = [f.result() for f in [submit(t.prepare_data, k, n) for k, n in data.items()]]
     for f in [submit(t.finetune_labels, k, n) for k, n in (labels or {}).items()]:
         f.result()
-    return data_results, [
-        f.result() for f in [submit(t.finetune_point, k, n) for k, n in points.items()]
-    ]
+    return data_results, _run_points(root, points, submit)
+
+
+def _run_points(root: Path, points: dict[str, str], submit: Any) -> list[dict[str, Any]]:
+    """Every point's result in `points` order, logging progress while they run. Points done
+    before they are submitted (their tasks return at once) count as done from the start,
+    outside the rate."""
+    already = {k for k in points if unit_at(root, "finetune", k).done()}
+    futures = {k: submit(t.finetune_point, k, n) for k, n in points.items()}
+    running = [f for k, f in futures.items() if k not in already]
+    wait_with_progress("finetune", running, already=len(already))
+    return [f.result() for f in futures.values()]
 
 
 def run(

@@ -96,13 +96,20 @@ class Positions:
     than boolean indexing, numpy's or torch's. Share one across the files of a checkpoint."""
 
     def __init__(self, masks: dict[str, torch.Tensor]):
-        self.masks, self.found = masks, {}
+        self.masks, self.found, self.kept_at = masks, {}, {}
 
     def __call__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self.found:
             kept = self.masks[name].reshape(-1).numpy()
-            self.found[name] = (np.flatnonzero(kept), np.flatnonzero(~kept))
+            self.found[name] = (self.kept(name), np.flatnonzero(~kept))
         return self.found[name]
+
+    def kept(self, name: str) -> np.ndarray:
+        """The kept entries only: decoding needs no pruned indices (8 bytes for each pruned
+        entry, more memory to fill than the tensor itself at 75%)."""
+        if name not in self.kept_at:
+            self.kept_at[name] = np.flatnonzero(self.masks[name].reshape(-1).numpy())
+        return self.kept_at[name]
 
 
 def _sign_bit(dtype: np.dtype) -> np.ndarray:
@@ -134,6 +141,16 @@ def encode(
     return out
 
 
+def _set_signs(whole: np.ndarray, mask: torch.Tensor, bits: torch.Tensor) -> None:
+    """Set the sign bit of the pruned entries that were -0.0. The bits are spread onto a bool
+    array of the whole tensor (1 byte an entry) rather than indexed through the pruned
+    positions (8 bytes an entry): the fewer bytes to fill, the faster the load."""
+    pruned = ~mask.reshape(-1).numpy()
+    negative = np.zeros(whole.size, bool)
+    negative[pruned] = _unpack(bits, whole.size - int(np.count_nonzero(~pruned)))
+    whole[np.flatnonzero(negative)] = _sign_bit(whole.dtype)
+
+
 def decode(
     tensors: dict[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
@@ -151,14 +168,13 @@ def decode(
         name = mask_of(base, masks)
         if name is None:
             raise ValueError(f"{key}: sparse values without a mask named for {base!r}")
-        kept, pruned_at = positions(name)
+        kept, mask = positions.kept(name), masks[name]
         values = _raw(t)
         if kept.size != values.size:
             raise ValueError(f"{key}: {values.size} values for {kept.size} active entries")
-        whole = np.zeros(kept.size + pruned_at.size, values.dtype)
+        whole = np.zeros(mask.numel(), values.dtype)
         whole[kept] = values
         if base + NEG_ZERO_BITS in tensors:
-            negative = _unpack(tensors[base + NEG_ZERO_BITS], pruned_at.size)
-            whole[pruned_at[negative]] = _sign_bit(values.dtype)
-        out[base] = _from_raw(whole, t.dtype).reshape(masks[name].shape)
+            _set_signs(whole, mask, tensors[base + NEG_ZERO_BITS])
+        out[base] = _from_raw(whole, t.dtype).reshape(mask.shape)
     return out
