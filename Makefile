@@ -17,8 +17,13 @@ RECIPE ?= demo
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv
+# uv lists every package it downloads and installs (a few hundred lines): into a log file,
+# one summary line on success, the log's tail on failure.
 	# torch is pinned to the CPU build here; pyproject keeps the range open for GPU users.
-	$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask,hf]'
+	@$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask,hf]' \
+		> $(VENV)/install.log 2>&1 \
+		&& echo "installed into $(VENV) ($$(grep -c '^ + ' $(VENV)/install.log) packages added; see $(VENV)/install.log)" \
+		|| { tail -n 40 $(VENV)/install.log; echo "install failed; full output in $(VENV)/install.log"; exit 1; }
 	touch $@
 
 install: $(VENV)/.installed

@@ -106,6 +106,27 @@ def test_model_names_are_the_variant_names_and_aliases() -> None:
     assert recipe_alias("my recipe/v2") == "recipe-my-recipe-v2"
 
 
+def test_registry_prints_go_to_the_log_not_the_console(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """MLflow's untimestamped "registered"/"created version" prints become log records."""
+    import logging
+
+    from mlflow.utils.logging_utils import eprint
+
+    from mediswift.tracking.registry import _registry_prints_logged
+
+    with (
+        caplog.at_level(logging.INFO, logger="mediswift.tracking.registry"),
+        _registry_prints_logged(),
+    ):
+        eprint("Successfully registered model 'mediswift-tiny-dense'.")
+        eprint("Created version '1' of model 'mediswift-tiny-dense'.")
+    assert capsys.readouterr() == ("", "")
+    assert [r.levelname for r in caplog.records] == ["INFO", "INFO"]
+    assert "Created version '1'" in caplog.records[1].getMessage()
+
+
 def test_variant_is_logged_registered_and_loads_through_its_alias(
     tmp_path: Path, tok_dir: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
 ) -> None:

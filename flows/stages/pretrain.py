@@ -54,7 +54,7 @@ def run(
         link_mlflow_run(record["mlflow_run_id"], record["experiment_id"], uri, v.spec.name)
     tracker = Tracker(uri, experiment, artifact_root=home / "mlruns")
     manifest, table = S.compare(cfg, home, out, records, tokens, tracker)
-    print(table)
+    # Once, through the run's logger (timestamped, and in the run's log file).
     log.info("pretrain: Table 2\n%s", table)
     models = register_variants(cfg, home, uri, inputs["vocab"], records)
     return manifests.write(out, S.with_models(manifest, records, models))

@@ -15,6 +15,8 @@ saves with `save_pretrained`).
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,6 +27,8 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from mediswift.tracking.internals import fluent_store
+
+log = logging.getLogger(__name__)
 
 # The run tag naming the model version a run produced (`<name>/<version>`).
 MODEL_TAG = "mediswift.registered_model"
@@ -126,7 +130,13 @@ def log_hf_model(
 
     hf_dir = Path(hf_dir)
     client = MlflowClient(tracking_uri)
-    with _MODEL_LOCK, _hub_offline(), _quiet_transformers(), fluent_store(tracking_uri):
+    with (
+        _MODEL_LOCK,
+        _hub_offline(),
+        _quiet_transformers(),
+        _registry_prints_logged(),
+        fluent_store(tracking_uri),
+    ):
         components = _load_pipeline_parts(hf_dir, name)
         max_new_tokens = max_new_tokens or _generation_length(components["model"])
         with _reopened_run(client, run_id):
@@ -292,6 +302,22 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _registry_prints_logged() -> Iterator[None]:
+    """MLflow prints "Successfully registered model ..." and "Created version ..." straight to
+    stderr, without a time, for every model: those lines go to this module's log instead (the
+    run's log file, timestamped), and the stage logs its own line per model. Whatever else was
+    written to stderr meanwhile is logged too, at WARNING, so that nothing is lost."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        for line in filter(str.strip, buf.getvalue().splitlines()):
+            routine = line.startswith(("Successfully registered model", "Created version"))
+            log.log(logging.INFO if routine else logging.WARNING, "mlflow: %s", line)
 
 
 @contextlib.contextmanager
