@@ -47,10 +47,18 @@ def planned_variants(pc: PretrainConfig, vocab: int) -> list[PlannedVariant]:
     """Every variant of the recipe, size by size: its arms once per seed, then its baselines."""
 
     def runs(arm: str, size: str, s: float, steps: int, iso: float | None) -> list[PlannedVariant]:
-        seeds = pc.seeds_of(size, iso if iso is not None else s)
+        level = iso if iso is not None else s
+        seeds, lr = pc.seeds_of(size, level), pc.lr_of(size, level)
         return [
             PlannedVariant(
-                seeded_name(arm, seed) if seeds else arm, arm, size, s, seed, steps, iso
+                seeded_name(arm, seed) if seeds else arm,
+                arm,
+                size,
+                s,
+                seed,
+                steps,
+                iso,
+                lr if lr != pc.lr else None,
             )  # fmt: skip
             for seed in seeds or [pc.seed]
         ]

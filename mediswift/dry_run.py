@@ -99,9 +99,11 @@ def pretrain_lines(cfg: PipelineConfig, planned: list[PlannedVariant]) -> list[s
             if a.iso_flops_of is not None
             else f"sparsity {a.sparsity:.2f} ({pt.sparsity_method})"
         )
-        steps = next(p.steps for p in planned if p.arm == a.name)
+        first = next(p for p in planned if p.arm == a.name)
+        lr = first.lr if first.lr is not None else pt.lr
         lines.append(
-            f"  {a.name}: {a.model} {kind}, {steps:,} steps, {a.seeds_text()}: "
+            f"  {a.name}: {a.model} {kind}, {first.steps:,} steps at peak lr {lr:g}, "
+            f"{a.seeds_text()}: "
             f"{a.train_flops:.3e} FLOPs each ({a.train_flops / dense:.2f}x {a.model} dense), "
             f"{a.active:,} active non-embedding parameters"
         )

@@ -259,6 +259,10 @@ def test_the_repro_claims_recipe_compares_equal_active_parameters_with_seeds(tmp
     assert found and all(p.equal_active and p.gate is not None for p in found)
     assert all(len(p.big.seeds) >= 2 and len(p.small.seeds) >= 2 for p in found)
     assert {p.big.name for p in found} == {"tiny-s50", "mini-s75"}
+    # each arm trains at its own pilot-chosen peak rate (part of the variant's settings, so
+    # of its key)
+    rates = {p.arm: p.config(cfg.pretrain).lr for p in planned}
+    assert rates == {"micro-dense": 4e-3, "tiny-s50": 2e-3, "mini-s75": 2e-3, "mini-dense": 2e-3}
     text = dry_run(cfg, tmp_path / "home", ["pretrain"])
     assert "compared (equal active non-embedding parameters): mini-s75 vs micro-dense" in text
     assert "seeds [0, 1]" in text and "1.10x the FLOPs" in text
