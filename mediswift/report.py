@@ -81,7 +81,9 @@ def data_section(arts: dict[str, Artifact]) -> str:
     dropped = counts.get("dropped", {})
     if dropped:
         out += "\n\nDropped: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
-    out += "\n\n" + rules_lines(arts["filter"].manifest().get("rules", {}), dropped)
+    rules = arts["filter"].manifest().get("rules", {})
+    by_year = {"revised_after_by_year": counts.get("revised_after_by_year")}
+    out += "\n\n" + rules_lines(rules | by_year, dropped)
     if arts["tokenize"].done():
         tokens = arts["tokenize"].manifest().get("tokens", {})
         out += "\n\nTokens: " + ", ".join(f"{k} {_human(v)}" for k, v in sorted(tokens.items()))
@@ -89,6 +91,16 @@ def data_section(arts: dict[str, Artifact]) -> str:
     if contamination:
         out += "\n\n" + contamination_section(contamination)
     return out
+
+
+def by_year_text(by_year: dict[str, int]) -> str:
+    """The snapshot's PubMed drops by publication year: whether it removes old articles that
+    were revised later (the whole list when short, else the oldest and newest years)."""
+    if not by_year:
+        return ""
+    items = [f"{y}: {n}" for y, n in sorted(by_year.items())]
+    shown = items if len(items) <= 12 else [*items[:6], "...", *items[-6:]]
+    return f"; by publication year {', '.join(shown)}"
 
 
 def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
@@ -103,7 +115,10 @@ def rules_lines(rules: dict[str, Any], dropped: dict[str, int]) -> str:
     if (snapshot := rules.get("max_revised")) is not None:
         cutoff += (
             f"; snapshot: PubMed as last revised before {snapshot} (copies revised later dropped "
-            f"or replaced by an earlier copy: {dropped.get('revised_after', 0)})"
+            f"or replaced by an earlier copy: {dropped.get('revised_after', 0)}"
+            + by_year_text(rules.get("revised_after_by_year") or {})
+            + f"); PMC articles published on or after it dropped: "
+            f"{dropped.get('published_after', 0)}"
         )
     overlap = (
         f"dropped when the article's full text is in the PMC set ({dropped.get('pmc_overlap', 0)})"

@@ -226,3 +226,16 @@ def test_the_html_runs_paragraph_shows_the_home_mark(report: Path) -> None:
     page = lxml.html.fromstring((report / "report.html").read_text())
     runs = page.xpath("//h2[text()='Runs']/following-sibling::p[1]")[0]
     assert runs.text_content().startswith("<home> is the artifact root holding this report")
+
+
+def test_the_snapshot_line_counts_its_drops_by_publication_year() -> None:
+    """The report says how many PubMed records the DateRevised snapshot dropped, by publication
+    year (old articles revised later show up as old years), and the PMC articles it dropped."""
+    from mediswift.report import rules_lines
+
+    rules = {"max_revised": "2023-01-01", "revised_after_by_year": {"1998": 2, "2021": 5}}
+    line = rules_lines(rules, {"revised_after": 7, "published_after": 3})
+    assert "copies revised later dropped or replaced by an earlier copy: 7" in line
+    assert "by publication year 1998: 2, 2021: 5" in line
+    assert "PMC articles published on or after it dropped: 3" in line
+    assert "by publication year" not in rules_lines({"max_revised": "2023-01-01"}, {})
