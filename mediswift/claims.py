@@ -306,7 +306,9 @@ def finetune_claims(
                     _claim_2(p, task, metric_name, metric, a, b, gate, mode, difference,
                              ok, gate_text)
                 )  # fmt: skip
-    return out
+    # One block per task and convention (the table names a claim on its first row only).
+    first: dict[str, int] = {}
+    return sorted(out, key=lambda c: first.setdefault(c.claim, len(first)))
 
 
 def _mean_test(results: Sequence[dict], mode: str) -> float:

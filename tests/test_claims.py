@@ -247,6 +247,9 @@ def test_the_report_states_the_claims_with_seeds_and_intervals(tmp_path: Path) -
     assert "A 1-layer model (micro) forms no induction heads" in section
     claim2 = [line for line in section.splitlines() if line.startswith("| 2 |")]
     assert claim2 and all("hierarchical bootstrap" in line for line in claim2)
+    # rows of one claim (task and convention) together, the claim named on its first row
+    named = [line.split("|")[2].strip() for line in claim2]
+    assert named[0] and named.count("") == len(named) - len(set(filter(None, named)))
     home = tmp_path / "pretrained"
     md, _ = build_report(cfg, home, _home(home, ladder()))
     assert "claim 2 is not tested" in md
@@ -266,3 +269,21 @@ def test_the_repro_claims_recipe_compares_equal_active_parameters_with_seeds(tmp
     text = dry_run(cfg, tmp_path / "home", ["pretrain"])
     assert "compared (equal active non-embedding parameters): mini-s75 vs micro-dense" in text
     assert "seeds [0, 1]" in text and "1.10x the FLOPs" in text
+
+
+def test_claim_2_rows_keep_each_convention_together(tmp_path: Path, monkeypatch) -> None:
+    """With a second convention, claim 2's rows come per convention (both pairs each), so the
+    table's claim text, written on a block's first row only, heads the right rows."""
+    from mediswift.finetune.pubmedqa import PubMedQA
+    from mediswift.finetune.task import ExtraMetric
+
+    def errors(preds: list, golds: list) -> float:  # another convention: 1 - accuracy
+        return 1 - sum(a == b for a, b in zip(preds, golds, strict=True)) / len(golds)
+
+    monkeypatch.setattr(PubMedQA, "extra_metrics", {"err": ExtraMetric("error rate", errors)})
+    arms_acc = {"mini-s75": 0.75, "tiny-s50": 0.7, "micro-dense": 0.65, "mini-dense": 0.8}
+    finetune, results = _finetune(tmp_path, arms_acc)
+    rows = by_claim(claims(ladder(), results, "score", metric_difference(tmp_path, finetune)), 2)
+    assert [("error rate" in r.claim, r.compared.split(" ")[0]) for r in rows] == [
+        (False, "tiny-s50"), (False, "mini-s75"), (True, "tiny-s50"), (True, "mini-s75")
+    ]  # fmt: skip
