@@ -12,7 +12,7 @@ export MEDISWIFT_HOME ?= $(abspath .mediswift)
 unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
-.PHONY: install demo repro-small repro-claims repro-claims-gpu test test-fast lint format bench serve stop clean docs cluster cluster-stop
+.PHONY: install demo repro-small repro-claims repro-claims-gpu test test-fast lint format bench serve serve-team stop clean docs cluster cluster-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 # uv lists every package it downloads and installs (a few hundred lines): into a log file,
 # one summary line on success, the log's tail on failure.
 	# torch is pinned to the CPU build here; pyproject keeps the range open for GPU users.
-	@$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask,hf]' \
+	@$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask,hf,team]' \
 		> $(VENV)/install.log 2>&1 \
 		&& echo "installed into $(VENV) ($$(grep -c '^ + ' $(VENV)/install.log) packages added; see $(VENV)/install.log)" \
 		|| { tail -n 40 $(VENV)/install.log; echo "install failed; full output in $(VENV)/install.log"; exit 1; }
@@ -66,7 +66,7 @@ test-fast: install
 
 # The stage-manifest and recipe-settings references, generated from the types (a test checks).
 docs: install
-	$(PY) -c "from mediswift.manifests import reference; from mediswift.finetune.keys import TaskDataSpec, PointSpec, StageSpec, LabelSpec; open('docs/manifests.md', 'w').write(reference((TaskDataSpec, PointSpec, StageSpec, LabelSpec)))"
+	$(PY) -c "from flows.registry import manifest_reference; open('docs/manifests.md', 'w').write(manifest_reference())"
 	$(PY) -c "from mediswift.config import settings_reference as r; open('docs/settings.md', 'w').write(r())"
 
 format: install
@@ -81,6 +81,10 @@ clean:
 
 serve: install
 	MEDISWIFT_MIRROR=$(MIRROR) deployments/serve.sh
+
+# The same on PostgreSQL (a server the script owns, under the home): a lab's shared servers.
+serve-team: install
+	MEDISWIFT_DB=postgres MEDISWIFT_MIRROR=$(MIRROR) deployments/serve.sh
 
 stop:
 	deployments/stop.sh

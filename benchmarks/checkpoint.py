@@ -19,6 +19,18 @@ saves ~2x faster. Loading format 2 (unpack bits, scatter the values) costs up to
 load at `small`, nearer even at `med`, where reading 3x the bytes weighs more. A dense model in
 format 2 is format 1 plus nothing (no masks): the same time.
 
+Loading is timed three ways, each format in turn in every round (a shared machine's load
+moves both alike), wall seconds with the process's CPU seconds in brackets: `verify` (the
+sha256 digests, format 2 only: format 1 files have none), `read` (`read_tensors`: every
+tensor whole in fresh memory, as resuming reads it) and `load_model` (a GPT filled from the
+checkpoint, as fine-tuning and export load it).
+
+Expectation for decoding straight into the model, written before measuring: a format 2 `read`
+must fill fresh memory for every decoded element (4.2 GB at Med, resumable) while format 1
+only maps page-cached files, so it stays many times the dense read (~9 s -> 2-3 s); in
+`load_model` both formats fill the parameters, dense by copying, format 2 by zeroing and
+scattering a quarter, so format 2 is within 1.2-2x of format 1 there.
+
   python benchmarks/checkpoint.py                     # small (4 layers, d 256)
   python benchmarks/checkpoint.py --sizes small med   # + MediSwift-Med (~4 GB dense, ~10 GB RAM)
 """
@@ -85,47 +97,82 @@ def save_format_2(path: Path, model: GPT, masks: dict, opt: torch.optim.Optimize
 
 
 def read(path: Path) -> None:
-    """Read a checkpoint back whole: safetensors maps files lazily, so every page of every
-    tensor is touched (one byte a page), as loading it into a model would."""
-    files, _ = ckpt.read_checkpoint(path)
-    for tensors in files.values():
+    """Read a checkpoint's tensors back whole, as resuming does (digests apart: `verify`):
+    safetensors maps files lazily, so every page of every tensor is touched (one byte a page)."""
+    for tensors in ckpt.read_tensors(path).values():
         for t in tensors.values():
             t.reshape(-1).view(torch.uint8)[::4096].sum()
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
+def load(path: Path) -> None:
+    """Load the model as fine-tuning and export do (`load_model`: the weights into a GPT)."""
+    ckpt.load_model(path)
+
+
+def timed_once(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call: on a shared machine the wall time also counts waiting
+    for a core, the process's CPU time does not (page faults included)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def medians(times: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def interleaved(fn, paths: dict[int, Path], repeats: int) -> dict[int, tuple[float, float]]:
+    """`fn(path)` timed for each format in turn, `repeats` rounds: the formats see the same
+    load of a shared machine, so their ratio moves less than their times."""
+    times: dict[int, list] = {fmt: [] for fmt in paths}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fmt, path in paths.items():
+            times[fmt].append(timed_once(lambda path=path: fn(path)))
+    return {fmt: medians(t) for fmt, t in times.items()}
 
 
-def measure(size: str, sparsity: float, vocab: int, repeats: int, root: Path) -> list[dict]:
+def saved(
+    size: str, sparsity: float, vocab: int, repeats: int, root: Path
+) -> tuple[dict[int, dict], dict[int, Path]]:
+    """Each format's row (save time, bytes) and checkpoint, saved from one trained state."""
     model, masks, opt = trained_state(size, sparsity, vocab)
-    rows = []
+    rows, paths = {}, {}
     for fmt, save in ((1, save_format_1), (2, save_format_2)):
-        path = root / f"{size}-s{sparsity}-f{fmt}"
+        paths[fmt] = path = root / f"{size}-s{sparsity}-f{fmt}"
 
         def write(path: Path = path, save=save) -> None:
             shutil.rmtree(path, ignore_errors=True)
             save(path, model, masks, opt)
 
-        t_save = timed(write, repeats)
-        t_load = timed(lambda path=path: read(path), repeats)
-        rows.append(
-            {
-                "size": size,
-                "sparsity": sparsity,
-                "format": fmt,
-                "bytes": ckpt.checkpoint_bytes(path),
-                "save_s": t_save,
-                "load_s": t_load,
-            }
-        )
+        t_save = medians([timed_once(write) for _ in range(repeats)])[0]
+        rows[fmt] = {"size": size, "sparsity": sparsity, "format": fmt, "save_s": t_save}
+        rows[fmt]["bytes"] = ckpt.checkpoint_bytes(path)
+    return rows, paths
+
+
+def measure(
+    size: str, sparsity: float, vocab: int, repeats: int, root: Path, load_repeats: int
+) -> list[dict]:
+    rows, paths = saved(size, sparsity, vocab, repeats, root)  # the trained model freed
+    for column, fn in (("verify_s", ckpt.verify), ("read_s", read), ("model_s", load)):
+        for fmt, t in interleaved(fn, paths, load_repeats).items():
+            rows[fmt][column] = t
+    for path in paths.values():
         shutil.rmtree(path)
-    return rows
+    return [rows[1], rows[2]]
+
+
+def row_text(r: dict, f1: dict) -> str:
+    """One table row, CPU seconds in brackets; the ratios are against format 1 of the same
+    size and sparsity, wall (CPU)."""
+    (rw, rc), (mw, mc) = r["read_s"], r["model_s"]
+    (fw, fc), (gw, gc) = f1["read_s"], f1["model_s"]
+    return (
+        f"| {r['size']} | {r['sparsity']:.0%} | {r['format']} | {r['bytes'] / 1e6:,.1f} | "
+        f"{r['save_s']:.3f} | {r['verify_s'][0]:.3f} | {rw:.3f} ({rc:.3f}) | "
+        f"{mw:.3f} ({mc:.3f}) | {rw / fw:.2f} ({rc / fc:.2f}) | {mw / gw:.2f} ({mc / gc:.2f}) | "
+        f"{r['bytes'] / f1['bytes']:.2f} |"
+    )
 
 
 def main() -> None:
@@ -133,23 +180,23 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["small"])
     ap.add_argument("--vocab", type=int, default=42384)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--load-repeats", type=int, default=None, help="(default: --repeats)")
     ap.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     args = ap.parse_args()
     root = Path(args.dir or tempfile.mkdtemp(prefix="ckpt-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     print(f"{torch.get_num_threads()} threads, writing under {root}")
-    print("| size | sparsity | format | MB | save s | load s | bytes vs format 1 |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| size | sparsity | format | MB | save s | verify s | read s | load_model s "
+        "| read vs f1 | load_model vs f1 | bytes vs f1 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for s in (0.0, 0.75):
-            rows = measure(size, s, args.vocab, args.repeats, root)
+            load_repeats = args.load_repeats or args.repeats
+            rows = measure(size, s, args.vocab, args.repeats, root, load_repeats)
             for r in rows:
-                ratio = r["bytes"] / rows[0]["bytes"]
-                print(
-                    f"| {size} | {s:.0%} | {r['format']} | {r['bytes'] / 1e6:,.1f} | "
-                    f"{r['save_s']:.3f} | {r['load_s']:.3f} | {ratio:.2f} |",
-                    flush=True,
-                )
+                print(row_text(r, rows[0]), flush=True)
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -81,7 +81,10 @@ def worker(name: str, path: str) -> dict[str, float]:
         from mediswift.data.pubmed import iter_pubmed
     elif name.endswith("pubmed-parser"):
         import pubmed_parser as pp
-    elif name not in ("floor", "floor-0", "pmc-floor"):
+    elif name in ("floor", "floor-0", "pmc-floor"):
+        # The floors read through our safe settings: import them before the clock, as ours.
+        from mediswift.data.xml import safe_parser
+    else:
         raise SystemExit(f"unknown worker {name}")
     import_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     files = Path(path).read_text().split("\n") if name.startswith("pmc") else []
@@ -99,8 +102,6 @@ def worker(name: str, path: str) -> dict[str, float]:
         for f in files:  # the Cloud Service metadata names the article: PMC<id>.<ver>
             n += sum(1 for _ in iter_pmc(f, PmcHints(pmcid=Path(f).name.split(".")[0])))
     elif name == "pmc-floor":  # parse each article with our safe settings, extract nothing
-        from mediswift.data.xml import safe_parser
-
         for f in files:
             etree.parse(f, safe_parser())
         n = len(files)
@@ -189,7 +190,7 @@ def pubmed_section(tmp: Path, target_mb: float, skip_10x: bool, rounds: int) -> 
           f"{grow['pubmed-parser']:.0f} MB")  # fmt: skip
     print(f"ours vs pubmed-parser on the same file: {pp['seconds'] / ours['seconds']:.2f}x faster")
     print(f"ours vs floor: {ours['seconds'] / floor['seconds']:.2f}x the floor's time "
-          "(target <= 1.5x)")  # fmt: skip
+          "(target <= 1.15x)")  # fmt: skip
     print(f"floor vs floor-0: {res['floor']['seconds'] / res['floor-0']['seconds']:.2f}x time")
     if skip_10x:
         return

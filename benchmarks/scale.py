@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py [--cores 32] [--workers 8] [--worker-cores 16]
         [--rtt-ms 30] [--ncbi-mbps 50] [--filter-rows 1000000 3000000]
+        [--vocab-workers 1 2] [--vocab-shards 8] [--vocab-copies 4]
 
 The full corpus (defaults; each a flag): 1,334 PubMed baseline files holding 36M records, 44%
 with an abstract (15.7M abstracts kept of 36M, the paper's Table 1), abstracts ~1,300
@@ -19,9 +20,14 @@ references), in its own process, and what a core does per item is scaled to the 
   filter    the global plan (`plan_filter`: revisions, deletions, duplicates over every id) on
             thin generated shards of --filter-rows rows, peak RSS and time fitted linearly to
             the corpus's rows; the per-shard pass (`apply_plan`) on the parsed samples.
-  vocab     the Moses pass over every training document (as `build_vocab` does before it
-            samples lines) and sentencepiece BPE learning at two sample sizes, fitted to the
-            2M lines the recipes sample (a rough line: the trainer is not linear).
+  vocab     the Moses units (`moses_shard`, one per document shard) on the filtered samples;
+            the BPE unit's pass over their files (sha256, read back, cut into the trainer's
+            lines on disk, as `learn_bpe` does before it samples); sentencepiece BPE learning
+            at two sample sizes, fitted to the 2M lines the recipes sample (a rough line: the
+            trainer is not linear); the unknown rate on the validation split (3% of documents,
+            Moses + BPE in one process) at the tokenize rate. And the stage itself
+            (`flows.stages.vocab`) run with each of --vocab-workers in turn, same run, on the
+            samples' documents (--vocab-copies times over, in --vocab-shards shards).
   tokenize  `tokenize_unit` on the filtered samples (a BPE of 8,000 learned on them).
   tasks     Prefect's cost per task: --tasks trivial tasks through a temporary server, timed
             inside the flow, each one already done ("Cached", as every re-run is) and each run.
@@ -30,9 +36,8 @@ Wall time on one node of --cores cores and on --workers Dask workers of --worker
 both running the unit tasks as processes (on the node: the executor on a local Dask cluster):
 the stage's core-seconds over the processes it can use, or the orchestration (tasks x cost per
 task, in the flow's thread, overlapping the work), whichever is longer; the filter's plan and
-BPE learning run in one process, the vocab's Moses pass on the flow's node only. Per-core
-rates are CPU seconds of one process (the machine is shared: CPU time is disturbed far less
-than wall time). The run takes ~2 minutes.
+the vocab's BPE unit run in one process. Per-core rates are CPU seconds of one process (the
+machine is shared: CPU time is disturbed far less than wall time). The run takes ~3 minutes.
 """
 
 # ruff: noqa: E402  (the import path is fixed up first, see below)
@@ -338,6 +343,7 @@ def work_thin_shards(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
             "language": pa.array(["eng"] * n),
             "pub_types": pa.array([[]] * n, pa.list_(pa.string())),
             "license": pa.nulls(n, pa.string()),
+            "revised": pa.nulls(n, pa.string()), "published": pa.nulls(n, pa.string()),
         }, schema=DOCUMENT_SCHEMA)  # fmt: skip
         path = folder / f"{i:05d}.parquet"
         pq.write_table(table, path)
@@ -370,34 +376,118 @@ def work_filter_apply(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return {"items": items}
 
 
-def _docs(tmp: Path) -> list[str]:
-    from mediswift.text.token_shards import iter_documents
-    from mediswift.text.tokenizer import document_text
-
-    return [
-        document_text(title, text)
-        for shard in sorted((tmp / "filtered").glob("*/*.parquet"))
-        for _, title, text, _ in iter_documents(shard)
-    ]
+def _filtered_shards(tmp: Path) -> list[Path]:
+    return sorted((tmp / "filtered").glob("*/*.parquet"))
 
 
 def work_moses(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
-    from mediswift.text.moses import moses_tokenize
+    """The vocab stage's Moses units (`moses_shard`) on the filtered samples' train split."""
+    from mediswift.text.vocab import moses_shard
 
-    docs = _docs(tmp)
-    lines = [moses_tokenize(d) for d in docs]
-    (tmp / "moses.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"items": len(docs), "chars": sum(map(len, docs))}
+    docs = chars = moses_chars = size = 0
+    for shard in _filtered_shards(tmp):
+        out = tmp / "moses" / shard.parent.name / shard.name
+        r = moses_shard(shard, out)
+        docs, chars = docs + r["n_docs"], chars + r["text_chars"]
+        moses_chars, size = moses_chars + r["moses_chars"], size + out.stat().st_size
+    return {"items": docs, "chars": chars, "moses_chars": moses_chars, "bytes": size}
+
+
+def _moses_files(tmp: Path) -> list[Path]:
+    return sorted((tmp / "moses").glob("*/*.parquet"))
+
+
+def work_bpe_pass(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """What the BPE unit does with every Moses file before training: check its sha256, read
+    it back, and cut its documents into the trainer's lines on disk (as `learn_bpe` does)."""
+    from mediswift.artifacts import file_digest
+    from mediswift.text.bpe import split_lines
+    from mediswift.text.vocab import read_moses_file
+
+    chars = 0
+    with open(tmp / "bpe-pass-lines.txt", "w", encoding="utf-8") as f:
+        for path in _moses_files(tmp):
+            file_digest(path)
+            for doc in read_moses_file(path):
+                chars += len(doc)
+                for line in split_lines(doc):
+                    f.write(line + "\n")
+    return {"items": chars}
 
 
 def work_bpe(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
-    """sentencepiece BPE on the first `lines` Moses lines (split as `learn_bpe` splits)."""
+    """sentencepiece BPE on `lines` lines sampled from the Moses units' documents."""
     from mediswift.text.bpe import learn_bpe
+    from mediswift.text.vocab import read_moses_file
 
-    docs = (tmp / "moses.txt").read_text(encoding="utf-8").splitlines()
+    docs = [d for path in _moses_files(tmp) for d in read_moses_file(path)]
     stats = learn_bpe(docs, tmp / f"bpe-{opts['lines']}" / "bpe.model", opts["vocab"],
                       sample_sentences=opts["lines"])  # fmt: skip
     return {"items": stats.n_sampled}
+
+
+def _stage_input(tmp: Path, home: Path, shards: int, copies: int) -> None:
+    """A filter output in `home`: the filtered samples' documents, `copies` times over,
+    dealt round-robin into `shards` document shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mediswift.artifacts import Artifact
+    from mediswift.text.token_shards import DOC_COLUMNS, iter_documents
+
+    rows = [r for s in _filtered_shards(tmp) for r in iter_documents(s)]
+    rows = [(f"{i}-{r[0]}", *r[1:]) for i in range(copies) for r in rows]
+    art = Artifact("filter", "f", home / "filter" / "f").ensure()
+    entries = []
+    for k in range(shards):
+        part = rows[k::shards]
+        path = art.path / f"shard-{k:03d}.parquet"
+        table = pa.table({c: [r[i] for r in part] for i, c in enumerate(DOC_COLUMNS)})
+        pq.write_table(table, path)
+        entries.append({"path": str(path.relative_to(home)), "n_docs": len(part)})
+    art.write_manifest({"shards": entries, "counts": {"input": len(rows)}})
+
+
+def work_vocab_stage(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """The vocab stage itself (`flows.stages.vocab`) with each worker count in turn, in one
+    run, each in a fresh home: its wall time, and when its Moses units were over."""
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.stages import vocab as stage
+    from mediswift import manifests
+    from mediswift.artifacts import Artifact
+    from mediswift.config import PipelineConfig
+    from mediswift.manifests import FilterManifest
+    from mediswift.stages import vocab as S
+
+    @flow(name="scale-vocab-stage")
+    def timed(home: str, workers: int) -> dict[str, Any]:
+        root = Path(home)
+        cfg = PipelineConfig.model_validate(
+            {"vocab": {"vocab_size": opts["vocab"], "sample_sentences": opts["lines"],
+                       "workers": workers}}
+        )  # fmt: skip
+        inputs = {"filter": Artifact("filter", "f", root / "filter" / "f")}
+        out = Artifact("vocab", "v", root / "vocab" / "v")
+        specs = S.moses_units(root, manifests.read(inputs["filter"], FilterManifest))
+        t0 = time.time()
+        result = stage.run(cfg, root, out, inputs)
+        total = time.time() - t0
+        # The Moses units are over when the last of their manifests is written.
+        moses_end = max(s.artifact(root).manifest_path.stat().st_mtime for s in specs)
+        return {"workers": workers, "total": total, "moses": moses_end - t0,
+                "load": os.getloadavg()[0], "hash": result["hash"]}  # fmt: skip
+
+    runs = []
+    with prefect_test_harness(server_startup_timeout=300):
+        for i, w in enumerate(opts["workers"]):
+            home = tmp / f"vocab-stage-{i}"
+            _stage_input(tmp, home, opts["shards"], opts["copies"])
+            runs.append(timed(str(home), w))
+    if len({r["hash"] for r in runs}) != 1:
+        raise RuntimeError(f"the worker counts learned different vocabularies: {runs}")
+    return {"items": len(runs), "runs": runs}
 
 
 def work_tokenize(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +522,7 @@ def in_process(name: str, tmp: Path, opts: dict[str, Any]) -> None:
     # pandas: pyarrow imports it on its first table write.
     for module in ("numpy", "pandas", "pyarrow.parquet", "mediswift.data.pubmed",
                    "mediswift.data.pmc", "mediswift.data.filters", "mediswift.text.token_shards",
-                   "mediswift.text.bpe"):  # fmt: skip
+                   "mediswift.text.bpe", "mediswift.text.vocab"):  # fmt: skip
         importlib.import_module(module)
     start = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -605,8 +695,13 @@ def measure(tmp: Path, args: argparse.Namespace, shape: Shape) -> dict[str, Any]
     for source in ("pubmed", "pmc"):
         step("filter", m, f"apply_{source}", run_work("filter_apply", tmp, source=source))
     step("vocab", m, "moses", run_work("moses", tmp))
+    step("vocab", m, "bpe_pass", run_work("bpe_pass", tmp))
     for lines in args.bpe_lines:
         step("vocab", m, f"bpe_{lines}", run_work("bpe", tmp, lines=lines, vocab=8000))
+    if args.vocab_workers:
+        r = run_work("vocab_stage", tmp, workers=args.vocab_workers, shards=args.vocab_shards,
+                     copies=args.vocab_copies, vocab=8000, lines=args.bpe_lines[-1])  # fmt: skip
+        step("vocab", m, "vocab_stage", r)
     for source in ("pubmed", "pmc"):
         r = run_work("tokenize", tmp, source=source, lines=args.bpe_lines[-1])
         step("tokenize", m, f"tokenize_{source}", r)
@@ -674,24 +769,35 @@ def parse_filter_stages(m: dict[str, Any], args: argparse.Namespace, shape: Shap
     ]  # fmt: skip
 
 
+def train_chars(shape: Shape) -> float:
+    """Characters of the train split's documents (title + text), before Moses."""
+    abstracts = shape.pubmed_records * shape.abstract_fraction
+    return 0.97 * (abstracts * (shape.abstract_chars + 110)
+                   + shape.pmc_articles * (shape.pmc_text_chars + 1_600))  # fmt: skip
+
+
 def vocab_tokenize_stages(m: dict[str, Any], args: argparse.Namespace, shape: Shape) -> list[Stage]:
     abstracts = shape.pubmed_records * shape.abstract_fraction
     kept = abstracts + shape.pmc_articles
-    train_chars = 0.97 * (abstracts * (shape.abstract_chars + 110)
-                          + shape.pmc_articles * (shape.pmc_text_chars + 1_600))  # fmt: skip
     bpe = [m[f"bpe_{n}"] for n in args.bpe_lines]
     bpe_s = fit(args.bpe_lines, [r["cpu"] for r in bpe], shape.bpe_lines)
     bpe_mb = fit(args.bpe_lines, [r["peak_mb"] for r in bpe], shape.bpe_lines)
     tok = {s: m[f"tokenize_{s}"] for s in ("pubmed", "pmc")}
     tok_s = abstracts / per_core(tok["pubmed"]) + shape.pmc_articles / per_core(tok["pmc"])
-    moses = m["moses"]
+    tok_mb = max(tok["pubmed"]["peak_mb"], tok["pmc"]["peak_mb"])
+    moses, bpe_pass = m["moses"], m["bpe_pass"]
+    moses_chars = train_chars(shape) * moses["moses_chars"] / moses["chars"]
+    validation = 0.03 * kept  # Moses + BPE per document, as tokenize does
     return [
-        Stage("vocab: Moses pass (all train text)", train_chars / 1e6, "M chars",
-              moses["chars"] / moses["cpu"] / 1e6, moses["peak_mb"], 1, "node"),
+        Stage("vocab: Moses units (all train text)", train_chars(shape) / 1e6, "M chars",
+              moses["chars"] / moses["cpu"] / 1e6, moses["peak_mb"], sum(shard_counts(shape))),
+        Stage("vocab: BPE unit reads the Moses files", moses_chars / 1e6, "M chars",
+              per_core(bpe_pass) / 1e6, bpe_pass["peak_mb"], 1, "global"),
         Stage("vocab: BPE learning (2M lines)", shape.bpe_lines, "lines", shape.bpe_lines / bpe_s,
               bpe_mb, 0, "global"),
-        Stage("tokenize", kept, "docs", kept / tok_s,
-              max(tok["pubmed"]["peak_mb"], tok["pmc"]["peak_mb"]), sum(shard_counts(shape))),
+        Stage("vocab: unk rate on validation (3%)", validation, "docs", kept / tok_s, tok_mb, 0,
+              "global"),
+        Stage("tokenize", kept, "docs", kept / tok_s, tok_mb, sum(shard_counts(shape))),
     ]  # fmt: skip
 
 
@@ -770,9 +876,30 @@ def report(rows: list[Stage], m: dict[str, Any], args: argparse.Namespace, shape
           f"and the filter's shards get about one core (see 'parse in threads'): "
           f"{threaded:.1f} h, and every download task shares one process's 3 connections: "
           f"article XML {hours(xml.items / xml.rate)}")  # fmt: skip
-    moses = next(s for s in rows if s.kind == "node")
-    print(f"the vocab's Moses pass assumes vocab.workers = {args.cores} (the node's cores); at "
-          f"the default 2 it takes {hours(moses.core_h * 3600 / 2)}")  # fmt: skip
+    vocab_report(rows, m, shape)
+
+
+def vocab_report(rows: list[Stage], m: dict[str, Any], shape: Shape) -> None:
+    """The vocab stage: its fanned-out and its one-process parts, its disk, and the stage
+    itself with each worker count side by side on this machine."""
+    moses = next(s for s in rows if s.name.startswith("vocab: Moses"))
+    alone = sum(s.core_h for s in rows if s.name.startswith("vocab") and s.kind == "global")
+    r = m["moses"]
+    moses_gb = train_chars(shape) * r["moses_chars"] / r["chars"] / 1e9
+    print(f"vocab: the Moses units fan out like tokenize ({moses.core_h:.1f} core-h; at the "
+          f"default vocab.workers: 2 on one node {hours(moses.core_h * 3600 / 2)}); the BPE "
+          f"unit runs in one process ({hours(alone * 3600)}). On disk: the Moses units "
+          f"~{moses_gb * r['bytes'] / r['moses_chars']:.0f} GB (zstd Parquet), the trainer's "
+          f"lines file ~{moses_gb:.0f} GB while BPE learns")  # fmt: skip
+    if "vocab_stage" not in m:
+        return
+    runs = m["vocab_stage"]["runs"]
+    shown = ", ".join(
+        f"{r['workers']} worker(s) {r['total']:.1f} s (Moses units {r['moses']:.1f} s,"
+        f" load {r['load']:.1f})"
+        for r in runs
+    )
+    print(f"the vocab stage here, same run, same input: {shown}; the same vocabulary each time")
 
 
 def main() -> None:
@@ -788,6 +915,16 @@ def main() -> None:
     ap.add_argument("--filter-rows", type=int, nargs=2, default=[1_000_000, 3_000_000])
     ap.add_argument("--bpe-lines", type=int, nargs=2, default=[20_000, 40_000])
     ap.add_argument("--tasks", type=int, default=300, help="trivial tasks timed in a flow")
+    ap.add_argument(
+        "--vocab-workers",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="run the vocab stage with each of these worker counts (none: skip)",
+    )
+    ap.add_argument("--vocab-shards", type=int, default=8, help="document shards it reads")
+    ap.add_argument("--vocab-copies", type=int, default=4,
+                    help="times the samples' documents are repeated in its input")  # fmt: skip
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     ap.add_argument("--opts", help=argparse.SUPPRESS)

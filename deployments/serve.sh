@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Start, on 127.0.0.1: a Prefect server, the deployments and a process worker, and an MLflow
 # server on the SQLite store under MEDISWIFT_HOME. `deployments/stop.sh` stops exactly these.
+# MEDISWIFT_DB=postgres (`make serve-team`): both servers on a PostgreSQL server this script
+# starts and owns (deployments/postgres.py: data under MEDISWIFT_HOME/postgres, port
+# MEDISWIFT_PG_PORT or a free one), and the MLflow server is every home's tracking server.
 set -euo pipefail
+SECONDS=0
 cd "$(dirname "$0")/.."
 export MEDISWIFT_REPO="$PWD"
 export MEDISWIFT_HOME="${MEDISWIFT_HOME:-$PWD/.mediswift}"
 PREFECT_PORT="${PREFECT_PORT:-4200}"
 MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 RUN_DIR="${MEDISWIFT_SERVE_DIR:-$PWD/.serve}"
+DB="${MEDISWIFT_DB:-sqlite}"
+case "$DB" in
+  sqlite|postgres) ;;
+  *) echo "serve.sh: MEDISWIFT_DB must be sqlite or postgres, not $DB" >&2; exit 2 ;;
+esac
 BIN="$PWD/.venv/bin"
 mkdir -p "$RUN_DIR" "$MEDISWIFT_HOME"
 
@@ -81,6 +90,21 @@ ensure_pool() {  # name, options: create the work pool unless it exists (never o
     || { cat "$RUN_DIR/pool-$1.log" >&2; exit 1; }
 }
 
+BACKEND_STORE="sqlite:///$MEDISWIFT_HOME/mlflow.db"
+if [ "$DB" = postgres ]; then
+  # The database first (both servers migrate theirs at start). It prints the connection
+  # settings: PGPASSFILE (the passwords: none on a command line), Prefect's
+  # PREFECT_API_DATABASE_CONNECTION_URL and MLflow's store.
+  pg_env=$("$BIN/python" deployments/postgres.py start --data "$MEDISWIFT_HOME/postgres" \
+    --run-dir "$RUN_DIR" --port "${MEDISWIFT_PG_PORT:-0}") \
+    || { echo "serve.sh: PostgreSQL did not start; see $RUN_DIR/postgres.log" >&2; exit 1; }
+  eval "$pg_env"
+  BACKEND_STORE="$MEDISWIFT_PG_MLFLOW_URI"
+  # The tracking server is every home's, not only MEDISWIFT_HOME's (its store is in no home):
+  # a run of another home (`--param home=...`) logs there too.
+  export MEDISWIFT_TRACKING_SHARED=1
+fi
+
 # The two servers start side by side (each takes seconds to import and to create its database).
 # Prefect's app behind a Host header check (Prefect has no allowed-hosts setting; see the script).
 start prefect-server "$BIN/python" deployments/prefect_server.py --host 127.0.0.1 --port "$PREFECT_PORT"
@@ -89,17 +113,22 @@ start prefect-server "$BIN/python" deployments/prefect_server.py --host 127.0.0.
 # locations), so a client never writes outside the server's artifact root.
 start mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   "$BIN/mlflow" server --host 127.0.0.1 --port "$MLFLOW_PORT" \
-  --backend-store-uri "sqlite:///$MEDISWIFT_HOME/mlflow.db" \
-  --serve-artifacts --artifacts-destination "$MEDISWIFT_HOME/mlruns" --workers 1
+  --backend-store-uri "$BACKEND_STORE" \
+  --serve-artifacts --artifacts-destination "${MEDISWIFT_ARTIFACTS:-$MEDISWIFT_HOME/mlruns}" \
+  --workers 1
 wait_http "$PREFECT_API_URL/health" "Prefect server" prefect-server
+PREFECT_UP=$SECONDS
 wait_http "$MLFLOW_TRACKING_URI/health" "MLflow server" mlflow
+MLFLOW_UP=$SECONDS
 
 ensure_pool mediswift-local --type process
 # The GPU pool the `pretrain-gpu` deployment targets (its workers run on GPU nodes).
 ensure_pool mediswift-gpu --type process --base-job-template deployments/gpu-pool.json
 "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml >"$RUN_DIR/deploy.log" 2>&1 \
   || { cat "$RUN_DIR/deploy.log" >&2; exit 1; }
-start worker "$BIN/prefect" worker start --pool mediswift-local --type process
+# The flow runs never see the database's settings (they use the servers' APIs).
+start worker env -u PREFECT_API_DATABASE_CONNECTION_URL -u PGPASSFILE \
+  "$BIN/prefect" worker start --pool mediswift-local --type process
 
 cat <<MSG
 Prefect UI:  $PREFECT_UI_URL
@@ -109,5 +138,7 @@ Run the pipeline:
   export PREFECT_API_URL=$PREFECT_API_URL
   .venv/bin/prefect deployment run mediswift/full-pipeline
 Mirror:      ${MEDISWIFT_MIRROR:-none (upstream)}
+Database:    $([ "$DB" = postgres ] && echo "PostgreSQL on 127.0.0.1:$MEDISWIFT_PG_PORT (data in $MEDISWIFT_HOME/postgres; up in $MEDISWIFT_PG_START_S s)" || echo "SQLite under $MEDISWIFT_HOME")
+Started in ${SECONDS} s (servers answering at ${PREFECT_UP} s for Prefect, ${MLFLOW_UP} s for MLflow)
 Stop everything: make stop (or deployments/stop.sh)
 MSG

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop exactly what deployments/serve.sh started (each process group by its recorded pid).
+# Stop exactly what deployments/serve.sh started (each process group by its recorded pid), the
+# PostgreSQL server of MEDISWIFT_DB=postgres last.
 set -u
 cd "$(dirname "$0")/.."
 RUN_DIR="${MEDISWIFT_SERVE_DIR:-$PWD/.serve}"
@@ -42,3 +43,17 @@ for name in worker mlflow prefect-server; do
   fi
   rm -f "$pidfile"
 done
+
+# PostgreSQL after its clients: a fast shutdown (SIGINT: open sessions end, a checkpoint is
+# written), then SIGKILL to its group if it is still up after 30 s.
+pidfile="$RUN_DIR/postgres.pid"
+if [ -f "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -INT "$pid" 2>/dev/null
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "stopped postgres ($pid)"
+  fi
+  rm -f "$pidfile"
+fi

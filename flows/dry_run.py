@@ -12,10 +12,10 @@ from typing import Literal
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows import registry
 from flows.pipeline import RecipeName
 from mediswift.config import home_dir, load_recipe
 from mediswift.dry_run import dry_run
-from mediswift.graph import parse_stages
 from mediswift.overrides import Overrides
 
 
@@ -40,7 +40,7 @@ def mediswift_plan(
     """
     root = home_dir(home)
     cfg = load_recipe(recipe, (overrides or Overrides()).as_recipe_fragment(), mirror, root)
-    text = dry_run(cfg, root, parse_stages(None), gpu, mfu)
+    text = dry_run(cfg, root, registry.plan(cfg, root), registry.stage_names(), gpu, mfu)
     print(text)
     create_markdown_artifact(key="mediswift-plan", markdown=f"```\n{text}\n```")
     return text

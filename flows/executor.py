@@ -12,15 +12,15 @@ content-addressed and computed by the same code), which `tests/test_dask_cluster
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow
 from prefect.task_runners import TaskRunner
 
 from mediswift.config import PipelineConfig
 
-# Tokenize picks its runner itself (a process pool locally; see `flows.stages.tokenize`).
-DATA_STAGES = ("download", "parse", "filter")
+if TYPE_CHECKING:
+    from flows.registry import Stage
 
 
 def dask_runner(address: str) -> TaskRunner:
@@ -29,8 +29,8 @@ def dask_runner(address: str) -> TaskRunner:
     return DaskTaskRunner(address=address)
 
 
-def on_cluster(cfg: PipelineConfig, stage: str) -> bool:
-    return cfg.executor.kind == "dask" and stage in DATA_STAGES
+def on_cluster(cfg: PipelineConfig, stage: Stage) -> bool:
+    return cfg.executor.kind == "dask" and stage.on_cluster
 
 
 @flow(name="stage-on-cluster")
@@ -39,11 +39,11 @@ def stage_on_cluster(stage: str, call: Any) -> Any:
     return call()
 
 
-def run_stage_on(cfg: PipelineConfig, stage: str, run: Callable[[], Any]) -> Any:
+def run_stage_on(cfg: PipelineConfig, stage: Stage, run: Callable[[], Any]) -> Any:
     """Run `run` (the stage's body) where the recipe's executor says."""
     if not on_cluster(cfg, stage):
         return run()
     runner = dask_runner(cfg.executor.address or "")
     return stage_on_cluster.with_options(
-        name=f"{stage}-on-cluster", task_runner=runner, validate_parameters=False
-    )(stage=stage, call=run)
+        name=f"{stage.name}-on-cluster", task_runner=runner, validate_parameters=False
+    )(stage=stage.name, call=run)

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows import registry
 from flows.executor import run_stage_on
 from flows.report import publish_report
 from flows.server import tie_temporary_server_to_this_process
 
 __all__ = ["mediswift", "run_stage", "tie_temporary_server_to_this_process"]
 from mediswift.artifacts import content_key, sweep_stale_tmp
-from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
-from mediswift.graph import STAGE_INPUTS, listing_digest, parse_stages, plan, reopen
+from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe, recipe_settings
+from mediswift.graph import listing_digest, reopen
 from mediswift.interrupt import stop_on_signals
 from mediswift.lock import home_lock
 from mediswift.overrides import Overrides
+from mediswift.recipe_names import claim_name
 from mediswift.sources import describe, remember
-from mediswift.tracking import adopt_home_store_if_default
+from tasks.tracking import use_home_store
 
 RECIPE_NAMES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-Stage = Literal[
-    "download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune", "evaluate"
-]
+# The form shows the stages as choices (from the registry: names are written there only).
+Stage = Literal[tuple(registry.stage_names())]  # type: ignore[valid-type]
 # The form shows the known recipes as choices; the command line also takes a YAML path.
 RecipeName = Annotated[
     str,
@@ -37,31 +37,31 @@ RecipeName = Annotated[
 ]
 
 
-def run_stage(stage: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any]) -> bool:
-    """Run one stage through its module `flows.stages.<stage>` unless its output is done.
+def run_stage(name: str, cfg: PipelineConfig, home: Path, arts: dict[str, Any]) -> bool:
+    """Run one stage through its flow (`flows.registry`) unless its output is done.
 
     Returns whether the stage ran."""
     logger = get_run_logger()
-    out = arts[stage]
-    inputs = {s: arts[s] for s in STAGE_INPUTS[stage]}
-    for name, art in inputs.items():
+    stage = registry.by_name(name)
+    out = arts[name]
+    inputs = {s: arts[s] for s in stage.define.inputs}
+    for i, art in inputs.items():
         if not art.done():
             raise RuntimeError(
-                f"stage '{stage}' needs the output of '{name}' for this recipe ({art.path}), "
-                f"which is not complete: run the '{name}' stage first"
+                f"stage '{name}' needs the output of '{i}' for this recipe ({art.path}), "
+                f"which is not complete: run the '{i}' stage first"
             )
     if out.done():
-        logger.info("%s: already done (%s), nothing to do", stage, out.path)
+        logger.info("%s: already done (%s), nothing to do", name, out.path)
         return False
     # Temp files of writers killed in an earlier run of this stage (the home is ours: locked).
-    swept = sweep_stale_tmp(home / stage)
+    swept = sweep_stale_tmp(home / name)
     if swept:
-        logger.info("%s: removed %d temporary file(s) of dead writers", stage, len(swept))
-    module = importlib.import_module(f"flows.stages.{stage}")
-    logger.info("%s: running into %s", stage, out.path)
-    run_stage_on(cfg, stage, lambda: module.run(cfg, home, out, inputs))
+        logger.info("%s: removed %d temporary file(s) of dead writers", name, len(swept))
+    logger.info("%s: running into %s", name, out.path)
+    run_stage_on(cfg, stage, lambda: stage.run(cfg, home, out, inputs))
     if not out.done():
-        raise RuntimeError(f"stage '{stage}' returned without writing {out.manifest_path}")
+        raise RuntimeError(f"stage '{name}' returned without writing {out.manifest_path}")
     return True
 
 
@@ -71,8 +71,8 @@ def run_name() -> str:
 
     p = flow_run.parameters
     recipe = Path(str(p.get("recipe") or "demo")).stem
-    chosen = parse_stages(p.get("stages") or None)
-    what = "all" if len(chosen) == len(STAGE_INPUTS) else "+".join(chosen)
+    chosen = registry.parse_stages(p.get("stages") or None)
+    what = "all" if chosen == registry.stage_names() else "+".join(chosen)
     fragment = Overrides.model_validate(p.get("overrides") or {}).as_recipe_fragment()
     key = content_key(recipe, chosen, fragment, p.get("force") or [], length=6)
     return f"{recipe}-{what}-{key}"
@@ -141,14 +141,15 @@ def mediswift(
     fragment = (overrides or Overrides()).as_recipe_fragment()
     root = home_dir(home)
     cfg = load_recipe(recipe, fragment, mirror, root)
-    arts = plan(cfg, root, upstream_listing(cfg))
+    arts = registry.plan(cfg, root, upstream_listing(cfg))
     # One writer per home: a second run waits here, then finds the stages it shares done.
     # SIGINT/SIGTERM (a cancel from the UI too) stop the work within seconds, keeping what is done.
     with stop_on_signals(), home_lock(root, on_wait=get_run_logger().warning):
-        adopt_home_store_if_default(cfg.tracking.tracking_uri, root)
+        use_home_store(cfg, root)
+        claim_name(root, cfg.name, *recipe_settings(recipe))
         get_run_logger().info("source: %s", describe(cfg.mirror))
-        force_stages(root, arts, parse_stages(list(force)) if force else [])
-        ran = run_stages(parse_stages(list(stages) if stages else None), cfg, root, arts)
+        force_stages(root, arts, registry.parse_stages(list(force)) if force else [])
+        ran = run_stages(registry.parse_stages(list(stages) if stages else None), cfg, root, arts)
         report = publish_report(cfg, root, arts, log_to_mlflow=bool(ran), fragment=fragment)
     return {
         **{s: str(a.path) for s, a in arts.items() if a.done()},

@@ -17,21 +17,18 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
-from prefect.settings import PREFECT_HOME, PREFECT_UI_URL
 
 from mediswift.config import PipelineConfig
 from mediswift.report import (
-    UiLinks,
     code_version,
     inlined_markdown,
     record_outputs,
     resolve_outputs,
-    results_tables,
-    ui_links,
     write_report,
 )
-from tasks.tracking import log_report
+from mediswift.report_links import UiLinks, evaluated_by, ui_links
+from mediswift.report_sections import results_tables
+from tasks.tracking import flow_run_ref, log_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,17 +42,18 @@ def context(cfg: PipelineConfig, fragment: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def links(cfg: PipelineConfig, home: Path) -> UiLinks:
-    """The report's run links: this flow run, on the Prefect server it reports to when one is
-    known (else the one `prefect server start` would open on this PREFECT_HOME)."""
-    run_id = flow_run.get_id()
+def links(cfg: PipelineConfig, home: Path, evaluate: Any) -> UiLinks:
+    """The report's run links: the flow run that evaluated the results shown (a cached or
+    partial run since leaves it), else this one; on the Prefect server it ran on when one was
+    known (else the one `prefect server start` opens on its PREFECT_HOME)."""
+    ran = evaluated_by(evaluate) or flow_run_ref()
     return ui_links(
         cfg,
         home,
-        flow_run_id=str(run_id) if run_id else None,
-        flow_run_name=str(flow_run.get_name()) if run_id else None,
-        prefect_ui=PREFECT_UI_URL.value(),
-        prefect_home=str(PREFECT_HOME.value()),
+        flow_run_id=ran.id if ran else None,
+        flow_run_name=ran.name if ran else None,
+        prefect_ui=ran.ui if ran else None,
+        prefect_home=ran.prefect_home if ran else None,
     )
 
 
@@ -78,7 +76,7 @@ def publish_report(
     if not shown["filter"].done():
         return None
     about = context(cfg, fragment or {})
-    html_path = write_report(cfg, home, shown, arts, about, links(cfg, home))
+    html_path = write_report(cfg, home, shown, arts, about, links(cfg, home, shown["evaluate"]))
     md = inlined_markdown(html_path.parent)
     create_markdown_artifact(key="mediswift-report", markdown=md, description=str(html_path))
     table_artifacts(shown["evaluate"])

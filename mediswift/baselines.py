@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mediswift.flops import iso_flops_steps
 from mediswift.names import iso_flops_name, seeded_name, variant_name
-from mediswift.settings import PretrainConfig
+from mediswift.sections import PretrainConfig
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,11 @@ class PlannedVariant:
 
     def config(self, pc: PretrainConfig) -> PretrainConfig:
         """The settings this variant trains with (the recipe's, at its size, seed, steps and
-        rate): without arms or seeds they equal `pc.for_size(model)`, so existing keys stay."""
-        update = {"model": self.model, "seed": self.seed, "steps": self.steps}
+        rate): without arms or seeds they equal `pc.for_size(model)`, so existing keys stay.
+        What plans the other variants (the levels, arms, seeds) is narrowed to this one: a
+        variant's spec holds its own level only."""
+        update = {"model": self.model, "seed": self.seed, "steps": self.steps,
+                  "sparsity_levels": [self.sparsity], "arms": None, "seeds": None}  # fmt: skip
         return pc.model_copy(update=update | ({"lr": self.lr} if self.lr is not None else {}))
 
 

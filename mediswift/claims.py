@@ -192,6 +192,11 @@ def pretrain_claims(variants: Sequence[dict]) -> list[Claim]:
     """Claims 1, 3 and 4 from the pretrain stage's variant records."""
     all_arms = arms(variants)
     sd, _ = seed_sd(all_arms)
+    return [*_claim_1(all_arms, sd), *_claim_3(all_arms, sd), *_claim_4(all_arms, sd)]
+
+
+def _claim_1(all_arms: list[Arm], sd: float | None) -> list[Claim]:
+    """Each larger sparse arm against the smaller dense one it is paired with."""
     out = []
     found = pairs(all_arms)
     for p in found:
@@ -213,6 +218,12 @@ def pretrain_claims(variants: Sequence[dict]) -> list[Claim]:
             Claim(1, CLAIM_1, "-", "no sparse arm of a larger size with the active non-embedding "
                   "parameters or the FLOPs of a smaller dense arm", "-", NOT_TESTED)
         )  # fmt: skip
+    return out
+
+
+def _claim_3(all_arms: list[Arm], sd: float | None) -> list[Claim]:
+    """Per size with a dense arm: its sparse arms' gaps at equal steps."""
+    out = []
     main = _main(all_arms)
     for size in dict.fromkeys(a.model for a in main):
         mine = sorted((a for a in main if a.model == size), key=lambda a: a.sparsity)
@@ -239,8 +250,14 @@ def pretrain_claims(variants: Sequence[dict]) -> list[Claim]:
                 PAPER[3],
             )
         )  # fmt: skip
+    return out
+
+
+def _claim_4(all_arms: list[Arm], sd: float | None) -> list[Claim]:
+    """Each sparse arm against the dense arm of its size trained for its FLOPs."""
+    out = []
     iso = {(a.model, a.iso_flops_of): a for a in all_arms if a.iso_flops_of is not None}
-    for a in main:
+    for a in _main(all_arms):
         base = iso.get((a.model, a.sparsity))
         if a.sparsity == 0 or base is None:
             continue

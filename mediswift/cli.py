@@ -5,16 +5,19 @@ mediswift run --recipe paper-xl --dry-run
 mediswift flops --model xl --sparsity 0.75 --tokens 104.86e9
 mediswift export --recipe demo --variant tiny-s75 [--task hoc] --out exports/tiny-s75
 mediswift recipes
+mediswift verify [--home DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import traceback
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 from mediswift import __version__, interrupt
 from mediswift.config import RECIPES_DIR, PipelineConfig, home_dir, load_recipe
@@ -28,7 +31,6 @@ from mediswift.console import (
     server_log,
 )
 from mediswift.dry_run import dry_run
-from mediswift.graph import parse_stages, plan
 from mediswift.model.sizes import SIZES
 from mediswift.overrides import parse_set
 from mediswift.prefect_pins import pin_config_files
@@ -56,7 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_flops(sub)
+    _add_export(sub)
+    sub.add_parser("recipes", help="list the recipes in deployments/recipes")
+    _add_verify(sub)
+    return p
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run",
         help="run stages of a recipe through the Prefect flow",
@@ -67,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stages",
         default=None,
-        help="comma-separated stages (default: all): download,parse,filter,vocab,tokenize,"
-        "pretrain,finetune,evaluate",
+        help="comma-separated stages, run in pipeline order (default: all; a wrong name is "
+        "answered with the list)",
     )
     run.add_argument("--mirror", default=None, help=MIRROR_HELP)
     run.add_argument(
@@ -93,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--mfu", type=float, default=0.4, help="dry run: model FLOPs utilisation")
 
+
+def _add_flops(sub: argparse._SubParsersAction) -> None:
     flops = sub.add_parser("flops", help="training FLOPs of a model size (Hoffmann et al. 2022)")
     flops.add_argument("--model", required=True, help=f"size name: {', '.join(SIZES)}")
     flops.add_argument("--sparsity", type=float, default=0.0)
@@ -100,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     flops.add_argument("--vocab-size", type=int, default=42_384)
     flops.add_argument("--seq-len", type=int, default=1024)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser(
         "export",
         help="write a pre-trained variant or a fine-tuned point as a Hugging Face model",
@@ -114,8 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--task", default=None, help="export the best fine-tuned point instead")
     export.add_argument("--out", required=True, help="output directory")
 
-    sub.add_parser("recipes", help="list the recipes in deployments/recipes")
-    return p
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="check every manifest, shard and checkpoint of a home against its digests",
+        description="Check a whole home (manifests, shard and checkpoint digests) and print "
+        "one line per damaged file saying what the next run makes again; exit 1 if any is "
+        "damaged. Nothing is changed.",
+    )
+    verify.add_argument(
+        "--home", default=None, help="artifact root (default: MEDISWIFT_HOME or .mediswift)"
+    )
 
 
 class BadSettings(Exception):
@@ -127,32 +151,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = parse_set(args.sets)
         home = home_dir(args.home)
         cfg = load_recipe(args.recipe, overrides, args.mirror, home)
-        stages = parse_stages(args.stages)
+        registry = flows_registry(home)
+        stages = registry.parse_stages(args.stages)
     except (FileNotFoundError, ValueError) as e:
         raise BadSettings(str(e)) from e
     if args.dry_run:
-        print(dry_run(cfg, home, stages, args.gpu, args.mfu))
+        print(dry_run(cfg, home, registry.plan(cfg, home), stages, args.gpu, args.mfu))
         return 0
     check_devices(cfg, stages)
-    # Settings read when Prefect is imported: its local state and results live in the home, not
-    # in the user's ~/.prefect, and it sends no telemetry (a closed network logs errors for it).
-    os.environ["MEDISWIFT_HOME"] = str(home)
-    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect-results"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Tasks outside `tasks.common.cached` would use Prefect's default cache, whose records are
-    # pickles: off, so nothing read back from the home can run code.
-    os.environ.setdefault("PREFECT_TASKS_DEFAULT_NO_CACHE", "true")
-    # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # An empty PREFECT_API_URL (`export PREFECT_API_URL=` to leave a server) means none: a
-    # temporary server. Left set, Prefect's event client would try to reach "" and log errors.
-    if not os.environ.get("PREFECT_API_URL", "").strip():
-        os.environ.pop("PREFECT_API_URL", None)
-    # Prefect's own logging and profiles files, not ones found in its home: a planted
-    # logging.yml would run code when Prefect is imported (mediswift.prefect_pins).
-    pin_config_files()
     from flows.pipeline import mediswift, tie_temporary_server_to_this_process
     from mediswift.overrides import Overrides
 
@@ -179,6 +185,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def prefect_environment(home: Path) -> None:
+    """Settings read when Prefect is imported: its local state and results live in the home,
+    not in the user's ~/.prefect, and it sends no telemetry (a closed network logs errors for
+    it). Set before anything imports Prefect."""
+    os.environ["MEDISWIFT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect-results"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Tasks outside `tasks.common.cached` would use Prefect's default cache, whose records are
+    # pickles: off, so nothing read back from the home can run code.
+    os.environ.setdefault("PREFECT_TASKS_DEFAULT_NO_CACHE", "true")
+    # The temporary server can take longer than Prefect's 20 s default on a busy small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # An empty PREFECT_API_URL (`export PREFECT_API_URL=` to leave a server) means none: a
+    # temporary server. Left set, Prefect's event client would try to reach "" and log errors.
+    if not os.environ.get("PREFECT_API_URL", "").strip():
+        os.environ.pop("PREFECT_API_URL", None)
+    # Prefect's own logging and profiles files, not ones found in its home: a planted
+    # logging.yml would run code when Prefect is imported (mediswift.prefect_pins).
+    pin_config_files()
+
+
+def flows_registry(home: Path) -> ModuleType:
+    """The pipeline's stage registry (`flows.registry`; its flows import Prefect, set up for
+    this home first)."""
+    prefect_environment(home)
+    from flows import registry
+
+    return registry
+
+
 def check_devices(cfg: PipelineConfig, stages: list[str]) -> None:
     """Refuse a device setting this machine does not have, before anything runs."""
     wanted = {"pretrain": cfg.pretrain.device, "finetune": cfg.finetune.device}
@@ -198,16 +236,18 @@ def ui_commands(home: Path) -> str:
     MLflow UI with `make serve`'s settings (one worker, no job runner) and the Prefect UI on the
     database that holds the run's flow runs (a temporary server's, unless one was configured)."""
     bin_dir = _relative(Path(sys.executable).parent)
+    store = shlex.quote(f"sqlite:///{home / 'mlflow.db'}")  # a home may hold spaces
     mlflow = (
-        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {bin_dir / 'mlflow'} server --host 127.0.0.1 "
-        f"--port 5000 --workers 1 --backend-store-uri sqlite:///{home / 'mlflow.db'}"
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {shlex.quote(str(bin_dir / 'mlflow'))} "
+        f"server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri {store}"
     )
     api = os.environ.get("PREFECT_API_URL")
     if api:
         prefect = f"{api.removesuffix('/api')} (the Prefect server this run used)"
     else:
+        prefect_home = shlex.quote(str(_relative(Path(os.environ["PREFECT_HOME"]))))
         prefect = (
-            f"PREFECT_HOME={_relative(Path(os.environ['PREFECT_HOME']))} {bin_dir / 'prefect'} "
+            f"PREFECT_HOME={prefect_home} {shlex.quote(str(bin_dir / 'prefect'))} "
             "server start --host 127.0.0.1 --port 4200"
         )
     return (
@@ -233,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         cfg = load_recipe(args.recipe, parse_set(args.sets), args.mirror, home)
     except (FileNotFoundError, ValueError) as e:
         raise BadSettings(str(e)) from e
-    arts = plan(cfg, home)
+    arts = flows_registry(home).plan(cfg, home)
     choice = choose(
         home, arts, args.variant, args.task, cfg.evaluate.plot_mode, cfg.pretrain.seq_len
     )
@@ -286,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_flops(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "verify":
+            from mediswift.verify import main as verify_main
+
+            return verify_main(home_dir(args.home))
         for path in sorted(RECIPES_DIR.glob("*.yaml")):
             print(path.stem)
         return 0

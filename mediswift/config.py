@@ -22,7 +22,7 @@ from pydantic import (
 
 from mediswift import sources
 from mediswift.finetune.settings import FinetuneConfig
-from mediswift.settings import (
+from mediswift.sections import (
     CORPUS_UPSTREAMS,
     DownloadConfig,
     EvaluateConfig,
@@ -31,14 +31,12 @@ from mediswift.settings import (
     Grid,
     ParseConfig,
     PretrainConfig,
-    Section,
     TaskSettings,
     TokenizeConfig,
     TrackingConfig,
     VocabConfig,
-    explain,
-    role_of,
 )
+from mediswift.settings import Section, explain, role_of
 
 # Re-exported: the stage sections live in `mediswift.settings` so that lower layers (data,
 # training) can import them without importing the downstream-task registry; the finetune
@@ -62,17 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STAGES: tuple[str, ...] = (
-    "download",
-    "parse",
-    "filter",
-    "vocab",
-    "tokenize",
-    "pretrain",
-    "finetune",
-    "evaluate",
-)
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
 
@@ -105,6 +92,11 @@ class PipelineConfig(BaseModel):
                 raise ValueError(
                     f"pretrain.model: unknown size {size!r}; known: {', '.join(SIZES)}"
                 )
+        if self.finetune.max_len > self.pretrain.block_size:
+            raise ValueError(
+                f"finetune.max_len {self.finetune.max_len} exceeds the context of the models it "
+                f"fine-tunes (pretrain.block_size {self.pretrain.block_size})"
+            )
         return self
 
     def upstreams(self) -> dict[str, str]:
@@ -168,9 +160,16 @@ def load_recipe(
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from e
+    except RecursionError:
+        # The YAML parser recurses per nesting level: no recipe nests that deep.
+        raise ValueError(f"{path}: nested deeper than a recipe can be (a YAML bomb?)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe must be a mapping of stage sections")
-    if expanded_size(data, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES:
+    try:
+        too_big = expanded_size(data, MAX_RECIPE_VALUES) > MAX_RECIPE_VALUES
+    except RecursionError:
+        raise ValueError(f"{path}: nested deeper than a recipe can be (a YAML bomb?)") from None
+    if too_big:
         raise ValueError(
             f"{path}: more than {MAX_RECIPE_VALUES:,} values once its YAML aliases are expanded "
             "(an alias bomb?)"
@@ -187,6 +186,18 @@ def load_recipe(
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise ValueError(f"{path}: {explain(e, PipelineConfig)}") from e
+
+
+def recipe_settings(recipe: str) -> tuple[Path, dict[str, Any]]:
+    """The recipe's file and the settings of its sections as written (no overrides, no
+    source): what makes it the recipe its name stands for (`mediswift.recipe_names`)."""
+    cfg = load_recipe(recipe, mirror=sources.UPSTREAM)
+    sections = {
+        name: value.stage_settings()
+        for name in type(cfg).model_fields
+        if isinstance(value := getattr(cfg, name), Section)
+    }
+    return recipe_path(recipe), sections
 
 
 def expanded_size(value: Any, cap: int) -> int:

@@ -69,8 +69,28 @@ def console_is_quiet() -> bool:
     return _quiet
 
 
+RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+class RoutineRuns(logging.Filter):
+    """Drops the line Prefect logs for every task and subflow run that ends well (one per
+    shard, file or grid point: hundreds in a run), and the errors each run level repeats as a
+    failure travels up (the command prints the error once, as its last line). The log file
+    keeps them all; stage progress, results and warnings stay on the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return not record.name.startswith(RUN_LOGGERS)
+        if record.levelno > logging.INFO:
+            return True
+        return not str(record.msg).startswith(
+            ("Finished in state Completed", "Finished in state Cached")
+        )
+
+
 def quiet_console() -> None:
-    """Strip tracebacks from records printed on the terminal (the log file keeps them)."""
+    """Strip tracebacks from records printed on the terminal and drop the routine end-of-run
+    lines of units (the log file keeps both)."""
     global _quiet
     _quiet = True
     loggers = [logging.getLogger()] + [
@@ -88,6 +108,7 @@ def quiet_console() -> None:
                     _emit(record)
 
                 handler.emit = quiet  # type: ignore[method-assign]
+                handler.addFilter(RoutineRuns())
                 handler._mediswift_quiet = True  # type: ignore[attr-defined]
 
 

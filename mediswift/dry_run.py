@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mediswift.arms import arms
+from mediswift.artifacts import Artifact
 from mediswift.baselines import PlannedVariant, planned_variants
 from mediswift.checkpoint_size import active_non_embedding
 from mediswift.claims import pairs
 from mediswift.config import PipelineConfig
 from mediswift.flops import main_flops
-from mediswift.graph import plan
 from mediswift.model.sizes import size as model_size
 
 
@@ -24,11 +24,16 @@ def _tokens(n: float) -> str:
 
 
 def dry_run(
-    cfg: PipelineConfig, home: Path, stages: list[str], gpu: str = "h100", mfu: float = 0.4
+    cfg: PipelineConfig,
+    home: Path,
+    arts: dict[str, Artifact],
+    stages: list[str],
+    gpu: str = "h100",
+    mfu: float = 0.4,
 ) -> str:
+    """`arts`: every stage's planned output (`flows.registry.plan`); `stages`: those shown."""
     from mediswift.estimate import describe, estimate
 
-    arts = plan(cfg, home)
     pt = cfg.pretrain
     tokens = pt.tokens
     lines = [f"recipe {cfg.name}: home {home}", f"mirror: {cfg.mirror or 'none (upstream)'}", ""]

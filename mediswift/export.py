@@ -113,22 +113,9 @@ def export_model(
         Path(tokenizer_dir),
         Path(out_dir),
     )
-    card = dict(card or {})
-    cfg = read_config(checkpoint_dir)
-    unknown = set(cfg.to_dict()) - SUPPORTED_CONFIG
-    if unknown:
-        raise ValueError(
-            f"{checkpoint_dir}: model setting(s) {sorted(unknown)} have no GPT-2 mapping in "
-            "mediswift.export yet; exporting would not reproduce the model"
-        )
+    cfg, tok = _checked_model(checkpoint_dir, tokenizer_dir)
     block_size = cfg.block_size
     cfg, weights = trained_positions(cfg, read_weights(checkpoint_dir), trained_len)
-    tok = Tokenizer.load(tokenizer_dir)  # checks that bpe.model matches tokenizer.json
-    if cfg.vocab_size < tok.vocab_size:
-        raise ValueError(
-            f"{checkpoint_dir}: the model's vocabulary ({cfg.vocab_size}) is smaller than the "
-            f"tokenizer's ({tok.vocab_size}): they do not belong together"
-        )
     if out_dir.is_symlink():  # replace what the link names; the link stays as the user made it
         out_dir = out_dir.resolve()
     _check_replaceable(out_dir)
@@ -136,31 +123,68 @@ def export_model(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        n_prompt = copy_prompt(Path(prompt), tmp, cfg.d_model) if prompt is not None else 0
-        config = hf_config(cfg, tok.special_ids, _dtype_name(weights))
-        config["mediswift"]["checkpoint_block_size"] = block_size
-        generation = generation_config(tok.special_ids)
-        state = hf_state_dict(cfg, weights)
-        if n_prompt:
-            max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-            budget = source_budget or cfg.block_size - n_prompt - max_new
-            config, generation = prompted_config(config, generation, n_prompt, budget, max_new)
-            state[SOFT_PROMPT_WEIGHT] = load_file(str(tmp / SOFT_PROMPT_FILE))["weight"]
-            shutil.copyfile(MODELING_SOURCE, tmp / f"{MODELING_MODULE}.py")
-        _write_json(tmp / HF_CONFIG_FILE, config)
-        _write_json(tmp / HF_GENERATION_FILE, generation)
-        save_file(state, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
-        write_tokenizer(tokenizer_dir, tmp, cfg.block_size)
-        stats = sparsity_stats(cfg, weights, load_masks(checkpoint_dir))
-        name = str(card.get("name") or out_dir.name)
-        text = model_card(name, cfg, tok, stats, card, n_prompt)
-        (tmp / CARD_FILE).write_text(text, encoding="utf-8")
+        _write_export(tmp, checkpoint_dir, tokenizer_dir, cfg, tok, weights, dict(card or {}),
+                      prompt, block_size, source_budget, max_new_tokens, out_dir.name)  # fmt: skip
         _check_only_exported_files(out_dir, tmp)
         _replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _write_export(
+    tmp: Path,
+    checkpoint_dir: Path,
+    tokenizer_dir: Path,
+    cfg: GPTConfig,
+    tok: Tokenizer,
+    weights: dict[str, torch.Tensor],
+    card: dict[str, Any],
+    prompt: Path | None,
+    block_size: int,
+    source_budget: int | None,
+    max_new_tokens: int | None,
+    default_name: str,
+) -> None:
+    """Every file of the export into the empty directory `tmp` (see `export_model`)."""
+    n_prompt = copy_prompt(Path(prompt), tmp, cfg.d_model) if prompt is not None else 0
+    config = hf_config(cfg, tok.special_ids, _dtype_name(weights))
+    config["mediswift"]["checkpoint_block_size"] = block_size
+    generation = generation_config(tok.special_ids)
+    state = hf_state_dict(cfg, weights)
+    if n_prompt:
+        max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        budget = source_budget or cfg.block_size - n_prompt - max_new
+        config, generation = prompted_config(config, generation, n_prompt, budget, max_new)
+        state[SOFT_PROMPT_WEIGHT] = load_file(str(tmp / SOFT_PROMPT_FILE))["weight"]
+        shutil.copyfile(MODELING_SOURCE, tmp / f"{MODELING_MODULE}.py")
+    _write_json(tmp / HF_CONFIG_FILE, config)
+    _write_json(tmp / HF_GENERATION_FILE, generation)
+    save_file(state, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
+    write_tokenizer(tokenizer_dir, tmp, cfg.block_size)
+    stats = sparsity_stats(cfg, weights, load_masks(checkpoint_dir))
+    text = model_card(str(card.get("name") or default_name), cfg, tok, stats, card, n_prompt)
+    (tmp / CARD_FILE).write_text(text, encoding="utf-8")
+
+
+def _checked_model(checkpoint_dir: Path, tokenizer_dir: Path) -> tuple[GPTConfig, Tokenizer]:
+    """The checkpoint's model settings and the tokenizer, refused when the export would not
+    reproduce the model or they do not belong together."""
+    cfg = read_config(checkpoint_dir)
+    unknown = set(cfg.to_dict()) - SUPPORTED_CONFIG
+    if unknown:
+        raise ValueError(
+            f"{checkpoint_dir}: model setting(s) {sorted(unknown)} have no GPT-2 mapping in "
+            "mediswift.export yet; exporting would not reproduce the model"
+        )
+    tok = Tokenizer.load(tokenizer_dir)  # checks that bpe.model matches tokenizer.json
+    if cfg.vocab_size < tok.vocab_size:
+        raise ValueError(
+            f"{checkpoint_dir}: the model's vocabulary ({cfg.vocab_size}) is smaller than the "
+            f"tokenizer's ({tok.vocab_size}): they do not belong together"
+        )
+    return cfg, tok
 
 
 # --- Model -----------------------------------------------------------------------------------

@@ -103,10 +103,19 @@ class VocabManifest(Manifest):
     vocab_size: int = Field(description="BPE entries, specials included")
 
 
+class TokenShard(BaseModel):
+    """One split of a document shard as token ids."""
+
+    path: str = Field(description="token Parquet shard (relative to home)")
+    split: str = Field(description="train or validation")
+    n_docs: int
+    n_tokens: int
+
+
 class TokenizeManifest(Manifest):
     """Token Parquet shards of every document."""
 
-    shards: list[Record] = Field(description="token shards: path, split, n_docs, n_tokens")
+    shards: list[TokenShard] = Field(description="token shards, each one split of a document shard")
     tokens: dict[str, int] = Field(description="tokens per split")
     docs: dict[str, int] = Field(description="documents per split")
     tokenizer_hash: str = Field(description="the vocab stage's tokenizer hash")
@@ -142,6 +151,13 @@ class TrainedVariant(BaseModel):
     )
 
 
+class VariantRun(TrainedVariant):
+    """What training one variant returns: its record and the MLflow run it logged to."""
+
+    mlflow_run_id: str = Field(description="the variant's MLflow run")
+    experiment_id: str = Field(description="the run's MLflow experiment")
+
+
 class PretrainManifest(Manifest):
     """Every pre-trained variant of the recipe's model size, with Figure 2 and Table 2."""
 
@@ -167,6 +183,40 @@ class TrackingSpec(BaseModel):
     experiment: str = Field(description="MLflow experiment name")
     parent_run_id: str | None = Field(None, description="the sweep's parent run")
     tags: dict[str, str] = Field(default_factory=dict, description="tags of every run")
+
+
+# A pre-trained model's input example: the start of a biomedical sentence to continue.
+PRETRAIN_EXAMPLE = "Aspirin reduces the risk of"
+
+
+class ModelRegistration(BaseModel):
+    """A model to log from a finished MLflow run and register as a version of `name` (a
+    pre-trained variant, a sweep's selected point): what the pretrain and evaluate stages hand
+    to `tasks.tracking.register_model`."""
+
+    tracking_uri: str
+    run_id: str
+    name: str = Field(description="the registered model")
+    checkpoint: str = Field(description="the checkpoint to export (absolute)")
+    tokenizer_dir: str
+    card: Record = Field(description="what the model card says about the model")
+    prompt: str | None = Field(None, description="a fine-tuned point's soft prompt file")
+    input_example: str = PRETRAIN_EXAMPLE
+    trained_len: int | None = Field(None, description="positions the weights were trained on")
+    source_budget: int | None = Field(None, description="source tokens a point reads")
+    max_new_tokens: int | None = Field(None, description="tokens a point generates")
+    aliases: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str | None = None
+
+
+class RegisteredModel(BaseModel):
+    """A registered model version."""
+
+    name: str
+    version: str
+    model_id: str | None = None
+    uri: str = Field(description="models:/<name>/<version>")
 
 
 class Baseline(BaseModel):
@@ -339,6 +389,17 @@ class TableFiles(BaseModel):
     csv: str
 
 
+class FlowRunRef(BaseModel):
+    """The Prefect flow run that made an output, and where to find it again."""
+
+    id: str
+    name: str
+    ui: str | None = Field(None, description="the Prefect server's UI it ran on (None: none)")
+    prefect_home: str | None = Field(
+        None, description="PREFECT_HOME of the run (a temporary server keeps its runs there)"
+    )
+
+
 class EvaluateManifest(Manifest):
     """The selected results, one table per task and the metric-vs-FLOPs plot."""
 
@@ -351,23 +412,17 @@ class EvaluateManifest(Manifest):
     modes: list[str] = Field(description="prediction modes reported")
     results: list[EvaluatedSweep]
     mlflow_run_id: str | None = None
+    flow_run: FlowRunRef | None = Field(
+        None, description="the Prefect flow run that evaluated (the report links it)"
+    )
 
 
-STAGE_MANIFESTS: dict[str, type[Manifest]] = {
-    "download": DownloadManifest,
-    "parse": ParseManifest,
-    "filter": FilterManifest,
-    "vocab": VocabManifest,
-    "tokenize": TokenizeManifest,
-    "pretrain": PretrainManifest,
-    "finetune": FinetuneManifest,
-    "evaluate": EvaluateManifest,
-}
-
-
-def reference(specs: Sequence[type[BaseModel]] = ()) -> str:
-    """The stage-manifest reference (Markdown), generated from the models above and the unit
-    `specs` given (they live with their stages, above this module)."""
+def reference(
+    stages: Sequence[tuple[str, type[Manifest]]], specs: Sequence[type[BaseModel]] = ()
+) -> str:
+    """The stage-manifest reference (Markdown), generated from every stage's manifest model
+    (`(name, model)` in pipeline order: `flows.registry.STAGES`) and the unit `specs` given
+    (they live with their stages, above this module)."""
     lines = ["# Stage manifests", "", "Generated from `mediswift/manifests.py`.", ""]
     seen: set[type[BaseModel]] = set()
 
@@ -389,7 +444,7 @@ def reference(specs: Sequence[type[BaseModel]] = ()) -> str:
         for m in nested:
             section(m.__name__, m)
 
-    for stage, model in STAGE_MANIFESTS.items():
+    for stage, model in stages:
         section(f"{stage} (`{model.__name__}`)", model)
     for spec in specs:
         section(f"unit spec `{spec.__name__}`", spec)
@@ -406,3 +461,11 @@ def _models_in(ann: Any) -> list[type[BaseModel]]:
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [ann]
     return [m for a in getattr(ann, "__args__", ()) or () for m in _models_in(a)]
+
+
+class EvaluateReport(BaseModel):
+    """What the evaluate stage's report task returns: the manifest to write and each task's
+    table as text (printed by the flow)."""
+
+    manifest: EvaluateManifest
+    texts: dict[str, str] = Field(description="task -> its table as text")

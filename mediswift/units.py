@@ -10,12 +10,14 @@ of the key.
 
 Every stage of `mediswift.stages` has the same three parts around its specs:
 `units(cfg, inputs) -> list[Spec]`, `run_unit(spec, home) -> Result`, `collect(...) -> Manifest`.
+A unit's result is a `UnitResult` model, its manifest's fields: `finish` writes it, last, and
+returns it; `done_result` reads it back, the same type, for a unit found done.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +25,27 @@ from mediswift.artifacts import Artifact, content_key, unit_at
 from mediswift.settings import settings_json
 
 KEYED = "keyed"  # the json_schema_extra flag of fields left out of the key
+MANIFEST_ADDS = ("stage", "key")  # what `Artifact.write_manifest` adds to a unit's fields
+
+
+class UnitResult(BaseModel):
+    """What a unit made, as its manifest lists it (the manifest adds its stage and key). Fields
+    left None are not written, so optional facts appear only where a unit has them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+R = TypeVar("R", bound=UnitResult)
+
+
+class FileRef(BaseModel):
+    """A file a unit wrote (relative to the home) and the digest that names its content: a
+    later unit keys on the digest and reads the path, so the two travel together."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    digest: str
 
 
 def unkeyed(default: Any = None, description: str = "", **kw: Any) -> Any:
@@ -33,13 +56,16 @@ def unkeyed(default: Any = None, description: str = "", **kw: Any) -> Any:
 
 class UnitSpec(BaseModel):
     """What one unit reads. Subclasses set `stage`, `kind` and `version` (bump the version when
-    the unit's output changes for the same spec: it re-keys every unit of the kind)."""
+    the unit's output changes for the same spec: it re-keys every unit of the kind), and
+    `Result`, the type of what the unit returns."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     stage: ClassVar[str]
     kind: ClassVar[str]
     version: ClassVar[int]
+    # None: a spec whose runner still returns its manifest as a dict.
+    Result: ClassVar[type[UnitResult] | None] = None
 
     @classmethod
     def keyed_fields(cls) -> list[str]:
@@ -67,9 +93,18 @@ class UnitSpec(BaseModel):
         """The unit's directory `<home>/<stage>/units/<key>` (done once its manifest exists)."""
         return unit_at(home, self.stage, self.key)
 
-    def done_result(self, home: Path) -> dict[str, Any] | None:
-        """What the unit returned when it finished in an earlier run (its manifest), or None."""
+    def done_result(self, home: Path) -> Any:
+        """What the unit returned when it finished in an earlier run (its manifest, as the
+        spec's `Result`), or None."""
         art = self.artifact(home)
         if not art.done():
             return None
-        return {k: v for k, v in art.manifest().items() if k not in ("stage", "key")}
+        fields = {k: v for k, v in art.manifest().items() if k not in MANIFEST_ADDS}
+        return fields if self.Result is None else self.Result.model_validate(fields)
+
+    def finish(self, home: Path, result: R) -> R:
+        """Write `result` as the unit's manifest (last: the unit is done) and return it."""
+        self.artifact(home).ensure().write_manifest(
+            result.model_dump(mode="json", exclude_none=True)
+        )
+        return result

@@ -11,10 +11,11 @@ record that runs code in the next run that looks it up (even the lookup that onl
 record exists deserializes it). Switching the serializer does not help: a planted record can
 still name pickle.
 
-What replaces it: when a task returns and its unit is done, the return value is written as a
-plain JSON record, `<home>/prefect-cache/<stage>-<key>-<task>.json`, tied to the exact bytes of
+What replaces it: when a task returns and its unit is done, the return value (a model, as the
+task's return annotation types it) is written as a plain JSON record, `<home>/prefect-cache/<stage>-<key>-<task>.json`, tied to the exact bytes of
 the unit's manifest. Run again for a done unit whose record matches, the task returns the
-record's value without running its code, in a Completed state named "Cached" (what the UI shows
+record's value, validated as the annotated type again, without running its code, in a
+Completed state named "Cached" (what the UI shows
 for a cache hit). A record that is not ours (another format, a pickle, another unit) is ignored
 with a warning, and a stale one (the manifest changed) quietly; then the task runs. Most tasks
 return their manifest at once when their unit is done (downloads re-check their files' md5s), so
@@ -32,13 +33,15 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.futures import PrefectFuture
 from prefect.states import Completed
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from mediswift.artifacts import Artifact, content_key, write_atomic
 from mediswift.data.quarantine import describe
@@ -120,34 +123,46 @@ def read_record(path: Path, artifact: Artifact, digest: str) -> dict[str, Any] |
     return record
 
 
-def write_record(path: Path, artifact: Artifact, digest: str, result: Any) -> None:
-    """Record `result` for the next run, if the unit is done and JSON gives it back unchanged
-    (a value with tuples or objects in it is simply not recorded: the task runs next time)."""
+def write_record(
+    path: Path, artifact: Artifact, digest: str, result: Any, kind: TypeAdapter
+) -> None:
+    """Record `result` (dumped as JSON by its type `kind`) for the next run, if the unit is
+    done."""
     manifest = _manifest_sha(artifact)
     if manifest is None:
         return
     try:
-        if json.loads(json.dumps(result, allow_nan=False)) != result:
-            return
-        record = {**_expected(artifact, digest, manifest), "result": result}
-        write_atomic(path, json.dumps(record, sort_keys=True) + "\n")
-    except (TypeError, ValueError):
-        return
+        value = kind.dump_python(result, mode="json")
+        record = {**_expected(artifact, digest, manifest), "result": value}
+        write_atomic(path, json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+    except (TypeError, ValueError, PydanticSerializationError) as e:
+        _log().warning("could not record the result of %s: %s", artifact.path, e)
     except OSError as e:
         _log().warning("could not write cache record %s: %s", path, e)
+
+
+def result_type(fn: Callable[..., Any]) -> TypeAdapter:
+    """The task's declared result type: records are written and read back through it."""
+    return TypeAdapter(get_type_hints(fn).get("return", Any))
 
 
 def _reusing(fn: Callable[..., Any], home: Path, artifact: Artifact, digest: str) -> Any:
     """`fn`, answering from the unit's JSON record when the unit is done."""
     path = record_path(home, artifact, digest)
+    kind = result_type(fn)
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         record = read_record(path, artifact, digest)
         if record is not None:
-            return Completed(data=record["result"], name="Cached", message=f"{artifact.path}")
+            try:
+                value = kind.validate_python(record["result"])
+            except ValidationError as e:
+                _log().warning("ignoring cache record %s (not a result of this task): %s", path, e)
+            else:
+                return Completed(data=value, name="Cached", message=f"{artifact.path}")
         result = fn(*args, **kwargs)
-        write_record(path, artifact, digest, result)
+        write_record(path, artifact, digest, result, kind)
         return result
 
     # Prefect keys the task (names in the UI, the flow tests) on the wrapped function's code.

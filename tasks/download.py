@@ -17,8 +17,8 @@ from prefect.states import State
 
 from mediswift.data.download import TransientError, client_for
 from mediswift.data.pmc_select import select_pmc
-from mediswift.data.pubmed_files import list_pubmed
-from mediswift.settings import DownloadConfig
+from mediswift.data.pubmed_files import PubmedFile, list_pubmed
+from mediswift.sections import DownloadConfig
 from mediswift.stages import download as S
 
 
@@ -41,7 +41,7 @@ def raw_dir(home: str) -> Path:
 
 
 @task(name="download-list-pubmed", **NETWORK)
-def list_pubmed_files(cfg: DownloadConfig, base: str) -> list[dict[str, Any]]:
+def list_pubmed_files(cfg: DownloadConfig, base: str) -> list[PubmedFile]:
     files = list_pubmed(
         client_for(cfg),
         base,
@@ -49,11 +49,11 @@ def list_pubmed_files(cfg: DownloadConfig, base: str) -> list[dict[str, Any]]:
         cfg.pubmed_include_updates,
         cfg.pubmed_max_update_files,
     )
-    return [f.to_dict() for f in files]
+    return list(files)
 
 
 @task(name="download-select-pmc", **NETWORK)
-def select_pmc_articles(cfg: DownloadConfig, base: str, home: str) -> dict[str, Any]:
+def select_pmc_articles(cfg: DownloadConfig, base: str, home: str) -> S.PmcSelection:
     articles, skipped = select_pmc(
         client_for(cfg),
         base,
@@ -62,9 +62,9 @@ def select_pmc_articles(cfg: DownloadConfig, base: str, home: str) -> dict[str, 
         cfg.pmc_commercial_only,
         metadata_connections=cfg.pmc_metadata_connections,
     )
-    return {"articles": [a.to_dict() for a in articles], "skipped": skipped}
+    return S.PmcSelection(articles=articles, skipped=skipped)
 
 
 @task(name="download", task_run_name="{spec.run_name}", **NETWORK)
-def download_unit(spec: S.DownloadSpec, home: str) -> dict[str, Any]:
+def download_unit(spec: S.DownloadSpec, home: str) -> S.DownloadResult:
     return S.run_unit(spec, Path(home))

@@ -6,8 +6,15 @@ from pathlib import Path
 
 from prefect import task
 
+from mediswift.config import PipelineConfig
 from mediswift.finetune.tables import write_report
-from mediswift.manifests import EvaluateManifest, FinetuneManifest, PretrainManifest
+from mediswift.manifests import (
+    EvaluateManifest,
+    EvaluateReport,
+    FinetuneManifest,
+    PretrainManifest,
+)
+from mediswift.stages.evaluate import log_to_mlflow
 
 
 @task(name="evaluate-report")
@@ -19,6 +26,17 @@ def evaluate_report(
     plot_mode: str,
     out_dir: str,
     home: str,
-) -> tuple[EvaluateManifest, dict[str, str]]:
+) -> EvaluateReport:
     """Select (batch, lr) per sweep on dev, aggregate test over seeds, write tables and plot."""
-    return write_report(finetune, pretrain, modes, plot_mode, Path(out_dir), Path(home))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    manifest, texts = write_report(finetune, pretrain, modes, plot_mode, Path(out_dir), Path(home))
+    return EvaluateReport(manifest=manifest, texts=texts)
+
+
+@task(name="evaluate-log")
+def log_evaluation(
+    cfg: PipelineConfig, home: str, out_dir: str, report: EvaluateManifest, tags: dict[str, str]
+) -> str:
+    """The selected numbers on each sweep's parent run and the evaluate run with the tables;
+    the evaluate run's id."""
+    return log_to_mlflow(cfg, Path(home), Path(out_dir), report, tags)

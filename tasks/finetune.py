@@ -14,11 +14,18 @@ from typing import Any
 from prefect import task
 
 from mediswift.artifacts import unit_at
-from mediswift.config import FinetuneConfig, PipelineConfig
+from mediswift.config import PipelineConfig
 from mediswift.data.download import client_for
 from mediswift.finetune.datasets import DATA_FILE, prepare_task
 from mediswift.finetune.keys import LabelSpec, PointSpec, StageSpec, TaskDataSpec, read_spec
 from mediswift.finetune.point import run_labels, run_point
+from mediswift.finetune.results import (
+    TRAINED,
+    LabelsManifest,
+    TaskDataManifest,
+    TaskFiles,
+    TrainedUnit,
+)
 from mediswift.finetune.sources import fetch_task_files
 from mediswift.text.tokenizer import Tokenizer
 from mediswift.tracking import DatasetRef, Tracker, tracking_uri_in
@@ -26,84 +33,84 @@ from tasks.download import NETWORK
 
 
 @task(name="finetune-fetch", task_run_name="fetch-{task_name}", **NETWORK)
-def fetch_files(cfg: PipelineConfig, task_name: str, home: str) -> dict[str, str]:
+def fetch_files(cfg: PipelineConfig, task_name: str, home: str) -> TaskFiles:
     """The task's raw files under <home>/raw (mirrored when the recipe has a mirror)."""
-    return fetch_task_files(
+    files = fetch_task_files(
         client_for(cfg.download), cfg.finetune.task(task_name), Path(home), cfg.resolve
     )
+    return TaskFiles(files=files)
 
 
 @task(name="finetune-data", task_run_name="data-{name}")
-def prepare_data(key: str, home: str, name: str) -> dict[str, Any]:
+def prepare_data(key: str, home: str, name: str) -> TaskDataManifest:
     """The task's splits as JSONL (+ data.json, token ids) in the unit `key`."""
     root = Path(home)
     unit = unit_at(root, "finetune", key)
     if unit.done():
-        return unit.manifest()
+        return TaskDataManifest.model_validate(unit.manifest())
     spec = read_spec(unit, TaskDataSpec)
-    task_ = FinetuneConfig.model_validate(spec.settings).task(spec.task)
     info = prepare_task(
-        task_,
+        spec.task_plugin(),
         {role: root / rel for role, rel in spec.files.items()},
         unit.ensure().path,
         Tokenizer.load(root / spec.tokenizer_dir),
         home=root,
     )
-    return unit.write_manifest(info)
+    return TaskDataManifest.model_validate(unit.write_manifest(info))
 
 
 @task(name="finetune-point", task_run_name="{name}")
-def finetune_point(key: str, home: str, name: str) -> dict[str, Any]:
+def finetune_point(key: str, home: str, name: str) -> TrainedUnit:
     """Fine-tune one variant on one task at one (batch, lr, seed), or one stage of a
     multi-stage schedule there; one child MLflow run."""
     root = Path(home)
     unit = unit_at(root, "finetune", key)
     if unit.done():
-        return unit.manifest()
+        return TRAINED.validate_python(unit.manifest())
     spec = read_spec(unit, PointSpec)
     tr = spec.tracking
     tracker = Tracker(tracking_uri_in(tr.uri, root), tr.experiment, artifact_root=root / "mlruns")
-    params = {
+    with tracker.run(
+        spec.name,
+        params=point_params(spec, key),
+        tags={"mediswift.kind": "finetune-point", **tr.tags},
+        parent_run_id=tr.parent_run_id,
+    ) as run:
+        run.log_datasets(task_splits(root, spec))
+        tok = Tokenizer.load(root / spec.tokenizer_dir)
+        result = run_point(unit, spec, root, tok, log=run.log_metrics, run_id=run.run_id)
+        run.log_artifact(unit.path / "metrics.json")
+    return result
+
+
+def point_params(spec: PointSpec, key: str) -> dict[str, Any]:
+    """The point's MLflow params: what it is, and the settings it trains with."""
+    chain = (
+        {"phase": spec.phase, "start": spec.start or "pretrained", "labels": spec.labels}
+        if isinstance(spec, StageSpec)
+        else {}
+    )
+    task_settings = spec.task_settings.model_dump(mode="json", exclude={"grid"})
+    return {
         "variant": spec.variant,
         "task": spec.task,
         "batch_size": spec.batch_size,
         "lr": spec.lr,
         "seed": spec.seed,
         "unit": key,
-        **(
-            {"phase": spec.phase, "start": spec.start or "pretrained", "labels": spec.labels}
-            if isinstance(spec, StageSpec)
-            else {}
-        ),
-        **{k: v for k, v in spec.settings.items() if k not in ("tasks", "seeds")},
-        **{f"task.{k}": v for k, v in spec.settings["tasks"][spec.task].items() if k != "grid"},
+        **chain,
+        **spec.shared_settings.model_dump(mode="json"),
+        **{f"task.{k}": v for k, v in task_settings.items()},
     }
-    with tracker.run(
-        spec.name,
-        params=params,
-        tags={"mediswift.kind": "finetune-point", **tr.tags},
-        parent_run_id=tr.parent_run_id,
-    ) as run:
-        run.log_datasets(task_splits(root, spec))
-        manifest = run_point(
-            unit,
-            spec,
-            root,
-            Tokenizer.load(root / spec.tokenizer_dir),
-            log=run.log_metrics,
-            describe={"mlflow_run_id": run.run_id},
-        )
-        run.log_artifact(unit.path / "metrics.json")
-    return manifest
 
 
 @task(name="finetune-labels", task_run_name="{name}")
-def finetune_labels(key: str, home: str, name: str) -> dict[str, Any]:
+def finetune_labels(key: str, home: str, name: str) -> LabelsManifest:
     """Pseudo-label one split with a chosen stage unit's model (a multi-stage schedule)."""
     root = Path(home)
     unit = unit_at(root, "finetune", key)
     if unit.done():
-        return unit.manifest()
+        return LabelsManifest.model_validate(unit.manifest())
     spec = read_spec(unit, LabelSpec)
     return run_labels(unit, spec, root, Tokenizer.load(root / spec.tokenizer_dir))
 

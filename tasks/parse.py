@@ -4,7 +4,6 @@ batch of PMC articles, an extra corpus). Parsing never touches the network: no r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 
@@ -12,5 +11,5 @@ from mediswift.stages import parse as S
 
 
 @task(name="parse", task_run_name="{spec.run_name}")
-def parse_unit(spec: S.ParseSpec, home: str) -> dict[str, Any]:
+def parse_unit(spec: S.ParseSpec, home: str) -> S.ParseResult:
     return S.run_unit(spec, Path(home))

@@ -17,8 +17,9 @@ from typing import Any
 from prefect import task
 
 from mediswift.artifacts import manifest_done, write_atomic
-from mediswift.settings import PretrainConfig
-from mediswift.tracking import DatasetRef, RunLogger, Tracker
+from mediswift.manifests import VariantRun
+from mediswift.sections import PretrainConfig, TrackingConfig
+from mediswift.tracking import DatasetRef, RunLogger, Tracker, resolve_tracking_uri
 from mediswift.train.pretrain import VARIANT_MANIFEST, VariantSpec, launch_variant, variant_params
 from tasks.progress import progress_reporter
 
@@ -61,12 +62,11 @@ def pretrain_variant(
     key: str,
     spec: VariantSpec,
     pretrain: PretrainConfig,
-    tracking_uri: str,
-    experiment: str,
+    tracking: TrackingConfig,
     home: str,
     tags: dict[str, str],
     datasets: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> VariantRun:
     """Train (or resume) the variant `spec`; returns its record, paths relative to `home`.
     `pretrain`: how to run it (processes, nodes, rendezvous). `datasets`: `DatasetRef` fields
     of what it trains on. With `nnodes` > 1 this runs its own node's part (c10d rendezvous at
@@ -76,7 +76,8 @@ def pretrain_variant(
     id_file = out / "mlflow_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
     done = manifest_done(out / VARIANT_MANIFEST)
-    tracker = Tracker(tracking_uri, experiment, artifact_root=Path(home) / "mlruns")
+    uri = resolve_tracking_uri(tracking.tracking_uri, Path(home))
+    tracker = Tracker(uri, tracking.pretrain_experiment, artifact_root=Path(home) / "mlruns")
     params = None if run_id else variant_params(spec)
     with tracker.run(
         spec.name, params=params, tags={**tags, "mediswift.unit": key}, run_id=run_id
@@ -96,4 +97,6 @@ def pretrain_variant(
             run.log_artifact(in_unit(record["loss_curve"], out))
             run.log_artifact(out / "metrics.jsonl")
     record = home_relative(record, out.resolve(), Path(home).resolve())
-    return {**record, "mlflow_run_id": run.run_id, "experiment_id": tracker.experiment_id}
+    return VariantRun.model_validate(
+        {**record, "mlflow_run_id": run.run_id, "experiment_id": tracker.experiment_id}
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 
@@ -11,5 +10,5 @@ from mediswift.stages import tokenize as S
 
 
 @task(name="tokenize-shard", task_run_name="tokenize-{spec.name}")
-def tokenize_shard(spec: S.TokenizeSpec, home: str) -> dict[str, Any]:
+def tokenize_shard(spec: S.TokenizeSpec, home: str) -> S.TokenizeResult:
     return S.run_unit(spec, Path(home))

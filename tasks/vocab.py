@@ -1,4 +1,5 @@
-"""Vocab task: learn the BPE vocabulary (one task: sentencepiece training is one job)."""
+"""Vocab tasks: one per unit kind of `mediswift.stages.vocab` (a shard's Moses pass, and the
+BPE learning on all of them). Each takes its unit's spec; the unit manifest is written last."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from mediswift.artifacts import Artifact
-from mediswift.config import VocabConfig
-from mediswift.manifests import FilterManifest
 from mediswift.stages import vocab as S
 
 
-@task(name="learn-vocab", task_run_name="learn-vocab-{cfg.vocab_size}")
-def learn_vocab(
-    cfg: VocabConfig, home: str, filtered: FilterManifest, out: Artifact
-) -> dict[str, Any]:
-    return S.run_unit(cfg, Path(home), filtered, out, get_run_logger()).model_dump()
+@task(name="vocab-moses", task_run_name="vocab-moses-{spec.name}")
+def moses_shard(spec: S.MosesSpec, home: str) -> dict[str, Any]:
+    return S.run_moses(spec, Path(home))
+
+
+@task(name="learn-vocab", task_run_name="learn-vocab-{spec.vocab.vocab_size}")
+def learn_vocab(spec: S.BpeSpec, home: str) -> dict[str, Any]:
+    return S.run_bpe(spec, Path(home), get_run_logger())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from flows.registry import plan
 from mediswift.config import load_recipe
 from mediswift.finetune.hoc import HoC, hoc_splits
 from mediswift.finetune.pubmedqa import PubMedQA, pqal_splits
-from mediswift.graph import plan
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.text import moses
 from mediswift.text.bpe import learn_bpe

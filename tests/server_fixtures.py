@@ -51,3 +51,29 @@ def prefect_server(prefect_home: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def serve_script(name: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    """`deployments/<name>` (serve.sh, stop.sh) as `make serve` / `make stop` run it."""
+    path = str(REPO / "deployments" / name)
+    return subprocess.run([path], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def process_tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of a process and all its descendants, summed ((0, 0) once it is
+    gone). PSS shares shared pages out among the processes mapping them (PostgreSQL's backends
+    all map its shared buffers: their RSS sum counts those once per backend)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    rss = pss = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return rss, pss

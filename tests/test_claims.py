@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.registry import plan
 from mediswift.arms import (
     FAILS,
     HOLDS,
@@ -266,7 +267,8 @@ def test_the_repro_claims_recipe_compares_equal_active_parameters_with_seeds(tmp
     # of its key)
     rates = {p.arm: p.config(cfg.pretrain).lr for p in planned}
     assert rates == {"micro-dense": 4e-3, "tiny-s50": 2e-3, "mini-s75": 2e-3, "mini-dense": 2e-3}
-    text = dry_run(cfg, tmp_path / "home", ["pretrain"])
+    home = tmp_path / "home"
+    text = dry_run(cfg, home, plan(cfg, home), ["pretrain"])
     assert "compared (equal active non-embedding parameters): mini-s75 vs micro-dense" in text
     assert "seeds [0, 1]" in text and "1.10x the FLOPs" in text
 

@@ -181,3 +181,18 @@ def test_a_full_disk_is_one_line_then_heals(small_disk: Path, mirror_dir: Path) 
     subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)
     r = cli(*args, home=small_disk / "home")
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_ui_commands_paste_for_a_home_with_spaces(tmp_path: Path, monkeypatch) -> None:
+    import shlex
+
+    from mediswift.cli import ui_commands
+
+    home = tmp_path / "my home"
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(home / "prefect"))
+    mlflow, _, prefect, _ = ui_commands(home).splitlines()
+    words = shlex.split(mlflow.removeprefix("MLflow UI:"))
+    assert words[-1] == f"sqlite:///{home / 'mlflow.db'}"
+    words = shlex.split(prefect.removeprefix("Prefect UI:"))
+    assert words[0] == f"PREFECT_HOME={home / 'prefect'}"

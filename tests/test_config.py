@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from flows.registry import parse_stages, plan
 from mediswift.cli import main
 from mediswift.config import load_recipe
-from mediswift.graph import parse_stages, plan
 from mediswift.overrides import Overrides, parse_set
 
 RECIPES = ["demo", "repro-small", "repro-claims", "paper", "paper-med", "paper-large", "paper-xl"]
@@ -121,3 +121,14 @@ def test_cli_flops_matches_table6(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_unknown_recipe(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--recipe", "nope", "--dry-run"]) == 2
     assert "recipe 'nope' not found" in capsys.readouterr().err
+
+
+def test_a_recipe_nested_too_deep_is_named(tmp_path):
+    """A YAML nested past the parser's recursion (50,000 brackets) is refused in one line that
+    names the file, not with a RecursionError."""
+    import pytest
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("pretrain: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ValueError, match=r"deep\.yaml: nested deeper than a recipe can be"):
+        load_recipe(str(path))

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flows.registry import plan
 from mediswift.config import load_recipe
 from mediswift.data.contamination import EvalText, NgramIndex, ngrams, normalise, summarise
 from mediswift.data.decontaminate import cut_windows, screen, word_spans
 from mediswift.data.filters import REASONS, ShardRef, apply_plan, plan_filter
 from mediswift.data.shards import Document, write_documents
-from mediswift.graph import plan
 
 # 20 words: a 13-gram of it is any 13 consecutive of them.
 SECRET = (
@@ -165,6 +165,7 @@ def test_a_document_sharing_only_a_boilerplate_ngram_is_kept(tmp_path: Path) -> 
     an example are kept whole while the copied abstract is still dropped; at a threshold of 11
     the same documents are dropped."""
     from mediswift.stages import filter as S
+    from mediswift.stages import filter_contamination as C
 
     home = tmp_path
     labels = [Document(f"label{i}", "corpus:x", text=f"Drug {i}. {BOILERPLATE} Dose {i} mg.")
@@ -175,17 +176,17 @@ def test_a_document_sharing_only_a_boilerplate_ngram_is_kept(tmp_path: Path) -> 
     np.save(home / "codes.npy", np.zeros(len(docs), dtype=np.uint8))
     index(f"Patients were told: {BOILERPLATE}", SECRET).save(home / "idx")
     paths = {"codes": "codes.npy", "codes_digest": "c", "ngrams": "idx", "ngrams_digest": "i"}
-    counted = S.run_counts(S.CountSpec(shard="in.parquet", **paths), home)
+    counted = C.run_counts(C.CountSpec(shard="in.parquet", **paths), home)
     kept = {}
     for max_docs in (10, 11):
-        freq = S.run_frequent(S.FrequentSpec(counts=(counted["digest"],), max_docs=max_docs,
-                                             files=(counted["path"],)), home)  # fmt: skip
+        freq = C.run_frequent(C.FrequentSpec(counts=(counted.digest,), max_docs=max_docs,
+                                             files=(counted.path,)), home)  # fmt: skip
         spec = S.ShardSpec(shard="in.parquet", split_salt="s", validation_fraction=0.0,
-                           decontaminate_mode="document", frequent=freq["path"],
-                           frequent_digest=freq["digest"], **paths)  # fmt: skip
+                           decontaminate_mode="document", frequent=freq.path,
+                           frequent_digest=freq.digest, **paths)  # fmt: skip
         result = S.run_shard(spec, home)
-        out = pq.read_table(home / result["path"])["doc_id"].to_pylist()
-        kept[max_docs] = (freq["ignored"], result["contamination_spared"], out)
+        out = pq.read_table(home / result.path)["doc_id"].to_pylist()
+        kept[max_docs] = (freq.ignored, result.contamination_spared, out)
     assert len(normalise([BOILERPLATE]).to_pylist()[0].split()) == 13
     assert kept[10] == (1, 11, [d.doc_id for d in labels] + ["clean"])
     assert kept[11] == (0, 0, ["clean"])
@@ -305,8 +306,8 @@ def test_filter_key_follows_the_evaluation_set(tmp_path: Path) -> None:
 
 
 def test_training_settings_of_a_task_never_rekey_the_corpus() -> None:
+    from flows.registry import plan
     from mediswift.config import load_recipe
-    from mediswift.graph import plan
 
     base = plan(load_recipe("demo"), Path("/nonexistent"))
     longer = plan(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 from mediswift.overrides import Overrides
 
 REPO = Path(__file__).resolve().parents[1]

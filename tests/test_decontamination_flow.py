@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.config import PipelineConfig, load_recipe
 from mediswift.data.download import client_for
 from mediswift.finetune.sources import fetch_task_files
-from mediswift.graph import plan
 
 pytestmark = pytest.mark.slow
 

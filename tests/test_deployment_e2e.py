@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.registry import plan
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "recipes" / "tiny.yaml")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from flows.registry import plan
 from flows.stages import download as stage
 from mediswift.config import PipelineConfig
-from mediswift.graph import plan
 
 
 def _cfg(mirror_dir: Path) -> PipelineConfig:

@@ -22,7 +22,7 @@ from mediswift.data.filters import (
 )
 from mediswift.data.pmc import PmcHints, iter_pmc
 from mediswift.data.shards import Document, write_documents
-from mediswift.settings import FilterConfig
+from mediswift.sections import FilterConfig
 from mediswift.stages.filter import (
     ParsedShard,
     collect,
@@ -262,8 +262,8 @@ def test_the_snapshot_counts_its_pubmed_drops_by_publication_year(
     scans = [run_scan(s, tmp_path) for s in scan_units(cfg, parsed)]
     merged = run_merge(merge_unit(cfg, parsed, scans), tmp_path)
     expected = {"1998": 2, "2022": 1, UNKNOWN_YEAR: 1}
-    assert merged["revised_after_by_year"] == expected
-    assert list(merged["revised_after_by_year"]) == ["1998", "2022", UNKNOWN_YEAR]
+    assert merged.revised_after_by_year == expected
+    assert list(merged.revised_after_by_year) == ["1998", "2022", UNKNOWN_YEAR]
     results = [run_shard(s, tmp_path) for s in shard_units(cfg, parsed, merged, None)]
     with caplog.at_level(logging.INFO):
         manifest = collect(cfg, tmp_path, parsed, merged, results, None)
@@ -273,4 +273,4 @@ def test_the_snapshot_counts_its_pubmed_drops_by_publication_year(
     # Without the snapshot there is nothing to count, and no count is shown.
     plain = FilterConfig()
     scans = [run_scan(s, tmp_path) for s in scan_units(plain, parsed)]
-    assert "revised_after_by_year" not in run_merge(merge_unit(plain, parsed, scans), tmp_path)
+    assert run_merge(merge_unit(plain, parsed, scans), tmp_path).revised_after_by_year is None

@@ -15,17 +15,13 @@ import torch.nn.functional as F
 from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
 from mediswift.finetune.datasets import prepare_task
+from mediswift.finetune.finetuned import load_finetuned, load_pretrained, reactivate
 from mediswift.finetune.formats import read_examples
 from mediswift.finetune.hoc import HoC, hoc_splits
-from mediswift.finetune.keys import PointSpec, StageSpec, task_section
-from mediswift.finetune.point import (
-    load_finetuned,
-    load_pretrained,
-    reactivate,
-    run_point,
-    settings_for,
-)
+from mediswift.finetune.keys import PointSpec, StageSpec
+from mediswift.finetune.point import run_point, settings_for
 from mediswift.finetune.pubmedqa import PubMedQA, load_json, pqal_splits
+from mediswift.finetune.results import StageUnitManifest
 from mediswift.finetune.scoring import (
     IGNORE,
     build_batch,
@@ -293,11 +289,10 @@ def test_stage_unit_of_multistage_data_and_never_retrained(
         batch_size=8,
         lr=1e-3,
         seed=0,
-        shared_settings=cfg.result_settings(),
-        task_settings=cfg.tasks["pubmedqa"].result_settings(),
+        shared_settings=cfg.shared(),
+        task_settings=cfg.tasks["pubmedqa"],
         modes=["generate", "score"],
         variant="v",
-        settings=task_section(cfg, "pubmedqa"),
         data_dir="data",
         tokenizer_dir="unused",
         tracking=TrackingSpec(uri="unused", experiment="unused"),
@@ -307,10 +302,14 @@ def test_stage_unit_of_multistage_data_and_never_retrained(
         run_point(unit, PointSpec(**point), tmp_path, tok)
     spec = StageSpec(**point, phase="pqa_a")
     m = run_point(unit, spec, tmp_path, tok)
-    assert [s["name"] for s in m["stages"]] == ["pqa_a"] and m["phase"] == "pqa_a"
-    assert m["start"] == "ckpt" and m["stages"][0]["train"] == 24
+    assert type(m) is StageUnitManifest
+    assert [s.name for s in m.stages] == ["pqa_a"] and m.phase == "pqa_a"
+    assert m.start == "ckpt" and m.stages[0].train == 24
     # An earlier stage: its best dev metric (early-stopping mode), no test, no predictions.
-    assert m["metrics"] == {"dev_score": m["stages"][0]["best_dev"]}
+    assert m.metrics == {"dev_score": m.stages[0].best_dev}
+    on_disk = json.loads((unit.path / "metrics.json").read_text())
+    assert set(on_disk) == set(unit.manifest()) - {"stage", "key"}
+    assert "labels" not in on_disk and "pseudo_labels" not in on_disk["stages"][0]
     assert not list(unit.path.glob("predictions_*"))
     assert unit.done()
     model = load_finetuned(unit.path / "checkpoint")

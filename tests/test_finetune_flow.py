@@ -16,8 +16,8 @@ from finetune_fixtures import make_home
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 from mediswift.tracking import default_tracking_uri
 
 

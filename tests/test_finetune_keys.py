@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
-from mediswift.finetune.keys import result_settings
+from mediswift.finetune import keys as K
+from mediswift.finetune.keys import PointSpec, result_settings
+from mediswift.finetune.point import settings_for
+from mediswift.manifests import TrackingSpec, TrainedVariant
 
 
 def test_task_settings_only_touch_their_task() -> None:
@@ -30,9 +36,6 @@ def test_shared_settings_touch_both_and_scheduling_none() -> None:
 
 
 def test_the_trainer_takes_the_section_and_the_schedule_its_epochs_from_the_settings():
-    from mediswift.finetune.point import settings_for
-    from mediswift.finetune.settings import FinetuneConfig
-
     cfg = FinetuneConfig.model_validate(
         {
             "patience": 5,
@@ -49,3 +52,38 @@ def test_the_trainer_takes_the_section_and_the_schedule_its_epochs_from_the_sett
     pqa, hoc = cfg.task("pubmedqa"), cfg.task("hoc")
     assert [pqa.stage_epochs(n) for n in ("pqa_a", "pqa_u", "pqa_l")] == [2, 3, 4]
     assert hoc.stage_epochs(hoc.final_stage().name) == 7
+
+
+def plan_points(cfg: FinetuneConfig, home: Path) -> list[PointSpec]:
+    """Every grid point of a one-variant plan of `cfg` (fixed raw files and tokenizer)."""
+    vocab = Artifact("vocab", "v", home / "vocab")
+    vocab.ensure().write_manifest({"hash": "h"})
+    data = {}
+    for task in cfg.tasks:
+        (home / "raw" / task).mkdir(parents=True, exist_ok=True)
+        (home / "raw" / task / "f").write_text(task)
+        data[task] = K.data_spec(cfg, home, task, {"f": f"raw/{task}/f"}, vocab)
+    variant = TrainedVariant.model_construct(name="v", checkpoint="pretrain/ckpt")
+    plans = K.sweep_units(cfg, home, [variant], data, vocab, TrackingSpec(uri=None, experiment="e"))
+    return [spec for plan in plans for spec, _ in plan.points]
+
+
+def test_a_point_runs_with_exactly_the_settings_its_key_hashes(tmp_path: Path) -> None:
+    """The runner reads its settings from the spec's keyed fields (no unkeyed copy of the
+    section): what is left out of the key only names, places or logs the unit."""
+    assert set(PointSpec.model_fields) - set(PointSpec.keyed_fields()) == {
+        "variant", "data_dir", "tokenizer_dir", "tracking",
+    }  # fmt: skip
+    base = plan_points(FinetuneConfig(), tmp_path)
+    moved = plan_points(FinetuneConfig(device="cpu", concurrency=7, torch_threads=1), tmp_path)
+    patient = plan_points(FinetuneConfig(patience=9), tmp_path)
+    for a, b, c in zip(base, moved, patient, strict=True):
+        assert a.key == b.key and b.shared_settings.device == "cpu"  # read, but not keyed
+        assert a.key != c.key
+        assert settings_for(c.shared_settings, 8, 1e-3, 0, 16, "score").patience == 9
+    # A spec read back from its file holds the task's own settings class, and the same key.
+    spec, unit = base[0], base[0].artifact(tmp_path).ensure()
+    K.write_spec(unit, spec)
+    again = K.read_spec(unit, PointSpec)
+    assert type(again.task_settings) is type(spec.task_settings)
+    assert again.key == spec.key and again == spec

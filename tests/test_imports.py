@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -74,7 +75,7 @@ def test_every_library_module_has_a_layer():
         for c in config["contracts"]
         if c["name"] == "dependencies point down the stage order"
     )
-    placed = {m.strip() for layer in layers for m in layer.split(":")}
+    placed = {m.strip() for layer in layers for m in re.split(r"[:|]", layer)}
     top = {
         f"mediswift.{p.stem}"
         for p in (REPO / "mediswift").iterdir()
@@ -99,26 +100,90 @@ def test_validating_a_recipe_does_not_import_torch():
 
 
 FLOW_FUNCTION_LINES = 40  # flows order stages and submit units; their logic is the library's
+# What a flow may not do itself: MLflow (tasks and the library log), dispatch by name, files.
+FLOW_FORBIDDEN_IMPORTS = ("mediswift.tracking", "mlflow", "importlib", "shutil", "sqlite3")
+FILE_CALLS = {
+    "unlink", "rmtree", "rename", "replace", "write_text", "read_text", "write_bytes",
+    "read_bytes", "open", "mkdir", "touch", "ensure", "write_manifest", "write_atomic",
+}  # fmt: skip
 
 
-def test_flows_only_orchestrate_in_short_functions() -> None:
-    """No function of `flows/` is longer than 40 lines, and none opens, moves or deletes files
-    itself (the library does: `mediswift.stages`)."""
+def flow_violations(source: str, name: str) -> list[str]:
+    """What a flow module does beyond ordering work: long functions, forbidden imports, MLflow
+    runs, file operations (by what it imports and calls, not by the names it mentions)."""
     import ast
 
-    long, touching = [], []
-    for path in sorted((REPO / "flows").rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
-                if lines > FLOW_FUNCTION_LINES:
-                    long.append(f"{path.name}:{node.name} ({lines} lines)")
-            if isinstance(node, ast.Attribute) and node.attr in (
-                "unlink", "rmtree", "rename", "replace", "write_text", "read_text", "open",
-            ):  # fmt: skip
-                touching.append(f"{path.name}:{node.lineno} .{node.attr}")
-            if isinstance(node, ast.Name) and node.id == "open":
-                touching.append(f"{path.name}:{node.lineno} open")
-    assert not long, long
-    assert not touching, touching
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+            if lines > FLOW_FUNCTION_LINES:
+                out.append(f"{name}:{node.name} is {lines} lines")
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module]
+        out += [
+            f"{name}:{node.lineno} imports {m}"
+            for m in modules
+            if any(m == f or m.startswith(f + ".") for f in FLOW_FORBIDDEN_IMPORTS)
+        ]
+        if isinstance(node, ast.Call):
+            f = node.func
+            called = (
+                f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            )
+            if called in FILE_CALLS:
+                out.append(f"{name}:{node.lineno} calls {called}")
+            if called in ("Tracker", "RunLogger", "start_run", "import_module"):
+                out.append(f"{name}:{node.lineno} calls {called}")
+    return out
+
+
+def test_flows_only_order_work() -> None:
+    """No function of `flows/` is longer than 40 lines, and no flow module imports MLflow or
+    the tracking layer, dispatches by name or touches files itself."""
+    found = [
+        v
+        for path in sorted((REPO / "flows").rglob("*.py"))
+        for v in flow_violations(path.read_text(), path.name)
+    ]
+    assert not found, found
+
+
+def test_the_flow_check_catches_what_it_forbids() -> None:
+    bad = (
+        "import importlib\n"
+        "from mediswift.tracking import Tracker\n"
+        "def run(cfg, home, out):\n"
+        "    Tracker('sqlite:///x', 'e')\n"
+        "    out.ensure()\n"
+        "    (home / 'x').write_text('y')\n"
+        "    with open(home / 'z') as f:\n"
+        "        pass\n"
+    )
+    found = flow_violations(bad, "bad.py")
+    assert len(found) == 6, found
+
+
+def test_stage_names_are_listed_in_one_place() -> None:
+    """No module spells out a list of stage names: order comes from `flows.registry.STAGES`."""
+    import ast
+
+    from flows.registry import stage_names
+
+    names = set(stage_names())
+    lists = []
+    for pkg in ("mediswift", "flows", "tasks"):
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Tuple | ast.List | ast.Set):
+                    spelled = {
+                        e.value
+                        for e in node.elts
+                        if isinstance(e, ast.Constant) and e.value in names
+                    }
+                    if len(spelled) >= 3:
+                        lists.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not lists, lists

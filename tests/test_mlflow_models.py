@@ -39,6 +39,7 @@ from mediswift.finetune.scoring import (  # noqa: E402
     predict,
     source_budget,
 )
+from mediswift.manifests import ModelRegistration, RegisteredModel  # noqa: E402
 from mediswift.model.gpt import GPT, GPTConfig  # noqa: E402
 from mediswift.model.soft_prompt import PromptedLM  # noqa: E402
 from mediswift.names import model_name, variant_name  # noqa: E402
@@ -139,16 +140,18 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", wrong)
     name = "mediswift-tiny-s75"
 
-    def register(aliases: list[str]) -> dict:
+    def register(aliases: list[str]) -> RegisteredModel:
         return register_model.fn(
-            tracking_uri=uri,
-            run_id=run_id,
-            name=name,
-            checkpoint=str(tmp_path / "ckpt"),
-            tokenizer_dir=str(tok_dir),
-            card={"name": "tiny-s75", "model": "tiny", "sparsity": 0.75, "train_flops": 1e12},
-            aliases=aliases,
-            tags={"mediswift.variant": "tiny-s75"},
+            ModelRegistration(
+                tracking_uri=uri,
+                run_id=run_id,
+                name=name,
+                checkpoint=str(tmp_path / "ckpt"),
+                tokenizer_dir=str(tok_dir),
+                card={"name": "tiny-s75", "model": "tiny", "sparsity": 0.75, "train_flops": 1e12},
+                aliases=aliases,
+                tags={"mediswift.variant": "tiny-s75"},
+            )
         )
 
     t0 = time.perf_counter()
@@ -158,7 +161,7 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
     assert not (tmp_path / "wrong.db").exists()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for this test's own fluent calls
     client = MlflowClient(uri)
-    assert ref["version"] == "1" and ref["uri"] == f"models:/{name}/1"
+    assert ref.version == "1" and ref.uri == f"models:/{name}/1"
     assert str(client.get_model_version_by_alias(name, "recipe-test").version) == "1"
     assert client.get_model_version(name, "1").tags["mediswift.variant"] == "tiny-s75"
     assert client.get_run(run_id).data.tags[MODEL_TAG] == f"{name}/1"
@@ -189,7 +192,7 @@ def test_variant_is_logged_registered_and_loads_through_its_alias(
 
     # Called again for the same run (a stage run again): no new version, only the aliases move.
     again = register(["recipe-test", "recipe-other"])
-    assert again["version"] == "1"
+    assert again.version == "1"
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
     assert str(client.get_model_version_by_alias(name, "recipe-other").version) == "1"
 
@@ -292,20 +295,22 @@ def test_selected_point_is_registered_generating_the_pipeline_predictions(
     name = model_name("tiny-dense", "pubmedqa")
     uri, run_id = new_run(tmp_path / "home")
     ref = register_model.fn(
-        tracking_uri=uri,
-        run_id=run_id,
-        name=name,
-        checkpoint=str(p.checkpoint),
-        tokenizer_dir=str(tok_dir),
-        card={"name": name, "task": "pubmedqa", "point": {"batch_size": 8}},
-        prompt=str(p.checkpoint / "prompt.safetensors"),
-        source_budget=p.source_budget,
-        max_new_tokens=p.max_new_tokens,
-        input_example="question: Is aspirin associated with a lower risk",
-        aliases=["selected"],
+        ModelRegistration(
+            tracking_uri=uri,
+            run_id=run_id,
+            name=name,
+            checkpoint=str(p.checkpoint),
+            tokenizer_dir=str(tok_dir),
+            card={"name": name, "task": "pubmedqa", "point": {"batch_size": 8}},
+            prompt=str(p.checkpoint / "prompt.safetensors"),
+            source_budget=p.source_budget,
+            max_new_tokens=p.max_new_tokens,
+            input_example="question: Is aspirin associated with a lower risk",
+            aliases=["selected"],
+        )
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # `models:/` URIs resolve through it
-    assert ref["uri"] == f"models:/{name}/1"
+    assert ref.uri == f"models:/{name}/1"
     model = mlflow.pyfunc.load_model(f"models:/{name}@selected")
     assert list(model.predict([e.source for e in p.examples])) == p.texts
 
@@ -314,7 +319,7 @@ def test_selected_point_is_registered_generating_the_pipeline_predictions(
     assert {q.name: q.default for q in info.signature.params}["max_new_tokens"] == (
         p.max_new_tokens
     )
-    local = Path(mlflow.artifacts.download_artifacts(ref["uri"]))
+    local = Path(mlflow.artifacts.download_artifacts(ref.uri))
     assert (local / "soft_prompt.safetensors").is_file()
     assert "## Soft prompt" in (local / "README.md").read_text()
     assert (local / "LICENSE.txt").read_text().startswith("## Licence of the data")
@@ -444,8 +449,8 @@ def test_sweeps_list_their_points_and_register_the_selected_one(
     from test_finetune_flow import make_home
 
     from flows.pipeline import mediswift
+    from flows.registry import plan
     from mediswift.config import load_recipe
-    from mediswift.graph import plan
     from mediswift.overrides import Overrides
 
     recipe, home = make_home(tmp_path, mirror_dir, FLOW_RECIPE)

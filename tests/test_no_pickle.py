@@ -25,12 +25,18 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.results import ResultRecord, ResultRecordMetadata
 from prefect.serializers import PickleSerializer
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from pydantic import BaseModel, TypeAdapter
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.artifacts import unit_at
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 from tasks.common import read_record, record_path, write_record
+
+
+class Shards(BaseModel):
+    shards: list[dict[str, str | int]]
+
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")
 STAGES = ["download", "parse", "filter"]
@@ -140,21 +146,22 @@ def test_records_are_json_of_a_done_unit_only(tmp_path: Path) -> None:
     home, marker = tmp_path / "home", tmp_path / "pickle-was-loaded"
     unit = unit_at(home, "parse", "k1").ensure()
     path = record_path(home, unit, "t1")
-    result = {"shards": [{"path": "parse/units/k1/docs-00000.parquet", "n_docs": 3}]}
+    result = Shards(shards=[{"path": "parse/units/k1/docs-00000.parquet", "n_docs": 3}])
+    kind = TypeAdapter(Shards)
 
-    write_record(path, unit, "t1", result)
+    write_record(path, unit, "t1", result, kind)
     assert not path.exists()  # the unit is not done: nothing to record
     unit.write_manifest({"n": 1})
-    write_record(path, unit, "t1", result)
-    assert read_record(path, unit, "t1")["result"] == result
+    write_record(path, unit, "t1", result, kind)
+    assert kind.validate_python(read_record(path, unit, "t1")["result"]) == result
     assert read_record(path, unit, "another task") is None
 
     unit.write_manifest({"n": 2})  # the unit was redone: the record is stale
     assert read_record(path, unit, "t1") is None
 
-    # Values JSON would not give back unchanged are not recorded (the task simply runs).
+    # A value its type cannot dump as JSON is not recorded (the task simply runs).
     path.unlink()
-    write_record(path, unit, "t1", {"pair": (1, 2)})
+    write_record(path, unit, "t1", {"nan": float("nan")}, TypeAdapter(dict[str, float]))
     assert not path.exists()
 
     # Prefect's own record form, naming the pickle serializer, with the pickle inline.

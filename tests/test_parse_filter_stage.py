@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.config import load_recipe
 from mediswift.data.pubmed import iter_pubmed
-from mediswift.graph import plan
 
 N_PMC = 12
 # The Prefect test server takes most of the time (tens of seconds on a busy machine).

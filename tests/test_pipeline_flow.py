@@ -17,8 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 from mediswift.overrides import Overrides
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")

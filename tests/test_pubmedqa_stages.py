@@ -22,7 +22,7 @@ import mediswift.finetune.point as point_module
 from mediswift.artifacts import Artifact
 from mediswift.config import FinetuneConfig
 from mediswift.finetune import keys as K
-from mediswift.finetune.datasets import prepare_task
+from mediswift.finetune.datasets import prepare_task, schedule_of
 from mediswift.finetune.formats import read_examples
 from mediswift.finetune.point import (
     dev_flags,
@@ -32,8 +32,16 @@ from mediswift.finetune.point import (
     run_point,
 )
 from mediswift.finetune.pubmedqa import load_json
+from mediswift.finetune.results import (
+    TRAINED,
+    LabelsManifest,
+    PointManifest,
+    StageRecord,
+    StageUnitManifest,
+)
 from mediswift.finetune.schedule import Schedule
 from mediswift.finetune.scoring import encode_examples, predict
+from mediswift.finetune.task import Stage
 from mediswift.manifests import StageChoice, TrackingSpec, TrainedVariant
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.text.tokenizer import Tokenizer
@@ -155,8 +163,8 @@ def test_one_stage_sweeps_keep_their_point_specs(tmp_path: Path) -> None:
             "checkpoint", "tokenizer", "data", "task", "batch_size", "lr", "seed",
             "shared_settings", "task_settings", "modes",
         ]  # fmt: skip
-    results = {t: {"stages": [{"name": t}]} for t in data}
-    assert Schedule(home, plans, data, results, tracking, {}).next_units() == []
+    schedules = {t: [Stage(t, "train", "dev", 1)] for t in data}
+    assert Schedule(home, plans, data, schedules, tracking, {}).next_units() == []
 
 
 def test_stage_keys_follow_the_chain() -> None:
@@ -175,12 +183,15 @@ def test_stage_keys_follow_the_chain() -> None:
 
 
 CHAIN = [
-    {"name": "rf_pqa_a"},
-    {"name": "rf_pqa_l", "after": "rf_pqa_a"},
-    {"name": "pqa_a"},
-    {"name": "pqa_u", "after": "pqa_a", "labels_from": "rf_pqa_l", "label_split": "rf_pqa_u"},
-    {"name": "pqa_l", "after": "pqa_u"},
-]
+    Stage("rf_pqa_a", "rf_pqa_a_train", "rf_pqa_a_dev", 1),
+    Stage("rf_pqa_l", "rf_train", "rf_dev", 1, after="rf_pqa_a"),
+    Stage("pqa_a", "pqa_a_train", "pqa_a_dev", 1),
+    Stage(
+        "pqa_u", "pqa_u_train", "dev", 1, pseudo_label=True, after="pqa_a",
+        labels_from="rf_pqa_l", label_split="rf_pqa_u",
+    ),
+    Stage("pqa_l", "train", "dev", 1, after="pqa_u"),
+]  # fmt: skip
 
 
 def test_degenerate_earlier_stages_and_labellers_are_flagged(
@@ -204,20 +215,17 @@ def test_degenerate_earlier_stages_and_labellers_are_flagged(
     variant = TrainedVariant.model_construct(name="v", checkpoint="pretrain/ckpt")
     tracking = TrackingSpec(uri=None, experiment="e")
     (plan,) = K.sweep_units(cfg, home, [variant], data, vocab, tracking)
-    schedule = Schedule(home, [plan], data, {"pubmedqa": {"stages": CHAIN}}, tracking, {})
+    schedule = Schedule(home, [plan], data, {"pubmedqa": CHAIN}, tracking, {})
 
-    def made_up(spec: Any) -> dict[str, Any]:
+    def made_up(spec: Any) -> StageUnitManifest | LabelsManifest:
         if isinstance(spec, K.LabelSpec):  # seed 0's labeller says "yes" to everything
-            return {"degenerate": "constant" if spec.seed == 0 else None}
+            return made_up_labels(spec, "constant" if spec.seed == 0 else None)
         # pqa_a: the better lr has a constant seed; rf_pqa_l: every lr has one
         bad = (spec.phase == "pqa_a" and spec.lr == 1e-3 and spec.seed == 1) or (
             spec.phase == "rf_pqa_l" and spec.seed == 0
         )
         dev = 0.9 if spec.lr == 1e-3 else 0.5
-        return {
-            "stages": [{"best_dev": dev}],
-            "degenerate": {"dev_score": "constant"} if bad else {},
-        }
+        return made_up_stage(spec, dev, {"dev_score": "constant"} if bad else {})
 
     with caplog.at_level(logging.WARNING):
         while units := schedule.next_units():
@@ -235,6 +243,29 @@ def test_degenerate_earlier_stages_and_labellers_are_flagged(
     assert chosen["pqa_u"].degenerate_labels == {}
     assert "stage rf_pqa_l: 1 of 2 seeds" in caplog.text
     assert "labeller rf_pqa_l of seed 0 gives degenerate pseudo labels (constant)" in caplog.text
+
+
+def made_up_labels(spec: K.LabelSpec, degenerate: str | None) -> LabelsManifest:
+    """A labels unit's result, as far as the schedule reads it."""
+    return LabelsManifest(
+        task=spec.task, variant=spec.variant, seed=spec.seed, split=spec.split,
+        labeller=spec.labeller_dir, mode="score", items=1, labelled=1, counts={},
+        degenerate=degenerate, labels="labels.jsonl",
+    )  # fmt: skip
+
+
+def made_up_stage(spec: K.StageSpec, dev: float, degenerate: dict[str, str]) -> StageUnitManifest:
+    """An earlier stage unit's result, as far as the schedule reads it."""
+    record = StageRecord(
+        name=spec.phase, train=1, dev=1, best_epoch=1, best_dev=dev, steps=1,
+        stopped_early=False, history=[],
+    )  # fmt: skip
+    return StageUnitManifest(
+        variant=spec.variant, task=spec.task, metric="accuracy", batch_size=spec.batch_size,
+        lr=spec.lr, seed=spec.seed, n_prompt=1, max_len=8, source_budget=1, max_new_tokens=1,
+        reactivated_weights=0, params=1, stages=[record], steps=1,
+        metrics={"dev_score": dev}, degenerate=degenerate, checkpoint="checkpoint",
+    )  # fmt: skip
 
 
 def test_an_earlier_stage_flags_its_dev_predictions_as_the_last_does() -> None:
@@ -265,7 +296,7 @@ def home_with_data(
     tracking = TrackingSpec(uri=None, experiment="e")
     data = {"pubmedqa": (spec, unit)}
     plans = K.sweep_units(cfg, home, [variant], data, vocab, tracking)
-    return cfg, data, {"pubmedqa": unit.manifest()}, plans, tracking
+    return cfg, data, {"pubmedqa": schedule_of(unit.manifest())}, plans, tracking
 
 
 def run_schedule(
@@ -342,8 +373,8 @@ def test_stage_grids_chain_label_and_rerun_trains_nothing(
         # The choice is the best mean over seeds of the units' best dev metric.
         means = {}
         for d in c["units"]:
-            m = json.loads((home / d / "manifest.json").read_text())
-            means.setdefault(by_dir[d].lr, []).append(m["stages"][-1]["best_dev"])
+            m = TRAINED.validate_json((home / d / "manifest.json").read_bytes())
+            means.setdefault(by_dir[d].lr, []).append(m.best.best_dev)
         assert c["dev_mean"] == pytest.approx(max(sum(v) / len(v) for v in means.values()))
     # Every stage unit starts from its stage's `after` unit chosen for the same seed ...
     after = {"rf_pqa_l": "rf_pqa_a", "pqa_u": "pqa_a", "pqa_l": "pqa_u"}
@@ -358,17 +389,15 @@ def test_stage_grids_chain_label_and_rerun_trains_nothing(
     # ... and loads its weights: PQA-L's epoch-0 dev metric (the same PQA-L dev set as PQA-U's)
     # is the best dev metric of the chosen PQA-U unit of its seed.
     for spec, unit in units.values():
-        m = unit.manifest()
+        m = TRAINED.validate_python(unit.manifest())
         start = chosen_unit("pqa_u", spec.seed)
-        s_m = start.artifact(home).manifest()
-        assert m["stages"][0]["history"][0]["dev_metric"] == pytest.approx(
-            s_m["stages"][-1]["best_dev"]
-        )
-        assert set(m["metrics"]) >= {"dev_generate", "test_generate", "dev_score", "test_score"}
-        assert m["phase"] == "pqa_l"
+        s_m = TRAINED.validate_python(start.artifact(home).manifest())
+        assert m.stages[0].history[0]["dev_metric"] == pytest.approx(s_m.best.best_dev)
+        assert set(m.metrics) >= {"dev_generate", "test_generate", "dev_score", "test_score"}
+        assert isinstance(m, PointManifest) and m.phase == "pqa_l"
     # Pseudo labels come from the reasoning-free labeller chosen on the labeller's PQA-L dev,
     # one labels unit per seed, and are its predictions on question + long answer.
-    info = data_results["pubmedqa"]
+    schedule_ = data_results["pubmedqa"]
     rf_u = read_examples(data["pubmedqa"][1].path / "rf_pqa_u.jsonl")
     assert all("long answer:" in e.source for e in rf_u)
     for d in chosen["rf_pqa_l"]["labels"]:
@@ -391,7 +420,7 @@ def test_stage_grids_chain_label_and_rerun_trains_nothing(
                 made = spec.artifact(home).manifest()["stages"][0]["pseudo_labels"]
                 assert made == labels_unit.manifest()["counts"]
                 assert sum(made.values()) == 16  # every (capped) PQA-U item
-    assert info["stages"][-1]["name"] == "pqa_l"
+    assert schedule_[-1].name == "pqa_l"
     # The evaluated chain never read a long answer; the labeller chain always did.
     assert set(read) == {"rf_pqa_a", "rf_pqa_l", "labels", *EVALUATED}
     answers = [it["LONG_ANSWER"] for _, it in pqal_items(mirror_dir)]
@@ -423,8 +452,8 @@ def test_multistage_sweep_in_the_flow(prefect_harness, mirror_dir: Path, tmp_pat
     from finetune_fixtures import make_home
 
     from flows.pipeline import mediswift
+    from flows.registry import plan as stage_plan
     from mediswift.config import load_recipe
-    from mediswift.graph import plan as stage_plan
 
     files = write_raw(mirror_dir, tmp_path / "files")
     recipe_text = f"""name: finetune-stages-test

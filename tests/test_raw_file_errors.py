@@ -26,7 +26,7 @@ from mediswift.finetune.ddi_data import load_split as ddi_split
 from mediswift.finetune.hoc import load_documents
 from mediswift.finetune.pubmedqa import pqal_splits
 from mediswift.finetune.sources import fetch_task_files
-from mediswift.stages.filter import evaluation_texts
+from mediswift.stages.filter_contamination import evaluation_texts
 
 # JSON nested far deeper than Python's parser recurses: RecursionError, not a ValueError.
 DEEP = b"[" * 200_000 + b"]" * 200_000

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.registry import plan
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 from mediswift.tracking import Tracker, adopt_home_store, default_tracking_uri
 
 TINY = str(Path(__file__).parent / "recipes" / "tiny.yaml")

@@ -163,7 +163,7 @@ def test_the_task_tables_written_by_evaluate_fit_a_page(report: Path) -> None:
 
 
 def test_links_to_every_mlflow_run_and_the_flow_run(tmp_path: Path, monkeypatch) -> None:
-    from mediswift.report import ui_links
+    from mediswift.report_links import ui_links
 
     monkeypatch.delenv("MEDISWIFT_MLFLOW_UI", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -172,11 +172,11 @@ def test_links_to_every_mlflow_run_and_the_flow_run(tmp_path: Path, monkeypatch)
     write_report(cfg, home, make_home(home), links=links)
     md = (home / "report" / "links" / "report.md").read_text()
     assert "[brave-fox](http://127.0.0.1:4200/runs/flow-run/f1e2d3)" in md
-    # Paths of the home as <home>: the report moves with it.
-    assert "PREFECT_HOME=<home>/prefect prefect server start --host 127.0.0.1" in md
+    # Paths of the home as $MEDISWIFT_HOME: the commands paste, and the report moves with it.
+    assert 'PREFECT_HOME="$MEDISWIFT_HOME/prefect" .venv/bin/prefect server start --host' in md
     assert (
-        "mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri "
-        "sqlite:///<home>/mlflow.db`" in md
+        ".venv/bin/mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri "
+        '"sqlite:///$MEDISWIFT_HOME/mlflow.db"`' in md
     )
     assert str(home) not in md
     mlflow_runs = ["pre-tiny-dense", "pre-tiny-s75", "evalrun", "sweep000", "sweep008", "pt0"]
@@ -219,19 +219,79 @@ def test_one_model_size_draws_on_a_readable_axis(tmp_path: Path, monkeypatch) ->
         assert [t.get_text() for t in ax.get_xticklabels()] == ["400K"]
 
 
+def test_figures_read_at_the_report_width(tmp_path: Path, monkeypatch) -> None:
+    """Both figures fit the report's column (1000 px) at their own size, their text is at least
+    10 px there, and no two labels of a panel overlap."""
+    finetune, pretrain = _manifest_dicts()
+    finetune = _with_third_task(finetune)
+    results = tables.summarize(
+        FinetuneManifest.model_validate(finetune),
+        PretrainManifest.model_validate(pretrain),
+        ["score", "generate"],
+    )
+    saved = _figures(monkeypatch)
+    tables.plot(results, "score", tmp_path / "flops.png")
+    tables.plot_sizes(results, "score", tmp_path / "sizes.png")
+    assert len(saved) == 2
+    for fig in saved:
+        width = fig.get_figwidth() * tables.FIGURE_DPI
+        assert width <= 1000, width
+        shown = min(1.0, 1000 / width)  # the page shrinks a wider figure to its column
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        for ax in fig.axes:
+            texts = [t for t in ax.findobj(lambda a: hasattr(a, "get_fontsize")) if t.get_text()]
+            for t in texts:
+                assert t.get_fontsize() * tables.FIGURE_DPI / 72 * shown >= 10, t.get_text()
+            labels = [t for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1 :]:
+                    assert not a.overlaps(b), [t.get_text() for t in labels]
+
+
 def test_the_html_runs_paragraph_shows_the_home_mark(report: Path) -> None:
     """`<home>` is read as text on the page, not swallowed by the browser as an unknown tag."""
     import lxml.html
 
     page = lxml.html.fromstring((report / "report.html").read_text())
     runs = page.xpath("//h2[text()='Runs']/following-sibling::p[1]")[0]
-    assert runs.text_content().startswith("<home> is the artifact root holding this report")
+    assert runs.text_content().startswith(
+        "$MEDISWIFT_HOME is the artifact root holding this report"
+    )
+
+
+def test_the_report_links_the_flow_run_that_evaluated(tmp_path: Path) -> None:
+    """A later run (cached, or of other stages, or on another server) leaves the link on the
+    flow run that made the evaluate output, with the command that reopens its database."""
+    import json
+
+    from mediswift.report_links import evaluated_by, ui_links
+
+    home, cfg = tmp_path / "home", PipelineConfig(name="links")
+    arts = make_home(home)
+    manifest = json.loads(arts["evaluate"].manifest_path.read_text())
+    manifest["flow_run"] = {"id": "e1", "name": "demo-all-abc", "ui": None,
+                            "prefect_home": str(home / "prefect")}  # fmt: skip
+    arts["evaluate"].manifest_path.write_text(json.dumps(manifest))
+    ran = evaluated_by(arts["evaluate"])
+    assert ran is not None and ran.id == "e1"
+    links = ui_links(cfg, home, ran.id, ran.name, ran.ui, ran.prefect_home)
+    write_report(cfg, home, arts, links=links)
+    md = (home / "report" / "links" / "report.md").read_text()
+    assert "[demo-all-abc](http://127.0.0.1:4200/runs/flow-run/e1)" in md
+    assert 'PREFECT_HOME="$MEDISWIFT_HOME/prefect" .venv/bin/prefect server start' in md
+    # An evaluate output made before runs were recorded links nothing of its own.
+    del manifest["flow_run"]
+    arts["evaluate"].manifest_path.write_text(json.dumps(manifest))
+    assert evaluated_by(arts["evaluate"]) is None
 
 
 def test_the_snapshot_line_counts_its_drops_by_publication_year() -> None:
     """The report says how many PubMed records the DateRevised snapshot dropped, by publication
     year (old articles revised later show up as old years), and the PMC articles it dropped."""
-    from mediswift.report import rules_lines
+    from mediswift.report_sections import rules_lines
 
     rules = {"max_revised": "2023-01-01", "revised_after_by_year": {"1998": 2, "2021": 5}}
     line = rules_lines(rules, {"revised_after": 7, "published_after": 3})

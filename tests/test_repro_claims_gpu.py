@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.cli import main
 from mediswift.config import load_recipe, recipe_path
-from mediswift.graph import plan
 
 pytestmark = pytest.mark.slow
 

@@ -57,6 +57,7 @@ def test_result_settings_leave_scheduling_out() -> None:
         ({"pretrain": {"global_batch": 10, "micro_batch": 3}}, "not a multiple of micro_batch"),
         ({"pretrain": {"seq_len": 2048}}, "exceeds the context"),
         ({"pretrain": {"seq_len": 100000}}, "pretrain.seq_len"),
+        ({"finetune": {"max_len": 100000}}, "finetune.max_len 100000 exceeds the context"),
         ({"pretrain": {"steps": 10**18}}, "pretrain.steps"),
         ({"pretrain": {"warmup_fraction": 7}}, "pretrain.warmup_fraction"),
         ({"pretrain": {"sparsity_levels": [0.5, 1.0]}}, "not in [0, 1)"),
@@ -92,11 +93,10 @@ def test_task_list_selects_and_keeps_the_recipes_sections() -> None:
 def test_manifest_reference_is_current() -> None:
     from pathlib import Path
 
-    from mediswift.finetune.keys import LabelSpec, PointSpec, StageSpec, TaskDataSpec
-    from mediswift.manifests import reference
+    from flows.registry import manifest_reference
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "manifests.md"
-    expected = reference((TaskDataSpec, PointSpec, StageSpec, LabelSpec))
+    expected = manifest_reference()
     assert doc.read_text() == expected, "regenerate docs/manifests.md: make docs"
 
 

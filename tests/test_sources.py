@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.registry import plan
 from mediswift.config import load_recipe
-from mediswift.graph import plan
 from mediswift.sources import SOURCES_FILE, remember, remembered
 
 

@@ -4,6 +4,7 @@ dry run's formula says."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ from safetensors.torch import load_file, save_file
 from training_fixtures import tiny_pretrain_config, tiny_variant
 
 from mediswift.checkpoint_size import checkpoint_bytes, gpt_params
+from mediswift.model import GPT, model_config
 from mediswift.model.sizes import size as model_size
+from mediswift.sparsity import MaskedParams, make_masks
+from mediswift.train import checkpoint as ckpt
 from mediswift.train import packing
 from mediswift.train.pretrain import run_variant
 
@@ -114,3 +118,105 @@ def test_round_trip_is_bit_identical_at_any_sparsity(
     _, back = round_trip(tmp_path, tensors, {"w": m})
     for key, t in tensors.items():
         assert same_bits(back[key], t), key
+
+
+def masked_tiny_model(sparsity: float) -> tuple[GPT, dict[str, torch.Tensor]]:
+    """A tiny GPT masked by multiplication, as training leaves it (-0.0 where it pruned)."""
+    torch.manual_seed(0)
+    model = GPT(model_config("tiny", 64, 32))
+    masks = make_masks(model, sparsity, seed=0)
+    MaskedParams(model, masks).apply_to_weights()
+    return model, masks
+
+
+def same_model(a: GPT, b: GPT) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(same_bits(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.75])
+def test_load_model_decodes_into_the_parameters_bit_for_bit(
+    tmp_path: Path, sparsity: float
+) -> None:
+    model, masks = masked_tiny_model(sparsity)
+    assert sparsity == 0 or any(torch.signbit(p[p == 0]).any() for p in model.parameters())
+    ckpt.save_checkpoint(tmp_path / "c", model, masks if sparsity else None)
+    loaded = ckpt.load_model(tmp_path / "c")
+    assert same_model(loaded, model)
+    whole = ckpt.read_weights(tmp_path / "c")  # the other reader gives the same bits
+    assert all(same_bits(whole[k], t) for k, t in loaded.state_dict().items())
+    assert loaded.wte.weight.requires_grad and loaded.training  # a model as `GPT` builds it
+
+
+def test_load_model_still_reads_format_1(tmp_path: Path) -> None:
+    model, masks = masked_tiny_model(0.75)
+    path = tmp_path / "f1"
+    path.mkdir()
+    (path / ckpt.CONFIG_FILE).write_text(json.dumps({"format": 1, "model": model.config.to_dict()}))
+    save_file(ckpt.model_state(model), str(path / ckpt.MODEL_FILE))
+    save_file(masks, str(path / ckpt.MASKS_FILE))  # format 1: bool masks, whole tensors
+    assert same_model(ckpt.load_model(path), model)
+    assert all(torch.equal(ckpt.load_masks(path)[n], m) for n, m in masks.items())
+
+
+def test_load_model_is_strict(tmp_path: Path) -> None:
+    """A missing or a misshapen weight is refused, as `load_state_dict(strict=True)` does."""
+    model, masks = masked_tiny_model(0.75)
+    weights = ckpt.model_state(model)
+    missing = {k: v for k, v in weights.items() if k != "ln_f.weight"}
+    ckpt.write_checkpoint(tmp_path / "m", model.config, {ckpt.MODEL_FILE: missing})
+    with pytest.raises(RuntimeError, match="ln_f.weight"):
+        ckpt.load_model(tmp_path / "m")
+    misshapen = {**weights, "ln_f.weight": torch.ones(1)}  # copy_ would broadcast it
+    ckpt.write_checkpoint(tmp_path / "s", model.config, {ckpt.MODEL_FILE: misshapen})
+    with pytest.raises(RuntimeError, match="shape"):
+        ckpt.load_model(tmp_path / "s")
+
+
+def test_decode_into_refuses_a_tensor_of_another_shape_or_dtype() -> None:
+    m = torch.tensor([True, False, True, False])
+    stored = packing.encode({"w": torch.tensor([1.0, -0.0, 2.0, 0.0])}, {"w": m})
+    for dest in (torch.empty(5), torch.empty(4, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="cannot decode"):
+            packing.decode_into(dest, "w.values", stored, {"w": m})
+    dest = torch.full((4,), 7.0)  # whatever it held before is overwritten
+    packing.decode_into(dest, "w.values", stored, {"w": m})
+    assert same_bits(dest, torch.tensor([1.0, -0.0, 2.0, 0.0]))
+
+
+@pytest.mark.parametrize("chunk", [8, 16, 1 << 16])
+@pytest.mark.parametrize("packed", [False, True])
+def test_decoding_by_chunks_is_bit_identical(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, packed: bool
+) -> None:
+    """Chunks that split the kept values and the sign bits anywhere (a sign byte spanning two
+    chunks), from bool masks and from the packed bits as stored."""
+    monkeypatch.setattr(packing, "CHUNK", chunk)
+    g = torch.Generator().manual_seed(chunk)
+    m = torch.rand(37, 29, generator=g) < 0.3
+    tensors = {"w": torch.randn(37, 29, generator=g) * m, "optim.w.exp_avg_sq": m * 1.0}
+    stored = packing.encode(tensors, {"w": m})
+    assert "w.neg_zero_bits" in stored and "optim.w.exp_avg_sq.neg_zero_bits" not in stored
+    masks = packing.packed_masks(packing.pack_masks({"w": m})) if packed else {"w": m}
+    back = packing.decode(stored, masks)
+    for key, t in tensors.items():
+        assert same_bits(back[key], t), key
+
+
+def test_too_few_values_for_the_mask_are_refused() -> None:
+    m = torch.tensor([True, True, False])
+    stored = packing.encode({"w": torch.tensor([1.0, 2.0, 0.0])}, {"w": m})
+    stored["w.values"] = stored["w.values"][:1]
+    with pytest.raises(ValueError, match="1 values for 2 active entries"):
+        packing.decode(stored, packing.packed_masks(packing.pack_masks({"w": m})))
+
+
+def test_empty_tensors_on_huge_pages_hold_what_is_written() -> None:
+    """From 2 MB up `packing.empty` maps its own memory: a tensor like any other, kept alive by
+    the tensor (and what views it) alone."""
+    big = packing.empty((1024, 1024), torch.float32)  # 4 MB
+    big.fill_(1.5)
+    view = big[3:5]
+    del big
+    assert view.shape == (2, 1024) and bool((view == 1.5).all())
+    assert packing.empty((3, 4), torch.bfloat16).shape == (3, 4)  # small: an ordinary tensor

@@ -14,13 +14,13 @@ import pytest
 from finetune_fixtures import make_home
 
 from flows.pipeline import mediswift
+from flows.registry import plan
 from mediswift.config import load_recipe
 from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import accuracy
 from mediswift.finetune.registry import register
 from mediswift.finetune.task import DownstreamTask, TableLayout, TaskData
-from mediswift.graph import plan
-from mediswift.settings import Grid, task_settings
+from mediswift.sections import Grid, task_settings
 
 ToySettings = task_settings(
     "ToySettings",

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flows.registry import plan
 from mediswift.artifacts import Artifact, unit_artifact
 from mediswift.config import PipelineConfig, load_recipe
-from mediswift.graph import plan
 from mediswift.text.moses import moses_detokenize, moses_tokenize
 from mediswift.text.token_shards import read_token_docs, tokenize_unit
 from mediswift.text.tokenizer import Tokenizer, document_text

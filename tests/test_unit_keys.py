@@ -16,22 +16,25 @@ from typing import Any
 
 import pytest
 
+from flows.registry import plan as stage_plan
 from mediswift.artifacts import Artifact, content_key
-from mediswift.baselines import planned_variants
 from mediswift.config import PipelineConfig
+from mediswift.data.pmc_files import PmcArticle
+from mediswift.data.pubmed_files import PubmedFile
 from mediswift.finetune import keys as finetune_keys
-from mediswift.graph import plan as stage_plan
-from mediswift.graph import variant_unit
 from mediswift.manifests import (
     DownloadManifest,
     FilterManifest,
+    TokenizeManifest,
     TrackingSpec,
     TrainedVariant,
     VocabManifest,
 )
 from mediswift.settings import Section, role_of
-from mediswift.stages import download, parse, tokenize
+from mediswift.stages import download, parse, pretrain, tokenize
 from mediswift.stages import filter as filt
+from mediswift.stages import filter_contamination as contam
+from mediswift.units import FileRef
 
 # The boilerplate guard's counts read the merge's codes too (what is kept is what is counted).
 GUARD = {"filter:ngram-counts", "filter:frequent-ngrams"}
@@ -180,7 +183,8 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
          "xml_key": f"PMC{i}.1/PMC{i}.1.xml", "md5": "0" * 32}
         for i in (1, 2, 3)
     ]  # fmt: skip
-    add(download.units(d, cfg.resolve, cfg.mirror, files, articles))
+    add(download.units(d, cfg.resolve, cfg.mirror, [PubmedFile(**f) for f in files],
+                       [PmcArticle(**a) for a in articles]))  # fmt: skip
 
     listed = DownloadManifest.model_construct(
         pubmed=[{"path": f"raw/pubmed/baseline/{f['name']}", "md5": str(i) * 32}
@@ -198,26 +202,34 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
     index = None
     if cfg.filter.decontaminate:
         files_ = {t: {"data": touch(home, f"raw/{t}/data.json", t)} for t in cfg.finetune.tasks}
-        spec = filt.index_unit(cfg.filter, cfg.finetune.tasks, files_, home)
+        spec = contam.index_unit(cfg.filter, cfg.finetune.tasks, files_, home)
         add([spec])
-        index = {"path": str(spec.artifact(home).path.relative_to(home)), "digest": spec.key}
+        index = contam.IndexResult.model_construct(
+            path=str(spec.artifact(home).path.relative_to(home)), digest=spec.key
+        )
     scan_specs = filt.scan_units(cfg.filter, parsed)
     add(scan_specs)
-    scans = [{"path": f"{s.artifact(home).path.relative_to(home)}/scan.npz"} for s in scan_specs]
+    scans = [
+        filt.ScanResult.model_construct(path=f"{s.artifact(home).path.relative_to(home)}/scan.npz")
+        for s in scan_specs
+    ]
     merge = filt.merge_unit(cfg.filter, parsed, scans)
     add([merge])
     # Codes computed from what the merge reads: they change when its key does.
-    merged = {
-        "plans": [{"path": f"m/{i}.npy", "digest": content_key(merge.key, i)} for i in (0, 1)]
-    }
+    merged = filt.MergeResult.model_construct(
+        plans=[FileRef(path=f"m/{i}.npy", digest=content_key(merge.key, i)) for i in (0, 1)]
+    )
     counts = filt.count_units(cfg.filter, parsed, merged, index)
     add(counts)
     # Counts computed from what each count unit reads: they change when its key does.
-    counted = [{"path": f"c/{i}.npz", "digest": c.key} for i, c in enumerate(counts)]
+    counted = [
+        contam.CountResult.model_construct(path=f"c/{i}.npz", digest=c.key)
+        for i, c in enumerate(counts)
+    ]
     frequent = None
-    if (spec := filt.frequent_unit(cfg.filter, counted)) is not None:
+    if (spec := contam.frequent_unit(cfg.filter, counted)) is not None:
         add([spec])
-        frequent = {"path": "f.npy", "digest": spec.key}
+        frequent = contam.FrequentResult.model_construct(path="f.npy", digest=spec.key)
     add(filt.shard_units(cfg.filter, parsed, merged, index, frequent))
 
     filtered = FilterManifest.model_construct(shards=[{"path": p.path} for p in parsed])
@@ -226,13 +238,12 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
     vocab = VocabManifest(hash="tokenizer-hash", vocab_size=100)
     add(tokenize.units(home, filtered, vocab_art.path, vocab))
 
-    pc = cfg.pretrain
+    tokens = Artifact("tokenize", "tokens", home / "tokenize" / "tokens")
+    token_manifest = TokenizeManifest.model_construct(shards=[], vocab_size=100)
     nth: Counter[tuple] = Counter()  # by level and seed position: a plan setting adds units
-    for p in planned_variants(pc, 100):
-        level = (p.sparsity, p.iso_flops_of)
-        keys[f"pretrain:variant:{level}:{nth[level]}"] = variant_unit(
-            home, "tokens", p.config(pc), p.sparsity
-        ).key
+    for v in pretrain.units(cfg, home, tokens, token_manifest):
+        level = (v.spec.sparsity, v.iso_flops_of)
+        keys[f"pretrain:variant:{level}:{nth[level]}"] = v.spec.key
         nth[level] += 1
 
     fc = cfg.finetune

@@ -36,7 +36,7 @@ class Progress:
         self.log = get_run_logger()
         self.artifact = create_progress_artifact(progress=0.0, description="download: files")
 
-    def update(self, name: str, result: dict[str, Any]) -> None:
+    def update(self, name: str, result: S.DownloadResult) -> None:
         files, size = S.unit_files(self.home, result)
         self.done += files
         self.bytes += size
@@ -68,24 +68,24 @@ def run(
     pubmed_list = t.list_pubmed_files.submit(d, cfg.resolve(d.pubmed_url))
     pmc_sel = t.select_pmc_articles.submit(d, cfg.resolve(d.pmc_url), str(home))
     files, selection = pubmed_list.result(), pmc_sel.result()
-    articles = selection["articles"]
+    articles = selection.articles
     get_run_logger().info(
         "download: %d PubMed files, %d PMC articles selected", len(files), len(articles)
     )
     specs = S.units(d, cfg.resolve, cfg.mirror, files, articles, cfg.parse.max_record_bytes)
     results = _run_windowed(specs, home, d.max_connections * 4)
-    manifest = S.collect(specs, results, selection["skipped"])
+    manifest = S.collect(specs, results, selection.skipped)
     return manifests.write(out, DownloadManifest.model_validate(manifest))
 
 
-def _run_windowed(specs: list[S.DownloadSpec], home: Path, window: int) -> list[dict[str, Any]]:
+def _run_windowed(specs: list[S.DownloadSpec], home: Path, window: int) -> list[S.DownloadResult]:
     """Submit the units keeping at most `window` in flight (the default thread pool is
     unbounded, and a thousand threads queueing on three connections help nobody)."""
     n_files = sum(2 * len(getattr(s, "articles", ())) or 1 for s in specs)
     progress = Progress(home, n_files)
     pending = deque(enumerate(specs))
     running: dict[PrefectFuture[Any], int] = {}
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, S.DownloadResult] = {}
     while pending or running:
         while pending and len(running) < window:
             i, spec = pending.popleft()

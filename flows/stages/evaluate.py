@@ -15,7 +15,13 @@ from mediswift.config import PipelineConfig
 from mediswift.manifests import FinetuneManifest, PretrainManifest
 from mediswift.stages import evaluate as S
 from tasks import evaluate as t
-from tasks.tracking import MODELS_MISSING, flow_run_tags, models_available, register_model
+from tasks.tracking import (
+    MODELS_MISSING,
+    flow_run_ref,
+    flow_run_tags,
+    models_available,
+    register_models,
+)
 
 
 def run(
@@ -25,20 +31,21 @@ def run(
     finetune = manifests.read(inputs["finetune"], FinetuneManifest)
     pretrain = manifests.read(inputs["pretrain"], PretrainManifest)
     modes = S.check_modes(cfg, finetune)
-    out.ensure()
-    report, texts = t.evaluate_report.submit(
+    made = t.evaluate_report.submit(
         key=out.key, finetune=finetune, pretrain=pretrain, modes=modes,
         plot_mode=cfg.evaluate.plot_mode, out_dir=str(out.path), home=str(home),
     ).result()  # fmt: skip
-    for text in texts.values():
+    for text in made.texts.values():
         print(text)
+    report = made.manifest
     choices = S.select_points(cfg, home, inputs, report)
     if cfg.tracking.log_models and models_available():
-        for reg in S.registrations(cfg, home, report, choices, log.warning):
-            ref = register_model.submit(**reg.params).result()  # one at a time: the registry
-            reg.sweep.selected_point.registered_model = ref["uri"]
+        regs = S.registrations(cfg, home, report, choices, log.warning)
+        for reg, model in zip(regs, register_models([r.model for r in regs]), strict=True):
+            reg.sweep.selected_point.registered_model = model.uri
     elif cfg.tracking.log_models:
         log.warning("evaluate: %s", MODELS_MISSING)
-    report.mlflow_run_id = S.log_to_mlflow(cfg, home, out.path, report, flow_run_tags())
+    report.flow_run = flow_run_ref()  # the report links the run that evaluated
+    report.mlflow_run_id = t.log_evaluation(cfg, str(home), str(out.path), report, flow_run_tags())
     log.info("evaluate: tables and plot in %s (MLflow run %s)", out.path, report.mlflow_run_id)
     return manifests.write(out, report)

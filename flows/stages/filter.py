@@ -19,22 +19,23 @@ from mediswift.artifacts import Artifact
 from mediswift.config import PipelineConfig
 from mediswift.manifests import ParseManifest
 from mediswift.stages import filter as S
+from mediswift.stages import filter_contamination as C
 from tasks import filter as t
 from tasks.common import run_units, submit_unit
 
 
-def contamination_index(cfg: PipelineConfig, home: Path) -> dict[str, Any] | None:
+def contamination_index(cfg: PipelineConfig, home: Path) -> C.IndexResult | None:
     """Fetch every task's evaluation files and hash their n-grams (None: no decontamination)."""
     if not cfg.filter.decontaminate:
         return None
     fetched = {n: t.fetch_eval_files.submit(cfg, n, str(home)) for n in sorted(cfg.finetune.tasks)}
-    files = {n: f.result() for n, f in fetched.items()}
-    spec = S.index_unit(cfg.filter, cfg.finetune.tasks, files, home)
+    files = {n: f.result().files for n, f in fetched.items()}
+    spec = C.index_unit(cfg.filter, cfg.finetune.tasks, files, home)
     index = submit_unit(t.contamination_index, home, spec).result()
-    n = sum(sum(s.values()) for s in index["examples"].values())
+    n = sum(sum(s.values()) for s in index.examples.values())
     get_run_logger().info(
         "filter: decontaminating against %d dev/test examples of %s (%d %d-grams)",
-        n, ", ".join(sorted(index["examples"])), index["ngrams"], index["ngram"],
+        n, ", ".join(sorted(index.examples)), index.ngrams, index.ngram,
     )  # fmt: skip
     return index
 
@@ -50,7 +51,7 @@ def run(
     # The boilerplate guard needs every shard's count before any shard is decontaminated.
     counts = run_units(t.count_ngrams, home, S.count_units(cfg.filter, parsed, merged, index))
     frequent = None
-    if (spec := S.frequent_unit(cfg.filter, counts)) is not None:
+    if (spec := C.frequent_unit(cfg.filter, counts)) is not None:
         frequent = submit_unit(t.frequent_ngrams, home, spec).result()
     shards = S.shard_units(cfg.filter, parsed, merged, index, frequent)
     results = run_units(t.filter_shard, home, shards)

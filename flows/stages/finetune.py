@@ -22,10 +22,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from mediswift import manifests
 from mediswift.artifacts import Artifact, unit_at
 from mediswift.config import PipelineConfig
+from mediswift.finetune.results import StageUnitManifest, TaskDataManifest, TrainedUnit
 from mediswift.finetune.schedule import Schedule
 from mediswift.manifests import PretrainManifest
 from mediswift.stages import finetune as S
-from mediswift.tracking import Tracker, resolve_tracking_uri
 from tasks import finetune as t
 from tasks.common import cached
 from tasks.progress import wait_with_progress
@@ -35,7 +35,7 @@ from tasks.tracking import flow_run_tags, link_mlflow_run
 @flow(name="finetune-sweep")
 def finetune_sweep(
     home: str, data: dict[str, str], points: dict[str, str], labels: dict[str, str] | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[TaskDataManifest], list[TrainedUnit]]:
     """Prepare every task's data, then run every grid point (in the flow's thread pool); in a
     later round of a multi-stage schedule, its labels units first, then its stage units.
 
@@ -53,7 +53,7 @@ def finetune_sweep(
     return data_results, _run_points(root, points, submit)
 
 
-def _run_points(root: Path, points: dict[str, str], submit: Any) -> list[dict[str, Any]]:
+def _run_points(root: Path, points: dict[str, str], submit: Any) -> list[TrainedUnit]:
     """Every point's result in `points` order, logging progress while they run. Points done
     before they are submitted (their tasks return at once) count as done from the start,
     outside the rate."""
@@ -71,18 +71,13 @@ def run(
     pretrain = manifests.read(inputs["pretrain"], PretrainManifest)
     threads = S.use_threads(fc)
     fetched = {name: t.fetch_files.submit(cfg, name, str(home)) for name in fc.tasks}
-    files = {name: f.result() for name, f in fetched.items()}
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
-    tracker = Tracker(uri, cfg.tracking.finetune_experiment, artifact_root=home / "mlruns")
-    tracking = S.tracking_spec(uri, home, cfg.tracking.finetune_experiment, flow_run_tags())
-    data, plans = S.sweeps(fc, home, pretrain, files, inputs["vocab"], tracking)
-    parents = {}
-    for plan in plans:
-        parents[plan.key] = S.parent_run(tracker, plan, flow_run_tags())
+    files = {name: f.result().files for name, f in fetched.items()}
+    sweeps = S.open_sweeps(cfg, home, pretrain, files, inputs["vocab"], flow_run_tags())
+    for plan in sweeps.plans:
         name = f"{plan.variant.name}-{plan.task} sweep"
-        link_mlflow_run(parents[plan.key], tracker.experiment_id, uri, name)
-    S.write_specs(data, plans, tracking, parents)
-    points = S.one_stage_points(plans)
+        uri = sweeps.tracker.tracking_uri
+        link_mlflow_run(sweeps.parents[plan.key], sweeps.tracker.experiment_id, uri, name)
+    points = S.one_stage_points(sweeps.plans)
     get_run_logger().info(
         "finetune: %d variants x %s, %d grid points, %d workers x %d torch threads",
         len(pretrain.variants), list(fc.tasks), len(points), fc.concurrency, threads,
@@ -90,16 +85,15 @@ def run(
     runner = ThreadPoolTaskRunner(max_workers=fc.concurrency)
     sweep = finetune_sweep.with_options(task_runner=runner)
     data_results, results = sweep(
-        home=str(home), data={spec.key: spec.task for spec, _ in data.values()}, points=points
+        home=str(home), data={s.key: s.task for s, _ in sweeps.data.values()}, points=points
     )
     by_key = dict(zip(points, results, strict=True))
-    schedule = S.schedule(home, plans, data, data_results, tracking, parents)
+    schedule = S.schedule(sweeps, data_results)
     by_key |= _stage_rounds(sweep, schedule, home)
-    manifest = S.collect(home, tracker, data, data_results, plans, parents, by_key, threads)
-    return manifests.write(out, manifest)
+    return manifests.write(out, S.collect(sweeps, data_results, by_key, threads))
 
 
-def _stage_rounds(sweep: Any, schedule: Schedule, home: Path) -> dict[str, dict[str, Any]]:
+def _stage_rounds(sweep: Any, schedule: Schedule, home: Path) -> dict[str, StageUnitManifest]:
     """Multi-stage sweeps: a grid per stage, one subflow run per round of the units whose
     inputs are chosen (none for one-stage tasks). Returns every stage unit's manifest by key."""
     while units := schedule.next_units():
@@ -109,4 +103,4 @@ def _stage_rounds(sweep: Any, schedule: Schedule, home: Path) -> dict[str, dict[
         )
         _, done = sweep(home=str(home), data={}, points=stage_units, labels=labels)
         schedule.record_round(dict(zip(stage_units, done, strict=True)), labels)
-    return schedule.results
+    return schedule.trained()

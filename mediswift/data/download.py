@@ -32,7 +32,7 @@ from mediswift.data.http import (
     TransientError,
     check_size,
 )
-from mediswift.settings import DownloadConfig
+from mediswift.sections import Connection
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-def client_for(cfg: DownloadConfig) -> HttpClient:
+def client_for(cfg: Connection) -> HttpClient:
     return HttpClient(
         contact_email=cfg.contact_email,
         timeout_s=cfg.timeout_s,

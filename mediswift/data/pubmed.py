@@ -27,7 +27,7 @@ from typing import Any
 from lxml import etree
 
 from mediswift.data.shards import Document, write_sharded
-from mediswift.data.xml import DEFAULT_LIMITS, XMLLimits, head, iter_elements, release, text_of
+from mediswift.data.xml import DEFAULT_LIMITS, XMLLimits, head, iter_elements, text_of
 
 RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 LEGACY_TAGS = ("MedlineCitation", "DeleteCitation")  # MedlineCitationSet (before 2017)
@@ -70,14 +70,34 @@ def _year(text: str | None) -> int | None:
     return None
 
 
+def _first(parent: etree._Element, tag: str) -> etree._Element | None:
+    """The first child with `tag`, as `find(tag)` gives it: a loop over a few children costs a
+    third of `find`, whose path machinery dominates at this size."""
+    for child in parent:
+        if child.tag == tag:
+            return child
+    return None
+
+
+def _texts(el: etree._Element) -> dict[Any, str]:
+    """The text of the first child with each tag, as `findtext` reads it ("" for none)."""
+    texts: dict[Any, str] = {}
+    for child in el:
+        tag = child.tag
+        if tag not in texts:
+            texts[tag] = child.text or ""
+    return texts
+
+
 def _date(el: etree._Element | None) -> str | None:
     """A PubMed date element (Year, Month, Day) as YYYY-MM-DD, or None when it has no year."""
     if el is None:
         return None
-    year = _year(el.findtext("Year"))
+    texts = _texts(el)
+    year = _year(texts.get("Year"))
     if year is None:
         return None
-    month, day = (el.findtext(t) or "1" for t in ("Month", "Day"))
+    month, day = texts.get("Month") or "1", texts.get("Day") or "1"
     try:
         return f"{year:04d}-{int(month):02d}-{int(day):02d}"
     except ValueError:  # a named month ('Sep'): the date is still ordered by its year
@@ -89,7 +109,9 @@ def abstract_text(abstract: etree._Element | None) -> str:
     if abstract is None:
         return ""
     parts = []
-    for part in abstract.iterfind("AbstractText"):
+    for part in abstract:
+        if part.tag != "AbstractText":
+            continue
         text = text_of(part)
         label = part.get("Label")
         if label and label.strip().upper() == "UNLABELLED":
@@ -103,8 +125,7 @@ def abstract_text(abstract: etree._Element | None) -> str:
     return "\n".join(parts)
 
 
-def _pmid(parent: etree._Element) -> tuple[str, int]:
-    el = parent.find("PMID")
+def _pmid(el: etree._Element | None) -> tuple[str, int]:
     if el is None or not (el.text or "").strip():
         raise ValueError("record without a PMID")
     return el.text.strip(), int(el.get("Version") or 1)
@@ -113,36 +134,127 @@ def _pmid(parent: etree._Element) -> tuple[str, int]:
 def _ids(pubmed_data: etree._Element | None, doc: Document) -> None:
     if pubmed_data is None:
         return
-    for aid in pubmed_data.iterfind("ArticleIdList/ArticleId"):
-        kind = aid.get("IdType")
-        if kind == "pmc" and doc.pmcid is None and aid.text:
-            doc.pmcid = aid.text.strip()
-        elif kind == "doi" and doc.doi is None and aid.text:
-            doc.doi = aid.text.strip()
+    for ids in pubmed_data:
+        if ids.tag != "ArticleIdList":
+            continue
+        for aid in ids:
+            if aid.tag != "ArticleId":
+                continue
+            kind = aid.get("IdType")
+            if kind == "pmc" and doc.pmcid is None and aid.text:
+                doc.pmcid = aid.text.strip()
+            elif kind == "doi" and doc.doi is None and aid.text:
+                doc.doi = aid.text.strip()
+
+
+def _children(parent: etree._Element, wanted: frozenset[str]) -> dict[str, list[etree._Element]]:
+    """The children of `parent` whose tag is in `wanted`, by tag, in document order: one pass
+    instead of a `find` per field (each costs about as much as the whole pass)."""
+    found: dict[str, list[etree._Element]] = {}
+    for child in parent:
+        tag = child.tag
+        if tag in wanted:
+            found.setdefault(tag, []).append(child)
+    return found
+
+
+def _firsts(parent: etree._Element, wanted: frozenset[str]) -> dict[str, etree._Element]:
+    """The first child of `parent` with each tag in `wanted`, as `find` gives them; stops once
+    it has one of each (a citation's PMID, DateRevised and Article lead its ~10 children)."""
+    found: dict[str, etree._Element] = {}
+    for child in parent:
+        tag = child.tag
+        if tag in wanted and tag not in found:
+            found[tag] = child
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+# The children each level's fields come from.
+RECORD_PARTS = frozenset({"MedlineCitation", "PubmedData"})
+CITATION_FIELDS = frozenset({"PMID", "Article", "DateRevised"})
+ARTICLE_FIELDS = frozenset(
+    {
+        "ArticleTitle",
+        "VernacularTitle",
+        "Abstract",
+        "Journal",
+        "ArticleDate",
+        "Language",
+        "PublicationTypeList",
+        "ELocationID",
+    }
+)
+NONE: list[etree._Element] = []
+
+
+def _pub_date(journals: list[etree._Element]) -> etree._Element | None:
+    """`Journal/JournalIssue/PubDate`: the first, in document order."""
+    for journal in journals:
+        for issue in journal:
+            if issue.tag == "JournalIssue" and (date := _first(issue, "PubDate")) is not None:
+                return date
+    return None
+
+
+def _article_year(dates: list[etree._Element]) -> str | None:
+    """`findtext("ArticleDate/Year")`: the first Year of any ArticleDate."""
+    for date in dates:
+        year = _first(date, "Year")
+        if year is not None:
+            return year.text or ""
+    return None
+
+
+def _one(found: dict[str, list[etree._Element]], tag: str) -> etree._Element | None:
+    """The first child with `tag` that `_children` found, or None."""
+    return found[tag][0] if tag in found else None
+
+
+def _text(el: etree._Element | None) -> str | None:
+    """`findtext`'s answer for an element found (or not)."""
+    return None if el is None else el.text or ""
+
+
+def _issue_year(date: etree._Element | None) -> int | None:
+    """The year of `PubDate`: its `Year`, else the first year in its `MedlineDate`."""
+    if date is None:
+        return None
+    texts = _texts(date)
+    return _year(texts.get("Year")) or _year(texts.get("MedlineDate"))
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def citation_document(citation: etree._Element, pubmed_data: etree._Element | None) -> Document:
     """A `MedlineCitation` (with its `PubmedData` sibling, when there is one)."""
-    pmid, version = _pmid(citation)
-    article = citation.find("Article")
+    top = _firsts(citation, CITATION_FIELDS)
+    pmid, version = _pmid(top.get("PMID"))
     doc = Document(doc_id=f"pmid:{pmid}", source="pubmed", pmid=pmid, pmid_version=version)
+    article = top.get("Article")
     if article is None:  # not seen in real data; keep the record, the filter drops it
         return doc
-    doc.title = text_of(article.find("ArticleTitle")) or text_of(article.find("VernacularTitle"))
-    doc.text = abstract_text(article.find("Abstract"))
+    fields = _children(article, ARTICLE_FIELDS)
+    doc.title = text_of(_one(fields, "ArticleTitle")) or text_of(_one(fields, "VernacularTitle"))
+    doc.text = abstract_text(_one(fields, "Abstract"))
     # The earliest year the record gives (issue date or electronic publication), the rule the
     # PMC parser uses for its `pub-date`s too.
-    issue = article.find("Journal/JournalIssue/PubDate")
-    years = [_year(article.findtext("ArticleDate/Year"))]
-    if issue is not None:
-        years.append(_year(issue.findtext("Year")) or _year(issue.findtext("MedlineDate")))
-    doc.year = min((y for y in years if y is not None), default=None)
-    doc.language = article.findtext("Language")
-    doc.revised = _date(citation.find("DateRevised"))
+    doc.year = _earliest(
+        _year(_article_year(fields.get("ArticleDate", NONE))),
+        _issue_year(_pub_date(fields.get("Journal", NONE))),
+    )
+    doc.language = _text(_one(fields, "Language"))
+    doc.revised = _date(top.get("DateRevised"))
     doc.pub_types = [
-        t.text for t in article.iterfind("PublicationTypeList/PublicationType") if t.text
+        t.text
+        for types in fields.get("PublicationTypeList", NONE)
+        for t in types
+        if t.tag == "PublicationType" and t.text
     ]
-    for loc in article.iterfind("ELocationID"):
+    for loc in fields.get("ELocationID", NONE):
         if loc.get("EIdType") == "doi" and loc.text:
             doc.doi = loc.text.strip()
             break
@@ -155,7 +267,7 @@ def book_document(record: etree._Element) -> Document:
     book_doc = record.find("BookDocument")
     if book_doc is None:
         raise ValueError("PubmedBookArticle without a BookDocument")
-    pmid, version = _pmid(book_doc)
+    pmid, version = _pmid(_first(book_doc, "PMID"))
     doc = Document(doc_id=f"pmid:{pmid}", source="pubmed", pmid=pmid, pmid_version=version)
     book = book_doc.find("Book")
     doc.title = text_of(book_doc.find("ArticleTitle")) or text_of(
@@ -178,10 +290,11 @@ def book_document(record: etree._Element) -> Document:
 def _document(el: etree._Element) -> Document:
     """The document of a PubmedArticle, bare MedlineCitation or PubmedBookArticle."""
     if el.tag == "PubmedArticle":
-        citation = el.find("MedlineCitation")
+        parts = _firsts(el, RECORD_PARTS)
+        citation = parts.get("MedlineCitation")
         if citation is None:
             raise ValueError("PubmedArticle without a MedlineCitation")
-        return citation_document(citation, el.find("PubmedData"))
+        return citation_document(citation, parts.get("PubmedData"))
     if el.tag == "MedlineCitation":
         return citation_document(el, None)
     return book_document(el)
@@ -200,6 +313,7 @@ def iter_pubmed(
     # Only a legacy file's records are bare MedlineCitation elements: listening for that tag
     # in a PubmedArticleSet would add an event per record.
     tags = LEGACY_TAGS if b"<MedlineCitationSet" in head(path) else RECORD_TAGS
+    # `iter_elements` releases each record once the next is asked for.
     for i, el in enumerate(iter_elements(path, tags, limits)):
         tag = el.tag
         try:
@@ -214,9 +328,7 @@ def iter_pubmed(
             stats.book_articles += 1
         else:  # DeleteCitation
             stats.deleted.extend(p.text.strip() for p in el.iterfind("PMID") if p.text)
-            release(el)
             continue
-        release(el)
         assert doc is not None
         if not doc.text:
             stats.no_abstract += 1

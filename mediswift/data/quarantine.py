@@ -100,3 +100,19 @@ def quarantined(home: Path, e: RawFileError) -> RawFileError:
     return RawFileError(
         e.path, f"{e.problem}; moved aside to {dest}, the next run fetches it again"
     )
+
+
+def reopen_listing(home: Path, stage: str, rel: str) -> list[Path]:
+    """Take back the "done" of every output of `stage` (`<home>/<stage>/<key>/manifest.json`)
+    that lists the file `rel` (its path under home), so the next run makes the stage again:
+    with the file moved aside, its unit fetches it again. Returns the manifests removed."""
+    removed = []
+    for manifest in sorted((home / stage).glob("*/manifest.json")):
+        try:
+            listed = f'"{rel}"' in manifest.read_text(errors="replace")
+        except OSError:
+            continue
+        if listed:
+            manifest.unlink(missing_ok=True)
+            removed.append(manifest)
+    return removed

@@ -21,7 +21,9 @@ After filtering the same schema gains `split` (`train` | `validation`). Row orde
 is the record order of its input file: the filter relies on it for "latest wins".
 
 Shards are written with zstd to a temporary name and renamed, with no timestamps or writer
-options that vary between runs, so the same input gives the same bytes.
+options that vary between runs, so the same input gives the same bytes. Each shard's size and
+sha256 are recorded beside it (`<shard>.digest.json`, before the rename) and checked by the
+readers here before they read it (`mediswift.digests`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mediswift import digests
 from mediswift.artifacts import tmp_path
 
 # 2: `revised` (PubMed DateRevised), for the snapshot cut-off. 3: `published` (PMC publication
@@ -132,6 +135,7 @@ class ShardWriter:
         self._writer.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
+        digests.write_sidecar(self.tmp, self.path)  # recorded before the rename
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -204,18 +208,33 @@ def write_sharded(
             writer.abort()
         for path, _ in done:
             path.unlink(missing_ok=True)
+            digests.sidecar(path).unlink(missing_ok=True)
         raise
     return done
 
 
+def verify_shard(path: Path) -> bool:
+    """Check a document shard against the digest recorded when it was written (True; False
+    for a shard written before digests). A mismatch moves it aside, makes the unit that wrote
+    it (and its stage) not done, and raises `DamagedFile` in one line naming it: the next run
+    makes it again (`mediswift.digests`)."""
+    try:
+        return digests.verify(path)
+    except digests.DamagedFile as e:
+        raise digests.damaged(e, "document shard") from None
+
+
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    verify_shard(path)
     return pq.read_table(path, columns=columns)
 
 
 def iter_batches(
     path: Path, columns: list[str] | None = None, batch_size: int = ROW_GROUP_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of a shard, in row order (bounded memory for any shard size)."""
+    """Record batches of a shard, in row order (bounded memory for any shard size), once the
+    shard matches its digest."""
+    verify_shard(path)
     yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
 
 
@@ -227,4 +246,5 @@ def iter_documents(path: Path) -> Iterator[Document]:
 
 
 def num_rows(path: Path) -> int:
+    verify_shard(path)
     return pq.ParquetFile(path).metadata.num_rows

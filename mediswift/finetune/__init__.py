@@ -11,8 +11,13 @@ sources   fetching a task's raw files into the home
 metrics   accuracy and micro-F1
 scoring   batching, loss masks, constrained scoring and greedy generation
 trainer   one dense fine-tune with early stopping on the dev metric
-plan      content keys of task data and grid points, and the stage manifest
-point     one grid point (variant, task, batch, lr, seed): load, train, evaluate, save
+keys      the unit specs (task data, grid points, stage and labels units), keyed by their fields
+schedule  multi-stage sweeps planned stage by stage
+point     one grid point (variant, task, batch, lr, seed): build, fit, predict, write
+finetuned a fine-tuned model in and out: the dense start, the saved best state
+labels    pseudo labels: labelling an unlabelled split, and reading the labels back
+predictions  an evaluated unit's predictions, metrics and degenerate flags
+results   what the units return: their manifests, typed
 grid      grid points, selection of (batch, lr) by mean dev metric, mean/std over seeds
 tables    one table per task (Markdown and CSV) and the metric-vs-FLOPs plot
 """

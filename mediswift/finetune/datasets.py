@@ -20,7 +20,7 @@ from mediswift.artifacts import write_atomic
 from mediswift.data.quarantine import RawFileError, quarantined
 from mediswift.finetune.formats import Example, label_to_json, read_examples, write_examples
 from mediswift.finetune.stats import bootstrap_interval
-from mediswift.finetune.task import DownstreamTask, TaskData, stage_json
+from mediswift.finetune.task import DownstreamTask, Stage, TaskData, stage_json
 
 DATA_FILE = "data.json"
 
@@ -114,6 +114,11 @@ def load_prepared(data_dir: Path) -> tuple[dict[str, Any], dict[str, list[Exampl
         raise FileNotFoundError(f"{data_dir} holds no prepared task data ({DATA_FILE})")
     info = json.loads(f.read_text())
     return info, {name: read_examples(data_dir / f"{name}.jsonl") for name in info["counts"]}
+
+
+def schedule_of(info: dict[str, Any]) -> list[Stage]:
+    """The training schedule `data.json` lists."""
+    return [Stage(**st) for st in info["stages"]]
 
 
 def load_token_ids(

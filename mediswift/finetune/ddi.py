@@ -15,7 +15,7 @@ from mediswift.finetune.registry import register
 from mediswift.finetune.relation_task import RelationFields, RelationTask
 from mediswift.finetune.relations import RelationExample
 from mediswift.finetune.task import TableLayout
-from mediswift.settings import Grid, task_settings
+from mediswift.sections import Grid, task_settings
 
 DDISettings = task_settings(
     "DDISettings",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediswift.finetune.metrics import mean_std
-from mediswift.settings import Grid
+from mediswift.sections import Grid
 
 
 @dataclass(frozen=True)

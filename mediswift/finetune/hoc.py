@@ -33,7 +33,7 @@ from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import mean_std, micro_f1, micro_f1_biogpt
 from mediswift.finetune.registry import register
 from mediswift.finetune.task import DownstreamTask, ExtraMetric, TableLayout, TaskData
-from mediswift.settings import Grid, task_settings
+from mediswift.sections import Grid, task_settings
 
 HALLMARKS: tuple[str, ...] = (
     "activating invasion and metastasis",

@@ -5,6 +5,10 @@ raw files (by digest), the task's own result settings and the tokenizer; a grid 
 pre-trained checkpoint, the tokenizer, the task's data unit, its (batch, lr, seed), the shared
 and the task's result settings and the prediction modes. A setting of one task never re-keys
 another, and a scheduling setting (seeds, grid, concurrency) never re-keys a finished point.
+The settings a unit runs with are the ones its key hashes: each spec holds the sections it
+reads whole and typed (`shared_settings`: the section's shared settings, `task_settings`: the
+task's own), and `UnitSpec.keyed` takes only their result settings, so the device or the
+concurrency in them never re-keys a unit. No unkeyed copy of a section travels with a unit.
 The checkpoint path is the variant's content-addressed unit, so adding a variant to the recipe
 does not re-key the sweeps of the others.
 
@@ -18,25 +22,28 @@ points stay `PointSpec`s, keyed as before.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import Field
+from pydantic import Field, SerializeAsAny, model_validator
 
 from mediswift.artifacts import Artifact, content_key, file_digest, write_atomic
 from mediswift.finetune.grid import grid_points
-from mediswift.finetune.settings import FinetuneConfig
+from mediswift.finetune.registry import task_class
+from mediswift.finetune.results import StageUnitManifest, TaskDataManifest
+from mediswift.finetune.settings import FinetuneConfig, FinetuneShared, task_settings_of
+from mediswift.finetune.task import Stage
 from mediswift.manifests import (
     FinetuneManifest,
     PointResult,
-    Record,
     Sweep,
     TaskDataInfo,
     TrackingSpec,
     TrainedVariant,
 )
+from mediswift.sections import TaskSettings
 from mediswift.units import UnitSpec, unkeyed
 
 # Bump when a unit's content or meaning changes (data format, training or evaluation code).
@@ -49,7 +56,28 @@ POINT_VERSION = 5
 MODES = ("generate", "score")
 
 
-class TaskDataSpec(UnitSpec):
+class TaskUnitSpec(UnitSpec):
+    """A unit of one task: its `task_settings` are the task's own settings class (a spec read
+    back from its file holds them as a mapping, validated by that class)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "task_settings" in data:
+            settings = task_settings_of(data.get("task", ""), data["task_settings"])
+            data = {**data, "task_settings": settings}
+        return data
+
+    def task_plugin(self) -> Any:
+        """The task plug-in bound to the spec's own settings of it."""
+        return task_class(self.task)(self.task_settings)  # type: ignore[attr-defined]
+
+
+# A task's own section; its key takes the section's result settings (`UnitSpec.keyed`).
+TaskSection = SerializeAsAny[TaskSettings]
+
+
+class TaskDataSpec(TaskUnitSpec):
     """What one task's data unit is made from."""
 
     stage: ClassVar[str] = "finetune"
@@ -58,18 +86,15 @@ class TaskDataSpec(UnitSpec):
 
     task: str = Field(description="downstream task name")
     digests: dict[str, str] = Field(description="role -> sha256 of the raw file")
-    task_settings: Record = Field(description="the task's result settings")
+    task_settings: TaskSection = Field(description="the task's settings (keyed: result ones)")
     tokenizer: str = Field(description="the tokenizer's hash")
     files: dict[str, str] = unkeyed(
         default_factory=dict, description="role -> raw file (relative to home; digests keyed)"
     )
-    settings: Record = unkeyed(
-        default_factory=dict, description="the finetune section with only this task in it"
-    )
     tokenizer_dir: str = unkeyed("", "the vocab stage output (relative to home)")
 
 
-class PointSpec(UnitSpec):
+class PointSpec(TaskUnitSpec):
     """One grid point: fine-tune `variant` on `task` at (batch_size, lr, seed)."""
 
     stage: ClassVar[str] = "finetune"
@@ -83,13 +108,12 @@ class PointSpec(UnitSpec):
     batch_size: int
     lr: float
     seed: int
-    shared_settings: Record = Field(description="the finetune section's shared result settings")
-    task_settings: Record = Field(description="the task's result settings")
+    shared_settings: FinetuneShared = Field(
+        description="the finetune section's shared settings (keyed: result ones)"
+    )
+    task_settings: TaskSection = Field(description="the task's settings (keyed: result ones)")
     modes: list[str] = Field(description="prediction modes evaluated")
     variant: str = unkeyed("", "pre-trained variant name")
-    settings: Record = unkeyed(
-        default_factory=dict, description="the finetune section with only this task in it"
-    )
     data_dir: str = unkeyed("", "the task's data unit (relative to home)")
     tokenizer_dir: str = unkeyed("", "the vocab stage output (relative to home)")
     tracking: TrackingSpec = unkeyed(
@@ -100,6 +124,33 @@ class PointSpec(UnitSpec):
     @property
     def name(self) -> str:
         return f"{self.variant}-{self.task}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
+
+    # What a grid point trains (a stage unit says otherwise: `StageSpec`).
+    def trains(self, schedule: list[Stage]) -> list[Stage]:
+        """The schedule's stages this unit trains: a point trains a one-stage schedule."""
+        if len(schedule) > 1:
+            raise ValueError(
+                f"{self.task}: its data has a schedule of {len(schedule)} stages, which are "
+                "trained as stage units (StageSpec), not as one grid point"
+            )
+        return schedule
+
+    def evaluated(self, schedule: list[Stage]) -> bool:
+        """Whether the unit is scored on dev and test (a schedule's last stage is)."""
+        return True
+
+    def chain(self) -> dict[str, str]:
+        """Where a stage unit starts and what it trains on, as its manifest says (a point
+        starts from its checkpoint: nothing to say)."""
+        return {}
+
+    def start_unit(self) -> str:
+        """The unit whose best state this unit starts from ('': the pre-trained checkpoint)."""
+        return ""
+
+    def labels_unit(self) -> str:
+        """The labels unit of its pseudo-labelled stage ('': none)."""
+        return ""
 
 
 # A stage unit's own version (a new kind: one-stage points keep POINT_VERSION). 2: an earlier
@@ -130,8 +181,27 @@ class StageSpec(PointSpec):
             f"{self.variant}-{self.task}-{self.phase}-b{self.batch_size}-lr{self.lr:g}-s{self.seed}"
         )
 
+    def trains(self, schedule: list[Stage]) -> list[Stage]:
+        stages = [st for st in schedule if st.name == self.phase]
+        if not stages:
+            raise ValueError(f"{self.task}: its data has no stage {self.phase!r}")
+        return stages
 
-class LabelSpec(UnitSpec):
+    def evaluated(self, schedule: list[Stage]) -> bool:
+        return self.phase == schedule[-1].name
+
+    def chain(self) -> dict[str, str]:
+        chain = {"phase": self.phase, "start": self.start_dir or self.checkpoint}
+        return chain | ({"labels": self.labels_dir} if self.labels_dir else {})
+
+    def start_unit(self) -> str:
+        return self.start_dir
+
+    def labels_unit(self) -> str:
+        return self.labels_dir
+
+
+class LabelSpec(TaskUnitSpec):
     """Pseudo labels of one unlabelled split, predicted by a chosen stage unit (the labeller)."""
 
     stage: ClassVar[str] = "finetune"
@@ -142,15 +212,14 @@ class LabelSpec(UnitSpec):
     data: str = Field(description="the key of the task's data unit")
     split: str = Field(description="the split labelled (what the labeller reads)")
     tokenizer: str = Field(description="the tokenizer's hash")
-    shared_settings: Record = Field(description="the finetune section's shared result settings")
-    task_settings: Record = Field(description="the task's result settings")
+    shared_settings: FinetuneShared = Field(
+        description="the finetune section's shared settings (keyed: result ones)"
+    )
+    task_settings: TaskSection = Field(description="the task's settings (keyed: result ones)")
     task: str = unkeyed("", "downstream task name (the data unit's)")
     variant: str = unkeyed("", "pre-trained variant name")
     seed: int = unkeyed(0, "the seed of the labeller's chain")
     labeller_dir: str = unkeyed("", "the labeller's unit (relative to home)")
-    settings: Record = unkeyed(
-        default_factory=dict, description="the finetune section with only this task in it"
-    )
     data_dir: str = unkeyed("", "the task's data unit (relative to home)")
     tokenizer_dir: str = unkeyed("", "the vocab stage output (relative to home)")
 
@@ -160,13 +229,6 @@ class LabelSpec(UnitSpec):
 
 
 S = TypeVar("S", TaskDataSpec, PointSpec, LabelSpec)
-
-
-def task_section(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
-    """The finetune section with only `task` in it: all a unit of that task may read."""
-    dump = cfg.model_dump(mode="json")
-    dump["tasks"] = {task: dump["tasks"][task]}
-    return dump
 
 
 def result_settings(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
@@ -188,10 +250,9 @@ def data_spec(
     spec = TaskDataSpec(
         task=task,
         digests={role: file_digest(home / rel) for role, rel in sorted(files.items())},
-        task_settings=cfg.tasks[task].result_settings(),
+        task_settings=cfg.tasks[task],
         tokenizer=vocab.manifest()["hash"],
         files=files,
-        settings=task_section(cfg, task),
         tokenizer_dir=rel(vocab.path, home),
     )
     return spec, spec.artifact(home)
@@ -223,109 +284,109 @@ def sweep_units(
     tracking: TrackingSpec,
 ) -> list[SweepUnits]:
     """Every (variant, task) sweep and its grid points, keyed."""
-    tokenizer = vocab.manifest()["hash"]
-    plans = []
-    for v in variants:
-        for task in cfg.tasks:
-            settings = result_settings(cfg, task)
-            modes = modes_for(cfg, task)
-            data_spec_, data_unit = data[task]
-            grid = cfg.tasks[task].grid
-            key = content_key(
-                "sweep",
-                POINT_VERSION,
-                v.checkpoint,
-                data_unit.key,
-                grid,
-                cfg.seeds,
-                settings,
-                modes,
-            )
-            params = {
-                "variant": v.name,
-                "task": task,
-                "checkpoint": v.checkpoint,
-                "batch_sizes": grid.batch_sizes,
-                "learning_rates": grid.learning_rates,
-                "seeds": cfg.seeds,
-                **settings,
-            }
-            points = []
-            for p in grid_points(grid, cfg.seeds):
-                spec = PointSpec(
-                    checkpoint=v.checkpoint,
-                    tokenizer=tokenizer,
-                    data=data_unit.key,
-                    task=task,
-                    batch_size=p.batch_size,
-                    lr=p.lr,
-                    seed=p.seed,
-                    shared_settings=settings["shared"],
-                    task_settings=settings["task"],
-                    modes=modes,
-                    variant=v.name,
-                    settings=data_spec_.settings,
-                    data_dir=rel(data_unit.path, home),
-                    tokenizer_dir=rel(vocab.path, home),
-                    tracking=tracking,
-                )
-                points.append((spec, spec.artifact(home)))
-            staged = cfg.task(task).multi_stage()
-            plans.append(SweepUnits(v, task, key, params, points, staged))
-    return plans
+    dirs = UnitDirs(home, rel(vocab.path, home), vocab.manifest()["hash"], tracking)
+    return [sweep_of(cfg, dirs, v, task, data[task][1]) for v in variants for task in cfg.tasks]
+
+
+@dataclass(frozen=True)
+class UnitDirs:
+    """What every point of the stage shares besides settings: the home, the tokenizer (its
+    folder and hash) and where the points log."""
+
+    home: Path
+    tokenizer_dir: str
+    tokenizer: str
+    tracking: TrackingSpec
+
+
+def sweep_of(
+    cfg: FinetuneConfig, dirs: UnitDirs, v: TrainedVariant, task: str, data_unit: Artifact
+) -> SweepUnits:
+    """The sweep of variant `v` on `task`: its key, its parent run's params and its points."""
+    settings = result_settings(cfg, task)
+    modes = modes_for(cfg, task)
+    grid = cfg.tasks[task].grid
+    key = content_key(
+        "sweep", POINT_VERSION, v.checkpoint, data_unit.key, grid, cfg.seeds, settings, modes
+    )
+    params = {
+        "variant": v.name,
+        "task": task,
+        "checkpoint": v.checkpoint,
+        "batch_sizes": grid.batch_sizes,
+        "learning_rates": grid.learning_rates,
+        "seeds": cfg.seeds,
+        **settings,
+    }
+    base = dict(
+        checkpoint=v.checkpoint,
+        tokenizer=dirs.tokenizer,
+        data=data_unit.key,
+        task=task,
+        shared_settings=cfg.shared(),
+        task_settings=cfg.tasks[task],
+        modes=modes,
+        variant=v.name,
+        data_dir=rel(data_unit.path, dirs.home),
+        tokenizer_dir=dirs.tokenizer_dir,
+        tracking=dirs.tracking,
+    )
+    points = []
+    for p in grid_points(grid, cfg.seeds):
+        spec = PointSpec(**base, batch_size=p.batch_size, lr=p.lr, seed=p.seed)
+        points.append((spec, spec.artifact(dirs.home)))
+    return SweepUnits(v, task, key, params, points, cfg.task(task).multi_stage())
 
 
 def manifest(
     home: Path,
     data: dict[str, tuple[TaskDataSpec, Artifact]],
-    data_results: dict[str, dict[str, Any]],
+    data_results: dict[str, TaskDataManifest],
     plans: Sequence[SweepUnits],
     parents: dict[str, str | None],
-    results: dict[str, dict[str, Any]],
+    results: Mapping[str, StageUnitManifest],
     torch_threads: int,
 ) -> FinetuneManifest:
     """The stage manifest from the data units, the sweeps and every point's unit manifest."""
     tasks = {
         task: TaskDataInfo(
             data=rel(unit.path, home),
-            metric=data_results[task]["metric"],
-            counts=data_results[task]["counts"],
-            full_counts=data_results[task]["full_counts"],
-            majority=data_results[task]["majority"],
-            stages=[s["name"] for s in data_results[task]["stages"]],
+            metric=data_results[task].metric,
+            counts=data_results[task].counts,
+            full_counts=data_results[task].full_counts,
+            majority=data_results[task].majority,
+            stages=[s.name for s in data_results[task].stages],
         )
         for task, (_, unit) in data.items()
     }
-    sweeps = []
-    for plan in plans:
-        points = []
-        for spec, unit in plan.points:
-            r = results[spec.key]
-            points.append(
-                PointResult(
-                    unit=rel(unit.path, home),
-                    batch_size=r["batch_size"],
-                    lr=r["lr"],
-                    seed=r["seed"],
-                    metrics=r["metrics"],
-                    steps=r["steps"],
-                    best_epoch=r["stages"][-1]["best_epoch"],
-                    mlflow_run_id=r.get("mlflow_run_id"),
-                    degenerate=r.get("degenerate", {}),
-                )
-            )
-        sweeps.append(
-            Sweep(
-                variant=plan.variant.name,
-                task=plan.task,
-                metric=tasks[plan.task].metric,
-                parent_run_id=parents.get(plan.key),
-                points=points,
-                stages=plan.stages,
-            )
+    sweeps = [
+        Sweep(
+            variant=plan.variant.name,
+            task=plan.task,
+            metric=tasks[plan.task].metric,
+            parent_run_id=parents.get(plan.key),
+            points=[point_result(results[s.key], unit, home) for s, unit in plan.points],
+            stages=plan.stages,
         )
+        for plan in plans
+    ]
     modes = sorted({m for p in plans for s, _ in p.points for m in s.modes}, key=MODES.index)
     return FinetuneManifest(tasks=tasks, sweeps=sweeps, modes=modes, torch_threads=torch_threads)
+
+
+def point_result(r: StageUnitManifest, unit: Artifact, home: Path) -> PointResult:
+    """A finished point as the stage manifest lists it."""
+    return PointResult(
+        unit=rel(unit.path, home),
+        batch_size=r.batch_size,
+        lr=r.lr,
+        seed=r.seed,
+        metrics=r.metrics,
+        steps=r.steps,
+        best_epoch=r.best.best_epoch,
+        mlflow_run_id=r.mlflow_run_id,
+        degenerate=r.degenerate,
+    )
 
 
 SPEC_FILE = "spec.json"

@@ -58,7 +58,8 @@ from mediswift.finetune.formats import Candidate, Example, Label
 from mediswift.finetune.metrics import accuracy
 from mediswift.finetune.registry import register
 from mediswift.finetune.task import DownstreamTask, Stage, TableLayout, TaskData
-from mediswift.settings import Grid, TaskSettings, result, task_settings
+from mediswift.sections import Grid, TaskSettings, task_settings
+from mediswift.settings import result
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 from mediswift.finetune.formats import Example, Label
 from mediswift.finetune.relations import RelationExample, Template, Triple, micro_prf, parse_target
 from mediswift.finetune.task import DownstreamTask, TaskData
-from mediswift.settings import TaskSettings, result
+from mediswift.sections import TaskSettings
+from mediswift.settings import result
 
 
 class RelationFields(TaskSettings):

@@ -25,7 +25,7 @@ go to the stage's summary (`StageChoice`) and the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,15 @@ from mediswift.finetune.keys import (
     TaskDataSpec,
     rel,
 )
+from mediswift.finetune.results import TRAINED, LabelsManifest, StageUnitManifest
+from mediswift.finetune.task import Stage
 from mediswift.manifests import TrackingSpec
 
 log = logging.getLogger(__name__)
 
 Unit = tuple[StageSpec | LabelSpec, Artifact]
+# What a unit of a schedule returns: a stage unit's manifest, or a labels unit's.
+UnitResult = StageUnitManifest | LabelsManifest
 
 
 @dataclass
@@ -52,7 +56,7 @@ class StagedSweep:
     """One multi-stage (variant, task) sweep as it is being planned."""
 
     plan: SweepUnits
-    stages: list[dict[str, Any]]  # data.json's stages, in order; the last one is evaluated
+    stages: list[Stage]  # the task's schedule, in order; the last one is evaluated
     data: tuple[TaskDataSpec, Artifact]
     units: dict[str, list[tuple[StageSpec, Artifact]]] = field(default_factory=dict)
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -66,7 +70,7 @@ class StagedSweep:
 
     @property
     def final(self) -> str:
-        return self.stages[-1]["name"]
+        return self.stages[-1].name
 
 
 class Schedule:
@@ -81,17 +85,18 @@ class Schedule:
         home: Path,
         plans: Sequence[SweepUnits],
         data: dict[str, tuple[TaskDataSpec, Artifact]],
-        data_results: dict[str, dict[str, Any]],
+        schedules: dict[str, list[Stage]],
         tracking: TrackingSpec,
         parents: dict[str, str | None],
     ) -> None:
+        """`schedules`: task -> the schedule its data unit lists."""
         self.home = home
         self.tracking = tracking
         self.parents = parents
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, UnitResult] = {}
         self.sweeps = []
         for plan in plans:
-            stages = data_results[plan.task]["stages"]
+            stages = schedules[plan.task]
             if not plan.staged:
                 continue
             if len(stages) < 2:
@@ -108,7 +113,7 @@ class Schedule:
             moved = False
             for sw in self.sweeps:
                 for spec, unit in self._ready(sw):
-                    done = spec.done_result(self.home)
+                    done = self._done(spec)
                     if done is not None:
                         self.results[spec.key] = done
                         moved = True
@@ -119,20 +124,46 @@ class Schedule:
             sw.plan.stages = self.summary(sw)
         return out
 
-    def record(self, results: dict[str, dict[str, Any]]) -> None:
+    def _done(self, spec: StageSpec | LabelSpec) -> UnitResult | None:
+        """What the unit returned when it finished in an earlier run, or None."""
+        done = spec.done_result(self.home)
+        if done is None:
+            return None
+        if isinstance(spec, LabelSpec):
+            return LabelsManifest.model_validate(done)
+        return TRAINED.validate_python(done)
+
+    def record(self, results: Mapping[str, UnitResult]) -> None:
         """Results (unit manifests) of units handed out, by unit key."""
         self.results.update(results)
 
-    def record_round(self, stage_results: dict[str, dict[str, Any]], labels: Sequence[str]) -> None:
+    def record_round(
+        self, stage_results: Mapping[str, StageUnitManifest], labels: Sequence[str]
+    ) -> None:
         """A round's stage unit manifests (by key) and its labels units, read back here."""
         self.record(stage_results)
-        self.record({k: unit_at(self.home, "finetune", k).manifest() for k in labels})
+        self.record(
+            {
+                k: LabelsManifest.model_validate(unit_at(self.home, "finetune", k).manifest())
+                for k in labels
+            }
+        )
+
+    def trained(self) -> dict[str, StageUnitManifest]:
+        """Every stage unit's manifest by key (the labels units' left out)."""
+        return {k: r for k, r in self.results.items() if isinstance(r, StageUnitManifest)}
 
     def finished(self) -> bool:
         return all(
             sw.final in sw.units and all(s.key in self.results for s, _ in sw.units[sw.final])
             for sw in self.sweeps
         )
+
+    def _trained(self, key: str) -> StageUnitManifest:
+        result = self.results[key]
+        if not isinstance(result, StageUnitManifest):
+            raise TypeError(f"unit {key} is a labels unit, not a stage unit")
+        return result
 
     def _tracking(self, sw: StagedSweep) -> TrackingSpec:
         return self.tracking.model_copy(update={"parent_run_id": self.parents.get(sw.plan.key)})
@@ -141,10 +172,10 @@ class Schedule:
         """Plan the units of every stage whose start and labels are decided."""
         out: list[Unit] = []
         for stage in sw.stages:
-            name = stage["name"]
+            name = stage.name
             if name in sw.units:
                 continue
-            after, labeller = stage.get("after"), stage.get("labels_from")
+            after, labeller = stage.after, stage.labels_from
             if after is not None and after not in sw.chosen:
                 continue
             if labeller is not None:
@@ -153,7 +184,7 @@ class Schedule:
                 made = sw.labels.setdefault(labeller, {})
                 if not made:
                     for seed, unit in self._chosen_units(sw, labeller).items():
-                        made[seed] = self._labels_unit(sw, unit, stage["label_split"])
+                        made[seed] = self._labels_unit(sw, unit, stage.label_split)
                         out.append(made[seed])
                 if any(s.key not in self.results for s, _ in made.values()):
                     continue
@@ -164,8 +195,7 @@ class Schedule:
                 start = starts.get(base.seed)
                 label = sw.labels[labeller][base.seed] if labeller else None
                 spec = StageSpec(
-                    **base.model_dump(exclude={"tracking"}),
-                    tracking=self._tracking(sw),
+                    **{**dict(base), "tracking": self._tracking(sw)},
                     phase=name,
                     start=start[0].key if start else "",
                     start_dir=rel(start[1].path, self.home) if start else "",
@@ -182,7 +212,7 @@ class Schedule:
         self, sw: StagedSweep, labeller: tuple[StageSpec, Artifact], split: str
     ) -> tuple[LabelSpec, Artifact]:
         spec, unit = labeller
-        data_spec, data_unit = sw.data
+        _, data_unit = sw.data
         labels = LabelSpec(
             labeller=spec.key,
             data=data_unit.key,
@@ -194,7 +224,6 @@ class Schedule:
             variant=spec.variant,
             seed=spec.seed,
             labeller_dir=rel(unit.path, self.home),
-            settings=data_spec.settings,
             data_dir=rel(data_unit.path, self.home),
             tokenizer_dir=spec.tokenizer_dir,
         )
@@ -222,8 +251,8 @@ class Schedule:
                     "batch_size": s.batch_size,
                     "lr": s.lr,
                     "seed": s.seed,
-                    "dev": self.results[s.key]["stages"][-1]["best_dev"],
-                    "degenerate": self.results[s.key].get("degenerate") or {},
+                    "dev": self._trained(s.key).best.best_dev,
+                    "degenerate": self._trained(s.key).degenerate,
                 }
                 for s, _ in units
             ]
@@ -242,7 +271,8 @@ class Schedule:
         """Seed -> why the labels `labeller`'s chosen units made are degenerate (done ones)."""
         out = {}
         for seed, (spec, _) in sw.labels.get(labeller, {}).items():
-            why = self.results.get(spec.key, {}).get("degenerate")
+            made = self.results.get(spec.key)
+            why = made.degenerate if isinstance(made, LabelsManifest) else None
             if why:
                 out[str(seed)] = why
         return out
@@ -258,15 +288,15 @@ class Schedule:
         """The earlier stages of `sw` as the stage manifest lists them."""
         out = []
         for stage in sw.stages:
-            name = stage["name"]
+            name = stage.name
             if name == sw.final or name not in sw.chosen:
                 continue
             c = sw.chosen[name]
             out.append(
                 {
                     "stage": name,
-                    "after": stage.get("after"),
-                    "labels_from": stage.get("labels_from"),
+                    "after": stage.after,
+                    "labels_from": stage.labels_from,
                     "batch_size": c["batch_size"],
                     "lr": c["lr"],
                     "dev_mean": c["dev_mean"],

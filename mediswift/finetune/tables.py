@@ -49,7 +49,7 @@ MODE_NAMES = {"score": "constrained scoring", "generate": "greedy generation"}
 
 
 def human(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, size in (("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.3g}{unit}"
     return f"{n:.3g}"
@@ -317,17 +317,23 @@ def _dense_size(r: EvaluatedSweep) -> float:
 def _log_x_axis(ax: Any, xs: Sequence[float]) -> None:
     """A log x axis at least a decade wide, centred on the data. Left to itself, matplotlib zooms
     into a sliver such as 3.98e5-4.08e5 around one model size, which reads as a spread the data
-    does not have; one value (to 1%) gets that value as its only tick."""
+    does not have; values within 30% of each other get their centre as the only tick."""
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
+    # Decades labelled, minor ticks not (at a panel's width their labels run into each other).
+    ax.xaxis.set_minor_formatter(NullFormatter())
     lo, hi = min(xs), max(xs)
     if hi >= 10 * lo:
         return
     centre = (lo * hi) ** 0.5
     half = max(10**0.5, 1.5 * (hi / lo) ** 0.5)
     ax.set_xlim(centre / half, centre * half)
-    if hi <= 1.01 * lo:
-        ax.set_xticks([centre], [human(centre)])
-        ax.minorticks_off()
+    # Less than a decade of data: its own values as the ticks (one when they are close enough
+    # for their labels to collide), so the axis names what was measured.
+    ticks = [centre] if hi <= 1.3 * lo else [lo, hi]
+    ax.set_xticks(ticks, [human(t) for t in ticks])
+    ax.minorticks_off()
 
 
 def _dodge(n_lines: int, xs: Sequence[float]) -> list[float]:
@@ -338,6 +344,15 @@ def _dodge(n_lines: int, xs: Sequence[float]) -> list[float]:
     return [1.06 ** (i - (n_lines - 1) / 2) for i in range(n_lines)]
 
 
+# Figures fit the report's column (about 1000 px) at their own size: two panels a row, text of
+# 11 pt at 100 dpi (15 px). Points are told apart by marker (in the legend), not by labels
+# beside them, which overlap when points share an x.
+PANEL_COLUMNS = 2
+FIGURE_DPI = 100
+FONT_PT = 11
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def _panels(
     results: Sequence[EvaluatedSweep],
     mode: str,
@@ -345,69 +360,93 @@ def _panels(
     x: Callable[[EvaluatedSweep], float],
     line_of: Callable[[EvaluatedSweep], Any],
     line_label: Callable[[Any], str],
-    point_label: Callable[[EvaluatedSweep], str],
+    marker_of: Callable[[EvaluatedSweep], Any] | None,
+    marker_label: Callable[[Any], str],
     xlabel: str,
 ) -> Path:
-    """Test metric (mean ± std over seeds) against `x`, one line per `line_of` value, one panel
-    per task, with the task's baseline as a dashed line; written atomically to `path`."""
+    """Test metric (mean ± std over seeds) against `x`, one line per `line_of` value (a marker
+    per `marker_of` value), one panel per task, with the task's baseline as a dashed line;
+    written atomically to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = tasks_in(results)
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4))
-    axes = axes if hasattr(axes, "__len__") else [axes]
-    for ax, task in zip(axes, tasks, strict=False):
-        rs = [r for r in results if r.task == task]
-        # A task without this mode (no candidate grammar) is drawn in greedy generation.
-        m = mode if all(mode in r.selected for r in rs) else "generate"
-        lines = sorted({line_of(r) for r in rs})
-        for line, shift in zip(lines, _dodge(len(lines), [x(r) for r in rs]), strict=True):
-            pts = sorted((r for r in rs if line_of(r) == line), key=x)
-            ys = [100 * r.selected[m].test_mean for r in pts]
-            xs = [x(r) * shift for r in pts]
-            ax.errorbar(
-                xs,
-                ys,
-                yerr=[100 * r.selected[m].test_std for r in pts],
-                marker="o",
-                capsize=3,
-                label=line_label(line),
-            )
-            for r, px, y in zip(pts, xs, ys, strict=True):
-                ax.annotate(point_label(r), (px, y), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8)  # fmt: skip
-        baseline = task_class(task).baseline_name
-        ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label=baseline)
-        _log_x_axis(ax, [x(r) for r in rs])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(task_class(task).table.axis)
-        ax.set_title(f"{task} ({MODE_NAMES[m]})")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    tasks = tasks_in(results) or [""]
+    cols = min(PANEL_COLUMNS, len(tasks))
+    rows = -(-len(tasks) // cols)
+    with plt.rc_context({"font.size": FONT_PT}):
+        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), squeeze=False)
+        for ax, task in zip(axes.flat, tasks, strict=False):
+            rs = [r for r in results if r.task == task]
+            if rs:
+                _panel(ax, rs, mode, x, line_of, line_label, marker_of, marker_label, xlabel)
+        for ax in list(axes.flat)[len(tasks) :]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=FIGURE_DPI)
+        plt.close(fig)
     tmp.replace(path)
     return path
 
 
+def _panel(
+    ax: Any,
+    rs: Sequence[EvaluatedSweep],
+    mode: str,
+    x: Callable[[EvaluatedSweep], float],
+    line_of: Callable[[EvaluatedSweep], Any],
+    line_label: Callable[[Any], str],
+    marker_of: Callable[[EvaluatedSweep], Any] | None,
+    marker_label: Callable[[Any], str],
+    xlabel: str,
+) -> None:
+    """One task's panel (see `_panels`)."""
+    from matplotlib.lines import Line2D
+
+    task = rs[0].task
+    # A task without this mode (no candidate grammar) is drawn in greedy generation.
+    m = mode if all(mode in r.selected for r in rs) else "generate"
+    lines = sorted({line_of(r) for r in rs})
+    kinds = sorted({marker_of(r) for r in rs}) if marker_of else []
+    marker = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(kinds)}
+    for line, shift in zip(lines, _dodge(len(lines), [x(r) for r in rs]), strict=True):
+        pts = sorted((r for r in rs if line_of(r) == line), key=x)
+        xs, ys = [x(r) * shift for r in pts], [100 * r.selected[m].test_mean for r in pts]
+        err = [100 * r.selected[m].test_std for r in pts]
+        drawn = ax.errorbar(xs, ys, yerr=err, capsize=3, label=line_label(line),
+                            marker=None if marker_of else "o")  # fmt: skip
+        for r, px, y in zip(pts, xs, ys, strict=True) if marker_of else ():
+            ax.plot(px, y, marker[marker_of(r)], color=drawn[0].get_color(), ms=7)
+    baseline = task_class(task).baseline_name
+    ax.axhline(100 * rs[0].majority_test, color="grey", ls="--", label=baseline)
+    handles, labels = ax.get_legend_handles_labels()
+    for k in kinds:  # what each marker stands for
+        handles.append(Line2D([], [], color="black", marker=marker[k], ls="none"))
+        labels.append(marker_label(k))
+    _log_x_axis(ax, [x(r) for r in rs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(task_class(task).table.axis)
+    ax.set_title(f"{task} ({MODE_NAMES[m]})")
+    ax.legend(handles, labels, fontsize=FONT_PT - 2)
+
+
 def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
-    """Test metric against pre-training FLOPs, one line per model size."""
+    """Test metric against pre-training FLOPs, one line per model size, a marker per sparsity."""
     return _panels(
         results, mode, path, lambda r: r.train_flops, lambda r: r.model, str,
-        lambda r: f"s={r.sparsity:.0%}", "pre-training FLOPs",
+        lambda r: r.sparsity, lambda s: f"s={s:.0%}", "pre-training FLOPs",
     )  # fmt: skip
 
 
 def plot_sizes(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     """The paper's Figure 1: test metric against model size, one line per sparsity level (with
-    one size, each line is a single point)."""
+    one size, each line is a single point; the x axis names the sizes)."""
     return _panels(
         results, mode, path, _dense_size, lambda r: r.sparsity, lambda s: f"s={s:.0%}",
-        lambda r: r.model, "model size (non-embedding parameters)",
+        None, str, "model size (non-embedding parameters)",
     )  # fmt: skip
 
 

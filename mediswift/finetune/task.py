@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from mediswift.finetune.formats import Example, Label, TaskFormat
 from mediswift.finetune.stats import Metric
-from mediswift.settings import TaskSettings
+from mediswift.sections import TaskSettings
 
 
 @dataclass(frozen=True)

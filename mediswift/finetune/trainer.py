@@ -93,9 +93,7 @@ def fit(
     log = log or (lambda metrics, step: None)
     gen = torch.Generator().manual_seed(s.seed)
     steps_per_epoch = math.ceil(len(train) / s.batch_size)
-    total = steps_per_epoch * s.epochs
-    opt = make_optimizer(model, s)
-    params = [p for g in opt.param_groups for p in g["params"]]
+    steps = _Steps(model, task, tok, s, make_optimizer(model, s), steps_per_epoch * s.epochs, log)
 
     def dev_eval() -> tuple[float, list[Label | None], list[str]]:
         return evaluate(model, task, tok, dev, s.early_stop_on, s.eval_batch_size, s.max_new_tokens)
@@ -104,38 +102,20 @@ def fit(
     best = FitResult({}, 0, -math.inf, 0, False)
     best.history.append({"epoch": 0, "step": 0, "dev_metric": start})
     log({"dev_metric": start}, 0)
-    step, bad = 0, 0
-    force_nan = finite.forced_nan_step()
+    bad = 0
     model.train()
     for epoch in range(1, s.epochs + 1):
         order = torch.randperm(len(train), generator=gen).tolist()
-        running = 0.0
-        for i in range(0, len(order), s.batch_size):
-            interrupt.check()  # a point is one unit: stopping drops it whole, nothing is marked
-            lr = lr_at(step, total, s.lr, s.warmup_fraction, s.min_lr_ratio)
-            set_lr(opt, lr)
-            loss = batch_loss(
-                model, [train[j] for j in order[i : i + s.batch_size]], tok.pad_id, s.loss_on
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            value = math.nan if force_nan == step + 1 else loss.item()  # the test hook
-            # Checked before the step: a diverged state must not become the kept best one.
-            finite.check(value, "training loss", step + 1, task.name)
-            if s.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-                finite.check(float(norm), "gradient norm", step + 1, task.name)
-            opt.step()
-            step += 1
-            running += value
-            if step % s.log_every == 0:
-                log({"train_loss": value, "lr": lr}, step)
+        batches = [
+            [train[j] for j in order[i : i + s.batch_size]]
+            for i in range(0, len(order), s.batch_size)
+        ]
+        train_loss = steps.epoch(batches) / steps_per_epoch
         metric, preds, texts = dev_eval()
-        train_loss = running / steps_per_epoch
         best.history.append(
-            {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_metric": metric}
+            {"epoch": epoch, "step": steps.step, "train_loss": train_loss, "dev_metric": metric}
         )
-        log({"dev_metric": metric, "epoch_train_loss": train_loss}, step)
+        log({"dev_metric": metric, "epoch_train_loss": train_loss}, steps.step)
         if metric > best.best_dev:
             best.best_state, best.best_epoch, best.best_dev, bad = _state(model), epoch, metric, 0
             best.best_predictions = (preds, texts)
@@ -144,5 +124,45 @@ def fit(
             if bad >= s.patience:
                 best.stopped_early = epoch < s.epochs
                 break
-    best.steps = step
+    best.steps = steps.step
     return best
+
+
+@dataclass
+class _Steps:
+    """The optimizer steps of one fine-tune, epoch by epoch (`fit`)."""
+
+    model: PromptedLM
+    task: TaskFormat
+    tok: TokenizerLike
+    s: TrainSettings
+    opt: torch.optim.AdamW
+    total: int  # steps of every epoch: the schedule's length
+    log: LogFn
+    step: int = 0  # steps taken
+    force_nan: int | None = field(default_factory=finite.forced_nan_step)  # the test hook
+
+    def epoch(self, batches: list[list[Encoded]]) -> float:
+        """One step per batch; returns the sum of the training losses."""
+        s, opt = self.s, self.opt
+        params = [p for g in opt.param_groups for p in g["params"]]
+        running = 0.0
+        for batch in batches:
+            interrupt.check()  # a point is one unit: stopping drops it whole, nothing is marked
+            lr = lr_at(self.step, self.total, s.lr, s.warmup_fraction, s.min_lr_ratio)
+            set_lr(opt, lr)
+            loss = batch_loss(self.model, batch, self.tok.pad_id, s.loss_on)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            value = math.nan if self.force_nan == self.step + 1 else loss.item()
+            # Checked before the step: a diverged state must not become the kept best one.
+            finite.check(value, "training loss", self.step + 1, self.task.name)
+            if s.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                finite.check(float(norm), "gradient norm", self.step + 1, self.task.name)
+            opt.step()
+            self.step += 1
+            running += value
+            if self.step % s.log_every == 0:
+                self.log({"train_loss": value, "lr": lr}, self.step)
+        return running

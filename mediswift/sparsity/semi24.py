@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mediswift.settings import SEMI24_LEVEL
+from mediswift.sections import SEMI24_LEVEL
 
 GROUP, KEEP = 4, 2
 SPARSITY = SEMI24_LEVEL  # the only level a 2:4 pattern has: 1 - KEEP / GROUP

@@ -12,13 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 from mediswift.data.corpus import MAX_LINE_BYTES
 from mediswift.data.download import client_for
 from mediswift.data.pmc_files import PmcArticle, fetch_pmc_batch
 from mediswift.data.pubmed_files import PubmedFile, fetch_pubmed
 from mediswift.data.sources import corpus_name, fetch_corpus
-from mediswift.settings import DownloadConfig
-from mediswift.units import UnitSpec, unkeyed
+from mediswift.manifests import DownloadManifest
+from mediswift.sections import Connection, DownloadConfig
+from mediswift.stage_def import StageDef
+from mediswift.units import UnitResult, UnitSpec, unkeyed
+
+# 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
+# their own data, typed manifests. 3: unit keys from typed unit specs.
+STAGE = StageDef("download", inputs=(), manifest=DownloadManifest, version=3)
 
 CONNECTION = "how to connect: timeouts, retries, User-Agent (never the content)"
 
@@ -28,7 +36,7 @@ class DownloadSpec(UnitSpec):
     # 2: keys are the unit specs.
     version: ClassVar[int] = 2
 
-    download: DownloadConfig = unkeyed(default_factory=DownloadConfig, description=CONNECTION)
+    connection: Connection = unkeyed(default_factory=Connection, description=CONNECTION)
 
     @property
     def name(self) -> str:
@@ -91,12 +99,54 @@ def check_corpora(cfg: DownloadConfig) -> None:
         raise ValueError(f"download.extra_corpora: two corpora share a file name: {names}")
 
 
+class PubmedFileResult(UnitResult):
+    path: str  # raw/pubmed/<folder>/<name>
+    kind: str  # baseline or update
+    md5: str
+    bytes: int
+    fetched: bool  # whether this run downloaded it (not part of the stage's contract)
+
+
+class PmcEntry(BaseModel):
+    path: str  # raw/pmc/<article>.xml
+    metadata: str  # its metadata record
+    pmcid: str
+    pmid: str | None
+    license: str
+    md5: str
+    fetched: bool
+
+
+class PmcBatchResult(UnitResult):
+    entries: list[PmcEntry]
+
+
+class CorpusResult(UnitResult):
+    path: str  # raw/corpus/<name>.jsonl
+    name: str
+    source: str  # where it was fetched from
+    records: int
+
+
+PubmedFileSpec.Result = PubmedFileResult
+PmcBatchSpec.Result = PmcBatchResult
+CorpusSpec.Result = CorpusResult
+DownloadResult = PubmedFileResult | PmcBatchResult | CorpusResult
+
+
+class PmcSelection(BaseModel):
+    """The PMC articles the listing selected, and how many it skipped, by reason."""
+
+    articles: list[PmcArticle]
+    skipped: dict[str, int]
+
+
 def units(
     cfg: DownloadConfig,
     resolve: Any,
     mirror: str | None,
-    files: list[dict[str, Any]],
-    articles: list[dict[str, Any]],
+    files: list[PubmedFile],
+    articles: list[PmcArticle],
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> list[DownloadSpec]:
     """Corpora, then PubMed files in listing order, then PMC batches of `pmc_batch_size`.
@@ -107,27 +157,29 @@ def units(
             spec=resolve(given),
             mirror=mirror,
             given=given,
-            download=cfg,
+            connection=cfg.connection(),
             max_line_bytes=max_line_bytes,
         )
         for given in cfg.extra_corpora
     ]
-    specs += [PubmedFileSpec(file=PubmedFile(**f), download=cfg) for f in files]
+    specs += [PubmedFileSpec(file=f, connection=cfg.connection()) for f in files]
     base, size = resolve(cfg.pmc_url), cfg.pmc_batch_size
     specs += [
         PmcBatchSpec(
             base=base,
-            articles=tuple(PmcArticle(**a) for a in articles[i : i + size]),
+            articles=tuple(articles[i : i + size]),
             index=i // size,
-            download=cfg,
+            connection=cfg.connection(),
         )
         for i in range(0, len(articles), size)
     ]
     return specs
 
 
-def raw_paths(result: dict[str, Any]) -> list[str]:
+def raw_paths(result: dict[str, Any] | DownloadResult) -> list[str]:
     """Every raw path a unit result names (to check the unit is still intact on disk)."""
+    if isinstance(result, BaseModel):
+        result = result.model_dump()
     found: list[str] = []
     for k, v in result.items():
         if isinstance(v, str) and k in ("path", "metadata"):
@@ -146,35 +198,37 @@ def forget_if_gone(spec: DownloadSpec, home: Path) -> None:
         art.manifest_path.unlink(missing_ok=True)
 
 
-def unit_files(home: Path, result: dict[str, Any]) -> tuple[int, int]:
+def unit_files(home: Path, result: DownloadResult) -> tuple[int, int]:
     """(files, bytes) a unit result names: what a progress line counts."""
     paths = raw_paths(result)
     return len(paths), sum((home / p).stat().st_size for p in paths)
 
 
-def run_unit(spec: DownloadSpec, home: Path) -> dict[str, Any]:
+def run_unit(spec: DownloadSpec, home: Path) -> DownloadResult:
     """Fetch the unit's files (md5-verified where upstream publishes md5s) into `raw/`."""
-    client, raw = client_for(spec.download), home / "raw"
+    client, raw = client_for(spec.connection), home / "raw"
     if isinstance(spec, PubmedFileSpec):
-        result = fetch_pubmed(client, raw, spec.file)
+        result = PubmedFileResult.model_validate(fetch_pubmed(client, raw, spec.file))
     elif isinstance(spec, PmcBatchSpec):
-        result = {"entries": fetch_pmc_batch(client, spec.base, raw, list(spec.articles))}
+        entries = fetch_pmc_batch(client, spec.base, raw, list(spec.articles))
+        result = PmcBatchResult(entries=[PmcEntry.model_validate(e) for e in entries])
     else:
         assert isinstance(spec, CorpusSpec)
-        result = fetch_corpus(client, spec.spec, spec.mirror, raw, spec.max_line_bytes)
-    return spec.artifact(home).ensure().write_manifest(result)
+        made = fetch_corpus(client, spec.spec, spec.mirror, raw, spec.max_line_bytes)
+        result = CorpusResult.model_validate(made)
+    return spec.finish(home, result)
 
 
 def collect(
     specs: list[DownloadSpec],
-    results: list[dict[str, Any]],
+    results: list[DownloadResult],
     skipped_pmc: dict[str, int],
 ) -> dict[str, Any]:
     """The manifest's content: PubMed entries in listing order, PMC entries batch by batch,
     corpora as the recipe lists them, and counts."""
     by_kind: dict[str, list[dict[str, Any]]] = {"pubmed": [], "pmc": [], "corpus": []}
     for spec, r in zip(specs, results, strict=True):
-        by_kind[spec.kind].append(r)
+        by_kind[spec.kind].append(r.model_dump())
     pubmed = by_kind["pubmed"]
     pmc = [e for r in by_kind["pmc"] for e in r["entries"]]
     corpora = by_kind["corpus"]

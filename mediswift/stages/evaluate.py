@@ -34,10 +34,17 @@ from mediswift.manifests import (
     EvaluatedSweep,
     EvaluateManifest,
     FinetuneManifest,
+    ModelRegistration,
     SelectedPoint,
 )
 from mediswift.names import model_name
+from mediswift.stage_def import StageDef
 from mediswift.tracking import Tracker, recipe_alias, resolve_tracking_uri
+
+# 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
+# their own data, typed manifests. 3: unit keys from typed unit specs.
+# 4: a task's extra metrics (HoC in BioGPT's convention) beside each selection.
+STAGE = StageDef("evaluate", inputs=("finetune", "pretrain"), manifest=EvaluateManifest, version=4)
 
 SELECTED_ALIAS = "selected"
 EXAMPLE_CHARS = 100  # an input example short enough for the smallest context
@@ -137,7 +144,7 @@ class Registration:
     """What registering one sweep's selected point needs (`tasks.tracking.register_model`)."""
 
     sweep: EvaluatedSweep
-    params: dict[str, Any]
+    model: ModelRegistration
 
 
 def registrations(
@@ -167,7 +174,7 @@ def registrations(
             "pmc_commercial_only": cfg.download.pmc_commercial_only,
             "mlflow_run_id": p.mlflow_run_id,
         }
-        params = dict(
+        model = ModelRegistration(
             tracking_uri=uri,
             run_id=p.mlflow_run_id,
             name=model_name(r.variant, r.task),
@@ -188,7 +195,7 @@ def registrations(
                 "(its code is logged with it: transformers loads it with trust_remote_code)."
             ),
         )
-        out.append(Registration(r, params))
+        out.append(Registration(r, model))
     return out
 
 

@@ -10,18 +10,31 @@ units are children of the same parent run. Manifest: `FinetuneManifest`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from mediswift.artifacts import Artifact
-from mediswift.config import FinetuneConfig
+from mediswift.config import FinetuneConfig, PipelineConfig
 from mediswift.finetune import keys as P
 from mediswift.finetune.keys import LabelSpec, StageSpec, TaskDataSpec
+from mediswift.finetune.results import StageUnitManifest, TaskDataManifest
 from mediswift.finetune.schedule import Schedule, Unit
 from mediswift.manifests import FinetuneManifest, PretrainManifest, TrackingSpec
-from mediswift.tracking import NOTE_TAG, RunLogger, Tracker, portable_tracking_uri
+from mediswift.stage_def import StageDef
+from mediswift.tracking import (
+    NOTE_TAG,
+    RunLogger,
+    Tracker,
+    portable_tracking_uri,
+    resolve_tracking_uri,
+)
+
+# 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
+# their own data, typed manifests. 3: unit keys from typed unit specs.
+STAGE = StageDef("finetune", inputs=("pretrain", "vocab"), manifest=FinetuneManifest, version=3)
 
 
 def use_threads(cfg: FinetuneConfig) -> int:
@@ -81,7 +94,10 @@ def write_specs(
 
 
 def list_points(
-    tracker: Tracker, parent_id: str, plan: P.SweepUnits, results: dict[str, dict[str, Any]]
+    tracker: Tracker,
+    parent_id: str,
+    plan: P.SweepUnits,
+    results: Mapping[str, StageUnitManifest],
 ) -> None:
     """Tag the sweep's parent run with every one of its points, and describe them in a table
     with links: points found done (trained under an earlier parent, for another sweep key) are
@@ -91,9 +107,9 @@ def list_points(
     for spec, _ in plan.points:
         r = results[spec.key]
         point = f"b{spec.batch_size}-lr{spec.lr:g}-s{spec.seed}"
-        run_id = r.get("mlflow_run_id")
+        run_id = r.mlflow_run_id
         tags[f"mediswift.point.{point}"] = run_id or spec.key
-        metrics = r.get("metrics", {})
+        metrics = r.metrics
         dev = ", ".join(f"{k[4:]} {v:.4f}" for k, v in metrics.items() if k.startswith("dev_"))
         test = ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_"))
         link = f"[{run_id[:8]}]({tracker.run_link(run_id)})" if run_id else spec.key
@@ -107,17 +123,11 @@ def one_stage_points(plans: list[P.SweepUnits]) -> dict[str, str]:
     return {spec.key: spec.name for plan in plans if not plan.staged for spec, _ in plan.points}
 
 
-def schedule(
-    home: Path,
-    plans: list[P.SweepUnits],
-    data: dict[str, tuple[TaskDataSpec, Artifact]],
-    data_results: list[dict[str, Any]],
-    tracking: TrackingSpec,
-    parents: dict[str, str],
-) -> Schedule:
+def schedule(sweeps: Sweeps, data_results: list[TaskDataManifest]) -> Schedule:
     """The stage-by-stage plan of the multi-stage sweeps (none: nothing to hand out)."""
-    by_task = dict(zip(data, data_results, strict=True))
-    return Schedule(home, plans, data, by_task, tracking, parents)
+    schedules = {task: r.stages for task, r in zip(sweeps.data, data_results, strict=True)}
+    s = sweeps
+    return Schedule(s.home, s.plans, s.data, schedules, s.tracking, s.parents)
 
 
 def round_units(units: list[Unit]) -> tuple[dict[str, str], dict[str, str]]:
@@ -131,18 +141,48 @@ def round_units(units: list[Unit]) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def collect(
-    home: Path,
-    tracker: Tracker,
-    data: dict[str, tuple[TaskDataSpec, Artifact]],
-    data_results: list[dict[str, Any]],
-    plans: list[P.SweepUnits],
-    parents: dict[str, str],
-    results: dict[str, dict[str, Any]],
+    sweeps: Sweeps,
+    data_results: list[TaskDataManifest],
+    results: Mapping[str, StageUnitManifest],
     threads: int,
 ) -> FinetuneManifest:
     """List every sweep's points on its parent run; the stage manifest. `results`: unit key ->
     manifest of every point (a multi-stage sweep's points are its last stage's units)."""
-    for plan in plans:
-        list_points(tracker, parents[plan.key], plan, results)
-    by_task = dict(zip(data, data_results, strict=True))
-    return P.manifest(home, data, by_task, plans, parents, results, threads)
+    for plan in sweeps.plans:
+        list_points(sweeps.tracker, sweeps.parents[plan.key], plan, results)
+    by_task = dict(zip(sweeps.data, data_results, strict=True))
+    return P.manifest(
+        sweeps.home, sweeps.data, by_task, sweeps.plans, sweeps.parents, results, threads
+    )
+
+
+@dataclass(frozen=True)
+class Sweeps:
+    """Every task's data unit and every (variant, task) sweep, each with its MLflow parent run;
+    the specs of their units are written (a multi-stage sweep's: round by round)."""
+
+    home: Path
+    tracker: Tracker
+    tracking: TrackingSpec
+    data: dict[str, tuple[TaskDataSpec, Artifact]]
+    plans: list[P.SweepUnits]
+    parents: dict[str, str]  # sweep key -> parent run id
+
+
+def open_sweeps(
+    cfg: PipelineConfig,
+    home: Path,
+    pretrain: PretrainManifest,
+    files: dict[str, dict[str, str]],
+    vocab: Artifact,
+    tags: dict[str, str],
+) -> Sweeps:
+    """Plan the sweeps, open (or find) each one's parent run and write the units' specs."""
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, home)
+    experiment = cfg.tracking.finetune_experiment
+    tracker = Tracker(uri, experiment, artifact_root=home / "mlruns")
+    tracking = tracking_spec(uri, home, experiment, tags)
+    data, plans = sweeps(cfg.finetune, home, pretrain, files, vocab, tracking)
+    parents = {plan.key: parent_run(tracker, plan, tags) for plan in plans}
+    write_specs(data, plans, tracking, parents)
+    return Sweeps(home, tracker, tracking, data, plans, parents)

@@ -21,11 +21,16 @@ from mediswift.artifacts import Artifact, file_digest
 from mediswift.data.corpus import CorpusFormatError, parse_corpus_file
 from mediswift.data.pmc import PmcHints, PmcInput, parse_pmc_batch
 from mediswift.data.pubmed import parse_pubmed_file
-from mediswift.data.quarantine import move_aside
+from mediswift.data.quarantine import RawFileError, move_aside, reopen_listing
 from mediswift.data.xml import XMLLimits, XMLParseError
 from mediswift.manifests import DownloadManifest, ParseManifest
-from mediswift.settings import ParseConfig
-from mediswift.units import UnitSpec, unkeyed
+from mediswift.sections import ParseConfig
+from mediswift.stage_def import StageDef
+from mediswift.units import UnitResult, UnitSpec, unkeyed
+
+# 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
+# their own data, typed manifests. 3: unit keys from typed unit specs.
+STAGE = StageDef("parse", inputs=("download",), manifest=ParseManifest, version=3)
 
 log = logging.getLogger(__name__)
 
@@ -151,45 +156,125 @@ def units(cfg: ParseConfig, download: DownloadManifest, home: Path) -> list[Pars
     return specs
 
 
-def _finish(spec: ParseSpec, home: Path, result: dict[str, Any]) -> dict[str, Any]:
+class DocumentShard(BaseModel):
+    path: str  # relative to home
+    n_docs: int
+
+
+class Quarantined(BaseModel):
+    input: str  # the raw file (relative to home)
+    error: str
+
+
+class ParseResult(UnitResult):
+    shards: list[DocumentShard]
+    quarantined: list[Quarantined]  # inputs set aside (`parse.on_error: quarantine`)
+    counts: dict[str, int] | None = None  # what the parser counted (records, skips...)
+    deleted_pmids: list[str] | None = None  # PubMed: PMIDs the file deletes, in order
+
+
+for _spec in (PubmedSpec, PmcSpec, CorpusSpec):
+    _spec.Result = ParseResult
+
+
+def _finish(spec: ParseSpec, home: Path, result: dict[str, Any]) -> ParseResult:
     """Make shard paths relative to home, then mark the unit done (manifest last), unless it
     quarantined an input."""
     result["shards"] = [
         {"path": str(p.relative_to(home)), "n_docs": n} for p, n in result["shards"]
     ]
-    if not result["quarantined"]:
-        spec.artifact(home).ensure().write_manifest(result)
-    return result
+    made = ParseResult.model_validate(result)
+    return made if made.quarantined else spec.finish(home, made)
 
 
-def run_unit(spec: ParseSpec, home: Path) -> dict[str, Any]:
-    """Parse the unit's input into document shards under its directory."""
+def run_unit(spec: ParseSpec, home: Path) -> ParseResult:
+    """Parse the unit's input into document shards under its directory.
+
+    A raw copy that does not match the md5 it was downloaded with, or whose content does not
+    load, is quarantined with `parse.on_error: quarantine`; otherwise (the default) it is moved
+    aside at once, the download stage is reopened and the unit fails with one line naming the
+    file: the next run fetches it again (`heal_now`)."""
     if (done := spec.done_result(home)) is not None:
         return done
     out = spec.artifact(home).path
     limits = XMLLimits(*spec.limits)
+    damaged = changed_copies(spec, home)
     if isinstance(spec, PmcSpec):
+        bad = {d["input"] for d in damaged}
         inputs = [
             PmcInput(path=home / a.path, label=a.path, hints=PmcHints(a.pmcid, a.pmid, a.license))
             for a in spec.articles
+            if a.path not in bad
         ]
-        quarantine = spec.on_error == "quarantine"
-        result = parse_pmc_batch(inputs, out, spec.rows_per_shard, quarantine, limits)
-        return _finish(spec, home, result)
-    try:
-        if isinstance(spec, PubmedSpec):
-            result = parse_pubmed_file(home / spec.input, out, spec.rows_per_shard, limits)
+        result = parse_pmc_batch(inputs, out, spec.rows_per_shard, True, limits)
+        result["quarantined"] = damaged + result["quarantined"]
+    elif damaged:
+        result = {"shards": [], "quarantined": damaged}
+    else:
+        try:
+            if isinstance(spec, PubmedSpec):
+                result = parse_pubmed_file(home / spec.input, out, spec.rows_per_shard, limits)
+            else:
+                assert isinstance(spec, CorpusSpec)
+                result = parse_corpus_file(
+                    home / spec.input, spec.name, out, spec.rows_per_shard, limits.max_record_bytes
+                )
+        except BAD_INPUT as e:
+            if spec.on_error != "quarantine" and not content_error(e):
+                raise  # a fault of this machine (a full disk), not of the raw copy
+            result = {"shards": [], "quarantined": [{"input": spec.label, "error": str(e)}]}
         else:
-            assert isinstance(spec, CorpusSpec)
-            result = parse_corpus_file(
-                home / spec.input, spec.name, out, spec.rows_per_shard, limits.max_record_bytes
+            result = {**result, "quarantined": []}
+    if result["quarantined"] and spec.on_error != "quarantine":
+        raise heal_now(home, result["quarantined"])
+    return _finish(spec, home, result)
+
+
+def content_error(e: BaseException) -> bool:
+    """Whether a reading error is the raw copy's fault (bad bytes) rather than this machine's
+    (an OSError with an errno: a full disk, a permission)."""
+    return not (isinstance(e, OSError) and e.errno is not None)
+
+
+def changed_copies(spec: ParseSpec, home: Path) -> list[dict[str, str]]:
+    """The unit's raw files whose md5 is no longer the one they were downloaded with (bytes
+    flipped or cut since), as quarantine entries. PubMed files and PMC articles carry their
+    md5; a corpus publishes none (its content is checked as it is read)."""
+    wanted: list[tuple[str, str]] = []
+    if isinstance(spec, PubmedSpec):
+        wanted = [(spec.input, spec.md5)]
+    elif isinstance(spec, PmcSpec):
+        wanted = [(a.path, a.md5) for a in spec.articles if a.md5]
+    bad = []
+    for rel, md5 in wanted:
+        path = home / rel
+        if not path.is_file():
+            continue  # the parser names a missing file
+        got = file_digest(path, "md5")
+        if got != md5.lower():
+            bad.append(
+                {
+                    "input": rel,
+                    "error": f"{path}: md5 {got} is not the {md5} it was downloaded with",
+                }
             )
-    except BAD_INPUT as e:
-        if spec.on_error != "quarantine":
-            raise
-        result = {"shards": [], "quarantined": [{"input": spec.label, "error": str(e)}]}
-        return _finish(spec, home, result)
-    return _finish(spec, home, {**result, "quarantined": []})
+    return bad
+
+
+def heal_now(home: Path, bad: list[dict[str, str]]) -> RawFileError:
+    """Move each bad raw copy aside and reopen every download stage output that lists it, so
+    the next run fetches exactly these again; the error to raise, naming the (first) file."""
+    lines = []
+    for q in bad:
+        path = home / q["input"]
+        dest = move_aside(home, path)
+        reopen_listing(home, "download", q["input"])
+        where = f"moved aside to {dest}, " if dest is not None else ""
+        lines.append(RawFileError(path, f"{q['error']}; {where}the next run fetches it again"))
+    first = lines[0]
+    if len(lines) == 1:
+        return first
+    return RawFileError(first.path, f"{first} (and {len(lines) - 1} more file(s) of the unit)")
 
 
 def heal(home: Path, download: Artifact, quarantined: list[dict[str, str]]) -> None:
@@ -206,7 +291,7 @@ def collect(
     home: Path,
     download: Artifact,
     specs: list[ParseSpec],
-    results: list[dict[str, Any]],
+    results: list[ParseResult],
     logger: logging.Logger | logging.LoggerAdapter = log,
 ) -> ParseManifest:
     """The manifest, or (more inputs quarantined than the recipe accepts) an error after
@@ -216,15 +301,15 @@ def collect(
     quarantined: list[dict[str, str]] = []
     counts: dict[str, Counter[str]] = {"pubmed": Counter(), "pmc": Counter(), "corpus": Counter()}
     for spec, r in zip(specs, results, strict=True):
-        quarantined += r["quarantined"]
-        counts[spec.source].update(r.get("counts", {}))
+        quarantined += [q.model_dump() for q in r.quarantined]
+        counts[spec.source].update(r.counts or {})
         info: dict[str, Any] = {"input": spec.label}
         if isinstance(spec, PmcSpec):
             info["n_inputs"] = len(spec.articles)
-        entries = [{**s, **info, "source": spec.source} for s in r["shards"]]
+        entries = [{**s.model_dump(), **info, "source": spec.source} for s in r.shards]
         if isinstance(spec, PubmedSpec) and entries:
-            entries[-1]["deleted_pmids"] = r["deleted_pmids"]
-            deleted += r["deleted_pmids"]
+            entries[-1]["deleted_pmids"] = r.deleted_pmids or []
+            deleted += r.deleted_pmids or []
         shards += entries
     for q in quarantined:
         logger.warning("parse: quarantined %s: %s", q["input"], q["error"])

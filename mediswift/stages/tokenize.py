@@ -7,10 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mediswift.manifests import TokenizeManifest, VocabManifest
+from mediswift.manifests import TokenizeManifest, TokenShard, VocabManifest
+from mediswift.stage_def import StageDef
 from mediswift.stages.vocab import doc_shard_paths
 from mediswift.text.token_shards import SPLITS, tokenize_unit
-from mediswift.units import UnitSpec, unkeyed
+from mediswift.units import MANIFEST_ADDS, UnitResult, UnitSpec, unkeyed
+
+# 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
+# their own data, typed manifests. 3: unit keys from typed unit specs.
+STAGE = StageDef("tokenize", inputs=("filter", "vocab"), manifest=TokenizeManifest, version=3)
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +48,34 @@ def units(
     ]
 
 
-def run_unit(spec: TokenizeSpec, home: Path) -> dict[str, Any]:
+class TokenizeResult(UnitResult):
+    input: str  # the document shard (relative to home)
+    tokenizer_hash: str
+    vocab_size: int
+    shards: list[TokenShard]  # one per split with documents
+
+
+TokenizeSpec.Result = TokenizeResult
+
+
+def run_unit(spec: TokenizeSpec, home: Path) -> TokenizeResult:
     """Encode the document shard into the unit (one token shard per split)."""
     art = spec.artifact(home)
-    return tokenize_unit(home / spec.doc_shard, home / spec.tokenizer_dir, art, home)
+    made = tokenize_unit(home / spec.doc_shard, home / spec.tokenizer_dir, art, home)
+    return TokenizeResult.model_validate({k: v for k, v in made.items() if k not in MANIFEST_ADDS})
 
 
 def collect(
     vocab: VocabManifest,
-    results: list[dict[str, Any]],
+    results: list[TokenizeResult],
     logger: logging.Logger | logging.LoggerAdapter = log,
 ) -> TokenizeManifest:
     for r in results:
-        if r["tokenizer_hash"] != vocab.hash:
-            raise RuntimeError(f"unit for {r['input']} was made with another tokenizer")
-    shards = [s for r in results for s in r["shards"]]
-    tokens = {s: sum(x["n_tokens"] for x in shards if x["split"] == s) for s in SPLITS}
-    docs = {s: sum(x["n_docs"] for x in shards if x["split"] == s) for s in SPLITS}
+        if r.tokenizer_hash != vocab.hash:
+            raise RuntimeError(f"unit for {r.input} was made with another tokenizer")
+    shards = [s for r in results for s in r.shards]
+    tokens = {s: sum(x.n_tokens for x in shards if x.split == s) for s in SPLITS}
+    docs = {s: sum(x.n_docs for x in shards if x.split == s) for s in SPLITS}
     logger.info("tokenize: %s tokens in %s documents", tokens, docs)
     return TokenizeManifest(
         shards=shards,

@@ -116,48 +116,26 @@ def learn_bpe(
     """
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    n_docs = n_lines = longest = 0
     # Named like `tmp_path` files, so a killed run's leftover is swept by the next one.
     with scratch_dir(model_path.parent / "bpe") as tmp:
         lines_file = Path(tmp) / "lines.txt"
-        with open(lines_file, "w", encoding="utf-8") as f:
-            for doc in moses_docs:
-                n_docs += 1
-                for line in split_lines(doc, max_line_bytes):
-                    f.write(line + "\n")
-                    n_lines += 1
-                    longest = max(longest, len(line.encode()))
+        n_docs, n_lines, longest = _write_lines(moses_docs, lines_file, max_line_bytes)
         if n_lines == 0:
             raise ValueError("no training text for BPE: the train split is empty")
         keep = sample_indices(n_lines, sample_sentences, seed)
         n_sampled = n_lines if keep is None else len(keep)
         model = io.BytesIO()
-        log_path = Path(tmp) / "trainer.log"
         options = dict(
             sentence_iterator=_selected(lines_file, keep),
             model_writer=model,
-            model_type="bpe",
             vocab_size=vocab_size,
             character_coverage=character_coverage,
-            required_chars=REQUIRED_CHARS,
-            input_sentence_size=0,  # we sampled already: the trainer takes every line given
-            shuffle_input_sentence=False,
             max_sentence_length=max(SPM_DEFAULT_MAX_SENTENCE_BYTES, longest + 1),
             num_threads=num_threads,
-            # Moses output is already normalised text; keep it byte-exact so decode is exact.
-            normalization_rule_name="identity",
-            pad_id=SPECIAL_IDS["pad"],
-            unk_id=SPECIAL_IDS["unk"],
-            bos_id=SPECIAL_IDS["bos"],
-            eos_id=SPECIAL_IDS["eos"],
-            pad_piece=PAD,
-            unk_piece=UNK,
-            bos_piece=BOS,
-            eos_piece=EOS,
-            minloglevel=0,
+            **TRAINER_OPTIONS,
         )
         try:
-            skipped = _train_logged(options, log_path)
+            skipped = _train_logged(options, Path(tmp) / "trainer.log")
         except RuntimeError as e:
             if "Vocabulary size" in str(e) or "vocab_size" in str(e):
                 raise ValueError(
@@ -171,6 +149,42 @@ def learn_bpe(
         tmp_model.write_bytes(model.getvalue())
         os.replace(tmp_model, model_path)
     return BpeStats(n_docs, n_lines, n_sampled, longest, skipped)
+
+
+# What every BPE model of the project is trained with, whatever the corpus.
+TRAINER_OPTIONS = dict(
+    model_type="bpe",
+    required_chars=REQUIRED_CHARS,
+    input_sentence_size=0,  # we sampled already: the trainer takes every line given
+    shuffle_input_sentence=False,
+    # Moses output is already normalised text; keep it byte-exact so decode is exact.
+    normalization_rule_name="identity",
+    pad_id=SPECIAL_IDS["pad"],
+    unk_id=SPECIAL_IDS["unk"],
+    bos_id=SPECIAL_IDS["bos"],
+    eos_id=SPECIAL_IDS["eos"],
+    pad_piece=PAD,
+    unk_piece=UNK,
+    bos_piece=BOS,
+    eos_piece=EOS,
+    minloglevel=0,
+)
+
+
+def _write_lines(
+    moses_docs: Iterable[str], path: Path, max_line_bytes: int
+) -> tuple[int, int, int]:
+    """The documents' lines into `path`, one per line; (documents, lines, longest line's
+    bytes)."""
+    n_docs = n_lines = longest = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for doc in moses_docs:
+            n_docs += 1
+            for line in split_lines(doc, max_line_bytes):
+                f.write(line + "\n")
+                n_lines += 1
+                longest = max(longest, len(line.encode()))
+    return n_docs, n_lines, longest
 
 
 def _train_logged(options: dict, log_path: Path) -> int:

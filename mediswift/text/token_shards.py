@@ -11,6 +11,7 @@ only reads the few columns tokenization needs, with pyarrow, one record batch at
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,9 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mediswift import interrupt
+from mediswift import digests, interrupt
 from mediswift.artifacts import Artifact, tmp_path
 from mediswift.text.tokenizer import Tokenizer, document_text
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
 DOC_COLUMNS = ("doc_id", "title", "text", "split")
@@ -113,6 +116,7 @@ class TokenShardWriter:
             if self._writer is None:
                 return False
             self._writer.close()
+            digests.write_sidecar(self.tmp, self.path)  # recorded before the rename
             os.replace(self.tmp, self.path)
             return True
         except BaseException:
@@ -144,8 +148,20 @@ def write_token_shard(
             write_statistics=False,
             store_schema=False,
         )
+        digests.write_sidecar(writer.tmp, path)
         os.replace(writer.tmp, path)
     return writer.n_tokens
+
+
+def verify_token_shard(path: Path) -> bool:
+    """Check a token shard against the digest recorded when it was written (True; False for a
+    shard written before digests). A mismatch moves the shard aside, makes its tokenize unit
+    and the tokenize stage not done, and raises `DamagedFile` in one line naming it: the next
+    run tokenizes that document shard again."""
+    try:
+        return digests.verify(path)
+    except digests.DamagedFile as e:
+        raise digests.damaged(e, "token shard") from None
 
 
 def read_token_counts(path: Path) -> np.ndarray:
@@ -177,7 +193,12 @@ def read_token_docs(path: Path) -> tuple[list[str], list[list[int]]]:
 def iter_documents(
     path: Path, split: str | None = None, batch_docs: int = 2048
 ) -> Iterator[tuple[str, str | None, str | None, str]]:
-    """(doc_id, title, text, split) of a document shard in file order, optionally one split only."""
+    """(doc_id, title, text, split) of a document shard in file order, optionally one split only
+    (once the shard matches the digest its writer recorded)."""
+    try:
+        digests.verify(path)
+    except digests.DamagedFile as e:
+        raise digests.damaged(e, "document shard") from None
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as e:
@@ -245,12 +266,26 @@ def _relative(path: Path, home: Path) -> str:
         return str(path)
 
 
+def _shards_verify(manifest: dict, home: Path) -> bool:
+    """Whether every token shard a done unit lists matches its digest; a damaged one is moved
+    aside with one warning line naming it (and the unit made again)."""
+    for shard in manifest.get("shards", []):
+        try:
+            verify_token_shard(Path(home) / shard["path"])
+        except digests.DamagedFile as e:
+            log.warning("%s", e)
+            return False
+    return True
+
+
 def tokenize_unit(doc_shard: Path, tokenizer_dir: Path, unit: Artifact, home: Path) -> dict:
     """Tokenize one document shard into the unit directory `unit` (a content-addressed unit of
     the tokenize stage) unless it is done; returns its manifest: {"input", "tokenizer_hash",
     "shards": [{"path" (relative to `home`), "split", "n_docs", "n_tokens"}]}."""
     if unit.done():
-        return unit.manifest()
+        manifest = unit.manifest()
+        if _shards_verify(manifest, home):
+            return manifest
     tokenizer = Tokenizer.load(tokenizer_dir)
     unit.ensure()
     shards = tokenize_document_shard(doc_shard, tokenizer, unit.path)

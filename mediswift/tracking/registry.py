@@ -19,6 +19,7 @@ import io
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,37 @@ def _model_id_of(source: str | None) -> str | None:
 
 
 def set_aliases(tracking_uri: str, ref: ModelVersionRef, aliases: Sequence[str]) -> None:
-    """Point each alias of `ref.name` at `ref.version` (moving it from an older version)."""
+    """Point each alias of `ref.name` at `ref.version` (moving it from an older version).
+
+    On a tracking server shared by several homes, two runs may set the same alias of one
+    model at once: the store reads, then inserts or updates, and the slower insert fails on
+    the key the faster one wrote. Setting it again then updates that row: the alias ends on
+    the version set last, as with one writer."""
     client = MlflowClient(tracking_uri)
     for alias in aliases:
-        client.set_registered_model_alias(ref.name, alias, ref.version)
+        _retry_on_collision(
+            lambda a=alias: client.set_registered_model_alias(ref.name, a, ref.version)
+        )
+
+
+# What a store's failed insert of a row another writer made meanwhile comes back as, through a
+# server (a database integrity error, answered 400) or from a local store.
+_COLLISIONS = frozenset({"BAD_REQUEST", "RESOURCE_ALREADY_EXISTS", "TEMPORARILY_UNAVAILABLE"})
+
+
+def _retry_on_collision(call: Any, attempts: int = 5) -> Any:
+    """`call()`, again after a short wait when it collided with a concurrent writer."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except MlflowException as e:
+            if e.error_code not in _COLLISIONS or attempt == attempts - 1:
+                raise
+            log.info("mlflow: %s; trying again", str(e).splitlines()[0][:200])
+            time.sleep(0.2 * (attempt + 1))
+    return None
 
 
 def set_version_tags(tracking_uri: str, ref: ModelVersionRef, tags: dict[str, Any]) -> None:

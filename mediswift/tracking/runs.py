@@ -16,10 +16,12 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from mediswift.tracking.store import adopt_home_store, is_home_store
+from mediswift.tracking.store import adopt_home_store, home_id, is_home_store
 from mediswift.tracking.uris import ARTIFACTS_DIR, is_server
 
 NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as Markdown by the UI
+HOME_TAG = "mediswift.home"  # the id of the home a run was made for (`store.home_id`)
+USER_TAG = "mlflow.user"  # who made the run (the UI's "User")
 
 
 @dataclass(frozen=True)
@@ -122,22 +124,40 @@ class Tracker:
 
     `artifact_root` (`<home>/mlruns`) is where a local store keeps artifacts; opening the home's
     own store re-points it first when the home has moved. Against a server it is not used.
+
+    A store that is not the home's own (a tracking server) may hold the runs of many homes and
+    users: runs are tagged with the home's id and the user, and `find_run` looks among the
+    runs of this home only (two homes running the same recipe on the same data compute the
+    same unit keys, and must not continue each other's runs).
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         local_root = None if is_server(tracking_uri) else artifact_root
-        if local_root is not None and is_home_store(tracking_uri, local_root):
-            adopt_home_store(local_root.parent)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = (local_root / experiment).resolve().as_uri() if local_root else None
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
-            )
-        else:
-            self.experiment_id = exp.experiment_id
+        own = local_root is not None and is_home_store(tracking_uri, local_root)
+        if own:
+            adopt_home_store(local_root.parent)  # type: ignore[union-attr]
+        self.home_id = home_id(artifact_root.parent) if artifact_root is not None else None
+        self._scoped = self.home_id is not None and not own
+        self.experiment_id = self._experiment(experiment, local_root)
+
+    def _experiment(self, name: str, local_root: Path | None) -> str:
+        """The experiment's id, created when missing. On a shared server another home may
+        create it at the same moment: the loser of that race takes the winner's."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = (local_root / name).resolve().as_uri() if local_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     @contextlib.contextmanager
     def run(
@@ -152,7 +172,7 @@ class Tracker:
 
         A finished run reopened to add to it keeps its end time: its duration stays that of
         the work it records (training), not of the stage that added a model or a table later."""
-        all_tags = {"mlflow.runName": name, **(tags or {})}
+        all_tags = {"mlflow.runName": name, **self._origin(), **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         created, kept_end = run_id is None, None
@@ -176,8 +196,20 @@ class Tracker:
         logger.flush()
         self.client.set_terminated(run_id, status="FINISHED", end_time=kept_end)
 
+    def _origin(self) -> dict[str, str]:
+        """The tags that tell whose run it is: the home's id, the user."""
+        import getpass
+
+        tags = {HOME_TAG: self.home_id} if self.home_id else {}
+        with contextlib.suppress(Exception):  # no user name (a container without one)
+            tags[USER_TAG] = getpass.getuser()
+        return tags
+
     def find_run(self, filter_string: str) -> str | None:
-        """The id of this experiment's newest run matching `filter_string`, or None."""
+        """The id of this experiment's newest run matching `filter_string`, or None; in a store
+        shared with other homes, among this home's runs only."""
+        if self._scoped:
+            filter_string = f"{filter_string} and tags.`{HOME_TAG}` = '{self.home_id}'"
         found = self.client.search_runs([self.experiment_id], filter_string, max_results=1)
         return found[0].info.run_id if found else None
 

@@ -7,10 +7,12 @@ clients never write outside the server's artifact root."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -20,9 +22,13 @@ from mediswift.tracking.uris import (
     HOME_DB,
     default_tracking_uri,
     resolve_tracking_uri,
+    shared_store_warning,
     sqlite_path,
 )
 
+log = logging.getLogger(__name__)
+
+HOME_ID_FILE = "home-id"  # a random id, made once per home: whose runs they are on a server
 _ADOPTED: set[tuple[str, str]] = set()
 _ADOPT_LOCK = threading.Lock()
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING", "JSON")
@@ -37,10 +43,14 @@ def is_home_store(tracking_uri: str, artifact_root: Path) -> bool:
     )
 
 
-def adopt_home_store_if_default(tracking_uri: str | None, home: Path) -> None:
+def adopt_home_store_if_default(tracking_uri: str | None, home: Path, nnodes: int = 1) -> None:
     """Make the home's own MLflow store usable: created whole, repaired after a migration that
     stopped half-way, and re-pointed when the home was copied or moved (a store the recipe
-    names elsewhere is left alone)."""
+    names elsewhere is left alone). With `nnodes` > 1 (multi-node pre-training), a SQLite
+    store on a network file system is warned about in one line (`shared_store_warning`)."""
+    warning = shared_store_warning(tracking_uri, home, nnodes)
+    if warning:
+        log.warning(warning)
     if resolve_tracking_uri(tracking_uri, home) == default_tracking_uri(home):
         create_or_repair_home_store(home)
         adopt_home_store(home)
@@ -172,3 +182,23 @@ def _rewrite_model_files(root: Path, moved: dict[str, str]) -> None:
 def _text_columns(con: sqlite3.Connection, table: str) -> list[str]:
     cols = con.execute(f'PRAGMA table_info("{table}")').fetchall()
     return [c[1] for c in cols if any(t in (c[2] or "").upper() for t in _TEXT_TYPES)]
+
+
+def home_id(home: Path) -> str:
+    """The home's id (`<home>/home-id`, a random hex string made on first use; a moved home
+    keeps it, a copied one shares it). Made under a temporary name and linked into place, so
+    that two processes making it at once agree on one."""
+    path = home / HOME_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        found = path.read_text(encoding="ascii").strip()
+        if found:
+            return found
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = home / f".{HOME_ID_FILE}.tmp-{os.getpid()}-{threading.get_ident()}"
+    tmp.write_text(uuid.uuid4().hex + "\n", encoding="ascii")
+    try:
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text(encoding="ascii").strip()

@@ -13,6 +13,10 @@ Memory is bounded by one block of rows plus the shards it spans (never the whole
 sizes are read up front from the small `n_tokens` column only. Position = (epoch, rows this rank
 has consumed in it); `state_dict()` saves it and `load_state_dict()` resumes at exactly the next
 row, however the earlier rows were batched.
+
+Every shard is checked against the digest its writer recorded (`mediswift.digests`) before
+anything is read from it: a damaged one is moved aside, its tokenize unit is no longer done, and
+the loader raises one line naming it (`verify_token_shard`), so nothing trains on it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mediswift.text.token_shards import read_token_counts, read_token_stream
+from mediswift.text.token_shards import read_token_counts, read_token_stream, verify_token_shard
 
 STATE_VERSION = 1
 
@@ -62,6 +66,8 @@ class TokenBatches:
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle, self.loop = seed, shuffle, loop
         self.buffer_rows = buffer_rows
+        for p in self.paths:  # nothing is trained on bytes that do not match their digest
+            verify_token_shard(p)
         self.shard_tokens = np.array([int(read_token_counts(p).sum()) for p in self.paths])
         total = int(self.shard_tokens.sum())
         self.rows_per_epoch = max(total - 1, 0) // seq_len

@@ -9,8 +9,9 @@ A checkpoint is a directory:
                            dynamic-sparsity generator (absent in weights-only checkpoints)
 Format 2 stores every masked weight and AdamW moment as its kept values only, the mask once
 (`mediswift.train.packing`): a 75% sparse matrix takes about a quarter of its dense bytes, and
-loading gives back the dense tensors bit for bit. Format 1 (every tensor dense, masks as bool)
-still loads.
+loading gives back the dense tensors bit for bit; `load_model` decodes them straight into the
+parameters of a model built without initialising them. Format 1 (every tensor dense, masks as
+bool) still loads.
   train_state.json         step, tokens, loss-curve rows, optimizer hyperparameters, the loader
                            position of every rank
   digests.json             the sha256 and size of every other file (absent in checkpoints
@@ -216,10 +217,7 @@ def read_tensors(
     files = {n: _load_file(path / n) for n in wanted}
     if fmt >= 2 and MASKS_FILE in files:  # format 1 holds the whole tensors already
         masks = packing.unpack_masks(files[MASKS_FILE])
-        positions = packing.Positions(masks)
-        files = {
-            n: packing.decode(t, masks, positions) for n, t in files.items() if n != MASKS_FILE
-        }
+        files = {n: packing.decode(t, masks) for n, t in files.items() if n != MASKS_FILE}
         files[MASKS_FILE] = masks
     return {n: t for n, t in files.items() if n in names}
 
@@ -345,11 +343,84 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> GPT:
-    """The GPT saved in checkpoint dir `path`, loaded strictly (every weight must match)."""
+    """The GPT saved in checkpoint dir `path`, loaded strictly (every weight must match).
+
+    The model is built without initialising its parameters and the checkpoint is decoded
+    straight into them: no random init that is overwritten anyway, no dense intermediate per
+    matrix, no second copy through `load_state_dict`."""
     path = Path(path)
-    model = GPT(read_config(path))
-    model.load_state_dict(read_weights(path), strict=True)
+    model = _uninitialised_gpt(read_config(path))
+    fill_weights(model, path)
     return model.to(device)
+
+
+def _uninitialised_gpt(config: GPTConfig) -> GPT:
+    """A GPT whose parameters are allocated on the CPU (on huge pages: `packing.empty`) but
+    hold whatever memory held: only for filling from a checkpoint, which `fill_weights` checks
+    covers every one of them. Built on the meta device: no random init to overwrite."""
+    with torch.device("meta"):
+        model = GPT(config)
+    if any(True for _ in model.buffers()):  # one the checkpoint may not hold: built as usual
+        return GPT(config)
+    model.to_empty(device="cpu")  # allocated, never touched: no page of it is faulted in
+    for p in model.parameters():  # each once, so tied parameters stay one
+        p.data = packing.empty(p.shape, p.dtype)
+    return model
+
+
+def fill_weights(model: nn.Module, path: Path) -> None:
+    """Decode model.safetensors of checkpoint `path` into the parameters and buffers of an
+    unsharded model, in place, strictly: the same names and shapes as its state dict."""
+    path = Path(path)
+    fmt = _format(path)
+    weights = _load_file(path / MODEL_FILE)
+    masks = {}
+    if fmt >= 2 and (path / MASKS_FILE).is_file():  # format 1 holds the whole tensors already
+        masks = packing.packed_masks(_load_file(path / MASKS_FILE))
+    live = _unwrap(model).state_dict()  # detached views of the parameters' memory
+    stored = packing.stored_keys(weights)
+    _check_names(path / MODEL_FILE, stored, live)
+    with torch.no_grad():
+        for name, key in stored.items():
+            _fill_one(live[name], key, weights, masks)
+
+
+def _fill_one(
+    dest: torch.Tensor,
+    key: str,
+    weights: dict[str, torch.Tensor],
+    masks: dict[str, packing.Packed],
+) -> None:
+    """One saved tensor into `dest`: decoded in place when it can be, else whole then copied
+    (checking the shape first: `copy_` would broadcast a wrong one silently)."""
+    if key.endswith(packing.VALUES) and _decodable_into(dest, weights[key]):
+        packing.decode_into(dest, key, weights, masks)
+        return
+    whole = weights[key]
+    if key.endswith(packing.VALUES):  # another dtype or device than saved: decode, convert
+        base = key[: -len(packing.VALUES)]
+        whole = packing.decode({k: weights[k] for k in _parts(key, weights)}, masks)[base]
+    if whole.shape != dest.shape:
+        raise RuntimeError(f"{key}: shape {tuple(whole.shape)}, the model has {tuple(dest.shape)}")
+    dest.copy_(whole)
+
+
+def _decodable_into(dest: torch.Tensor, values: torch.Tensor) -> bool:
+    return dest.device.type == "cpu" and dest.is_contiguous() and dest.dtype == values.dtype
+
+
+def _parts(key: str, tensors: dict[str, torch.Tensor]) -> list[str]:
+    """`key` (`<name>.values`) and the sign bits stored with it, if any."""
+    signs = key[: -len(packing.VALUES)] + packing.NEG_ZERO_BITS
+    return [key, signs] if signs in tensors else [key]
+
+
+def _check_names(file: Path, stored: dict[str, str], live: dict[str, torch.Tensor]) -> None:
+    """What `load_state_dict(strict=True)` checks: no missing or unexpected name (the shapes
+    are checked as each tensor is decoded or copied)."""
+    missing, unexpected = sorted(live.keys() - stored.keys()), sorted(stored.keys() - live)
+    if missing or unexpected:
+        raise RuntimeError(f"{file}: missing keys {missing}, unexpected keys {unexpected}")
 
 
 def load_masks(path: Path) -> dict[str, torch.Tensor]:

@@ -8,11 +8,14 @@ writes checkpoints and logs (`Dist.is_main`).
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.elastic.rendezvous.static_tcp_rendezvous import StaticTCPRendezvous
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,71 @@ def barrier(d: Dist) -> None:
 def shutdown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ---- a rendezvous that listens on loopback only (one node under torchrun) ------------------
+
+LOOPBACK = "127.0.0.1"
+
+
+def loopback_listener(port: int = 0) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 (`port` 0: a free one), listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOOPBACK, port))
+    sock.listen(512)
+    return sock
+
+
+class LoopbackRendezvous(StaticTCPRendezvous):
+    """torchrun's static rendezvous for one node, its store listening on 127.0.0.1 only.
+
+    Why: a `TCPStore` server binds every interface (`::`) whatever host it is given, so
+    `--standalone` (c10d on localhost) or a loopback `--rdzv-endpoint` still leave an
+    unauthenticated store reachable from the network. Handed a socket already bound to
+    127.0.0.1 (`master_listen_fd`), it listens there and nowhere else. The workers reuse this
+    store as clients (`use_agent_store`), so it is the run's only store."""
+
+    BACKEND = "mediswift-loopback"  # the name torchrun's registry knows it by
+
+    def get_backend(self) -> str:
+        return self.BACKEND
+
+    def next_rendezvous(self) -> Any:
+        from torch.distributed.elastic.rendezvous import RendezvousInfo, RendezvousStoreInfo
+
+        if self._store is None:
+            self._listener = loopback_listener(self.master_port)
+            self.master_port = self._listener.getsockname()[1]
+            self._store = dist.TCPStore(
+                LOOPBACK,
+                self.master_port,
+                self.world_size,
+                True,
+                self.timeout,
+                multi_tenant=True,
+                master_listen_fd=self._listener.fileno(),
+                use_libuv=True,
+            )
+        store = dist.PrefixStore(self.run_id, self._store)
+        return RendezvousInfo(
+            store, self.rank, self.world_size, RendezvousStoreInfo(LOOPBACK, self.master_port)
+        )
+
+
+def loopback_handler(params: Any) -> LoopbackRendezvous:
+    """The rendezvous handler torchrun's registry builds for `LOOPBACK_BACKEND`: one node."""
+    if params.max_nodes != 1:
+        raise ValueError("the loopback rendezvous serves one node; several need c10d")
+    _, _, port = params.endpoint.rpartition(":")
+    timeout = int(params.config.get("timeout", 600))
+    return LoopbackRendezvous(LOOPBACK, int(port or 0), 0, 1, params.run_id, timeout)
+
+
+def loopback_interface() -> str | None:
+    """The name of this machine's loopback interface (`lo` on Linux), if it has one."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return None
+    return next((n for n in names if n in ("lo", "lo0")), None)

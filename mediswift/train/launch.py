@@ -14,6 +14,12 @@ the rendezvous puts it) writes the checkpoints and the record, and every rank re
 checkpoint when a run resumes. The settings come from the spec's `pretrain` config (`nproc`,
 `nnodes`, `rdzv_endpoint`, `rdzv_id`); the flags override them, for a scheduler that knows the
 head node only at start (see deployments/slurm/pretrain.sbatch).
+
+One node listens on loopback only: its torchrun runs inside `python -m mediswift.train.launch
+--torchrun <torchrun args>`, which reads `--standalone` as a static rendezvous whose TCP store
+is bound to 127.0.0.1 (a `TCPStore` server binds every interface whatever host it is given, so
+c10d on localhost or a loopback `--rdzv-endpoint` does not), and points the workers' gloo and
+NCCL sockets at the loopback interface. Several nodes bind the endpoint the user gives.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mediswift.settings import PretrainConfig
+from mediswift.sections import PretrainConfig
 
 ENTRY = "mediswift.train.pretrain"  # what each worker runs (its `main` reads --spec)
 
@@ -89,12 +95,7 @@ def launch_for(cfg: PretrainConfig, default_id: str, **overrides: Any) -> Launch
         rdzv_id=cfg.rdzv_id or default_id,
     )
     launch = replace(launch, **{k: v for k, v in overrides.items() if v is not None})
-    per_step = cfg.micro_batch * launch.world_size
-    if cfg.global_batch % per_step:
-        raise ValueError(
-            f"global_batch {cfg.global_batch} is not a multiple of micro_batch "
-            f"{cfg.micro_batch} x {launch.nproc} processes x {launch.nnodes} nodes"
-        )
+    cfg.grad_accum(launch.world_size)  # refuses a launch the global batch does not divide
     return launch
 
 
@@ -104,17 +105,64 @@ def unit_key(spec_out_dir: str | Path) -> str:
 
 
 def torchrun_command(launch: Launch, spec_file: str | Path) -> list[str]:
-    """This node's part of the run: torchrun, starting `launch.nproc` workers of the entry."""
+    """This node's part of the run: torchrun, starting `launch.nproc` workers of the entry.
+
+    One node runs torchrun through `AGENT_FLAG` of this module: the same torchrun, whose
+    `--standalone` rendezvous listens on 127.0.0.1 only (`loopback_torchrun`)."""
+    runner = ["torch.distributed.run"] if launch.multi_node else [__name__, AGENT_FLAG]
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        *runner,
         *launch.torchrun_args(),
         "-m",
         ENTRY,
         "--spec",
         str(spec_file),
     ]
+
+
+AGENT_FLAG = "--torchrun"  # `python -m mediswift.train.launch --torchrun <torchrun args>`
+LOOPBACK_BACKEND = "mediswift-loopback"  # `mediswift.train.distributed.LoopbackRendezvous`
+
+
+def loopback_args(args: list[str]) -> list[str]:
+    """torchrun's arguments with `--standalone` (c10d on localhost, whose store listens on
+    every interface) replaced by the loopback rendezvous: one node, a free port of 127.0.0.1."""
+    if "--standalone" not in args:
+        return args
+    import uuid
+
+    rest = [a for a in args if a != "--standalone"]
+    return [
+        "--nnodes",
+        "1",
+        "--rdzv-backend",
+        LOOPBACK_BACKEND,
+        "--rdzv-endpoint",
+        "127.0.0.1:0",
+        "--rdzv-id",
+        str(uuid.uuid4()),
+        *rest,
+    ]
+
+
+def loopback_torchrun(args: list[str]) -> int:
+    """Run torchrun in this process with nothing listening beyond loopback: the rendezvous
+    store on 127.0.0.1 (`mediswift.train.distributed.LoopbackRendezvous`), and the workers'
+    gloo and NCCL sockets on the loopback interface (unless the environment names one)."""
+    from torch.distributed.elastic.rendezvous import rendezvous_handler_registry
+    from torch.distributed.run import main as torchrun_main
+
+    from mediswift.train.distributed import loopback_handler, loopback_interface
+
+    rendezvous_handler_registry.register(LOOPBACK_BACKEND, loopback_handler)
+    lo = loopback_interface()
+    if lo is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", lo)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", lo)
+    torchrun_main(loopback_args(args))
+    return 0
 
 
 def node_command(launch: Launch, spec_file: str | Path) -> str:
@@ -142,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [AGENT_FLAG]:
+        return loopback_torchrun(argv[1:])
     args = _parser().parse_args(argv)
     spec = json.loads(Path(args.spec).read_text())
     launch = launch_for(

@@ -25,7 +25,7 @@ from mediswift.train.distributed import Dist, mean_across, min_across
 from mediswift.train.optim import lr_at, set_lr
 
 if TYPE_CHECKING:
-    from mediswift.settings import PretrainConfig
+    from mediswift.sections import PretrainConfig
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 if TYPE_CHECKING:
-    from mediswift.settings import PretrainConfig
+    from mediswift.sections import PretrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -12,9 +12,17 @@ and each tensor masked by it (the weight `n`, its AdamW moments `optim.n.exp_avg
 A tensor is stored so only when every entry outside M is zero (+0.0 or -0.0); any other value
 (a mask that moved and a weight not yet re-masked, a NaN) keeps the tensor dense under its own
 key, so decoding always gives back the exact bits that were saved.
+
+Decoding writes each tensor once, a chunk at a time, into memory it is given (`decode_into`: a
+model's parameter) or maps on huge pages (`empty`), straight from the packed bits.
 """
 
 from __future__ import annotations
+
+import math
+import mmap
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -93,23 +101,17 @@ def mask_of(key: str, masks: dict[str, torch.Tensor]) -> str | None:
 class Positions:
     """Flat indices of the kept and the pruned entries of each mask, found once per mask (a
     weight and its two moments share them): numpy's take/put by index is several times faster
-    than boolean indexing, numpy's or torch's. Share one across the files of a checkpoint."""
+    than boolean indexing, numpy's or torch's. Share one across the files of a checkpoint
+    being written (decoding works a chunk at a time instead: see `CHUNK`)."""
 
     def __init__(self, masks: dict[str, torch.Tensor]):
-        self.masks, self.found, self.kept_at = masks, {}, {}
+        self.masks, self.found = masks, {}
 
     def __call__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self.found:
-            kept = self.masks[name].reshape(-1).numpy()
-            self.found[name] = (self.kept(name), np.flatnonzero(~kept))
+            flat = self.masks[name].reshape(-1).numpy()
+            self.found[name] = (np.flatnonzero(flat), np.flatnonzero(~flat))
         return self.found[name]
-
-    def kept(self, name: str) -> np.ndarray:
-        """The kept entries only: decoding needs no pruned indices (8 bytes for each pruned
-        entry, more memory to fill than the tensor itself at 75%)."""
-        if name not in self.kept_at:
-            self.kept_at[name] = np.flatnonzero(self.masks[name].reshape(-1).numpy())
-        return self.kept_at[name]
 
 
 def _sign_bit(dtype: np.dtype) -> np.ndarray:
@@ -141,40 +143,140 @@ def encode(
     return out
 
 
-def _set_signs(whole: np.ndarray, mask: torch.Tensor, bits: torch.Tensor) -> None:
-    """Set the sign bit of the pruned entries that were -0.0. The bits are spread onto a bool
-    array of the whole tensor (1 byte an entry) rather than indexed through the pruned
-    positions (8 bytes an entry): the fewer bytes to fill, the faster the load."""
-    pruned = ~mask.reshape(-1).numpy()
-    negative = np.zeros(whole.size, bool)
-    negative[pruned] = _unpack(bits, whole.size - int(np.count_nonzero(~pruned)))
-    whole[np.flatnonzero(negative)] = _sign_bit(whole.dtype)
+# Entries decoded at a time (a multiple of 8, so a chunk starts on a byte of packed bits): the
+# index arrays a chunk needs stay small and in cache, and no index array of a whole tensor is
+# ever made. Fresh memory is what loading costs most (each new page is a fault the kernel
+# zeroes), so a decode writes the destination once and allocates little else.
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A mask as masks.safetensors stores it (packed bits, most significant first, and its
+    shape), unpacked a chunk at a time while decoding: no bool copy of the whole mask."""
+
+    bits: np.ndarray
+    shape: tuple[int, ...]
+
+    def chunk(self, start: int, stop: int) -> np.ndarray:
+        return np.unpackbits(self.bits[start // 8 :], count=stop - start).view(bool)
+
+    def count(self) -> int:
+        return int(np.bitwise_count(self.bits).sum())  # the padding bits are 0
+
+
+def packed_masks(tensors: dict[str, torch.Tensor]) -> dict[str, Packed]:
+    """The masks of masks.safetensors by name, still packed (what decoding needs)."""
+    return {
+        key[: -len(MASK_BITS)]: Packed(
+            bits.numpy(), tuple(int(d) for d in tensors[key[: -len(MASK_BITS)] + SHAPE])
+        )
+        for key, bits in tensors.items()
+        if key.endswith(MASK_BITS)
+    }
+
+
+def _flags(mask: torch.Tensor | Packed) -> tuple[Callable[[int, int], np.ndarray], int]:
+    """(start, stop) -> the mask's flags there, and how many are True; bool or packed."""
+    if isinstance(mask, Packed):
+        return mask.chunk, mask.count()
+    flat = mask.reshape(-1).numpy()
+    return (lambda start, stop: flat[start:stop]), int(np.count_nonzero(flat))
+
+
+def stored_keys(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """The name of each whole tensor in a decoded file -> the key that holds it: its own key
+    (a dense tensor) or `<name>.values` (a masked one, its signs read along with it)."""
+    out = {}
+    for key in tensors:
+        if key.endswith(NEG_ZERO_BITS):
+            continue
+        out[key[: -len(VALUES)] if key.endswith(VALUES) else key] = key
+    return out
+
+
+def decode_into(
+    dest: torch.Tensor,
+    key: str,
+    tensors: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor] | dict[str, Packed],
+) -> None:
+    """Decode the masked tensor stored under `key` (`<name>.values`) straight into `dest`, a
+    contiguous CPU tensor of the mask's shape and the values' dtype (a model's parameter):
+    every entry of `dest` is written, nothing else of its size is allocated."""
+    base = key[: -len(VALUES)]
+    name = mask_of(base, masks)
+    if name is None:
+        raise ValueError(f"{key}: sparse values without a mask named for {base!r}")
+    mask, values = masks[name], tensors[key]
+    if (
+        dest.shape != mask.shape
+        or dest.dtype != values.dtype
+        or dest.device.type != "cpu"
+        or not dest.is_contiguous()
+    ):
+        raise ValueError(f"{key}: cannot decode into a {dest.dtype} tensor of {tuple(dest.shape)}")
+    flags, active = _flags(mask)
+    if active != values.numel():
+        raise ValueError(f"{key}: {values.numel()} values for {active} active entries")
+    signs = tensors.get(base + NEG_ZERO_BITS)
+    signs = None if signs is None else signs.numpy()
+    _scatter(_raw(dest), _raw(values), flags, signs)  # _raw(dest): a view, dest is contiguous
+
+
+def _scatter(
+    out: np.ndarray,
+    values: np.ndarray,
+    flags: Callable[[int, int], np.ndarray],
+    signs: np.ndarray | None,
+) -> None:
+    """Write `out` chunk by chunk: 0 everywhere, the kept values where the flags are set, in
+    order, and the sign bit on the pruned entries whose bit in `signs` is set."""
+    taken = pruned_seen = 0
+    sign = _sign_bit(out.dtype)
+    for start in range(0, out.size, CHUNK):
+        stop = min(start + CHUNK, out.size)
+        kept, part = flags(start, stop), out[start:stop]
+        part.fill(0)
+        at = np.flatnonzero(kept)  # take/put by index: several times faster than by bool
+        part[at] = values[taken : taken + at.size]
+        taken += at.size
+        if signs is not None:
+            pruned = np.flatnonzero(~kept)
+            negative = np.unpackbits(signs[pruned_seen // 8 :], count=pruned_seen % 8 + pruned.size)
+            # as bool: numpy's nonzero has a fast path for bool only (uint8: ~8x slower)
+            part[pruned.take(np.flatnonzero(negative[pruned_seen % 8 :].view(bool)))] = sign
+            pruned_seen += pruned.size
+
+
+HUGE_PAGE = 2 << 20
+
+
+def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor, from 2 MB up on transparent huge pages where the kernel has
+    them. Decoding writes every byte of fresh memory, and the first write to each page is a
+    fault the kernel serves by zeroing it: in 2 MB pages that cost ~7x less CPU than in the
+    4 kB pages of an ordinary allocation (measured on a shared 2-core machine). The memory is
+    unmapped when the tensor, which holds the mapping, is freed."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=dtype)
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    region.madvise(mmap.MADV_HUGEPAGE)
+    return torch.frombuffer(region, dtype=dtype).reshape(shape)
 
 
 def decode(
-    tensors: dict[str, torch.Tensor],
-    masks: dict[str, torch.Tensor],
-    positions: Positions | None = None,
+    tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | dict[str, Packed]
 ) -> dict[str, torch.Tensor]:
     """`encode` undone: every tensor whole, bit for bit as it was saved."""
-    out, positions = {}, positions or Positions(masks)
-    for key, t in tensors.items():
-        if key.endswith(NEG_ZERO_BITS):
-            continue  # read with its values
-        if not key.endswith(VALUES):
-            out[key] = t
+    out = {}
+    for base, key in stored_keys(tensors).items():
+        if key == base:
+            out[base] = tensors[key]
             continue
-        base = key[: -len(VALUES)]
         name = mask_of(base, masks)
-        if name is None:
-            raise ValueError(f"{key}: sparse values without a mask named for {base!r}")
-        kept, mask = positions.kept(name), masks[name]
-        values = _raw(t)
-        if kept.size != values.size:
-            raise ValueError(f"{key}: {values.size} values for {kept.size} active entries")
-        whole = np.zeros(mask.numel(), values.dtype)
-        whole[kept] = values
-        if base + NEG_ZERO_BITS in tensors:
-            _set_signs(whole, mask, tensors[base + NEG_ZERO_BITS])
-        out[base] = _from_raw(whole, t.dtype).reshape(mask.shape)
+        shape = masks[name].shape if name is not None else tensors[key].shape
+        out[base] = empty(shape, tensors[key].dtype)
+        decode_into(out[base], key, tensors, masks)
     return out

@@ -39,7 +39,7 @@ from mediswift.artifacts import manifest_done, write_atomic
 from mediswift.flops import step_flops, training_flops
 from mediswift.lock import home_lock
 from mediswift.model.gpt import GPT, model_config
-from mediswift.settings import PretrainConfig
+from mediswift.sections import PretrainConfig
 from mediswift.sparsity import (
     FIXED_LEVELS,
     METHODS,
@@ -52,6 +52,7 @@ from mediswift.sparsity import (
     make_masks,
     use_semi24_kernels,
 )
+from mediswift.text.token_shards import verify_token_shard
 from mediswift.train import checkpoint as ckpt
 from mediswift.train.distributed import Dist, barrier, init_distributed, shutdown, wrap_model
 from mediswift.train.launch import Launch, launch_for, node_command, torchrun_command, unit_key
@@ -137,6 +138,10 @@ def launch_variant(
         return run_variant(spec, sink)
     out = Path(spec.out_dir)
     if not manifest_done(out / VARIANT_MANIFEST):  # a done one must not wait at a rendezvous
+        # Checked here too: a damaged shard is then named in the run's one error line, not
+        # only in a child process's log behind "torchrun exited with 1".
+        for shard in spec.train_shards + spec.val_shards:
+            verify_token_shard(Path(shard))
         _torchrun(spec, launch, out, timeout)
     if sink is not None and (out / "metrics.jsonl").is_file():
         for step, metrics in read_metrics(out / "metrics.jsonl"):
@@ -268,12 +273,7 @@ def _resume(spec: VariantSpec, run: Run, root: Path, d: Dist) -> Path | None:
 def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
     """Check what depends on this launch (its process count, this variant's sparsity), set the
     numerics (threads, TF32) and seed every RNG that building the model draws from."""
-    per_step = cfg.micro_batch * d.world_size
-    if cfg.global_batch % per_step:
-        raise ValueError(
-            f"global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch} "
-            f"x {d.world_size} processes"
-        )
+    grad_accum = cfg.grad_accum(d.world_size)
     method = cfg.sparsity_method if spec.sparsity > 0 else "static"
     if method in FIXED_LEVELS and spec.sparsity != FIXED_LEVELS[method]:
         raise ValueError(f"{method} sparsity is {FIXED_LEVELS[method]}, not {spec.sparsity}")
@@ -290,7 +290,7 @@ def _setup(spec: VariantSpec, cfg: PretrainConfig, d: Dist) -> Setup:
     random.seed(cfg.seed)
     return Setup(
         d=d,
-        grad_accum=cfg.global_batch // per_step,
+        grad_accum=grad_accum,
         method=method,
         sharded=cfg.fsdp and d.enabled,
         amp=torch.bfloat16 if on_gpu else None,

@@ -1,33 +1,49 @@
-"""One pre-training variant: what it is (`VariantSpec`, validated once, JSON for torchrun
-processes), its name, and the batches it trains and validates on."""
+"""One pre-training variant: what it is (`VariantSpec`, a unit spec keyed by what it trains
+on and with, validated once, JSON for torchrun processes), its name, and the batches it trains
+and validates on."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mediswift.artifacts import MANIFEST
-from mediswift.settings import PretrainConfig
+from mediswift.sections import PretrainConfig
 from mediswift.train.distributed import Dist
+from mediswift.units import UnitSpec, unkeyed
 
 VARIANT_MANIFEST = MANIFEST  # the variant directory is a unit artifact: done once this exists
 
 
-class VariantSpec(BaseModel):
-    """Everything one variant needs, validated once: JSON crosses into torchrun processes."""
+class VariantSpec(UnitSpec):
+    """One variant, the pretrain stage's unit: the tokens it trains on (the tokenize output's
+    key), the settings that change its result and its one sparsity level. Everything else it
+    needs rides along unkeyed (where the tokens and the unit are, what it is called): JSON
+    crosses into torchrun processes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    stage: ClassVar[str] = "pretrain"
+    kind: ClassVar[str] = "variant"
+    # 4: keyed by this spec (it was `mediswift.graph.variant_unit`'s hand-made key).
+    # Earlier: 3, the device is a schedule setting (as in fine-tuning); checkpoint format 2
+    # (sparse matrices as kept values + bits) did not bump it: the trained weights are the same
+    # bits and format 1 checkpoints still load, resume and export.
+    version: ClassVar[int] = 4
 
-    name: str
-    config: PretrainConfig  # this variant's size (one model name)
-    sparsity: float
-    vocab_size: int
-    out_dir: str
-    train_shards: list[str] = Field(default_factory=list)
-    val_shards: list[str] = Field(default_factory=list)
-    data: str = "shards"  # "shards" (token Parquet) or "synthetic" (benchmarks, trainer tests)
+    tokens: str = Field("", description="content key of the token shards it trains on")
+    config: PretrainConfig  # its size (one model name); its result settings are keyed
+    sparsity: float  # the one level this variant trains at
+    name: str = unkeyed("", "the variant's name (e.g. tiny-s75, mini-s75-seed1)")
+    vocab_size: int = unkeyed(0, "the tokenizer's (decided by the tokens)")
+    out_dir: str = unkeyed("", "the unit's directory (absolute)")
+    train_shards: list[str] = unkeyed(description="token shards (decided by the tokens)",
+                                      default_factory=list)  # fmt: skip
+    val_shards: list[str] = unkeyed(description="validation token shards",
+                                    default_factory=list)  # fmt: skip
+    # "shards" (token Parquet) or "synthetic" (benchmarks, trainer tests)
+    data: str = unkeyed("shards", "where its batches come from")
 
     @property
     def cfg(self) -> PretrainConfig:
