@@ -11,16 +11,23 @@ content-addressed and computed by the same code), which `tests/test_dask_cluster
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prefect import flow
-from prefect.task_runners import TaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows.server import pool_worker_init
 from mediswift.config import PipelineConfig
+from mediswift.console import console_is_quiet
 
-if TYPE_CHECKING:
-    from flows.registry import Stage
+
+class Placed(Protocol):
+    """A stage as placement sees it (`flows.registry.Stage`)."""
+
+    name: str
+    on_cluster: bool
 
 
 def dask_runner(address: str) -> TaskRunner:
@@ -29,7 +36,24 @@ def dask_runner(address: str) -> TaskRunner:
     return DaskTaskRunner(address=address)
 
 
-def on_cluster(cfg: PipelineConfig, stage: Stage) -> bool:
+def cpu_runner(workers: int, dask_address: str | None = None) -> TaskRunner:
+    """Where CPU-bound unit tasks (Moses, tokenization: pure Python, so threads would share one
+    core) run: the Dask cluster at `dask_address`, else a local process pool of `workers`, or,
+    for one worker, this process (a pool of one would only add a process start and its imports:
+    seconds, most of a small run's stage)."""
+    if dask_address:
+        return dask_runner(dask_address)
+    if workers == 1:
+        return ThreadPoolTaskRunner(max_workers=1)
+    # Workers leave Ctrl-C to this process and die with it (SIGKILL included).
+    return ProcessPoolTaskRunner(
+        max_workers=workers,
+        initializer=pool_worker_init,
+        initargs=(os.getpid(), console_is_quiet()),
+    )
+
+
+def on_cluster(cfg: PipelineConfig, stage: Placed) -> bool:
     return cfg.executor.kind == "dask" and stage.on_cluster
 
 
@@ -39,7 +63,7 @@ def stage_on_cluster(stage: str, call: Any) -> Any:
     return call()
 
 
-def run_stage_on(cfg: PipelineConfig, stage: Stage, run: Callable[[], Any]) -> Any:
+def run_stage_on(cfg: PipelineConfig, stage: Placed, run: Callable[[], Any]) -> Any:
     """Run `run` (the stage's body) where the recipe's executor says."""
     if not on_cluster(cfg, stage):
         return run()

@@ -181,7 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for stage, path in result.items():
         print(f"  {stage:<10} {path}")
     if "report" in result:
-        print(f"\nReport:     {result['report']}\n{ui_commands(home)}")
+        server = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        print(f"\nReport:     {result['report']}\n{ui_commands(home, server)}")
     return 0
 
 
@@ -231,16 +232,19 @@ def check_devices(cfg: PipelineConfig, stages: list[str]) -> None:
             raise BadSettings(f"{stage}.device: {device!r}: {why}")
 
 
-def ui_commands(home: Path) -> str:
+def ui_commands(home: Path, tracking_uri: str | None = None) -> str:
     """Commands that open this home's runs, as printed from where the run was started: the
-    MLflow UI with `make serve`'s settings (one worker, no job runner) and the Prefect UI on the
-    database that holds the run's flow runs (a temporary server's, unless one was configured)."""
+    MLflow UI with `make serve`'s settings (one worker, no job runner) on the home's store, or
+    the tracking server the runs went to, and the Prefect UI on the database that holds the
+    run's flow runs (a temporary server's, unless one was configured)."""
     bin_dir = _relative(Path(sys.executable).parent)
     store = shlex.quote(f"sqlite:///{home / 'mlflow.db'}")  # a home may hold spaces
     mlflow = (
         f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {shlex.quote(str(bin_dir / 'mlflow'))} "
         f"server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri {store}"
     )
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        mlflow = f"{tracking_uri} (the tracking server this run used)"
     api = os.environ.get("PREFECT_API_URL")
     if api:
         prefect = f"{api.removesuffix('/api')} (the Prefect server this run used)"

@@ -4,7 +4,6 @@ BPE learning on all of them). Each takes its unit's spec; the unit manifest is w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 
@@ -12,10 +11,10 @@ from mediswift.stages import vocab as S
 
 
 @task(name="vocab-moses", task_run_name="vocab-moses-{spec.name}")
-def moses_shard(spec: S.MosesSpec, home: str) -> dict[str, Any]:
+def moses_shard(spec: S.MosesSpec, home: str) -> S.MosesResult:
     return S.run_moses(spec, Path(home))
 
 
 @task(name="learn-vocab", task_run_name="learn-vocab-{spec.vocab.vocab_size}")
-def learn_vocab(spec: S.BpeSpec, home: str) -> dict[str, Any]:
+def learn_vocab(spec: S.BpeSpec, home: str) -> S.LearnedVocab:
     return S.run_bpe(spec, Path(home), get_run_logger())

@@ -51,6 +51,7 @@ LONGEST_FILES = {
     "test_repro_claims_gpu.py": 300,
     "test_readme_walk.py": 260,
     "test_deployment_e2e.py": 220,
+    "test_team_servers.py": 200,
     "test_cli_errors.py": 155,
     "test_hostile_memory.py": 125,
     "test_home_lock.py": 120,

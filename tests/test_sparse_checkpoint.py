@@ -209,14 +209,3 @@ def test_too_few_values_for_the_mask_are_refused() -> None:
     stored["w.values"] = stored["w.values"][:1]
     with pytest.raises(ValueError, match="1 values for 2 active entries"):
         packing.decode(stored, packing.packed_masks(packing.pack_masks({"w": m})))
-
-
-def test_empty_tensors_on_huge_pages_hold_what_is_written() -> None:
-    """From 2 MB up `packing.empty` maps its own memory: a tensor like any other, kept alive by
-    the tensor (and what views it) alone."""
-    big = packing.empty((1024, 1024), torch.float32)  # 4 MB
-    big.fill_(1.5)
-    view = big[3:5]
-    del big
-    assert view.shape == (2, 1024) and bool((view == 1.5).all())
-    assert packing.empty((3, 4), torch.bfloat16).shape == (3, 4)  # small: an ordinary tensor

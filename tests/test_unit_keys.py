@@ -34,6 +34,7 @@ from mediswift.settings import Section, role_of
 from mediswift.stages import download, parse, pretrain, tokenize
 from mediswift.stages import filter as filt
 from mediswift.stages import filter_contamination as contam
+from mediswift.stages import vocab as vocab_stage
 from mediswift.units import FileRef
 
 # The boilerplate guard's counts read the merge's codes too (what is kept is what is counted).
@@ -68,9 +69,9 @@ READS: dict[tuple[str, str], set[str]] = {
     ("filter", "contamination_ngram"): {"filter:contamination-index", "filter:shard", *GUARD},
     ("filter", "decontaminate_mode"): {"filter:shard"},
     ("filter", "contamination_max_docs"): {"filter:frequent-ngrams", "filter:shard"},
-    # the vocabulary is one unit: the stage output itself (its stage key is checked)
+    # the BPE unit learns the vocabulary; the Moses units read no vocab setting
     **{
-        ("vocab", n): set()
+        ("vocab", n): {"vocab:bpe"}
         for n in ("vocab_size", "sample_sentences", "seed", "character_coverage")
     },
 }
@@ -233,6 +234,9 @@ def unit_keys(cfg: PipelineConfig, home: Path) -> dict[str, str]:
     add(filt.shard_units(cfg.filter, parsed, merged, index, frequent))
 
     filtered = FilterManifest.model_construct(shards=[{"path": p.path} for p in parsed])
+    moses = vocab_stage.moses_units(home, filtered)
+    add(moses)
+    add([vocab_stage.bpe_unit(cfg.vocab, moses)])
     vocab_art = Artifact("vocab", "v", home / "vocab" / "v")
     vocab_art.ensure().write_manifest({"hash": "tokenizer-hash", "vocab_size": 100})
     vocab = VocabManifest(hash="tokenizer-hash", vocab_size=100)

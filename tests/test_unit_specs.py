@@ -81,7 +81,7 @@ def unkeyed_fields(spec: type[UnitSpec]) -> dict[str, Any]:
 
 def test_every_stage_has_specs():
     names = {c.stage for c in every_spec() if "stage" in vars(c) or hasattr(c, "stage")}
-    assert {"download", "parse", "filter", "tokenize", "pretrain", "finetune"} <= names
+    assert {"download", "parse", "filter", "vocab", "tokenize", "pretrain", "finetune"} <= names
 
 
 def test_unkeyed_fields_carry_no_settings():

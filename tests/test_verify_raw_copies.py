@@ -55,7 +55,7 @@ def test_a_pubmed_copy_whose_bytes_changed_is_moved_aside_and_fetched_again(
     assert not download.done() and not spec.artifact(home).done()
     # The next run's download fetches the file again: then the unit parses it.
     shutil.copyfile(mirror_dir / "pubmed/baseline/pubmed26n0001.xml.gz", home / PUBMED)
-    assert run_unit(spec, home)["shards"] and spec.artifact(home).done()
+    assert run_unit(spec, home).shards and spec.artifact(home).done()
 
 
 def test_a_corpus_cut_short_is_moved_aside_by_default(tmp_path: Path, mirror_dir: Path) -> None:
@@ -79,6 +79,6 @@ def test_with_on_error_quarantine_a_bad_copy_is_listed_as_before(
     )
     _flip(home / PUBMED)
     result = run_unit(spec, home)
-    assert [q["input"] for q in result["quarantined"]] == [PUBMED]
+    assert [q.input for q in result.quarantined] == [PUBMED]
     assert (home / PUBMED).is_file() and download.done()  # the stage's collect decides
     assert not spec.artifact(home).done()

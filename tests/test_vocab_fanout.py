@@ -87,12 +87,12 @@ def test_moses_units_then_bpe_equal_the_single_node_path(
     specs = S.moses_units(tmp_path, filtered(tmp_path))
     assert [s.name for s in specs] == [f"{i:04d}-shard-{i:05d}" for i in range(4)]
     moses = [S.run_moses(s, tmp_path) for s in reversed(specs)][::-1]  # any order will do
-    assert [m["n_docs"] for m in moses] == [135, 135, 135, 0]
+    assert [m.n_docs for m in moses] == [135, 135, 135, 0]
     first = pq.read_table(tmp_path / specs[0].doc_shard).to_pylist()[1]  # [0] is validation
-    assert next(read_moses_file(tmp_path / moses[0]["path"])) == moses_tokenize(
+    assert next(read_moses_file(tmp_path / moses[0].path)) == moses_tokenize(
         document_text(first["title"], first["text"])
     )
-    assert pq.read_schema(tmp_path / moses[3]["path"]) == MOSES_SCHEMA
+    assert pq.read_schema(tmp_path / moses[3].path) == MOSES_SCHEMA
     spec = S.bpe_unit(config().vocab, specs)
     learned = S.run_bpe(spec, tmp_path)
     out = Artifact("vocab", "v", tmp_path / "vocab" / "v")
@@ -117,12 +117,12 @@ def test_a_damaged_moses_file_is_made_again(mirror_dir: Path, tmp_path: Path) ->
     write_filter_output(mirror_dir, tmp_path)
     spec = S.moses_units(tmp_path, filtered(tmp_path))[0]
     done = S.run_moses(spec, tmp_path)
-    path = tmp_path / done["path"]
+    path = tmp_path / done.path
     good = path.read_bytes()
     path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped, same size
     assert S.verified_moses_file(spec, tmp_path) == path
     assert path.read_bytes() == good
-    assert (tmp_path / "quarantine" / done["path"]).read_bytes() != good
+    assert (tmp_path / "quarantine" / done.path).read_bytes() != good
     path.unlink()  # missing: made again too
     assert S.verified_moses_file(spec, tmp_path) == path and path.read_bytes() == good
 

@@ -12,18 +12,17 @@ token totals per split; tokenizer hash; vocab size).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
-from flows.server import pool_worker_init, workers_share_api
+from flows.executor import cpu_runner
+from flows.server import workers_share_api
 from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import ExecutorConfig, PipelineConfig, TokenizeConfig
-from mediswift.console import console_is_quiet
 from mediswift.manifests import FilterManifest, VocabManifest
 from mediswift.stages import tokenize as S
 from tasks import tokenize as t
@@ -36,22 +35,11 @@ def task_runner(cfg: TokenizeConfig, executor: ExecutorConfig | None = None) -> 
     for one worker, this process: a pool of one would only add a process start and its
     imports (seconds, most of a small run's tokenize stage), as the parse stage runs here."""
     address = executor.address if executor and executor.kind == "dask" else cfg.dask_address
-    if address:
-        from prefect_dask import DaskTaskRunner
-
-        return DaskTaskRunner(address=address)
-    if cfg.workers == 1:
-        return ThreadPoolTaskRunner(max_workers=1)
-    # Workers leave Ctrl-C to this process and die with it (SIGKILL included).
-    return ProcessPoolTaskRunner(
-        max_workers=cfg.workers,
-        initializer=pool_worker_init,
-        initargs=(os.getpid(), console_is_quiet()),
-    )
+    return cpu_runner(cfg.workers, address)
 
 
 @flow(name="tokenize-shards")
-def tokenize_shards(home: str, specs: list[S.TokenizeSpec]) -> list[dict[str, Any]]:
+def tokenize_shards(home: str, specs: list[S.TokenizeSpec]) -> list[S.TokenizeResult]:
     """Submit one tokenize task per document shard and wait for all (in submission order)."""
     return run_units(t.tokenize_shard, Path(home), specs)
 

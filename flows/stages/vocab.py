@@ -10,18 +10,17 @@ shards tokenized by an earlier (or crashed) run are not redone.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
-from flows.server import pool_worker_init, workers_share_api
+from flows.executor import cpu_runner
+from flows.server import workers_share_api
 from mediswift import manifests
 from mediswift.artifacts import Artifact
 from mediswift.config import ExecutorConfig, PipelineConfig
-from mediswift.console import console_is_quiet
 from mediswift.manifests import FilterManifest
 from mediswift.stages import vocab as S
 from tasks import vocab as t
@@ -32,22 +31,12 @@ def task_runner(workers: int, executor: ExecutorConfig | None = None) -> TaskRun
     """The recipe's Dask cluster, else a local process pool (Moses is CPU-bound Python:
     threads would share one core), or, for one worker, this process (a pool of one would only
     add a process start and its imports)."""
-    if executor is not None and executor.kind == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        return DaskTaskRunner(address=executor.address)
-    if workers == 1:
-        return ThreadPoolTaskRunner(max_workers=1)
-    # Workers leave Ctrl-C to this process and die with it (SIGKILL included).
-    return ProcessPoolTaskRunner(
-        max_workers=workers,
-        initializer=pool_worker_init,
-        initargs=(os.getpid(), console_is_quiet()),
-    )
+    dask = executor is not None and executor.kind == "dask"
+    return cpu_runner(workers, executor.address if dask else None)
 
 
 @flow(name="vocab-moses-shards")
-def moses_shards(home: str, specs: list[S.MosesSpec]) -> list[dict[str, Any]]:
+def moses_shards(home: str, specs: list[S.MosesSpec]) -> list[S.MosesResult]:
     """Submit one Moses task per document shard and wait for all (in submission order)."""
     return run_units(t.moses_shard, Path(home), specs)
 

@@ -25,7 +25,7 @@ from mediswift.sections import VocabConfig
 from mediswift.stage_def import StageDef
 from mediswift.text import moses
 from mediswift.text.vocab import learn_vocab, moses_shard, read_moses_file
-from mediswift.units import UnitSpec, unkeyed
+from mediswift.units import UnitResult, UnitSpec, unkeyed
 
 # 2: settings classified (keys hash result settings), downstream tasks as plug-ins that fetch
 # their own data, typed manifests. 3: unit keys from typed unit specs.
@@ -93,35 +93,70 @@ def bpe_unit(cfg: VocabConfig, moses_specs: list[MosesSpec]) -> BpeSpec:
     )
 
 
+# -- what the units return (their manifests) -------------------------------------------------
+
+
+class MosesResult(UnitResult):
+    input: str  # the document shard (relative to home)
+    path: str  # its train documents after Moses (zstd Parquet, relative to home)
+    bytes: int
+    sha256: str
+    n_docs: int
+    text_chars: int
+    moses_chars: int
+
+
+class LearnedVocab(UnitResult):
+    """The BPE unit: the tokenizer's files in the unit and what learning it saw (the stage's
+    manifest holds the same)."""
+
+    vocab_size: int
+    hash: str
+    special_ids: dict[str, int]
+    files: list[str]
+    unk_rate_validation: float
+    validation_tokens: int
+    train_docs: int
+    train_lines: int
+    sampled_lines: int
+    longest_line_bytes: int
+    moses: dict[str, Any]
+
+
+MosesSpec.Result = MosesResult
+BpeSpec.Result = LearnedVocab
+
+
 # -- running one unit --------------------------------------------------------------------------
 
 
-def run_moses(spec: MosesSpec, home: Path) -> dict[str, Any]:
+def run_moses(spec: MosesSpec, home: Path) -> MosesResult:
     """Moses-tokenize the shard's train documents into the unit (`moses.parquet`)."""
     if (done := spec.done_result(home)) is not None:
         return done
     u = spec.artifact(home).ensure()
     out = u.path / MOSES_FILE
     counts = moses_shard(home / spec.doc_shard, out)
-    return u.write_manifest(
-        {
-            "input": spec.doc_shard,
-            "path": str(out.relative_to(home)),
-            "bytes": out.stat().st_size,
-            "sha256": file_digest(out),
+    return spec.finish(
+        home,
+        MosesResult(
+            input=spec.doc_shard,
+            path=str(out.relative_to(home)),
+            bytes=out.stat().st_size,
+            sha256=file_digest(out),
             **counts,
-        }
+        ),
     )
 
 
-def file_problem(path: Path, listed: dict[str, Any]) -> str | None:
+def file_problem(path: Path, listed: MosesResult) -> str | None:
     """What is wrong with `path` against its manifest entry (`bytes`, `sha256`), or None."""
     if not path.is_file():
         return "is missing"
     size = path.stat().st_size
-    if size != listed.get("bytes"):
-        return f"has {size} bytes, its manifest says {listed.get('bytes')}"
-    if file_digest(path) != listed.get("sha256"):
+    if size != listed.bytes:
+        return f"has {size} bytes, its manifest says {listed.bytes}"
+    if file_digest(path) != listed.sha256:
         return "does not match the sha256 in its manifest"
     return None
 
@@ -133,14 +168,14 @@ def verified_moses_file(
     does not match (the file is moved to `<home>/quarantine/`), is made again here."""
     done = spec.done_result(home)
     if done is not None:
-        path = home / done["path"]
+        path = home / done.path
         problem = file_problem(path, done)
         if problem is None:
             return path
         logger.warning("vocab: %s %s: its Moses unit is made again", path, problem)
         move_aside(home, path)
         spec.artifact(home).manifest_path.unlink(missing_ok=True)
-    return home / run_moses(spec, home)["path"]
+    return home / run_moses(spec, home).path
 
 
 def _moses_specs(spec: BpeSpec) -> list[MosesSpec]:
@@ -153,7 +188,7 @@ def _moses_specs(spec: BpeSpec) -> list[MosesSpec]:
 
 def run_bpe(
     spec: BpeSpec, home: Path, logger: logging.Logger | logging.LoggerAdapter = log
-) -> dict[str, Any]:
+) -> LearnedVocab:
     """Learn the vocabulary from the Moses units' files into the unit (bpe.model +
     tokenizer.json); its manifest is the stage's."""
     if (done := spec.done_result(home)) is not None:
@@ -170,7 +205,7 @@ def run_bpe(
         seed=cfg.seed,
         character_coverage=cfg.character_coverage,
     )
-    return u.write_manifest(result)
+    return spec.finish(home, LearnedVocab.model_validate(result))
 
 
 # -- the manifest ------------------------------------------------------------------------------
@@ -179,23 +214,21 @@ def run_bpe(
 def collect(
     home: Path,
     spec: BpeSpec,
-    learned: dict[str, Any],
+    learned: LearnedVocab,
     out: Artifact,
     logger: logging.Logger | logging.LoggerAdapter = log,
 ) -> VocabManifest:
     """Copy the tokenizer files of the BPE unit into the stage output `out` (the caller writes
     its manifest) and return that manifest."""
-    manifest = VocabManifest.model_validate(
-        {k: v for k, v in learned.items() if k not in ("stage", "key")}
-    )
+    manifest = VocabManifest.model_validate(learned.model_dump())
     unit = spec.artifact(home).path
-    for name in learned["files"]:
+    for name in learned.files:
         write_atomic(out.ensure().path / name, (unit / name).read_bytes())
     r = learned
     logger.info(
         "vocab: %d entries learned on %d train documents (%d of %d lines); "
         "unk rate on validation %.2e over %d tokens",
-        r["vocab_size"], r["train_docs"], r["sampled_lines"], r["train_lines"],
-        r["unk_rate_validation"], r["validation_tokens"],
+        r.vocab_size, r.train_docs, r.sampled_lines, r.train_lines,
+        r.unk_rate_validation, r.validation_tokens,
     )  # fmt: skip
     return manifest

@@ -154,10 +154,35 @@ def log_hf_model(
     model's artifacts beside `MLmodel`; the card's licence section replaces the flavour's
     Hub-repository licence text.
     """
-    import mlflow
-
     hf_dir = Path(hf_dir)
     client = MlflowClient(tracking_uri)
+    info = _log_pipeline(client, tracking_uri, run_id, hf_dir, name, input_example, tags,
+                         max_new_tokens)  # fmt: skip
+    ref = ModelVersionRef(name, str(info.registered_model_version), info.model_id)
+    _add_model_files(client, ref, hf_dir, extra_files)
+    if description:
+        client.update_model_version(name, ref.version, description=description)
+    if tags:
+        set_version_tags(tracking_uri, ref, tags)
+    set_aliases(tracking_uri, ref, aliases)
+    client.set_tag(run_id, MODEL_TAG, f"{name}/{ref.version}")
+    return ref
+
+
+def _log_pipeline(
+    client: MlflowClient,
+    tracking_uri: str,
+    run_id: str,
+    hf_dir: Path,
+    name: str,
+    input_example: str,
+    tags: dict[str, Any] | None,
+    max_new_tokens: int | None,
+) -> Any:
+    """The transformers-flavour model of `hf_dir`, logged into run `run_id` and registered as
+    a version of `name` (see `log_hf_model`); MLflow's model info."""
+    import mlflow
+
     with (
         _MODEL_LOCK,
         _hub_offline(),
@@ -168,7 +193,7 @@ def log_hf_model(
         components = _load_pipeline_parts(hf_dir, name)
         max_new_tokens = max_new_tokens or _generation_length(components["model"])
         with _reopened_run(client, run_id):
-            info = mlflow.transformers.log_model(
+            return mlflow.transformers.log_model(
                 transformers_model=components,
                 name="model",
                 task="text-generation",
@@ -181,15 +206,6 @@ def log_hf_model(
                 tags={k: str(v) for k, v in (tags or {}).items()},
                 metadata={"mediswift": {"registered_model": name}},
             )
-    ref = ModelVersionRef(name, str(info.registered_model_version), info.model_id)
-    _add_model_files(client, ref, hf_dir, extra_files)
-    if description:
-        client.update_model_version(name, ref.version, description=description)
-    if tags:
-        set_version_tags(tracking_uri, ref, tags)
-    set_aliases(tracking_uri, ref, aliases)
-    client.set_tag(run_id, MODEL_TAG, f"{name}/{ref.version}")
-    return ref
 
 
 def text_generation_signature(max_new_tokens: int) -> Any:

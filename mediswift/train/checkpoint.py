@@ -355,17 +355,14 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> GPT:
 
 
 def _uninitialised_gpt(config: GPTConfig) -> GPT:
-    """A GPT whose parameters are allocated on the CPU (on huge pages: `packing.empty`) but
-    hold whatever memory held: only for filling from a checkpoint, which `fill_weights` checks
-    covers every one of them. Built on the meta device: no random init to overwrite."""
+    """A GPT whose parameters are allocated on the CPU but hold whatever memory held: only for
+    filling from a checkpoint, which `fill_weights` checks covers every one of them. Built on
+    the meta device: no random init that would be overwritten anyway."""
     with torch.device("meta"):
         model = GPT(config)
     if any(True for _ in model.buffers()):  # one the checkpoint may not hold: built as usual
         return GPT(config)
-    model.to_empty(device="cpu")  # allocated, never touched: no page of it is faulted in
-    for p in model.parameters():  # each once, so tied parameters stay one
-        p.data = packing.empty(p.shape, p.dtype)
-    return model
+    return model.to_empty(device="cpu")
 
 
 def fill_weights(model: nn.Module, path: Path) -> None:

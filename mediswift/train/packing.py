@@ -13,14 +13,12 @@ A tensor is stored so only when every entry outside M is zero (+0.0 or -0.0); an
 (a mask that moved and a weight not yet re-masked, a NaN) keeps the tensor dense under its own
 key, so decoding always gives back the exact bits that were saved.
 
-Decoding writes each tensor once, a chunk at a time, into memory it is given (`decode_into`: a
-model's parameter) or maps on huge pages (`empty`), straight from the packed bits.
+Decoding writes each tensor once, a chunk at a time, straight from the packed bits, into memory
+it is given (`decode_into`: a model's parameter) or a fresh tensor (`decode`).
 """
 
 from __future__ import annotations
 
-import math
-import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -249,23 +247,6 @@ def _scatter(
             pruned_seen += pruned.size
 
 
-HUGE_PAGE = 2 << 20
-
-
-def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor, from 2 MB up on transparent huge pages where the kernel has
-    them. Decoding writes every byte of fresh memory, and the first write to each page is a
-    fault the kernel serves by zeroing it: in 2 MB pages that cost ~7x less CPU than in the
-    4 kB pages of an ordinary allocation (measured on a shared 2-core machine). The memory is
-    unmapped when the tensor, which holds the mapping, is freed."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(shape, dtype=dtype)
-    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    region.madvise(mmap.MADV_HUGEPAGE)
-    return torch.frombuffer(region, dtype=dtype).reshape(shape)
-
-
 def decode(
     tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | dict[str, Packed]
 ) -> dict[str, torch.Tensor]:
@@ -277,6 +258,6 @@ def decode(
             continue
         name = mask_of(base, masks)
         shape = masks[name].shape if name is not None else tensors[key].shape
-        out[base] = empty(shape, tensors[key].dtype)
+        out[base] = torch.empty(shape, dtype=tensors[key].dtype)
         decode_into(out[base], key, tensors, masks)
     return out
