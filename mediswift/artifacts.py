@@ -153,6 +153,21 @@ def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
     return removed
 
 
+def read_home_json(path: Path, what: str, max_bytes: int = 1 << 20) -> Any:
+    """A small JSON file the home keeps (`what` it should be, for the warning), or None when it
+    is missing, larger than `max_bytes` or not JSON: such a file is not ours, and is ignored
+    with one warning rather than trusted or fatal."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise ValueError(f"larger than {max_bytes} bytes")
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # JSON errors are ValueErrors
+        log.warning("ignoring %s (not %s of this project): %s", path, what, e)
+        return None
+
+
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest at `path`; None when there is none or it does not parse.
 

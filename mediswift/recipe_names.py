@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mediswift.artifacts import content_key, write_atomic
+from mediswift.artifacts import content_key, read_home_json, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +22,8 @@ MAX_BYTES = 1 << 20
 
 def _read(home: Path) -> dict[str, dict[str, str]]:
     path = home / NAMES_FILE
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"larger than {MAX_BYTES} bytes")
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:  # JSON errors are ValueErrors
-        log.warning("ignoring %s (not a recipe-names file of this project): %s", path, e)
+    data = read_home_json(path, "a recipe-names file", MAX_BYTES)
+    if data is None:
         return {}
     ok = isinstance(data, dict) and all(
         isinstance(v, dict)

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from mediswift.artifacts import write_atomic
+from mediswift.artifacts import read_home_json, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,8 @@ MAX_BYTES = 1 << 20  # a few recipes' paths: anything larger is not ours
 
 def _read(home: Path) -> dict[str, str | None]:
     path = home / SOURCES_FILE
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"larger than {MAX_BYTES} bytes")
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:  # JSON errors are ValueErrors
-        log.warning("ignoring %s (not a sources file of this project): %s", path, e)
+    data = read_home_json(path, "a sources file", MAX_BYTES)
+    if data is None:
         return {}
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()
