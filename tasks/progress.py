@@ -58,8 +58,8 @@ def progress_reporter(
 def wait_with_progress(
     label: str, futures: list[PrefectFuture[Any]], already: int, every_s: float = 30.0
 ) -> None:
-    """Block until every future has finished, logging `Progress.line` whenever one finishes and
-    at least every `every_s` seconds meanwhile, and keeping a Prefect progress bar.
+    """Block until every future has finished, logging `Progress.line` every `every_s` seconds
+    (at the start and the end too) and moving a Prefect progress bar whenever one finishes.
 
     `futures` are the units still to run; `already` counts the units found done, which are done
     from the start and stay out of the rate."""
@@ -71,11 +71,14 @@ def wait_with_progress(
         # Callbacks run in worker threads: they only count, the waiting thread logs.
         future.add_done_callback(lambda _f: (count.add(), finished.set()))
     report = _count_reporter(label, total, already)
+    logged = -every_s  # so the first line is logged at once
     while (done := already + count.value) < total:
-        report(done)
-        finished.wait(timeout=every_s)
+        now = time.monotonic()
+        report(done, log=now - logged >= every_s)
+        logged = now if now - logged >= every_s else logged
+        finished.wait(timeout=max(0.0, every_s - (time.monotonic() - logged)))
         finished.clear()
-    report(total)
+    report(total, log=True)
 
 
 class _Counter:
@@ -90,15 +93,17 @@ class _Counter:
             self.value += 1
 
 
-def _count_reporter(label: str, total: int, already: int) -> Callable[[int], None]:
-    """`report(done)`: a log line and a progress bar update per call (the caller paces them)."""
+def _count_reporter(label: str, total: int, already: int) -> Callable[..., None]:
+    """`report(done, log=True)`: a progress bar update per call, and a log line when `log`
+    (the caller paces them)."""
     logger = get_run_logger()
     start = time.monotonic()
     artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: points")
 
-    def report(done: int) -> None:
+    def report(done: int, log: bool = True) -> None:
         progress = Progress(done, total, already, time.monotonic() - start)
-        logger.info("%s", progress.line(label))
+        if log:
+            logger.info("%s", progress.line(label))
         update_progress_artifact(artifact_id=artifact_id, progress=min(progress.percent, 100.0))
 
     return report

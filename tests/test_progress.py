@@ -57,7 +57,7 @@ class _Logger:
         self.lines.append(fmt % args)
 
 
-def test_waiting_logs_a_line_per_finished_point_and_fills_the_bar(
+def test_waiting_paces_its_lines_and_fills_the_bar_per_point(
     monkeypatch: pytest.MonkeyPatch,
 ):
     from tasks import progress
@@ -77,3 +77,5 @@ def test_waiting_logs_a_line_per_finished_point_and_fills_the_bar(
     assert logger.lines[0] == "finetune: 2/4 points done (50.0%), 0.0 points/min, ETA ?"
     assert logger.lines[-1].startswith("finetune: 4/4 points done (100.0%)")
     assert bar[0] == 50.0 and bar[-1] == 100.0
+    # Points finishing within `every_s` of the last line move the bar, not the console.
+    assert len(logger.lines) == 2, logger.lines
