@@ -461,11 +461,3 @@ def _models_in(ann: Any) -> list[type[BaseModel]]:
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [ann]
     return [m for a in getattr(ann, "__args__", ()) or () for m in _models_in(a)]
-
-
-class EvaluateReport(BaseModel):
-    """What the evaluate stage's report task returns: the manifest to write and each task's
-    table as text (printed by the flow)."""
-
-    manifest: EvaluateManifest
-    texts: dict[str, str] = Field(description="task -> its table as text")

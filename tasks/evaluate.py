@@ -10,7 +10,6 @@ from mediswift.config import PipelineConfig
 from mediswift.finetune.tables import write_report
 from mediswift.manifests import (
     EvaluateManifest,
-    EvaluateReport,
     FinetuneManifest,
     PretrainManifest,
 )
@@ -26,11 +25,11 @@ def evaluate_report(
     plot_mode: str,
     out_dir: str,
     home: str,
-) -> EvaluateReport:
+) -> EvaluateManifest:
     """Select (batch, lr) per sweep on dev, aggregate test over seeds, write tables and plot."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    manifest, texts = write_report(finetune, pretrain, modes, plot_mode, Path(out_dir), Path(home))
-    return EvaluateReport(manifest=manifest, texts=texts)
+    manifest, _ = write_report(finetune, pretrain, modes, plot_mode, Path(out_dir), Path(home))
+    return manifest
 
 
 @task(name="evaluate-log")

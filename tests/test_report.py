@@ -299,3 +299,18 @@ def test_the_snapshot_line_counts_its_drops_by_publication_year() -> None:
     assert "by publication year 1998: 2, 2021: 5" in line
     assert "PMC articles published on or after it dropped: 3" in line
     assert "by publication year" not in rules_lines({"max_revised": "2023-01-01"}, {})
+
+
+def test_the_console_summary_is_a_line_per_task() -> None:
+    finetune, pretrain = _manifest_dicts()
+    finetune = _with_third_task(finetune)
+    results = tables.summarize(
+        FinetuneManifest.model_validate(finetune),
+        PretrainManifest.model_validate(pretrain),
+        ["score", "generate"],
+    )
+    text = tables.summary(results, "score", "report.html")
+    lines = text.splitlines()
+    assert lines[0].startswith("results on test") and "report.html" in lines[0]
+    assert len(lines) == 1 + len(tables.tasks_in(results))
+    assert all("tiny-dense" in line for line in lines[1:])

@@ -31,13 +31,12 @@ def run(
     finetune = manifests.read(inputs["finetune"], FinetuneManifest)
     pretrain = manifests.read(inputs["pretrain"], PretrainManifest)
     modes = S.check_modes(cfg, finetune)
-    made = t.evaluate_report.submit(
+    report = t.evaluate_report.submit(
         key=out.key, finetune=finetune, pretrain=pretrain, modes=modes,
         plot_mode=cfg.evaluate.plot_mode, out_dir=str(out.path), home=str(home),
     ).result()  # fmt: skip
-    for text in made.texts.values():
-        print(text)
-    report = made.manifest
+    # One line per task on the console: the tables are files of the output and the report.
+    print(S.console_summary(cfg, home, report))
     choices = S.select_points(cfg, home, inputs, report)
     if cfg.tracking.log_models and models_available():
         regs = S.registrations(cfg, home, report, choices, log.warning)

@@ -433,6 +433,25 @@ def _panel(
     ax.legend(handles, labels, fontsize=FONT_PT - 2)
 
 
+def summary(results: Sequence[EvaluatedSweep], mode: str, where: str) -> str:
+    """One line per task for the console: each variant's test mean and 95% interval in `mode`
+    (greedy generation for a task without it, as the figures draw it) beside the trivial
+    baseline's; the whole tables are in the report (`where`)."""
+    lines = [f"results on test (%, 95% interval; every table in {where}):"]
+    for task in tasks_in(results):
+        rs = [r for r in results if r.task == task]
+        m = mode if all(mode in r.selected for r in rs) else "generate"
+
+        def cell(name: str, x: float, ci: tuple[float, float] | None) -> str:
+            span = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+            return f"{name} {100 * x:.1f}{span}"
+
+        cells = [cell(r.variant, r.selected[m].test_mean, r.selected[m].test_ci95) for r in rs]
+        base = cell(task_class(task).baseline_name, rs[0].majority_test, rs[0].majority_test_ci95)
+        lines.append(f"  {task} ({rs[0].metric}, {MODE_NAMES[m]}): {'; '.join(cells)}; {base}")
+    return "\n".join(lines)
+
+
 def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     """Test metric against pre-training FLOPs, one line per model size, a marker per sparsity."""
     return _panels(

@@ -147,6 +147,15 @@ class Registration:
     model: ModelRegistration
 
 
+def console_summary(cfg: PipelineConfig, home: Path, report: EvaluateManifest) -> str:
+    """The results, one line per task, in the mode the figures draw (`tables.summary`)."""
+    from mediswift.finetune.tables import summary
+    from mediswift.report import report_dir
+
+    where = report_dir(home, cfg.name) / "report.html"
+    return summary(report.results, cfg.evaluate.plot_mode, str(where))
+
+
 def registrations(
     cfg: PipelineConfig,
     home: Path,
