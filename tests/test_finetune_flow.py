@@ -68,7 +68,10 @@ def test_finetune_and_evaluate_stages(
     table3 = (arts["evaluate"].path / ev["tables"]["pubmedqa"]["md"]).read_text()
     assert "majority class" in table3 and "tiny-s50" in table3
     printed = caplog.text  # the flow logs its prints
-    assert "Table 3" in printed and "Table 4" in printed
+    # One line per task: each variant beside the baseline (the tables are the report's).
+    assert "results on test" in printed
+    assert re.search(r"pubmedqa \(accuracy, [a-z ]+\): tiny-", printed)
+    assert re.search(r"hoc \(micro_f1, [a-z ]+\): tiny-", printed)
     # Progress while the grid points run: a count, a rate and an ETA.
     assert re.search(r"finetune: 0/(\d+) points done \(0\.0%\), 0\.0 points/min, ETA \?", printed)
     assert re.search(r"finetune: (\d+)/\1 points done \(100\.0%\), [\d.]+ points/min", printed)
