@@ -15,6 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -353,17 +354,26 @@ FONT_PT = 11
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _panels(
-    results: Sequence[EvaluatedSweep],
-    mode: str,
-    path: Path,
-    x: Callable[[EvaluatedSweep], float],
-    line_of: Callable[[EvaluatedSweep], Any],
-    line_label: Callable[[Any], str],
-    marker_of: Callable[[EvaluatedSweep], Any] | None,
-    marker_label: Callable[[Any], str],
-    xlabel: str,
-) -> Path:
+@dataclass(frozen=True)
+class Drawing:
+    """What a figure draws: `x` of each result, one line per `line_of` value, a marker per
+    `marker_of` value (None: one marker), and the labels of each."""
+
+    x: Callable[[EvaluatedSweep], float]
+    line_of: Callable[[EvaluatedSweep], Any]
+    line_label: Callable[[Any], str]
+    marker_of: Callable[[EvaluatedSweep], Any] | None
+    marker_label: Callable[[Any], str]
+    xlabel: str
+
+
+def drawn_mode(rs: Sequence[EvaluatedSweep], mode: str) -> str:
+    """`mode`, or greedy generation for a task some result lacks it for (no candidate grammar):
+    the mode a task's figure panel and console line show."""
+    return mode if all(mode in r.selected for r in rs) else "generate"
+
+
+def _panels(results: Sequence[EvaluatedSweep], mode: str, path: Path, d: Drawing) -> Path:
     """Test metric (mean ± std over seeds) against `x`, one line per `line_of` value (a marker
     per `marker_of` value), one panel per task, with the task's baseline as a dashed line;
     written atomically to `path`."""
@@ -380,7 +390,7 @@ def _panels(
         for ax, task in zip(axes.flat, tasks, strict=False):
             rs = [r for r in results if r.task == task]
             if rs:
-                _panel(ax, rs, mode, x, line_of, line_label, marker_of, marker_label, xlabel)
+                _panel(ax, rs, mode, d)
         for ax in list(axes.flat)[len(tasks) :]:
             ax.set_visible(False)
         fig.tight_layout()
@@ -392,23 +402,12 @@ def _panels(
     return path
 
 
-def _panel(
-    ax: Any,
-    rs: Sequence[EvaluatedSweep],
-    mode: str,
-    x: Callable[[EvaluatedSweep], float],
-    line_of: Callable[[EvaluatedSweep], Any],
-    line_label: Callable[[Any], str],
-    marker_of: Callable[[EvaluatedSweep], Any] | None,
-    marker_label: Callable[[Any], str],
-    xlabel: str,
-) -> None:
+def _panel(ax: Any, rs: Sequence[EvaluatedSweep], mode: str, d: Drawing) -> None:
     """One task's panel (see `_panels`)."""
     from matplotlib.lines import Line2D
 
-    task = rs[0].task
-    # A task without this mode (no candidate grammar) is drawn in greedy generation.
-    m = mode if all(mode in r.selected for r in rs) else "generate"
+    task, m = rs[0].task, drawn_mode(rs, mode)
+    x, line_of, marker_of = d.x, d.line_of, d.marker_of
     lines = sorted({line_of(r) for r in rs})
     kinds = sorted({marker_of(r) for r in rs}) if marker_of else []
     marker = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(kinds)}
@@ -416,7 +415,7 @@ def _panel(
         pts = sorted((r for r in rs if line_of(r) == line), key=x)
         xs, ys = [x(r) * shift for r in pts], [100 * r.selected[m].test_mean for r in pts]
         err = [100 * r.selected[m].test_std for r in pts]
-        drawn = ax.errorbar(xs, ys, yerr=err, capsize=3, label=line_label(line),
+        drawn = ax.errorbar(xs, ys, yerr=err, capsize=3, label=d.line_label(line),
                             marker=None if marker_of else "o")  # fmt: skip
         for r, px, y in zip(pts, xs, ys, strict=True) if marker_of else ():
             ax.plot(px, y, marker[marker_of(r)], color=drawn[0].get_color(), ms=7)
@@ -425,12 +424,17 @@ def _panel(
     handles, labels = ax.get_legend_handles_labels()
     for k in kinds:  # what each marker stands for
         handles.append(Line2D([], [], color="black", marker=marker[k], ls="none"))
-        labels.append(marker_label(k))
+        labels.append(d.marker_label(k))
     _log_x_axis(ax, [x(r) for r in rs])
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(d.xlabel)
     ax.set_ylabel(task_class(task).table.axis)
     ax.set_title(f"{task} ({MODE_NAMES[m]})")
     ax.legend(handles, labels, fontsize=FONT_PT - 2)
+
+
+def _cell(name: str, x: float, ci: tuple[float, float] | None) -> str:
+    span = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+    return f"{name} {100 * x:.1f}{span}"
 
 
 def summary(results: Sequence[EvaluatedSweep], mode: str, where: str) -> str:
@@ -440,33 +444,28 @@ def summary(results: Sequence[EvaluatedSweep], mode: str, where: str) -> str:
     lines = [f"results on test (%, 95% interval; every table in {where}):"]
     for task in tasks_in(results):
         rs = [r for r in results if r.task == task]
-        m = mode if all(mode in r.selected for r in rs) else "generate"
-
-        def cell(name: str, x: float, ci: tuple[float, float] | None) -> str:
-            span = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
-            return f"{name} {100 * x:.1f}{span}"
-
-        cells = [cell(r.variant, r.selected[m].test_mean, r.selected[m].test_ci95) for r in rs]
-        base = cell(task_class(task).baseline_name, rs[0].majority_test, rs[0].majority_test_ci95)
+        m = drawn_mode(rs, mode)
+        cells = [_cell(r.variant, r.selected[m].test_mean, r.selected[m].test_ci95) for r in rs]
+        base = _cell(task_class(task).baseline_name, rs[0].majority_test, rs[0].majority_test_ci95)
         lines.append(f"  {task} ({rs[0].metric}, {MODE_NAMES[m]}): {'; '.join(cells)}; {base}")
     return "\n".join(lines)
 
 
 def plot(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     """Test metric against pre-training FLOPs, one line per model size, a marker per sparsity."""
-    return _panels(
-        results, mode, path, lambda r: r.train_flops, lambda r: r.model, str,
+    return _panels(results, mode, path, Drawing(
+        lambda r: r.train_flops, lambda r: r.model, str,
         lambda r: r.sparsity, lambda s: f"s={s:.0%}", "pre-training FLOPs",
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def plot_sizes(results: Sequence[EvaluatedSweep], mode: str, path: Path) -> Path:
     """The paper's Figure 1: test metric against model size, one line per sparsity level (with
     one size, each line is a single point; the x axis names the sizes)."""
-    return _panels(
-        results, mode, path, _dense_size, lambda r: r.sparsity, lambda s: f"s={s:.0%}",
+    return _panels(results, mode, path, Drawing(
+        _dense_size, lambda r: r.sparsity, lambda s: f"s={s:.0%}",
         None, str, "model size (non-embedding parameters)",
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def write_report(
