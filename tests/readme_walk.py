@@ -91,6 +91,10 @@ def copy_project(dest: Path) -> None:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     (dest / ".venv").symlink_to(REPO / ".venv")
+    # The venv is this checkout's, shared through the link: a pyproject.toml edited since the
+    # last `make install` would make the walk's `make` reinstall it pointing at the copy (a
+    # temporary folder), breaking the checkout's own imports once the copy is gone.
+    os.utime(dest / "pyproject.toml", (0, 0))
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,3 +78,27 @@ def process_tree_memory(pid: int) -> tuple[int, int]:
             rss += info.rss
             pss += getattr(info, "pss", info.rss)
     return rss, pss
+
+
+def report_flow_run(home: Path, recipe: str) -> tuple[str, str]:
+    """(flow run id, port) of the report's Prefect flow-run link."""
+    md = (home / "report" / recipe / "report.md").read_text()
+    found = re.search(r"Prefect flow run: \[[^]]+\]\(http://127\.0\.0\.1:(\d+)/runs/flow-run/"
+                      r"([0-9a-f-]{36})\)", md)  # fmt: skip
+    assert found, md[-3000:]
+    return found.group(2), found.group(1)
+
+
+def assert_reopened_by_the_reports_command(home: Path, recipe: str, flow_run_id: str) -> None:
+    """Start the Prefect server the report's command names (on a free port) and find the run."""
+    md = (home / "report" / recipe / "report.md").read_text()
+    command = re.search(r'PREFECT_HOME="([^"]+)" \.venv/bin/prefect server start', md)
+    assert command, md[-3000:]
+    prefect_home = Path(command.group(1).replace("$MEDISWIFT_HOME", str(home)))
+    with prefect_server(prefect_home) as api:
+        env = {**os.environ, "PREFECT_API_URL": api}
+        shown = subprocess.run(
+            [str(REPO / ".venv/bin/prefect"), "flow-run", "inspect", flow_run_id],
+            env=env, capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+    assert shown.returncode == 0 and "COMPLETED" in shown.stdout, shown.stdout + shown.stderr

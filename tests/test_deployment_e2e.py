@@ -5,12 +5,14 @@ then `prefect deployment run mediswift/full-pipeline` runs the tiny recipe to co
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from server_fixtures import assert_reopened_by_the_reports_command, report_flow_run
 
 from flows.registry import plan
 from mediswift.config import load_recipe
@@ -137,8 +139,15 @@ def test_full_pipeline_deployment(served: dict[str, str], mirror_dir: Path) -> N
     children = [r for r in fine_runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4  # 2 variants x 2 tasks x 1 grid point x 1 seed
 
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", run.stdout).group(1)  # type: ignore[union-attr]
+    assert report_flow_run(home, "tiny") == (flow_run_id, served["PREFECT_PORT"])
+
     _cancel_during_pretraining(served, home)
     _stop_with_a_run_in_flight(served, home)
+    # After a cancelled and a stopped pre-training run and `make stop`, the report still links
+    # the run that evaluated, and the command it prints reopens the database that holds it.
+    assert report_flow_run(home, "tiny")[0] == flow_run_id
+    assert_reopened_by_the_reports_command(home, "tiny", flow_run_id)
 
 
 def _run_processes(flow_run_id: str) -> list:
@@ -158,7 +167,6 @@ def _run_processes(flow_run_id: str) -> list:
 def _start_long_pretraining(served: dict[str, str], home: Path) -> str:
     """A pre-training deployment run long enough to be stopped mid-training; returns its id
     once it has written a new checkpoint."""
-    import re
     import time
 
     overrides = '{"pretrain_steps": 5000, "extra": {"pretrain": {"checkpoint_every": 50}}}'
