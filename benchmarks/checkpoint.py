@@ -19,17 +19,32 @@ saves ~2x faster. Loading format 2 (unpack bits, scatter the values) costs up to
 load at `small`, nearer even at `med`, where reading 3x the bytes weighs more. A dense model in
 format 2 is format 1 plus nothing (no masks): the same time.
 
-Loading is timed three ways, each format in turn in every round (a shared machine's load
+Loading is timed five ways, each format in turn in every round (a shared machine's load
 moves both alike), wall seconds with the process's CPU seconds in brackets: `verify` (the
 sha256 digests, format 2 only: format 1 files have none), `read` (`read_tensors`: every
-tensor whole in fresh memory, as resuming reads it) and `load_model` (a GPT filled from the
-checkpoint, as fine-tuning and export load it).
+tensor whole in fresh memory), `load_model` (a GPT filled from the checkpoint, as fine-tuning
+and export load it), and `resume` and `resume + 1st write` (below).
 
 Expectation for decoding straight into the model, written before measuring: a format 2 `read`
 must fill fresh memory for every decoded element (4.2 GB at Med, resumable) while format 1
 only maps page-cached files, so it stays many times the dense read (~9 s -> 2-3 s); in
 `load_model` both formats fill the parameters, dense by copying, format 2 by zeroing and
 scattering a quarter, so format 2 is within 1.2-2x of format 1 there.
+
+`resume` restores the model, masks and optimizer parts of a run's checkpoint
+(`TrainCheckpoint.restore`, the digests apart) into a built run: a model with its own init,
+masks bound to it and AdamW without state, as resuming finds them. `resume + 1st write` then
+writes every page of the AdamW moments, as the first optimizer step does: format 1 maps them
+from the file and pays for their memory only then (a copy of each page), format 2 has paid
+while decoding.
+
+Expectation for resuming, written before measuring: reading every tensor whole, then copying
+the weights into the model, the masks into the run's and the moments into AdamW costs format 2
+at Med 75% ~2.5-3 s against ~1 s for format 1 (which copies weights and masks too, but maps its
+moments from the page cache). Decoding the weights straight into the parameters, the masks
+straight from their bits and each moment once into its own tensor (no whole bool masks, no
+dense copy of a weight) leaves the moments' fresh memory (2.7 GB at Med: page faults that
+format 1 defers to the first optimizer step) as the main extra: ~1.5x format 1.
 
   python benchmarks/checkpoint.py                     # small (4 layers, d 256)
   python benchmarks/checkpoint.py --sizes small med   # + MediSwift-Med (~4 GB dense, ~10 GB RAM)
@@ -53,7 +68,9 @@ from mediswift.config import PretrainConfig
 from mediswift.model import GPT, model_config
 from mediswift.sparsity import MaskedParams, make_masks
 from mediswift.train import checkpoint as ckpt
+from mediswift.train.distributed import Dist
 from mediswift.train.optim import optimizer_for
+from mediswift.train.state import MaskState, ModelState, OptimizerState, TrainCheckpoint
 
 
 def trained_state(
@@ -109,6 +126,32 @@ def load(path: Path) -> None:
     ckpt.load_model(path)
 
 
+def resumable(size: str, sparsity: float, vocab: int) -> TrainCheckpoint:
+    """What a run has built when it resumes: a model with its own init, masks drawn from another
+    seed bound to it, AdamW without state yet; their parts of the run's checkpoint."""
+    model = GPT(model_config(size, vocab, 1024))
+    masked = MaskedParams(model, make_masks(model, sparsity, seed=1))
+    opt = optimizer_for(model, PretrainConfig(lr=1e-4))
+    d = Dist()
+    parts = {
+        "model": ModelState(model, d, sharded=False),
+        "masks": MaskState(masked, d),
+        "optimizer": OptimizerState(model, opt, d, sharded=False),
+    }
+    return TrainCheckpoint(model.config, d, parts)
+
+
+def first_writes(checkpoint: TrainCheckpoint) -> None:
+    """Write one entry a page of every AdamW tensor, as the first step after resuming does:
+    format 1 maps its moments from the file, and pays for their memory only then."""
+    optimizer = checkpoint.parts["optimizer"].optimizer  # type: ignore[attr-defined]
+    for state in optimizer.state.values():
+        for t in state.values():
+            if t.dim():
+                flat = t.view(-1).view(torch.uint8)
+                flat[::4096] = flat[::4096]
+
+
 def timed_once(fn) -> tuple[float, float]:
     """(wall, CPU) seconds of one call: on a shared machine the wall time also counts waiting
     for a core, the process's CPU time does not (page faults included)."""
@@ -157,6 +200,15 @@ def measure(
     for column, fn in (("verify_s", ckpt.verify), ("read_s", read), ("model_s", load)):
         for fmt, t in interleaved(fn, paths, load_repeats).items():
             rows[fmt][column] = t
+    target = resumable(size, sparsity, vocab)  # one for both formats: they restore the same
+
+    def written(path: Path) -> None:
+        target.restore(path)
+        first_writes(target)
+
+    for column, fn in (("resume_s", target.restore), ("written_s", written)):
+        for fmt, t in interleaved(fn, paths, load_repeats).items():
+            rows[fmt][column] = t
     for path in paths.values():
         shutil.rmtree(path)
     return [rows[1], rows[2]]
@@ -165,12 +217,12 @@ def measure(
 def row_text(r: dict, f1: dict) -> str:
     """One table row, CPU seconds in brackets; the ratios are against format 1 of the same
     size and sparsity, wall (CPU)."""
-    (rw, rc), (mw, mc) = r["read_s"], r["model_s"]
-    (fw, fc), (gw, gc) = f1["read_s"], f1["model_s"]
+    columns = ("read_s", "model_s", "resume_s", "written_s")
+    times = " | ".join(f"{r[c][0]:.3f} ({r[c][1]:.3f})" for c in columns)
+    ratios = " | ".join(f"{r[c][0] / f1[c][0]:.2f} ({r[c][1] / f1[c][1]:.2f})" for c in columns)
     return (
         f"| {r['size']} | {r['sparsity']:.0%} | {r['format']} | {r['bytes'] / 1e6:,.1f} | "
-        f"{r['save_s']:.3f} | {r['verify_s'][0]:.3f} | {rw:.3f} ({rc:.3f}) | "
-        f"{mw:.3f} ({mc:.3f}) | {rw / fw:.2f} ({rc / fc:.2f}) | {mw / gw:.2f} ({mc / gc:.2f}) | "
+        f"{r['save_s']:.3f} | {r['verify_s'][0]:.3f} | {times} | {ratios} | "
         f"{r['bytes'] / f1['bytes']:.2f} |"
     )
 
@@ -187,10 +239,11 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     print(f"{torch.get_num_threads()} threads, writing under {root}")
     print(
-        "| size | sparsity | format | MB | save s | verify s | read s | load_model s "
-        "| read vs f1 | load_model vs f1 | bytes vs f1 |"
+        "| size | sparsity | format | MB | save s | verify s | read s | load_model s | resume s "
+        "| resume + 1st write s | read vs f1 | load_model vs f1 | resume vs f1 "
+        "| resume + 1st write vs f1 | bytes vs f1 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 15 + "|")
     for size in args.sizes:
         for s in (0.0, 0.75):
             load_repeats = args.load_repeats or args.repeats

@@ -10,8 +10,9 @@ A checkpoint is a directory:
 Format 2 stores every masked weight and AdamW moment as its kept values only, the mask once
 (`mediswift.train.packing`): a 75% sparse matrix takes about a quarter of its dense bytes, and
 loading gives back the dense tensors bit for bit; `load_model` decodes them straight into the
-parameters of a model built without initialising them. Format 1 (every tensor dense, masks as
-bool) still loads.
+parameters of a model built without initialising them, and resuming (`Stored`, read once) into
+the run's parameters and masks, each moment once into its own tensor. Format 1 (every tensor
+dense, masks as bool) still loads.
   train_state.json         step, tokens, loss-curve rows, optimizer hyperparameters, the loader
                            position of every rank
   digests.json             the sha256 and size of every other file (absent in checkpoints
@@ -27,11 +28,14 @@ part by part, is `mediswift.train.state`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
@@ -210,27 +214,149 @@ def read_tensors(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Safetensors file name -> its tensors on CPU, whole (as `write_checkpoint` was given
     them, bool masks included), for the files of `names` that checkpoint `path` has."""
-    path = Path(path)
-    fmt = _format(path)
-    present = [n for n in TENSOR_FILES if (path / n).is_file()]
-    wanted = [n for n in present if n in names or (fmt >= 2 and n == MASKS_FILE)]
-    files = {n: _load_file(path / n) for n in wanted}
-    if fmt >= 2 and MASKS_FILE in files:  # format 1 holds the whole tensors already
-        masks = packing.unpack_masks(files[MASKS_FILE])
-        files = {n: packing.decode(t, masks) for n, t in files.items() if n != MASKS_FILE}
-        files[MASKS_FILE] = masks
-    return {n: t for n, t in files.items() if n in names}
+    stored = Stored(path, names)
+    return {n: dict(stored.tensors(n)) for n in names if stored.has(n)}
+
+
+class Stored:
+    """The tensor files of a checkpoint as they lie on disk (mapped, not decoded), each tensor
+    decoded when asked for: straight into a live tensor (`fill`, `fill_mask`) or whole
+    (`tensors`, kept once decoded, so nothing is decoded twice). Format 2 masks stay packed
+    and are unpacked a chunk at a time; format 1 files hold every tensor whole already."""
+
+    def __init__(self, path: Path, names: tuple[str, ...] = TENSOR_FILES):
+        self.path = Path(path)
+        fmt = _format(self.path)
+        present = [n for n in TENSOR_FILES if (self.path / n).is_file()]
+        # Format 2 decodes with the masks: they are read whichever files are asked for.
+        wanted = [n for n in present if n in names or (fmt >= 2 and n == MASKS_FILE)]
+        self.raw = {n: _load_file(self.path / n) for n in wanted}
+        self.names = tuple(n for n in wanted if n in names)
+        self.packed: dict[str, packing.Packed] = {}
+        if fmt >= 2 and MASKS_FILE in self.raw:
+            self.packed = packing.packed_masks(self.raw[MASKS_FILE])
+        self.decoded: dict[str, _Decoded] = {}
+        # Weights decoded from kept values into a live model (`fill_model`): zero outside
+        # their masks already, bit for bit as saved.
+        self.filled_through_mask: set[str] = set()
+
+    def has(self, file: str) -> bool:
+        return file in self.names
+
+    def tensors(self, file: str) -> Mapping[str, torch.Tensor]:
+        """The whole tensors of `file` by name ({} when absent), each decoded on first use."""
+        if not self.has(file):
+            return {}
+        if file == MASKS_FILE:
+            return self.bool_masks()
+        if file not in self.decoded:
+            self.decoded[file] = _Decoded(self.raw[file], self.packed)
+        return self.decoded[file]
+
+    def bool_masks(self) -> dict[str, torch.Tensor]:
+        """Every mask whole, as bool (what the sharded resume compares)."""
+        raw = self.raw.get(MASKS_FILE, {})
+        return packing.unpack_masks(raw) if self.packed else dict(raw)
+
+    def mask_names(self) -> list[str]:
+        if self.packed:
+            return sorted(self.packed)
+        return sorted(self.raw.get(MASKS_FILE, {}))
+
+    def keys(self, file: str) -> dict[str, str]:
+        """Each whole tensor's name in `file` -> the key that holds it (`stored_keys`)."""
+        return packing.stored_keys(self.raw[file])
+
+    def fill(self, dest: torch.Tensor, file: str, key: str) -> None:
+        """The tensor stored under `key` of `file` into `dest` (see `_fill_one`)."""
+        _fill_one(dest, key, self.raw[file], self.packed)
+
+    def fill_mask(self, dest: torch.Tensor, name: str) -> None:
+        """Mask `name` into `dest` (of any dtype: 1 active, 0 pruned, as `copy_` of a bool
+        mask writes), from its packed bits a chunk at a time when numpy can write `dest` (a
+        contiguous CPU tensor of a numpy dtype): no bool copy of the whole mask."""
+        if not self.packed:
+            _copy_checked(dest, self.raw[MASKS_FILE][name], name)
+            return
+        mask = self.packed[name]
+        if tuple(dest.shape) != mask.shape:
+            raise ValueError(f"mask {name}: shape {mask.shape}, the run's is {tuple(dest.shape)}")
+        flat = _numpy_view(dest)
+        if flat is None:
+            dest.copy_(self.one_mask(name))
+            return
+        # numpy, not torch: torch's copy_ of a small chunk costs a parallel region (~50x slower)
+        for start in range(0, flat.size, packing.CHUNK):
+            stop = min(start + packing.CHUNK, flat.size)
+            flat[start:stop] = mask.chunk(start, stop)
+
+    def one_mask(self, name: str) -> torch.Tensor:
+        """Mask `name` whole, as bool."""
+        if not self.packed:
+            return self.raw[MASKS_FILE][name].bool()
+        mask = self.packed[name]
+        return torch.from_numpy(mask.chunk(0, math.prod(mask.shape))).reshape(mask.shape)
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
+    """`t`'s memory, flat, as a numpy array, if numpy can write it (bfloat16 it cannot)."""
+    if t.device.type != "cpu" or not t.is_contiguous():
+        return None
+    try:
+        return t.detach().view(-1).numpy()
+    except TypeError:  # a dtype numpy lacks
+        return None
+
+
+class _Decoded(Mapping[str, torch.Tensor]):
+    """A stored file's tensors by name, each decoded whole on first use and kept: a part that
+    reads a few entries (the RNG states) decodes nothing else, two that read the same one
+    decode it once."""
+
+    def __init__(self, raw: dict[str, torch.Tensor], masks: dict[str, packing.Packed]):
+        self.raw, self.masks = raw, masks
+        self.stored = packing.stored_keys(raw)
+        self.done: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.done:
+            self.done[name] = _whole(self.stored[name], self.raw, self.masks)
+        return self.done[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.stored
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stored)
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+
+def _whole(
+    key: str, tensors: dict[str, torch.Tensor], masks: dict[str, packing.Packed]
+) -> torch.Tensor:
+    """The whole tensor stored under `key`: as it is, or decoded from `<name>.values` (and its
+    sign bits) into a fresh tensor of its mask's shape."""
+    if not key.endswith(packing.VALUES):
+        return tensors[key]
+    base = key[: -len(packing.VALUES)]
+    return packing.decode({k: tensors[k] for k in _parts(key, tensors)}, masks)[base]
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """(safetensors file name -> tensors on CPU, whole, train_state.json or {}) of checkpoint
-    `path`, after checking its digests and format (what resuming reads: a damaged checkpoint
-    raises `DamagedCheckpoint`)."""
+    `path`, after checking its digests and format (a damaged checkpoint raises
+    `DamagedCheckpoint`). Resuming reads it as `Stored` instead, decoding into the run."""
     path = Path(path)
     verify(path)
-    files = read_tensors(path)
-    js = path / TRAIN_JSON_FILE
-    return files, _json(js) if js.is_file() else {}
+    return read_tensors(path), read_train_json(path)
+
+
+def read_train_json(path: Path) -> dict[str, Any]:
+    """train_state.json of checkpoint `path`; {} in a weights-only checkpoint."""
+    js = Path(path) / TRAIN_JSON_FILE
+    return _json(js) if js.is_file() else {}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -260,12 +386,16 @@ def optimizer_tensors(
 def restore_optimizer(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    tensors: dict[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
     groups: list[dict[str, Any]],
     where: str = "checkpoint",
 ) -> None:
-    """Load `optimizer_tensors` output back into `optimizer`, matching parameters by name."""
+    """Load `optimizer_tensors` output back into `optimizer`, matching parameters by name.
+
+    `tensors` may decode each entry when it is read (`Stored.tensors`): only the AdamW entries
+    are read, each once."""
     bare = _unwrap(model)
+    by_param = _optimizer_keys(tensors)
     params = dict(bare.named_parameters())
     if len(groups) != len(optimizer.param_groups):
         raise ValueError(
@@ -280,11 +410,7 @@ def restore_optimizer(
             raise ValueError(f"{where}: optimizer groups do not match the model's parameters")
         ids = []
         for pname in saved["param_names"]:
-            st = {
-                key.rsplit(".", 1)[1]: t
-                for key, t in tensors.items()
-                if key.startswith(f"optim.{pname}.") and "." not in key[len(f"optim.{pname}.") :]
-            }
+            st = {k: tensors[key] for k, key in by_param.get(pname, {}).items()}
             if st:
                 state[idx] = {k: _shard_like(t, params[pname]) for k, t in st.items()}
             ids.append(idx)
@@ -299,7 +425,18 @@ def restore_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": out_groups})
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+def _optimizer_keys(tensors: Mapping[str, torch.Tensor]) -> dict[str, dict[str, str]]:
+    """Parameter name -> AdamW state key (`step`, `exp_avg`, ...) -> its key in `tensors`
+    (`optim.<param name>.<state key>`; a state key has no dot, a parameter name may)."""
+    out: dict[str, dict[str, str]] = {}
+    for key in tensors:
+        if key.startswith(packing.OPTIM_PREFIX):
+            pname, _, state_key = key[len(packing.OPTIM_PREFIX) :].rpartition(".")
+            out.setdefault(pname, {})[state_key] = key
+    return out
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
     """Copy whole `weights` (from `model_state`) into a built model, strictly: into its shards
     under FSDP2 (a collective then: every rank must call it), through DDP/compile wrappers."""
     bare = _unwrap(model)
@@ -368,18 +505,35 @@ def _uninitialised_gpt(config: GPTConfig) -> GPT:
 def fill_weights(model: nn.Module, path: Path) -> None:
     """Decode model.safetensors of checkpoint `path` into the parameters and buffers of an
     unsharded model, in place, strictly: the same names and shapes as its state dict."""
-    path = Path(path)
-    fmt = _format(path)
-    weights = _load_file(path / MODEL_FILE)
-    masks = {}
-    if fmt >= 2 and (path / MASKS_FILE).is_file():  # format 1 holds the whole tensors already
-        masks = packing.packed_masks(_load_file(path / MASKS_FILE))
+    fill_model(model, Stored(path, (MODEL_FILE,)))
+
+
+def restore_weights(model: nn.Module, stored: Stored) -> None:
+    """The weights of `stored` into a built model: decoded straight into its parameters when
+    they are whole tensors, else (FSDP2 shards) whole and then split (`load_weights`)."""
+    if _has_dtensors(model):
+        load_weights(model, stored.tensors(MODEL_FILE))
+    else:
+        fill_model(model, stored)
+
+
+def _has_dtensors(model: nn.Module) -> bool:
+    return any(type(t).__name__ == "DTensor" for t in _unwrap(model).state_dict().values())
+
+
+def fill_model(model: nn.Module, stored: Stored) -> None:
+    """The weights of `stored` into the parameters and buffers of an unsharded model, in
+    place, strictly: the same names and shapes as its state dict."""
+    if not stored.has(MODEL_FILE):
+        raise FileNotFoundError(f"{stored.path / MODEL_FILE}: missing")
     live = _unwrap(model).state_dict()  # detached views of the parameters' memory
-    stored = packing.stored_keys(weights)
-    _check_names(path / MODEL_FILE, stored, live)
+    keys = stored.keys(MODEL_FILE)
+    _check_names(stored.path / MODEL_FILE, keys, live)
     with torch.no_grad():
-        for name, key in stored.items():
-            _fill_one(live[name], key, weights, masks)
+        for name, key in keys.items():
+            stored.fill(live[name], MODEL_FILE, key)
+            if key.endswith(packing.VALUES):
+                stored.filled_through_mask.add(name)
 
 
 def _fill_one(
@@ -393,10 +547,11 @@ def _fill_one(
     if key.endswith(packing.VALUES) and _decodable_into(dest, weights[key]):
         packing.decode_into(dest, key, weights, masks)
         return
-    whole = weights[key]
-    if key.endswith(packing.VALUES):  # another dtype or device than saved: decode, convert
-        base = key[: -len(packing.VALUES)]
-        whole = packing.decode({k: weights[k] for k in _parts(key, weights)}, masks)[base]
+    # another dtype or device than saved, or stored whole: as it is or decoded, then converted
+    _copy_checked(dest, _whole(key, weights, masks), key)
+
+
+def _copy_checked(dest: torch.Tensor, whole: torch.Tensor, key: str) -> None:
     if whole.shape != dest.shape:
         raise RuntimeError(f"{key}: shape {tuple(whole.shape)}, the model has {tuple(dest.shape)}")
     dest.copy_(whole)

@@ -14,7 +14,7 @@ states, FSDP shards); rank 0 alone writes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,12 +31,18 @@ from mediswift.train.loop import TrainState
 
 @dataclass
 class Snapshot:
-    """Checkpoint contents: safetensors file name -> tensors, and train_state.json entries."""
+    """Checkpoint contents: safetensors file name -> tensors, and train_state.json entries.
+
+    Saving fills `files`; resuming gives `stored` instead (the files as they lie on disk), so a
+    part can decode its tensors straight into the run, and `tensors` decodes on demand."""
 
     files: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     json: dict[str, Any] = field(default_factory=dict)
+    stored: ckpt.Stored | None = None
 
-    def tensors(self, file: str) -> dict[str, torch.Tensor]:
+    def tensors(self, file: str) -> Mapping[str, torch.Tensor]:
+        if self.stored is not None and file not in self.files:
+            return self.stored.tensors(file)
         return self.files.get(file, {})
 
     def merge(self, other: Snapshot, part: str) -> None:
@@ -69,7 +75,10 @@ class ModelState:
         return Snapshot({ckpt.MODEL_FILE: ckpt.model_state(self.model)})
 
     def load_state_dict(self, snap: Snapshot) -> None:
-        ckpt.load_weights(self.model, snap.tensors(ckpt.MODEL_FILE))
+        if snap.stored is not None and not self.sharded:  # decoded straight into the weights
+            ckpt.restore_weights(self.model, snap.stored)
+        else:
+            ckpt.load_weights(self.model, snap.tensors(ckpt.MODEL_FILE))
 
 
 class MaskState:
@@ -84,6 +93,9 @@ class MaskState:
         return Snapshot({ckpt.MASKS_FILE: self.masked.bool_masks()})
 
     def load_state_dict(self, snap: Snapshot) -> None:
+        if snap.stored is not None and not self.masked.sharded:
+            self._fill(snap.stored)
+            return
         saved = {k: v.bool() for k, v in snap.tensors(ckpt.MASKS_FILE).items()}
         if not saved:  # a checkpoint without masks keeps the ones the seed drew
             return
@@ -97,6 +109,30 @@ class MaskState:
         for i, name in enumerate(self.masked.names):
             self.masked.set_mask(i, saved[name])  # dynamic sparsity moved them
         self.masked.apply_to_weights()
+
+    def _fill(self, stored: ckpt.Stored) -> None:
+        """The masks decoded from their bits straight into the run's (dynamic sparsity moved
+        them), then the weights masked, as `load_state_dict` does from whole masks."""
+        names = stored.mask_names()
+        if not names:  # a checkpoint without masks keeps the ones the seed drew
+            return
+        if names != self.masked.names:
+            raise ValueError("checkpoint masks do not cover the model's sparse matrices")
+        for name, mask in zip(names, self.masked.masks, strict=True):
+            stored.fill_mask(mask, name)
+        # A weight just decoded from its kept values is +-0 outside its mask already: masking
+        # it again (x * 1, +-0 * 0) changes no bit, so only the others are multiplied.
+        todo = [i for i, n in enumerate(names) if n not in stored.filled_through_mask]
+        _mask_weights(self.masked, todo)
+
+
+@torch.no_grad()
+def _mask_weights(masked: MaskedParams, which: list[int]) -> None:
+    """`masked.apply_to_weights` for the matrices `which` only (one fused multiply)."""
+    if which:
+        torch._foreach_mul_(
+            [masked.params[i].data for i in which], [masked.masks[i] for i in which]
+        )
 
 
 class OptimizerState:
@@ -214,9 +250,9 @@ class DynamicSparsityState:
         return Snapshot({ckpt.TRAIN_TENSORS_FILE: own} if self.d.is_main else {})
 
     def load_state_dict(self, snap: Snapshot) -> None:
-        tensors = snap.tensors(ckpt.TRAIN_TENSORS_FILE)
+        tensors = snap.tensors(ckpt.TRAIN_TENSORS_FILE)  # read its own entries only
         n = len(self.PREFIX)
-        self.dynamic.load_state_dict({k[n:]: v for k, v in tensors.items() if k[:n] == self.PREFIX})
+        self.dynamic.load_state_dict({k[n:]: tensors[k] for k in tensors if k[:n] == self.PREFIX})
 
 
 class ProgressState:
@@ -250,10 +286,18 @@ class TrainCheckpoint:
         return ckpt.write_checkpoint(path, self.config, snap.files, snap.json or None)
 
     def load(self, path: Path) -> None:
-        """Restore every part from checkpoint `path` (every rank reads it)."""
-        files, train_json = ckpt.read_checkpoint(path)
+        """Restore every part from checkpoint `path` (every rank reads it), after checking its
+        digests: a damaged checkpoint raises `DamagedCheckpoint` and restores nothing."""
+        ckpt.verify(path)
+        self.restore(path)
+
+    def restore(self, path: Path) -> None:
+        """`load` without the digest check (for a checkpoint already verified)."""
+        # Each file read once, mapped: every part decodes its tensors into the run from it.
+        stored = ckpt.Stored(path)
+        train_json = ckpt.read_train_json(path)
         if not train_json:
             raise FileNotFoundError(f"{path} holds no train state (a weights-only checkpoint)")
-        snap = Snapshot(files, train_json)
+        snap = Snapshot(json=train_json, stored=stored)
         for part in self.parts.values():
             part.load_state_dict(snap)
