@@ -19,7 +19,11 @@ extractors per record and builds large dicts) and within 1.2x of the floor (our 
 a handful of `find`s per record); peak RSS flat from 1x to 10x for ours and the floors, growing
 for pubmed-parser (it clears each record but never deletes the empty shells under the root);
 PMC >= 1.5x (pubmed-parser builds a whole tree, strips namespaces, runs `//body//p` and
-`../title` per paragraph).
+`../title` per paragraph). PMC with the reference lists (a third of the bytes) cut before
+parsing, as expected from a profile of the parts (not written down before the change): libxml2's
+parse ~0.6 of pmc-floor's, ours ~1.1x pmc-floor in all, so >= 1.5x pubmed-parser on both sets.
+Measured: the parse ~0.45 of the floor, the rest (cut checks, stylesheet, splitting, metadata)
+~0.85, ours ~1.3x the floor: ~1.25x pubmed-parser on the Cloud Service .xml, ~1.6x on .nxml.
 
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
 counts. Times are the process's CPU seconds (all contenders are single-threaded), which a

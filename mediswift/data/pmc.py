@@ -2,7 +2,9 @@
 
 One file holds one `<article>` (the Cloud Service layout) or several (an efetch
 `<pmc-articleset>`); both are read through `iter_elements` (safe settings; big or gzipped
-files stream). The body rules below run as one compiled XSLT (`_BODY_XSL`).
+files stream). A file parsed whole has its reference lists cut from the bytes first, where that
+provably changes nothing that is read (`trim_reference_lists`): the bytes cut are not checked for
+well-formedness any more. The body rules below run as one compiled XSLT (`_BODY_XSL`).
 
 What the text keeps and leaves out (in this order: abstract, a blank line, body):
 
@@ -30,12 +32,17 @@ Language: `xml:lang`, mapped to PubMed's ISO 639-2 codes where known.
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lxml import etree
 
 from mediswift.data.shards import Document, write_sharded
@@ -117,28 +124,29 @@ def normalise_pmcid(value: str | None) -> str | None:
     return value if value.upper().startswith("PMC") else f"PMC{value}"
 
 
-# The body rules above as one XSLT, run by libxslt in C (several times faster than walking
-# the tree from Python). Block boundaries are written as a pair of private-use characters
-# (never in real text) and split on afterwards. No document(), no file or network access.
+# The body rules above as one XSLT, run by libxslt in C: faster than walking the tree from Python,
+# and than writing the separators into the tree from Python and serialising it as text (measured:
+# ~0.2 vs ~0.5 of the time libxml2 takes to parse the file). Block boundaries are written as a
+# pair of private-use characters (never in real text) and split on afterwards. No document(), no
+# file or network access.
 SEP = "\ue000\ue001"
+_SEP_UTF8 = SEP.encode()
+FLOATS = ("fig", "table-wrap")
+COUNTED = ("sec", "p", "fig", "table-wrap")
+_SEP_XSL = "<xsl:text>&#xE000;&#xE001;</xsl:text>"  # a literal: cheaper than a variable
 _LEFT_OUT = "|".join(t if t != MATHML else "mml:math" for t in STRIP_TAGS)
 _BODY_XSL = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
     xmlns:mml="http://www.w3.org/1998/Math/MathML">
   <xsl:output method="text" encoding="UTF-8"/>
-  <xsl:variable name="sep">&#xE000;&#xE001;</xsl:variable>
   <xsl:template match="/"><xsl:apply-templates select="article"/></xsl:template>
   <xsl:template match="article">
-    <xsl:value-of select="concat(count(body[1]//sec), ' ', count(body[1]//p), ' ',
-      count(body[1]//fig) + count(floats-group[1]//fig) + count(back[1]//fig), ' ',
-      count(body[1]//table-wrap) + count(floats-group[1]//table-wrap)
-      + count(back[1]//table-wrap), $sep)"/>
     <xsl:apply-templates select="body"/>
     <xsl:apply-templates select="floats-group//fig|floats-group//table-wrap|back//fig|back//table-wrap"/>
   </xsl:template>
-  <xsl:template match="sec/label"><xsl:value-of select="$sep"/><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
-  <xsl:template match="sec/title"><xsl:if test="not(../label)"><xsl:value-of select="$sep"/></xsl:if><xsl:apply-templates/><xsl:value-of select="$sep"/></xsl:template>
-  <xsl:template match="p|list-item|disp-quote|boxed-text|statement|def-item"><xsl:value-of select="$sep"/><xsl:apply-templates/><xsl:value-of select="$sep"/></xsl:template>
-  <xsl:template match="fig|table-wrap"><xsl:value-of select="$sep"/><xsl:apply-templates select="label"/><xsl:text> </xsl:text><xsl:apply-templates select="caption"/><xsl:value-of select="$sep"/></xsl:template>
+  <xsl:template match="sec/label">{_SEP_XSL}<xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
+  <xsl:template match="sec/title"><xsl:if test="not(../label)">{_SEP_XSL}</xsl:if><xsl:apply-templates/>{_SEP_XSL}</xsl:template>
+  <xsl:template match="p|list-item|disp-quote|boxed-text|statement|def-item">{_SEP_XSL}<xsl:apply-templates/>{_SEP_XSL}</xsl:template>
+  <xsl:template match="fig|table-wrap">{_SEP_XSL}<xsl:apply-templates select="label"/><xsl:text> </xsl:text><xsl:apply-templates select="caption"/>{_SEP_XSL}</xsl:template>
   <xsl:template match="caption/*" priority="2"><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
   <xsl:template match="{_LEFT_OUT}" priority="3"/>
 </xsl:stylesheet>"""
@@ -152,32 +160,75 @@ def _body_xslt() -> etree.XSLT:
     return _local.xslt
 
 
-def _squeeze(text: str) -> str:
-    """Collapse whitespace runs (splitting every word is the slow path: take it only when a
-    run exists)."""
-    if "  " in text or "\n" in text or "\t" in text or "\r" in text:
-        return " ".join(text.split())
-    return text.strip()
+_NL, _TAB, _CR, _SPACE = b"\n\t\r "
+
+
+def _runs(text: bytes, pieces: list[bytes]) -> list[bool]:
+    """For each piece of `text` (split on the separator), whether it holds two spaces in a row,
+    a newline, a tab or a carriage return. Found for the whole text at once with numpy: an `in`
+    test per piece and character costs a scan of the text each (two spaces: a slow one)."""
+    chars = np.frombuffer(text, np.uint8)
+    marked = (chars == _NL) | (chars == _TAB) | (chars == _CR)
+    space = chars == _SPACE
+    marked[:-1] |= space[:-1] & space[1:]
+    at = np.flatnonzero(marked)
+    if len(at) == 0:
+        return [False] * len(pieces)
+    sizes = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    ends = np.cumsum(sizes + len(_SEP_UTF8)) - len(_SEP_UTF8)
+    first = np.searchsorted(at, ends - sizes)  # the first marked character from each start
+    return ((first < len(at)) & (at[np.minimum(first, len(at) - 1)] < ends)).tolist()
+
+
+def _lines(text: bytes) -> list[str]:
+    """The blocks between separators, whitespace collapsed where a run of it (or a newline,
+    tab, CR) exists, else stripped (splitting every word is the slow path); empty ones go."""
+    pieces = text.split(_SEP_UTF8)
+    lines = []
+    for piece, run in zip(pieces, _runs(text, pieces), strict=True):
+        if not piece or piece.isspace():  # half of them: the whitespace between two blocks
+            continue
+        line = " ".join(piece.decode().split()) if run else piece.decode().strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+_TAG = attrgetter("tag")
+
+
+def _first(el: etree._Element, tag: str) -> etree._Element | None:
+    return next(el.iterchildren(tag), None)
+
+
+def _count(article: etree._Element, stats: PmcStats) -> None:
+    """Sections and paragraphs of the first body; figures and tables of the first body, back
+    and floats group (before anything is left out). One walk each, counted here: the same
+    counts as XPath in the stylesheet walked the body four times."""
+    counts: Counter[str] = Counter()
+    body = _first(article, "body")
+    if body is not None:
+        counts.update(map(_TAG, body.iter(*COUNTED)))
+    for tag in ("floats-group", "back"):
+        outside = _first(article, tag)
+        if outside is not None:
+            counts.update(map(_TAG, outside.iter(*FLOATS)))
+    stats.sections += counts["sec"]
+    stats.paragraphs += counts["p"]
+    stats.figures += counts["fig"]
+    stats.tables += counts["table-wrap"]
 
 
 def body_lines(article: etree._Element, stats: PmcStats) -> list[str]:
     """Body lines (section titles, paragraphs, captions) and the captions of floats kept in
     `back` / `floats-group`, per the module docstring; counts what it reads into `stats`."""
-    text = str(_body_xslt()(article))
-    # The stylesheet leads with the counts: walking the tree for them from Python cost a
-    # quarter of the body pass.
-    counts, _, text = text.partition(SEP)
-    sections, paragraphs, figures, tables = (int(n) for n in counts.split())
-    stats.sections += sections
-    stats.paragraphs += paragraphs
-    stats.figures += figures
-    stats.tables += tables
-    return [_squeeze(b) for b in text.split(SEP) if b and not b.isspace()]
+    _count(article, stats)
+    return _lines(bytes(_body_xslt()(article)))
 
 
 def abstract_text(meta: etree._Element) -> str:
     lines = []
-    for abstract in meta.iterfind("abstract"):
+    for abstract in meta.iterchildren("abstract"):
         if abstract.get("abstract-type") in SKIP_ABSTRACT_TYPES:
             continue
         for child in abstract:
@@ -186,7 +237,7 @@ def abstract_text(meta: etree._Element) -> str:
                 # keep it, as the headings of structured abstracts are kept.
                 lines.append(text_of(child))
             elif child.tag == "sec":
-                title = text_of(child.find("title"))
+                title = text_of(_first(child, "title"))
                 body = " ".join(text_of(p) for p in child.iter("p"))
                 lines.append(f"{title}: {body}" if title and body else title or body)
             elif child.tag == "p":
@@ -194,13 +245,26 @@ def abstract_text(meta: etree._Element) -> str:
     return "\n".join(line for line in lines if line)
 
 
+# Children are found with `iterchildren` rather than `find`/`findtext`: lxml's ElementPath costs
+# a few microseconds a call, which added up to a tenth of an article's time.
+def _child_text(el: etree._Element, tag: str) -> str | None:
+    """`el.findtext(tag)`: the first such child's text ("" where it has none), else None."""
+    child = _first(el, tag)
+    return None if child is None else child.text or ""
+
+
+def _path(el: etree._Element, parent: str, child: str) -> etree._Element | None:
+    """`el.find("parent/child")`."""
+    return next((c for p in el.iterchildren(parent) for c in p.iterchildren(child)), None)
+
+
 def _license(meta: etree._Element) -> str | None:
-    lic = meta.find(".//license")
+    lic = next(meta.iter("license"), None)
     if lic is None:
         return None
     url = (
-        lic.findtext(f"{ALI}license_ref")
-        or lic.findtext("license_ref")
+        _child_text(lic, f"{ALI}license_ref")
+        or _child_text(lic, "license_ref")
         or lic.get(f"{XLINK}href")
         or ""
     ).strip()
@@ -209,22 +273,25 @@ def _license(meta: etree._Element) -> str | None:
 
 def _year(meta: etree._Element) -> int | None:
     years = [
-        int(y.text) for y in meta.iterfind("pub-date/year") if y.text and y.text.strip().isdigit()
+        int(y.text)
+        for d in meta.iterchildren("pub-date")
+        for y in d.iterchildren("year")
+        if y.text and y.text.strip().isdigit()
     ]
     return min(years) if years else None
 
 
 def _number(el: etree._Element, tag: str) -> int:
     """A pub-date part as a number; 1 where it is missing or not a number (a season)."""
-    text = (el.findtext(tag) or "").strip()
+    text = (_child_text(el, tag) or "").strip()
     return int(text) if text.isdigit() else 1
 
 
 def _published(meta: etree._Element) -> str | None:
     """The earliest `pub-date` (epub, ppub, collection, ...) as YYYY-MM-DD, or None."""
     dates = []
-    for d in meta.iterfind("pub-date"):
-        year = (d.findtext("year") or "").strip()
+    for d in meta.iterchildren("pub-date"):
+        year = (_child_text(d, "year") or "").strip()
         if year.isdigit() and len(year) == 4:
             month, day = _number(d, "month"), _number(d, "day")
             if 1 <= month <= 12 and 1 <= day <= 31:
@@ -237,11 +304,11 @@ def article_document(
 ) -> Document:
     """One JATS `<article>` element as a Document (the element is modified: formulas etc. go)."""
     stats = stats if stats is not None else PmcStats()
-    meta = article.find("front/article-meta")
+    meta = _path(article, "front", "article-meta")
     if meta is None:
         raise ValueError("article without front/article-meta")
     ids: dict[str, str] = {}
-    for aid in meta.iterfind("article-id"):
+    for aid in meta.iterchildren("article-id"):
         kind, value = aid.get("pub-id-type"), (aid.text or "").strip()
         if kind and value:
             ids.setdefault(kind, value)
@@ -260,7 +327,7 @@ def article_document(
         pmcid=pmcid,
         pmid=ids.get("pmid") or hints.pmid,
         doi=ids.get("doi"),
-        title=text_of(meta.find("title-group/article-title")),
+        title=text_of(_path(meta, "title-group", "article-title")),
         text="\n\n".join(t for t in (abstract, "\n".join(lines)) if t),
         year=_year(meta),
         published=_published(meta),
@@ -268,6 +335,106 @@ def article_document(
         pub_types=[article.get("article-type")] if article.get("article-type") else [],
         license=license or hints.license,
     )
+
+
+# A third of a PMC file's bytes are its reference lists, and nothing in them is read (`back` is
+# read only for its figures and tables). So they are cut from the bytes before libxml2 parses
+# them: the parse, the largest cost, shrinks by 40%. The cut runs from the first `<ref-list` to
+# the end of the last `</ref-list>`, replaced by an empty `ref-list` carrying a token no file can
+# hold, and is kept only where the tree shows it lay inside an article's `back`:
+# - its bytes hold no CDATA section, processing instruction or DOCTYPE (`<!`, `<?`: a tag inside
+#   one is no tag), only comments that end inside it, no tag of a figure or table (start or
+#   end), and no `</back`;
+# - libxml2 parses the result, which needs the same open elements (by name) after the cut as
+#   at its start (every end tag after it must match), and the placeholder is found as an element
+#   inside the `back` of an article, not inside a figure or table. That `back` was open at the
+#   start of the cut and is not closed inside it, so everything cut or rearranged lay inside it:
+#   no figure or table is touched, and nothing else in `back` is read or counted.
+# Otherwise the whole file is parsed. Not checked any more: whether the cut bytes are themselves
+# well-formed (a truncated file still fails: its last `</ref-list>` and the rest are missing).
+_CUT_ATTR = "cut"
+_CUT_TOKEN = secrets.token_hex(16)
+_PLACEHOLDER = f'<ref-list {_CUT_ATTR}="{_CUT_TOKEN}"/>'.encode()
+_REF_LIST_END = re.compile(rb"</ref-list\s*>")
+_NAME_END = (b" ", b"\t", b"\r", b"\n", b"/", b">")  # what may follow a tag's name
+_LT, _BANG, _QUERY, _SLASH = b"<!?/"
+# The first two letters of the names a cut must not hold a tag of (`fi`g, `ta`ble-wrap, and
+# `ba`ck, end tag only), as one 16-bit number each.
+_FI, _TA, _BA = (int.from_bytes(n, "big") for n in (b"fi", b"ta", b"ba"))
+_FORBIDDEN = (b"<!", b"<?", b"<fig", b"</fig", b"<table-wrap", b"</table-wrap", b"</back")
+
+
+def _ref_list_span(data: bytes) -> tuple[int, int] | None:
+    """From the first `<ref-list` start tag to the end of the last `</ref-list>`, or None."""
+    start = data.find(b"<ref-list")
+    while start >= 0 and data[start + 9 : start + 10] not in _NAME_END:
+        start = data.find(b"<ref-list", start + 1)
+    end = data.rfind(b"</ref-list")
+    if start < 0 or end <= start:
+        return None
+    closed = _REF_LIST_END.match(data, end)
+    return (start, closed.end()) if closed else None
+
+
+def _cuttable(data: bytes, start: int, end: int) -> bool:
+    """Whether data[start:end] holds none of the tags named in `_FORBIDDEN`, and only comments
+    that end inside it (a well-formed comment holds no `--`, so it ends at the first `-->`; a
+    tag inside a comment is refused too). The bytes after every `<` are looked at with numpy (a
+    regular expression stopping at each of the thousands of tags costs twice as much); the few
+    names that begin like a forbidden one are compared."""
+    seg = np.frombuffer(data, np.uint8, end - start, start)
+    at = np.flatnonzero(seg[:-3] == _LT)
+    c1, c2, c3 = seg[at + 1], seg[at + 2], seg[at + 3]
+    closing = c1 == _SLASH
+    name = np.where(closing, c2, c1).astype(np.uint16) << 8 | np.where(closing, c3, c2)
+    maybe = (c1 == _BANG) | (c1 == _QUERY) | (name == _FI) | (name == _TA)
+    maybe |= closing & (name == _BA)
+    comment_end = start
+    for i in at[maybe].tolist():
+        pos = start + i
+        if pos >= comment_end and data.startswith(b"<!--", pos):
+            close = data.find(b"-->", pos + 4, end)
+            if close < 0:
+                return False
+            comment_end = close + 3
+        elif data.startswith(_FORBIDDEN, pos):
+            return False
+    return True
+
+
+def _records(root: etree._Element) -> Iterator[etree._Element]:
+    """The articles `iter_elements` yields from a whole file."""
+    return iter([root]) if root.tag == "article" else root.iterchildren("article")
+
+
+def _cut_inside_back(root: etree._Element) -> bool:
+    """Whether the placeholder of the one cut is an element inside an article's `back` (see
+    above), and not inside a figure or table."""
+    found = 0
+    for article in _records(root):
+        for back in article.iterchildren("back"):
+            for el in back.iter("ref-list"):
+                if el.get(_CUT_ATTR) != _CUT_TOKEN:
+                    continue
+                found += 1
+                parent = el.getparent()
+                while parent is not back:
+                    if parent is None or parent.tag in FLOATS:
+                        return False
+                    parent = parent.getparent()
+    return found == 1
+
+
+def trim_reference_lists(
+    data: bytes,
+) -> tuple[bytes, Callable[[etree._Element], bool]] | None:
+    """The bytes with the reference lists cut (see above) and the check of the tree they give,
+    or None where nothing may be cut."""
+    span = _ref_list_span(data)
+    if span is None or not _cuttable(data, *span):
+        return None
+    start, end = span
+    return data[:start] + _PLACEHOLDER + data[end:], _cut_inside_back
 
 
 def iter_pmc(
@@ -281,7 +448,8 @@ def iter_pmc(
     `XMLLimitError` while it streams."""
     # `iter_elements` releases each streamed article once the next is asked for; a file parsed
     # whole is freed with its document (releasing it first would walk the tree twice more).
-    for i, article in enumerate(iter_elements(path, ("article",), limits)):
+    articles = iter_elements(path, ("article",), limits, trim=trim_reference_lists)
+    for i, article in enumerate(articles):
         try:
             doc = article_document(article, hints if i == 0 else PmcHints(), stats)
         except ValueError as e:

@@ -79,13 +79,16 @@ def _first(parent: etree._Element, tag: str) -> etree._Element | None:
     return None
 
 
-def _texts(el: etree._Element) -> dict[Any, str]:
-    """The text of the first child with each tag, as `findtext` reads it ("" for none)."""
-    texts: dict[Any, str] = {}
+def _child_texts(el: etree._Element, *tags: str) -> list[str | None]:
+    """The text of the first child with each of `tags`, as `findtext` reads it ("" for none),
+    None where there is no such child: one pass over the few children of a date."""
+    texts: list[str | None] = [None] * len(tags)
     for child in el:
         tag = child.tag
-        if tag not in texts:
-            texts[tag] = child.text or ""
+        if tag in tags:
+            i = tags.index(tag)
+            if texts[i] is None:
+                texts[i] = child.text or ""
     return texts
 
 
@@ -93,13 +96,12 @@ def _date(el: etree._Element | None) -> str | None:
     """A PubMed date element (Year, Month, Day) as YYYY-MM-DD, or None when it has no year."""
     if el is None:
         return None
-    texts = _texts(el)
-    year = _year(texts.get("Year"))
+    year_text, month, day = _child_texts(el, "Year", "Month", "Day")
+    year = _year(year_text)
     if year is None:
         return None
-    month, day = texts.get("Month") or "1", texts.get("Day") or "1"
     try:
-        return f"{year:04d}-{int(month):02d}-{int(day):02d}"
+        return f"{year:04d}-{int(month or 1):02d}-{int(day or 1):02d}"
     except ValueError:  # a named month ('Sep'): the date is still ordered by its year
         return f"{year:04d}-01-01"
 
@@ -132,30 +134,17 @@ def _pmid(el: etree._Element | None) -> tuple[str, int]:
 
 
 def _ids(pubmed_data: etree._Element | None, doc: Document) -> None:
+    """The PMCID and (when the article gave none) the DOI from `ArticleIdList/ArticleId`; the
+    tag filters of `iterchildren` run in C, so the history and references are skipped there."""
     if pubmed_data is None:
         return
-    for ids in pubmed_data:
-        if ids.tag != "ArticleIdList":
-            continue
-        for aid in ids:
-            if aid.tag != "ArticleId":
-                continue
+    for ids in pubmed_data.iterchildren("ArticleIdList"):
+        for aid in ids.iterchildren("ArticleId"):
             kind = aid.get("IdType")
             if kind == "pmc" and doc.pmcid is None and aid.text:
                 doc.pmcid = aid.text.strip()
             elif kind == "doi" and doc.doi is None and aid.text:
                 doc.doi = aid.text.strip()
-
-
-def _children(parent: etree._Element, wanted: frozenset[str]) -> dict[str, list[etree._Element]]:
-    """The children of `parent` whose tag is in `wanted`, by tag, in document order: one pass
-    instead of a `find` per field (each costs about as much as the whole pass)."""
-    found: dict[str, list[etree._Element]] = {}
-    for child in parent:
-        tag = child.tag
-        if tag in wanted:
-            found.setdefault(tag, []).append(child)
-    return found
 
 
 def _firsts(parent: etree._Element, wanted: frozenset[str]) -> dict[str, etree._Element]:
@@ -174,59 +163,76 @@ def _firsts(parent: etree._Element, wanted: frozenset[str]) -> dict[str, etree._
 # The children each level's fields come from.
 RECORD_PARTS = frozenset({"MedlineCitation", "PubmedData"})
 CITATION_FIELDS = frozenset({"PMID", "Article", "DateRevised"})
-ARTICLE_FIELDS = frozenset(
-    {
-        "ArticleTitle",
-        "VernacularTitle",
-        "Abstract",
-        "Journal",
-        "ArticleDate",
-        "Language",
-        "PublicationTypeList",
-        "ELocationID",
-    }
-)
-NONE: list[etree._Element] = []
 
 
-def _pub_date(journals: list[etree._Element]) -> etree._Element | None:
-    """`Journal/JournalIssue/PubDate`: the first, in document order."""
-    for journal in journals:
-        for issue in journal:
-            if issue.tag == "JournalIssue" and (date := _first(issue, "PubDate")) is not None:
-                return date
+def _pub_date(journal: etree._Element) -> etree._Element | None:
+    """`JournalIssue/PubDate` of one `Journal`: the first, in document order."""
+    for issue in journal:
+        if issue.tag == "JournalIssue" and (date := _first(issue, "PubDate")) is not None:
+            return date
     return None
 
 
-def _article_year(dates: list[etree._Element]) -> str | None:
-    """`findtext("ArticleDate/Year")`: the first Year of any ArticleDate."""
-    for date in dates:
-        year = _first(date, "Year")
-        if year is not None:
-            return year.text or ""
-    return None
-
-
-def _one(found: dict[str, list[etree._Element]], tag: str) -> etree._Element | None:
-    """The first child with `tag` that `_children` found, or None."""
-    return found[tag][0] if tag in found else None
-
-
-def _text(el: etree._Element | None) -> str | None:
-    """`findtext`'s answer for an element found (or not)."""
-    return None if el is None else el.text or ""
+def _child_text(parent: etree._Element, tag: str) -> str | None:
+    """`findtext(tag)`: the text of the first child with `tag` ("" for none), None without one."""
+    child = _first(parent, tag)
+    return None if child is None else child.text or ""
 
 
 def _issue_year(date: etree._Element | None) -> int | None:
     """The year of `PubDate`: its `Year`, else the first year in its `MedlineDate`."""
     if date is None:
         return None
-    texts = _texts(date)
-    return _year(texts.get("Year")) or _year(texts.get("MedlineDate"))
+    year, medline = _child_texts(date, "Year", "MedlineDate")
+    return _year(year) or _year(medline)
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
+
+
+def _doi(location: etree._Element) -> str | None:
+    """The DOI an `ELocationID` gives, or None."""
+    text = location.text
+    return text.strip() if text and location.get("EIdType") == "doi" else None
+
+
+def _pub_types(types: etree._Element) -> list[str]:
+    return [t.text for t in types if t.tag == "PublicationType" and t.text]
+
+
+def _read_article(article: etree._Element, doc: Document) -> None:
+    """Title, abstract, year, language, publication types and DOI from `Article`, in one pass
+    over its children (a `find` per field costs about as much as the whole pass). A field read
+    from one child takes the first child with its tag, as `find` does; the issue date comes
+    from the first `Journal` that has one and the electronic one from the first `ArticleDate`
+    with a `Year`."""
+    title = vernacular = abstract = date = None
+    e_year = language = None
+    for child in article:
+        tag = child.tag
+        if tag == "ArticleTitle":
+            title = child if title is None else title
+        elif tag == "Abstract":
+            abstract = child if abstract is None else abstract
+        elif tag == "Journal":
+            date = _pub_date(child) if date is None else date
+        elif tag == "ELocationID":
+            doc.doi = _doi(child) if doc.doi is None else doc.doi
+        elif tag == "Language":
+            language = (child.text or "") if language is None else language
+        elif tag == "PublicationTypeList":
+            doc.pub_types += _pub_types(child)
+        elif tag == "VernacularTitle":
+            vernacular = child if vernacular is None else vernacular
+        elif tag == "ArticleDate":
+            e_year = _child_text(child, "Year") if e_year is None else e_year
+    doc.title = text_of(title) or text_of(vernacular)
+    doc.text = abstract_text(abstract)
+    # The earliest year the record gives (issue date or electronic publication), the rule the
+    # PMC parser uses for its `pub-date`s too.
+    doc.year = _earliest(_year(e_year), _issue_year(date))
+    doc.language = language
 
 
 def citation_document(citation: etree._Element, pubmed_data: etree._Element | None) -> Document:
@@ -237,27 +243,8 @@ def citation_document(citation: etree._Element, pubmed_data: etree._Element | No
     article = top.get("Article")
     if article is None:  # not seen in real data; keep the record, the filter drops it
         return doc
-    fields = _children(article, ARTICLE_FIELDS)
-    doc.title = text_of(_one(fields, "ArticleTitle")) or text_of(_one(fields, "VernacularTitle"))
-    doc.text = abstract_text(_one(fields, "Abstract"))
-    # The earliest year the record gives (issue date or electronic publication), the rule the
-    # PMC parser uses for its `pub-date`s too.
-    doc.year = _earliest(
-        _year(_article_year(fields.get("ArticleDate", NONE))),
-        _issue_year(_pub_date(fields.get("Journal", NONE))),
-    )
-    doc.language = _text(_one(fields, "Language"))
+    _read_article(article, doc)
     doc.revised = _date(top.get("DateRevised"))
-    doc.pub_types = [
-        t.text
-        for types in fields.get("PublicationTypeList", NONE)
-        for t in types
-        if t.tag == "PublicationType" and t.text
-    ]
-    for loc in fields.get("ELocationID", NONE):
-        if loc.get("EIdType") == "doi" and loc.text:
-            doc.doi = loc.text.strip()
-            break
     _ids(pubmed_data, doc)
     return doc
 
