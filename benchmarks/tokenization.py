@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -173,8 +174,10 @@ def bench_stage_prefect(shards: list[Path], tok_dir: Path, home: Path) -> None:
                 dst = filt.path / s.name
                 dst.write_bytes(s.read_bytes())
                 entries.append({"path": str(dst.relative_to(run_home))})
-            filt.write_manifest({"shards": entries})
-            vocab = Artifact("vocab", "bench", tok_dir)
+            filt.write_manifest({"shards": entries, "counts": {}})  # a FilterManifest
+            # Units name the tokenizer by its path in the home, as the pipeline lays it out.
+            vocab = Artifact("vocab", "bench", run_home / "vocab" / "bench")
+            shutil.copytree(tok_dir, vocab.path)
             cfg = PipelineConfig.model_validate({"tokenize": {"workers": workers}})
             out = Artifact("tokenize", f"bench-{workers}", run_home / "tokenize" / "out")
 
