@@ -219,16 +219,20 @@ def test_one_model_size_draws_on_a_readable_axis(tmp_path: Path, monkeypatch) ->
         assert [t.get_text() for t in ax.get_xticklabels()] == ["400K"]
 
 
-def test_figures_read_at_the_report_width(tmp_path: Path, monkeypatch) -> None:
-    """Both figures fit the report's column (1000 px) at their own size, their text is at least
-    10 px there, and no two labels of a panel overlap."""
+def _three_task_results() -> list[tables.EvaluatedSweep]:
+    """The summarised results of the manifests with a third task, in both modes."""
     finetune, pretrain = _manifest_dicts()
-    finetune = _with_third_task(finetune)
-    results = tables.summarize(
-        FinetuneManifest.model_validate(finetune),
+    return tables.summarize(
+        FinetuneManifest.model_validate(_with_third_task(finetune)),
         PretrainManifest.model_validate(pretrain),
         ["score", "generate"],
     )
+
+
+def test_figures_read_at_the_report_width(tmp_path: Path, monkeypatch) -> None:
+    """Both figures fit the report's column (1000 px) at their own size, their text is at least
+    10 px there, and no two labels of a panel overlap."""
+    results = _three_task_results()
     saved = _figures(monkeypatch)
     tables.plot(results, "score", tmp_path / "flops.png")
     tables.plot_sizes(results, "score", tmp_path / "sizes.png")
@@ -302,13 +306,7 @@ def test_the_snapshot_line_counts_its_drops_by_publication_year() -> None:
 
 
 def test_the_console_summary_is_a_line_per_task() -> None:
-    finetune, pretrain = _manifest_dicts()
-    finetune = _with_third_task(finetune)
-    results = tables.summarize(
-        FinetuneManifest.model_validate(finetune),
-        PretrainManifest.model_validate(pretrain),
-        ["score", "generate"],
-    )
+    results = _three_task_results()
     text = tables.summary(results, "score", "report.html")
     lines = text.splitlines()
     assert lines[0].startswith("results on test") and "report.html" in lines[0]

@@ -17,7 +17,7 @@ it, so 4 is a guard that costs one more multiply.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -127,9 +127,13 @@ class MaskedParams:
         self.masks[i].copy_(mask)
 
     @torch.no_grad()
-    def apply_to_weights(self) -> None:
-        if self.params:
-            torch._foreach_mul_([p.data for p in self.params], self.masks)
+    def apply_to_weights(self, which: Sequence[int] | None = None) -> None:
+        """Multiply the weights by their masks (only the matrices `which`, when given)."""
+        which = range(len(self.params)) if which is None else which
+        if which:
+            torch._foreach_mul_(
+                [self.params[i].data for i in which], [self.masks[i] for i in which]
+            )
 
     @torch.no_grad()
     def apply_to_grads(self) -> None:

@@ -123,16 +123,7 @@ class MaskState:
         # A weight just decoded from its kept values is +-0 outside its mask already: masking
         # it again (x * 1, +-0 * 0) changes no bit, so only the others are multiplied.
         todo = [i for i, n in enumerate(names) if n not in stored.filled_through_mask]
-        _mask_weights(self.masked, todo)
-
-
-@torch.no_grad()
-def _mask_weights(masked: MaskedParams, which: list[int]) -> None:
-    """`masked.apply_to_weights` for the matrices `which` only (one fused multiply)."""
-    if which:
-        torch._foreach_mul_(
-            [masked.params[i].data for i in which], [masked.masks[i] for i in which]
-        )
+        self.masked.apply_to_weights(todo)
 
 
 class OptimizerState:
