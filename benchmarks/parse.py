@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -119,6 +120,13 @@ def worker(name: str, path: str) -> dict[str, float]:
     return {"records": n, "seconds": cpu, "wall": wall, "rss_mb": rss_mb, "import_mb": import_mb}
 
 
+# Every contender is single-threaded, so its CPU seconds are its cost: but numpy's OpenBLAS
+# starts a thread per core at import, and they spin for the first ~0.3 s of the process. A short
+# run then bills 1.3-1.6x its wall time (measured: 680 vs 490 us an article for pmc-floor), and
+# by how much depends on the run's length, so the ratios drift. One BLAS thread: none spin.
+WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run_worker(name: str, path: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", name, str(path)],
@@ -126,6 +134,7 @@ def run_worker(name: str, path: Path) -> dict[str, float]:
         capture_output=True,
         text=True,
         cwd=REPO,
+        env={**os.environ, **WORKER_ENV},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
