@@ -22,8 +22,9 @@ PMC >= 1.5x (pubmed-parser builds a whole tree, strips namespaces, runs `//body/
 `../title` per paragraph). PMC with the reference lists (a third of the bytes) cut before
 parsing, as expected from a profile of the parts (not written down before the change): libxml2's
 parse ~0.6 of pmc-floor's, ours ~1.1x pmc-floor in all, so >= 1.5x pubmed-parser on both sets.
-Measured: the parse ~0.45 of the floor, the rest (cut checks, stylesheet, splitting, metadata)
-~0.85, ours ~1.3x the floor: ~1.25x pubmed-parser on the Cloud Service .xml, ~1.6x on .nxml.
+Measured: the parse ~0.6 of the floor, the rest (cut checks ~0.1, counts ~0.07, stylesheet ~0.2,
+splitting ~0.15, metadata ~0.1) ~0.75, ours ~1.35x the floor: ~1.25x pubmed-parser on the Cloud
+Service .xml, ~1.6x on .nxml (where pubmed-parser also strips namespaces).
 
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
 counts. Times are the process's CPU seconds (all contenders are single-threaded), which a
