@@ -21,49 +21,90 @@ dense, masks as bool) still loads.
 It is written under a temporary name in the same folder and renamed into place, so a directory
 named `step_<n>` is always complete; a run killed while writing leaves only a `.tmp-` folder.
 
-This module is the layout (files, atomic writes, loaders). What a pre-training run puts in it,
-part by part, is `mediswift.train.state`.
+This module writes and reads checkpoints (atomic writes, digests, loaders); the file names and
+the step folders are `checkpoint_layout`, decoding the stored tensors `checkpoint_decode`. What a
+pre-training run puts in a checkpoint, part by part, is `mediswift.train.state`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mediswift.artifacts import file_digest
 from mediswift.model.gpt import GPT, GPTConfig
 from mediswift.train import packing
+from mediswift.train.checkpoint_decode import Stored
+from mediswift.train.checkpoint_layout import (
+    CONFIG_FILE,
+    DIGESTS_FILE,
+    FORMAT,
+    MASKS_FILE,
+    MODEL_FILE,
+    READABLE_FORMATS,
+    STEP_PREFIX,
+    TENSOR_FILES,
+    TRAIN_JSON_FILE,
+    TRAIN_TENSORS_FILE,
+    DamagedCheckpoint,
+    checkpoint_bytes,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    read_config,
+    read_json,
+    read_train_json,
+    set_aside,
+    step_dir,
+)
 
-# 2: masked tensors as kept values + packed masks (format 1: all dense, bool masks).
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
-STEP_PREFIX = "step_"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-MASKS_FILE = "masks.safetensors"
-TRAIN_TENSORS_FILE = "train_state.safetensors"
-TRAIN_JSON_FILE = "train_state.json"
-DIGESTS_FILE = "digests.json"
-TENSOR_FILES = (MODEL_FILE, MASKS_FILE, TRAIN_TENSORS_FILE)
-
-
-class DamagedCheckpoint(ValueError):
-    """A checkpoint file that is cut short, fails to parse or no longer matches its digest."""
-
-    def __init__(self, file: Path, why: str):
-        super().__init__(f"{file}: {why}")
-        self.file = file
+# The public names: this module's own, and the layout's and decoding's (`checkpoint_layout`,
+# `checkpoint_decode`), so callers keep one import for checkpoints.
+__all__ = [
+    "checkpoint_bytes",
+    "CONFIG_FILE",
+    "DamagedCheckpoint",
+    "DIGESTS_FILE",
+    "fill_model",
+    "fill_weights",
+    "FORMAT",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_masks",
+    "load_model",
+    "load_weights",
+    "MASKS_FILE",
+    "MODEL_FILE",
+    "model_state",
+    "optimizer_tensors",
+    "prune_checkpoints",
+    "read_checkpoint",
+    "read_config",
+    "read_tensors",
+    "read_train_json",
+    "read_weights",
+    "READABLE_FORMATS",
+    "restore_optimizer",
+    "restore_weights",
+    "save_checkpoint",
+    "set_aside",
+    "step_dir",
+    "STEP_PREFIX",
+    "Stored",
+    "TENSOR_FILES",
+    "TRAIN_JSON_FILE",
+    "TRAIN_TENSORS_FILE",
+    "verify",
+    "write_checkpoint",
+]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -169,7 +210,7 @@ def verify(path: Path) -> None:
     listed = path / DIGESTS_FILE
     if not listed.is_file():
         return
-    for name, want in _json(listed).items():
+    for name, want in read_json(listed).items():
         f = path / name
         if not f.is_file():
             raise DamagedCheckpoint(f, "missing")
@@ -177,22 +218,6 @@ def verify(path: Path) -> None:
             raise DamagedCheckpoint(f, f"{f.stat().st_size} bytes, {want['bytes']} written")
         if file_digest(f) != want["sha256"]:
             raise DamagedCheckpoint(f, "sha256 differs from the one written")
-
-
-def _json(file: Path) -> Any:
-    """A checkpoint's JSON file, a `DamagedCheckpoint` when it does not parse."""
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedCheckpoint(file, f"not JSON ({e})") from e
-
-
-def _load_file(file: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file, a `DamagedCheckpoint` when cut short or unparseable."""
-    try:
-        return load_file(str(file))
-    except SafetensorError as e:
-        raise DamagedCheckpoint(file, str(e)) from e
 
 
 def _packed(files: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
@@ -218,132 +243,6 @@ def read_tensors(
     return {n: dict(stored.tensors(n)) for n in names if stored.has(n)}
 
 
-class Stored:
-    """The tensor files of a checkpoint as they lie on disk (mapped, not decoded), each tensor
-    decoded when asked for: straight into a live tensor (`fill`, `fill_mask`) or whole
-    (`tensors`, kept once decoded, so nothing is decoded twice). Format 2 masks stay packed
-    and are unpacked a chunk at a time; format 1 files hold every tensor whole already."""
-
-    def __init__(self, path: Path, names: tuple[str, ...] = TENSOR_FILES):
-        self.path = Path(path)
-        fmt = _format(self.path)
-        present = [n for n in TENSOR_FILES if (self.path / n).is_file()]
-        # Format 2 decodes with the masks: they are read whichever files are asked for.
-        wanted = [n for n in present if n in names or (fmt >= 2 and n == MASKS_FILE)]
-        self.raw = {n: _load_file(self.path / n) for n in wanted}
-        self.names = tuple(n for n in wanted if n in names)
-        self.packed: dict[str, packing.Packed] = {}
-        if fmt >= 2 and MASKS_FILE in self.raw:
-            self.packed = packing.packed_masks(self.raw[MASKS_FILE])
-        self.decoded: dict[str, _Decoded] = {}
-        # Weights decoded from kept values into a live model (`fill_model`): zero outside
-        # their masks already, bit for bit as saved.
-        self.filled_through_mask: set[str] = set()
-
-    def has(self, file: str) -> bool:
-        return file in self.names
-
-    def tensors(self, file: str) -> Mapping[str, torch.Tensor]:
-        """The whole tensors of `file` by name ({} when absent), each decoded on first use."""
-        if not self.has(file):
-            return {}
-        if file == MASKS_FILE:
-            return self.bool_masks()
-        if file not in self.decoded:
-            self.decoded[file] = _Decoded(self.raw[file], self.packed)
-        return self.decoded[file]
-
-    def bool_masks(self) -> dict[str, torch.Tensor]:
-        """Every mask whole, as bool (what the sharded resume compares)."""
-        raw = self.raw.get(MASKS_FILE, {})
-        return packing.unpack_masks(raw) if self.packed else dict(raw)
-
-    def mask_names(self) -> list[str]:
-        if self.packed:
-            return sorted(self.packed)
-        return sorted(self.raw.get(MASKS_FILE, {}))
-
-    def keys(self, file: str) -> dict[str, str]:
-        """Each whole tensor's name in `file` -> the key that holds it (`stored_keys`)."""
-        return packing.stored_keys(self.raw[file])
-
-    def fill(self, dest: torch.Tensor, file: str, key: str) -> None:
-        """The tensor stored under `key` of `file` into `dest` (see `_fill_one`)."""
-        _fill_one(dest, key, self.raw[file], self.packed)
-
-    def fill_mask(self, dest: torch.Tensor, name: str) -> None:
-        """Mask `name` into `dest` (of any dtype: 1 active, 0 pruned, as `copy_` of a bool
-        mask writes), from its packed bits a chunk at a time when numpy can write `dest` (a
-        contiguous CPU tensor of a numpy dtype): no bool copy of the whole mask."""
-        if not self.packed:
-            _copy_checked(dest, self.raw[MASKS_FILE][name], name)
-            return
-        mask = self.packed[name]
-        if tuple(dest.shape) != mask.shape:
-            raise ValueError(f"mask {name}: shape {mask.shape}, the run's is {tuple(dest.shape)}")
-        flat = _numpy_view(dest)
-        if flat is None:
-            dest.copy_(self.one_mask(name))
-            return
-        # numpy, not torch: torch's copy_ of a small chunk costs a parallel region (~50x slower)
-        for start in range(0, flat.size, packing.CHUNK):
-            stop = min(start + packing.CHUNK, flat.size)
-            flat[start:stop] = mask.chunk(start, stop)
-
-    def one_mask(self, name: str) -> torch.Tensor:
-        """Mask `name` whole, as bool."""
-        if not self.packed:
-            return self.raw[MASKS_FILE][name].bool()
-        mask = self.packed[name]
-        return torch.from_numpy(mask.chunk(0, math.prod(mask.shape))).reshape(mask.shape)
-
-
-def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
-    """`t`'s memory, flat, as a numpy array, if numpy can write it (bfloat16 it cannot)."""
-    if t.device.type != "cpu" or not t.is_contiguous():
-        return None
-    try:
-        return t.detach().view(-1).numpy()
-    except TypeError:  # a dtype numpy lacks
-        return None
-
-
-class _Decoded(Mapping[str, torch.Tensor]):
-    """A stored file's tensors by name, each decoded whole on first use and kept: a part that
-    reads a few entries (the RNG states) decodes nothing else, two that read the same one
-    decode it once."""
-
-    def __init__(self, raw: dict[str, torch.Tensor], masks: dict[str, packing.Packed]):
-        self.raw, self.masks = raw, masks
-        self.stored = packing.stored_keys(raw)
-        self.done: dict[str, torch.Tensor] = {}
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self.done:
-            self.done[name] = _whole(self.stored[name], self.raw, self.masks)
-        return self.done[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.stored
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.stored)
-
-    def __len__(self) -> int:
-        return len(self.stored)
-
-
-def _whole(
-    key: str, tensors: dict[str, torch.Tensor], masks: dict[str, packing.Packed]
-) -> torch.Tensor:
-    """The whole tensor stored under `key`: as it is, or decoded from `<name>.values` (and its
-    sign bits) into a fresh tensor of its mask's shape."""
-    if not key.endswith(packing.VALUES):
-        return tensors[key]
-    base = key[: -len(packing.VALUES)]
-    return packing.decode({k: tensors[k] for k in _parts(key, tensors)}, masks)[base]
-
-
 def read_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
     """(safetensors file name -> tensors on CPU, whole, train_state.json or {}) of checkpoint
     `path`, after checking its digests and format (a damaged checkpoint raises
@@ -351,12 +250,6 @@ def read_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     path = Path(path)
     verify(path)
     return read_tensors(path), read_train_json(path)
-
-
-def read_train_json(path: Path) -> dict[str, Any]:
-    """train_state.json of checkpoint `path`; {} in a weights-only checkpoint."""
-    js = Path(path) / TRAIN_JSON_FILE
-    return _json(js) if js.is_file() else {}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -456,24 +349,6 @@ def _shard_like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(t.to(p.device_mesh.device_type), p.device_mesh, p.placements)
 
 
-def _config_json(path: Path) -> dict[str, Any]:
-    cfg_file = Path(path) / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint (no config.json)")
-    data = _json(cfg_file)
-    if data.get("format") not in READABLE_FORMATS:
-        raise ValueError(f"{cfg_file}: unsupported checkpoint format {data.get('format')!r}")
-    return data
-
-
-def _format(path: Path) -> int:
-    return int(_config_json(path)["format"])
-
-
-def read_config(path: Path) -> GPTConfig:
-    return GPTConfig.from_dict(_config_json(path)["model"])
-
-
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The whole weights of checkpoint `path` (model.safetensors decoded), on CPU."""
     return read_tensors(path, (MODEL_FILE,))[MODEL_FILE]
@@ -536,37 +411,6 @@ def fill_model(model: nn.Module, stored: Stored) -> None:
                 stored.filled_through_mask.add(name)
 
 
-def _fill_one(
-    dest: torch.Tensor,
-    key: str,
-    weights: dict[str, torch.Tensor],
-    masks: dict[str, packing.Packed],
-) -> None:
-    """One saved tensor into `dest`: decoded in place when it can be, else whole then copied
-    (checking the shape first: `copy_` would broadcast a wrong one silently)."""
-    if key.endswith(packing.VALUES) and _decodable_into(dest, weights[key]):
-        packing.decode_into(dest, key, weights, masks)
-        return
-    # another dtype or device than saved, or stored whole: as it is or decoded, then converted
-    _copy_checked(dest, _whole(key, weights, masks), key)
-
-
-def _copy_checked(dest: torch.Tensor, whole: torch.Tensor, key: str) -> None:
-    if whole.shape != dest.shape:
-        raise RuntimeError(f"{key}: shape {tuple(whole.shape)}, the model has {tuple(dest.shape)}")
-    dest.copy_(whole)
-
-
-def _decodable_into(dest: torch.Tensor, values: torch.Tensor) -> bool:
-    return dest.device.type == "cpu" and dest.is_contiguous() and dest.dtype == values.dtype
-
-
-def _parts(key: str, tensors: dict[str, torch.Tensor]) -> list[str]:
-    """`key` (`<name>.values`) and the sign bits stored with it, if any."""
-    signs = key[: -len(packing.VALUES)] + packing.NEG_ZERO_BITS
-    return [key, signs] if signs in tensors else [key]
-
-
 def _check_names(file: Path, stored: dict[str, str], live: dict[str, torch.Tensor]) -> None:
     """What `load_state_dict(strict=True)` checks: no missing or unexpected name (the shapes
     are checked as each tensor is decoded or copied)."""
@@ -579,60 +423,3 @@ def load_masks(path: Path) -> dict[str, torch.Tensor]:
     """The bool masks (True = active) of checkpoint `path`; {} for a dense model."""
     masks = read_tensors(path, (MASKS_FILE,)).get(MASKS_FILE, {})
     return {k: v.bool() for k, v in masks.items()}
-
-
-def checkpoint_bytes(path: Path) -> int:
-    """What checkpoint directory `path` takes on disk: the sizes of its files."""
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
-
-
-def step_dir(root: Path, step: int) -> Path:
-    return Path(root) / f"{STEP_PREFIX}{step:08d}"
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete periodic checkpoints under `root`, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and _step_of(p.name) is not None]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
-
-
-def _step_of(name: str) -> int | None:
-    """The step of a checkpoint folder's name; None for anything else (a set-aside `.bad-`)."""
-    digits = name[len(STEP_PREFIX) :]
-    return int(digits) if name.startswith(STEP_PREFIX) and digits.isdigit() else None
-
-
-def set_aside(path: Path) -> Path:
-    """Rename a damaged checkpoint to `<name>.bad-<n>` (the first free n): kept to be looked
-    at, never listed, resumed from or pruned again."""
-    n = 1
-    while (bad := path.with_name(f"{path.name}.bad-{n}")).exists():
-        n += 1
-    path.rename(bad)
-    return bad
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    found = list_checkpoints(root)
-    return found[-1] if found else None
-
-
-def prune_checkpoints(root: Path, keep: int) -> None:
-    """Delete all but the newest `keep` periodic checkpoints (and stale temp folders)."""
-    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    for tmp in Path(root).glob(".tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
