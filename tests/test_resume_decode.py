@@ -4,85 +4,25 @@ whole-tensor path (`read_checkpoint`, every part from whole tensors) restores, b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
+from run_fixtures import D, TinyRun, same_bits, tiny_run
 
-from mediswift.config import PretrainConfig
-from mediswift.model import GPT, GPTConfig
-from mediswift.sparsity import DynamicSparsity, MaskedParams, make_masks
 from mediswift.train import checkpoint as ckpt
-from mediswift.train.distributed import Dist
-from mediswift.train.loop import LoopConfig, TrainState, train
-from mediswift.train.optim import optimizer_for
-from mediswift.train.state import (
-    DynamicSparsityState,
-    LoaderState,
-    MaskState,
-    ModelState,
-    OptimizerState,
-    ProgressState,
-    RNGState,
-    Snapshot,
-    Stateful,
-    TrainCheckpoint,
-)
-from mediswift.train.synthetic import SyntheticTokens
+from mediswift.train.state import ModelState, Snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-D = Dist()
-CFG = PretrainConfig(steps=6, lr=3e-3, log_every=1, dropout=0.1)
 
-
-@dataclass
-class Run:
-    model: GPT
-    masked: MaskedParams
-    dynamic: DynamicSparsity | None
-    opt: torch.optim.Optimizer
-    loader: SyntheticTokens
-    state: TrainState
-    checkpoint: TrainCheckpoint
-
-
-def build(sparsity: float, init_seed: int, sharded: bool = False) -> Run:
-    """A tiny run (dynamic SET masks when sparse: masks and moments move), as pre-training
-    builds it before resuming; `sharded` takes the parts' FSDP path (whole tensors, then
-    split: here, on whole parameters, copied)."""
-    torch.manual_seed(init_seed)
-    model = GPT(
-        GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=64, block_size=32, dropout=0.1)
-    )
-    masked = MaskedParams(model, make_masks(model, sparsity, seed=init_seed))
-    masked.apply_to_weights()
-    dynamic = (
-        DynamicSparsity(masked, "set", total_steps=6, update_every=2, seed=init_seed)
-        if masked
-        else None
-    )
-    opt = optimizer_for(model, CFG)
-    loader = SyntheticTokens(64, 16, 4, seed=0)
-    state = TrainState()
-    parts: dict[str, Stateful] = {
-        "progress": ProgressState(state),
-        "model": ModelState(model, D, sharded=sharded),
-        "masks": MaskState(masked, D),
-        "optimizer": OptimizerState(model, opt, D, sharded=sharded),
-        "loader": LoaderState(loader, D),
-        "rng": RNGState(D),
-    }
-    if dynamic is not None:
-        parts["dynamic"] = DynamicSparsityState(dynamic, D)
-    return Run(model, masked, dynamic, opt, loader, state, TrainCheckpoint(model.config, D, parts))
+def build(sparsity: float, init_seed: int, sharded: bool = False) -> TinyRun:
+    return tiny_run(sparsity, init_seed, total_steps=6, sharded=sharded)
 
 
 def trained_checkpoint(tmp: Path, sparsity: float) -> Path:
     run = build(sparsity, init_seed=0)
-    cfg = replace(LoopConfig.from_settings(CFG), steps=4)
-    train(run.model, run.opt, run.loader, cfg, D, run.state, run.masked, run.dynamic)
+    run.fit(4)
     if run.masked:  # one weight not zero outside its mask (a mask just moved): stored whole
         w, m = run.masked.params[0], run.masked.masks[0]
         with torch.no_grad():
@@ -90,7 +30,7 @@ def trained_checkpoint(tmp: Path, sparsity: float) -> Path:
     return run.checkpoint.save(ckpt.step_dir(tmp, 4))
 
 
-def resumed_whole(path: Path) -> tuple[Run, torch.Tensor]:
+def resumed_whole(path: Path) -> tuple[TinyRun, torch.Tensor]:
     """A run restored by the whole-tensor path (every file decoded whole, then each part
     copies from it: how resuming read a checkpoint before), and the RNG state it left."""
     run = build(_sparsity(path), init_seed=1)
@@ -101,7 +41,7 @@ def resumed_whole(path: Path) -> tuple[Run, torch.Tensor]:
     return run, torch.get_rng_state()
 
 
-def resumed_decoding(path: Path, sharded: bool) -> tuple[Run, torch.Tensor]:
+def resumed_decoding(path: Path, sharded: bool) -> tuple[TinyRun, torch.Tensor]:
     run = build(_sparsity(path), init_seed=1, sharded=sharded)
     run.checkpoint.load(path)
     return run, torch.get_rng_state()
@@ -111,13 +51,7 @@ def _sparsity(path: Path) -> float:
     return 0.75 if ckpt.load_masks(path) else 0.0
 
 
-def same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
-    """Equal bit for bit (torch.equal takes -0.0 for 0.0, which masking leaves)."""
-    flat = [t.contiguous().reshape(-1).view(torch.uint8) for t in (x, y)]
-    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(*flat)
-
-
-def optimizer_by_name(run: Run) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def optimizer_by_name(run: TinyRun) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Every AdamW tensor by `<param name>.<key>`, and the groups with their parameters'
     names."""
     names = {id(p): n for n, p in run.model.named_parameters()}

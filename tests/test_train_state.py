@@ -4,59 +4,17 @@ and the two continue bit for bit alike; the on-disk layout is the one the loader
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
+from run_fixtures import TinyRun, same_bits, tiny_run
 from safetensors.torch import load_file, save_file
 
-from mediswift.config import PretrainConfig
-from mediswift.model import GPT, GPTConfig
-from mediswift.sparsity import DynamicSparsity, MaskedParams, make_masks
 from mediswift.train import checkpoint as ckpt
-from mediswift.train.distributed import Dist
-from mediswift.train.loop import LoopConfig, TrainState, train
-from mediswift.train.optim import optimizer_for
-from mediswift.train.state import (
-    DynamicSparsityState,
-    LoaderState,
-    MaskState,
-    ModelState,
-    OptimizerState,
-    ProgressState,
-    RNGState,
-    Snapshot,
-    TrainCheckpoint,
-)
-from mediswift.train.synthetic import SyntheticTokens
+from mediswift.train.state import Snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-D = Dist()
-CFG = PretrainConfig(steps=12, lr=3e-3, log_every=1, dropout=0.1)
-
-
-@dataclass
-class Built:
-    model: GPT
-    masked: MaskedParams
-    dynamic: DynamicSparsity
-    opt: torch.optim.Optimizer
-    loader: SyntheticTokens
-    state: TrainState
-    checkpoint: TrainCheckpoint
-
-    def fit(self, steps: int) -> list[float]:
-        cfg = replace(LoopConfig.from_settings(CFG), steps=steps)
-        train(self.model, self.opt, self.loader, cfg, D, self.state, self.masked, self.dynamic)
-        return [r["train_loss"] for r in self.state.curve]
-
-
-def same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
-    """Equal bit for bit: torch.equal takes -0.0 for 0.0, which masking leaves in weights."""
-    flat = [t.contiguous().reshape(-1).view(torch.uint8) for t in (x, y)]
-    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(*flat)
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -64,30 +22,9 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(same_bits(x, y) for x, y in pairs)
 
 
-def build(init_seed: int) -> Built:
+def build(init_seed: int) -> TinyRun:
     """A small sparse run with dynamic masks and dropout: every part of the state matters."""
-    torch.manual_seed(init_seed)
-    model = GPT(
-        GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=64, block_size=32, dropout=0.1)
-    )
-    masked = MaskedParams(model, make_masks(model, 0.5, seed=init_seed))
-    masked.apply_to_weights()
-    dynamic = DynamicSparsity(masked, "set", total_steps=12, update_every=2, seed=init_seed)
-    opt = optimizer_for(model, CFG)
-    loader = SyntheticTokens(64, 16, 4, seed=0)  # its seed is configuration, not state
-    state = TrainState()
-    parts = {
-        "progress": ProgressState(state),
-        "model": ModelState(model, D, sharded=False),
-        "masks": MaskState(masked, D),
-        "optimizer": OptimizerState(model, opt, D, sharded=False),
-        "dynamic": DynamicSparsityState(dynamic, D),
-        "loader": LoaderState(loader, D),
-        "rng": RNGState(D),
-    }
-    return Built(
-        model, masked, dynamic, opt, loader, state, TrainCheckpoint(model.config, D, parts)
-    )
+    return tiny_run(0.5, init_seed, total_steps=12)
 
 
 def test_restored_parts_continue_bitwise(tmp_path: Path) -> None:
