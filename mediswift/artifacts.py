@@ -97,7 +97,7 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{writer}.tmp")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process `pid` exists on this host (one we may not signal exists too)."""
     if pid <= 0:
         return True  # not a pid we can judge: keep the file
@@ -134,7 +134,7 @@ def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in list(dirnames):  # scratch directories (`scratch_dir`) of dead writers
             m = _TMP_NAME.match(name)
-            if m is not None and m["host"] == _HOST and not _pid_alive(int(m["pid"])):
+            if m is not None and m["host"] == _HOST and not pid_alive(int(m["pid"])):
                 shutil.rmtree(Path(dirpath) / name, ignore_errors=True)
                 dirnames.remove(name)
                 removed.append(Path(dirpath) / name)
@@ -142,7 +142,7 @@ def sweep_stale_tmp(folder: Path, recursive: bool = True) -> list[Path]:
             dirnames.clear()
         for name in filenames:
             m = _TMP_NAME.match(name)
-            if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            if m is None or m["host"] != _HOST or pid_alive(int(m["pid"])):
                 continue
             stale = Path(dirpath) / name
             try:
