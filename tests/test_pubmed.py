@@ -11,7 +11,7 @@ from lxml import etree
 
 from mediswift.data.pubmed import PubmedStats, iter_pubmed, parse_pubmed_file
 from mediswift.data.shards import iter_documents
-from mediswift.data.xml import STREAM_BLOCK, iter_elements, release
+from mediswift.data.xml import FEED_SLICE, iter_elements, release
 
 
 def _manifest(shared_data: Path) -> list[dict[str, str]]:
@@ -154,10 +154,10 @@ def test_tree_stays_flat_while_streaming(mirror_dir: Path) -> None:
     for el in iter_elements(path, ("PubmedArticle", "PubmedBookArticle")):
         prev = el.getprevious()  # the last released record (cleared); all before it are gone
         assert prev is None or (len(prev) == 0 and prev.getprevious() is None)
-        # Only the parser's read-ahead follows it: the records of at most one block (the last
-        # of them may be partly parsed).
+        # Only the parser's read-ahead follows it: the records completed in the slice it was
+        # handed last, and the one it is in the middle of.
         ahead = list(el.itersiblings())[:-1]
-        assert sum(len(etree.tostring(s)) for s in ahead) <= STREAM_BLOCK
+        assert sum(len(etree.tostring(s)) for s in ahead) <= FEED_SLICE
         release(el)
         n += 1
     assert n == 325

@@ -9,7 +9,12 @@ import pytest
 
 from mediswift.data.pmc import iter_pmc
 from mediswift.data.pubmed import iter_pubmed
-from mediswift.data.xml import SAFE_PARSER_OPTIONS, UnsafeXMLError, XMLParseError
+from mediswift.data.xml import (
+    SAFE_PARSER_OPTIONS,
+    UnsafeXMLError,
+    XMLParseError,
+    iter_elements,
+)
 
 SECRET = "top-secret-token-4711"
 
@@ -97,6 +102,17 @@ def test_truncated_gzip_names_file_and_position(mirror_dir: Path, tmp_path: Path
         XMLParseError, match=r"pubmed26n0001\.xml\.gz: truncated .* compressed bytes"
     ):
         list(iter_pubmed(path))
+
+
+def test_records_before_a_syntax_error_still_come_first(tmp_path: Path) -> None:
+    """A streamed file gives every record that parsed before the error, then the error."""
+    path = tmp_path / "bad.xml.gz"
+    path.write_bytes(gzip.compress(b"<s><r/><r>x</r><</s>"))
+    got = []
+    with pytest.raises(XMLParseError, match=r"bad\.xml\.gz: malformed XML at line 1"):
+        for element in iter_elements(path, ("r",)):
+            got.append(element.tag)
+    assert got == ["r", "r"]
 
 
 def test_malformed_xml_names_line_and_column(tmp_path: Path) -> None:

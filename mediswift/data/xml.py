@@ -1,8 +1,8 @@
 """Safe, streaming XML reading shared by the PubMed and PMC parsers.
 
-Every XML file goes through `iter_elements`: lxml's incremental parser (`XMLPullParser`) with
-entity expansion, DTD loading and network access switched off and lxml's size limits left on (`huge_tree=False`).
-Three more guards:
+Every XML file goes through `iter_elements`: libxml2 through lxml, with entity expansion, DTD
+loading and network access switched off and lxml's size limits left on (`huge_tree=False`);
+large and gzipped files through its incremental parser (`XMLPullParser`). Three more guards:
 
 - A document whose internal DTD subset declares entities (the XXE and billion-laughs shapes) is
   refused with `UnsafeXMLError` before any of its text is used. PubMed and PMC files only ever
@@ -20,9 +20,9 @@ Three more guards:
 - Count caps on the nodes libxml2 builds (elements, attributes, comments, processing
   instructions, entity references), counted on the same bytes: per file, and held at once,
   which is one record and whatever lies between two records (`RunGuard` counts, `GuardedStream`
-  checks every block before the parser gets it). Many tiny nodes pass every byte cap, yet each costs libxml2 and lxml
-  150-350 bytes: 10M empty elements in one record used to cost 1.2 GB. The bytes one record
-  spans are capped too (many nodes each under the node cap add up).
+  checks each slice before the parser gets it). Many tiny nodes pass every byte cap, yet each
+  costs libxml2 and lxml 150-350 bytes: 10M empty elements in one record used to cost 1.2 GB.
+  The bytes one record spans are capped too (many nodes each under the node cap add up).
 
 Memory stays flat because every finished record goes back to `release`, which clears it and
 deletes the already processed siblings before it (and those of its ancestors, should a file nest
@@ -220,8 +220,9 @@ class RunGuard:
 
     def feed(self, chunk: bytes, cuts: Sequence[int] = ()) -> list[int]:
         """Check the next decompressed bytes; an empty chunk marks the end of the file. Returns,
-        for each of `cuts` (ascending decompressed offsets within the chunk), the nodes counted
-        before it (the last few bytes of a chunk are counted with the next one)."""
+        for each of `cuts` (strictly ascending decompressed offsets, none past the chunk's end),
+        the nodes counted before it (the last few bytes of a chunk are counted with the next
+        one, so a cut among them gets the count before them)."""
         data = self.pending + chunk if self.pending else chunk
         stop = max(len(data) - _HOLD, 0) if chunk else len(data)
         pos = 0
@@ -320,9 +321,9 @@ class GuardedStream:
     Why here: libxml2 refuses an oversized node only once it has buffered it, so the caps have
     to act on the bytes on their way in. `slices` checks each block as it is read and each
     slice before it is handed on, so a limit stops the parse with at most one slice of extra
-    bytes buffered. What the tree holds at once is counted from the end of the slice the
-    parser had when the last record was released: the count may miss the nodes of one slice
-    at the start of a record, never more.
+    bytes buffered (and one block, plus a copy of one slice, held here). What the tree holds at
+    once is counted from the end of the slice the parser had when the last record was released:
+    the count may miss the nodes of one slice at the start of a record, never more.
     """
 
     def __init__(self, stream: IO[bytes], path: Path, limits: XMLLimits):
@@ -411,7 +412,8 @@ class GzipReader(io.RawIOBase):
 
     def read(self, n: int | None = -1) -> bytes:
         """`n` bytes (fewer only at the end), across members, as `GzipFile` gives them: where
-        reads end decides which cap a bomb meets first, so they end where they used to."""
+        reads end decides which cap a bomb meets first (`GuardedStream` reads a block at a
+        time and names the first cap the block passes)."""
         if n is None or n < 0:
             return self.readall()  # everything: only for callers that bound the size themselves
         size = n
@@ -546,14 +548,19 @@ def iter_elements(
 
 
 def _pulled(guarded: GuardedStream, tags: tuple[str, ...]) -> Iterator[etree._Element]:
-    """Each element with one of `tags`, as soon as its end tag is parsed from the checked
-    blocks of `guarded`."""
+    """Each element with one of `tags`, once the slice of `guarded` holding its end tag has been
+    parsed. Where a slice does not parse, the elements it completed before the error still come
+    first, then the error (as `iterparse` did)."""
     parser = etree.XMLPullParser(events=("end",), tag=tags, **SAFE_PARSER_OPTIONS)
-    for data in guarded.slices():
-        parser.feed(data)
-        for _, element in parser.read_events():
-            yield element
-    parser.close()  # a file that ends early fails here
+    try:
+        for data in guarded.slices():
+            parser.feed(data)
+            for _, element in parser.read_events():
+                yield element
+        parser.close()  # a file that ends early fails here
+    except etree.XMLSyntaxError:
+        yield from (element for _, element in parser.read_events())
+        raise
     for _, element in parser.read_events():
         yield element
 
