@@ -552,17 +552,17 @@ def _pulled(guarded: GuardedStream, tags: tuple[str, ...]) -> Iterator[etree._El
     parsed. Where a slice does not parse, the elements it completed before the error still come
     first, then the error (as `iterparse` did)."""
     parser = etree.XMLPullParser(events=("end",), tag=tags, **SAFE_PARSER_OPTIONS)
+    error = None
     try:
         for data in guarded.slices():
             parser.feed(data)
-            for _, element in parser.read_events():
-                yield element
+            yield from (element for _, element in parser.read_events())
         parser.close()  # a file that ends early fails here
-    except etree.XMLSyntaxError:
-        yield from (element for _, element in parser.read_events())
-        raise
-    for _, element in parser.read_events():
-        yield element
+    except etree.XMLSyntaxError as e:
+        error = e
+    yield from (element for _, element in parser.read_events())  # before the error, or at close
+    if error is not None:
+        raise error
 
 
 def _parse_trimmed(data: bytes, path: Path, trim: Trim) -> etree._Element | None:
