@@ -273,6 +273,10 @@ BODIES = {
     "fig in caption in back": "<body><p>x</p></body><back><fig><label>Outer</label><caption>"
     "<p>o <fig><label>Inner</label><caption><p>i</p></caption></fig></p><fig><label>Direct"
     "</label><caption><p>d</p></caption></fig></caption></fig>" + REFS + "</back>",
+    "captions outside floats": "<body><boxed-text><caption><title>Box</title>text <graphic/>"
+    "<xref>1</xref><inline-formula>f</inline-formula></caption><p>in box</p></boxed-text>"
+    "<table-wrap><caption><table-wrap><label>T</label><caption><p>t</p></caption></table-wrap>"
+    "<fig><label>F</label></fig></caption></table-wrap></body>",
     "two ref-lists": "<body><p>x</p></body><back><ack><p>thanks</p></ack>"
     + REFS
     + "<fn-group><fn><p>n</p></fn></fn-group>"

@@ -129,6 +129,12 @@ def normalise_pmcid(value: str | None) -> str | None:
 # ~0.2 vs ~0.5 of the time libxml2 takes to parse the file). Block boundaries are written as a
 # pair of private-use characters (never in real text) and split on afterwards. No document(), no
 # file or network access.
+#
+# A caption's children are read in their own mode rather than by a `caption/*` rule: libxslt
+# tries a rule that matches any name on every element it visits. A float that is itself a
+# caption's child is read as one wherever it is selected, as `caption/*` read it. The floats
+# are selected by descendant axes (`back//fig` visits every node of `back` twice). Measured: the
+# two changes save ~4% of the stylesheet's time, with the same output on every mirror article.
 SEP = "\ue000\ue001"
 _SEP_UTF8 = SEP.encode()
 FLOATS = ("fig", "table-wrap")
@@ -141,14 +147,17 @@ _BODY_XSL = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/
   <xsl:template match="/"><xsl:apply-templates select="article"/></xsl:template>
   <xsl:template match="article">
     <xsl:apply-templates select="body"/>
-    <xsl:apply-templates select="floats-group//fig|floats-group//table-wrap|back//fig|back//table-wrap"/>
+    <xsl:apply-templates select="back/descendant::fig|back/descendant::table-wrap|floats-group/descendant::fig|floats-group/descendant::table-wrap"/>
   </xsl:template>
   <xsl:template match="sec/label">{_SEP_XSL}<xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
   <xsl:template match="sec/title"><xsl:if test="not(../label)">{_SEP_XSL}</xsl:if><xsl:apply-templates/>{_SEP_XSL}</xsl:template>
   <xsl:template match="p|list-item|disp-quote|boxed-text|statement|def-item">{_SEP_XSL}<xsl:apply-templates/>{_SEP_XSL}</xsl:template>
   <xsl:template match="fig|table-wrap">{_SEP_XSL}<xsl:apply-templates select="label"/><xsl:text> </xsl:text><xsl:apply-templates select="caption"/>{_SEP_XSL}</xsl:template>
-  <xsl:template match="caption/*" priority="2"><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
+  <xsl:template match="caption"><xsl:apply-templates mode="caption"/></xsl:template>
+  <xsl:template match="*" mode="caption"><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
+  <xsl:template match="caption/fig|caption/table-wrap" priority="2"><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
   <xsl:template match="{_LEFT_OUT}" priority="3"/>
+  <xsl:template match="{_LEFT_OUT}" mode="caption" priority="3"/>
 </xsl:stylesheet>"""
 _local = threading.local()  # an XSLT object per thread (Prefect runs tasks in threads)
 
