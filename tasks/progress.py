@@ -24,17 +24,19 @@ def progress_reporter(
     """A `(done, total)` callback logging rate and ETA and updating a Prefect progress bar."""
     logger = get_run_logger()
     start = time.monotonic()
-    last = {"t": 0.0}
+    last = {"t": 0.0, "finished": False}
     artifact_id = create_progress_artifact(progress=0.0, description=label)
 
     def report(done: float, new_total: float | None = None) -> None:
         nonlocal total
         total = new_total or total
         now = time.monotonic()
-        finished = total and done >= total
-        if now - last["t"] < every_s and not finished:
+        finished = bool(total and done >= total)
+        # The last step is reported by each caller that logs at it (training and validation
+        # metrics): the finished line is written once.
+        if finished and last["finished"] or (now - last["t"] < every_s and not finished):
             return
-        last["t"] = now
+        last["t"], last["finished"] = now, finished
         elapsed = max(now - start, 1e-9)
         rate = done / elapsed
         pct = 100.0 * done / total if total else 0.0

@@ -79,3 +79,19 @@ def test_waiting_paces_its_lines_and_fills_the_bar_per_point(
     assert bar[0] == 50.0 and bar[-1] == 100.0
     # Points finishing within `every_s` of the last line move the bar, not the console.
     assert len(logger.lines) == 2, logger.lines
+
+
+def test_a_reporter_writes_the_finished_line_once(monkeypatch: pytest.MonkeyPatch):
+    from tasks import progress
+
+    logger = _Logger()
+    monkeypatch.setattr(progress, "get_run_logger", lambda: logger)
+    monkeypatch.setattr(progress, "create_progress_artifact", lambda **_: "bar")
+    monkeypatch.setattr(progress, "update_progress_artifact", lambda **_: None)
+    report = progress.progress_reporter("pretrain tiny", 1000, unit="steps", every_s=3600)
+    for step in (1, 500, 1000, 1000):  # training, then validation metrics at the last step
+        report(step)
+    assert [line.split(" (")[0] for line in logger.lines] == [
+        "pretrain tiny: 1/1000 steps",
+        "pretrain tiny: 1000/1000 steps",
+    ]
