@@ -23,8 +23,12 @@ PMC >= 1.5x (pubmed-parser builds a whole tree, strips namespaces, runs `//body/
 parsing, as expected from a profile of the parts (not written down before the change): libxml2's
 parse ~0.6 of pmc-floor's, ours ~1.1x pmc-floor in all, so >= 1.5x pubmed-parser on both sets.
 Measured: the parse ~0.6 of the floor, the rest (cut checks ~0.1, counts ~0.07, stylesheet ~0.2,
-splitting ~0.15, metadata ~0.1) ~0.75, ours ~1.35x the floor: ~1.25x pubmed-parser on the Cloud
-Service .xml, ~1.6x on .nxml (where pubmed-parser also strips namespaces).
+splitting ~0.15, metadata ~0.1) ~0.75, ours ~1.35x the floor: ~1.3x pubmed-parser on the Cloud
+Service .xml, ~1.7x on .nxml (where pubmed-parser also strips namespaces). Per Cloud Service
+article, in one process: read 37 us, find and check the cut 66, parse the cut bytes 223, counts
+24, stylesheet 84, splitting 77, metadata ~70, freeing the tree ~75: ~655 us against
+pubmed-parser's ~815. Cutting every table as well was measured as a bound (parse and free 283 ->
+231 us), but finding the tables with `bytes.find` costs ~56 us an article: no net gain.
 
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
 counts. Times are the process's CPU seconds (all contenders are single-threaded), which a

@@ -590,7 +590,7 @@ def _whole_file(raw: IO[bytes], limits: XMLLimits) -> bytes | None:
     if size > cap:
         return None
     data = raw.read()
-    raw.seek(0)  # errors report the position of the parse, which has not read the file
+    raw.seek(0)  # so a parse error gives no read offset: the whole file was read here
     if len(data) <= limits.max_record_nodes:  # at most one node per byte: no need to count
         return data
     return data if count_nodes(data, 0, len(data)) <= limits.max_record_nodes else None
