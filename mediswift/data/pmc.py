@@ -155,7 +155,7 @@ _BODY_XSL = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/
   <xsl:template match="fig|table-wrap">{_SEP_XSL}<xsl:apply-templates select="label"/><xsl:text> </xsl:text><xsl:apply-templates select="caption"/>{_SEP_XSL}</xsl:template>
   <xsl:template match="caption"><xsl:apply-templates mode="caption"/></xsl:template>
   <xsl:template match="*" mode="caption"><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
-  <xsl:template match="caption/fig|caption/table-wrap" priority="2"><xsl:apply-templates/><xsl:text> </xsl:text></xsl:template>
+  <xsl:template match="caption/fig|caption/table-wrap" priority="2"><xsl:apply-templates select="." mode="caption"/></xsl:template>
   <xsl:template match="{_LEFT_OUT}" priority="3"/>
   <xsl:template match="{_LEFT_OUT}" mode="caption" priority="3"/>
 </xsl:stylesheet>"""
