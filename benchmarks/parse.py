@@ -31,7 +31,8 @@ pubmed-parser's ~815. Cutting every table as well was measured as a bound (parse
 231 us), but finding the tables with `bytes.find` costs ~56 us an article: no net gain.
 
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
-counts. Times are the process's CPU seconds (all contenders are single-threaded), which a
+counts, and each ratio is also given per round (neighbouring runs) as median [min-max], so a
+target near its line shows whether it holds beyond the noise. Times are the process's CPU seconds (all contenders are single-threaded), which a
 shared, busy machine disturbs far less than wall time; imports are not timed.
 
 Usage: python benchmarks/parse.py [--target-mb 100] [--pmc-repeat 5] [--rounds 3] [--skip-10x]
@@ -44,6 +45,7 @@ import gzip
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,23 +174,44 @@ def build_pubmed(path: Path, target_mb: float) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- report
 
 
-def best_of(names: tuple[str, ...], path: Path, rounds: int) -> dict[str, dict[str, float]]:
+Runs = dict[str, list[dict[str, float]]]
+
+
+def best_of(
+    names: tuple[str, ...], path: Path, rounds: int
+) -> tuple[dict[str, dict[str, float]], Runs]:
     """Interleaved rounds (A B C, A B C, ...), each run a fresh process; the fastest run of
-    each counts (the machine is shared: the minimum is the least disturbed measurement)."""
-    res: dict[str, dict[str, float]] = {}
+    each counts (the machine is shared: the minimum is the least disturbed measurement). Every
+    run is returned too, by round, for the spread of the ratios (`spread`)."""
+    runs: Runs = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
-            r = run_worker(name, path)
-            if name not in res or r["seconds"] < res[name]["seconds"]:
-                res[name] = r
-    return res
+            runs[name].append(run_worker(name, path))
+    best = {name: min(rs, key=lambda r: r["seconds"]) for name, rs in runs.items()}
+    return best, runs
+
+
+def spread(ratios: list[float]) -> str:
+    """The ratio of each round's neighbouring runs, as median [min-max]: a target near its line
+    is met or missed by more than one run's noise only where the whole range says so (the
+    ratio of the fastest runs moves ~5% between invocations of this script)."""
+    r = sorted(ratios)
+    return f"rounds: median {statistics.median(r):.2f} [{r[0]:.2f}-{r[-1]:.2f}] of {len(r)}"
+
+
+def per_round(runs: Runs, top: str, bottom: str, rate: bool = False) -> list[float]:
+    """`top`'s seconds over `bottom`'s in each round (records/s over records/s where `rate`)."""
+    pairs = zip(runs[top], runs[bottom], strict=True)
+    if rate:
+        return [(a["records"] / a["seconds"]) / (b["records"] / b["seconds"]) for a, b in pairs]
+    return [a["seconds"] / b["seconds"] for a, b in pairs]
 
 
 def pubmed_section(tmp: Path, target_mb: float, skip_10x: bool, rounds: int) -> None:
     big = tmp / "big.xml.gz"
     gz_bytes, xml_bytes = build_pubmed(big, target_mb)
     print(f"PubMed: {gz_bytes / 1e6:.1f} MB gzipped, {xml_bytes / 1e6:.0f} MB of XML")
-    res = best_of(("ours", "pubmed-parser", "floor", "floor-0"), big, rounds)
+    res, runs = best_of(("ours", "pubmed-parser", "floor", "floor-0"), big, rounds)
     print(
         f"{'parser':<15}{'records':>9}{'s':>8}{'rec/s':>10}{'MB/s xml':>10}{'MB/s gz':>9}{'RSS MB':>8}"
     )
@@ -204,11 +227,11 @@ def pubmed_section(tmp: Path, target_mb: float, skip_10x: bool, rounds: int) -> 
     rate = {k: v["records"] / v["seconds"] for k, v in res.items()}
     grow = {k: v["rss_mb"] - v["import_mb"] for k, v in res.items()}
     print(f"ours vs pubmed-parser: {rate['ours'] / rate['pubmed-parser']:.2f}x records/s "
-          f"(target >= 3x); memory added while parsing {grow['ours']:.0f} vs "
-          f"{grow['pubmed-parser']:.0f} MB")  # fmt: skip
+          f"(target >= 3x; {spread(per_round(runs, 'ours', 'pubmed-parser', rate=True))}); "
+          f"memory added while parsing {grow['ours']:.0f} vs {grow['pubmed-parser']:.0f} MB")  # fmt: skip
     print(f"ours vs pubmed-parser on the same file: {pp['seconds'] / ours['seconds']:.2f}x faster")
     print(f"ours vs floor: {ours['seconds'] / floor['seconds']:.2f}x the floor's time "
-          "(target <= 1.15x)")  # fmt: skip
+          f"(target <= 1.15x; {spread(per_round(runs, 'ours', 'floor'))})")  # fmt: skip
     print(f"floor vs floor-0: {res['floor']['seconds'] / res['floor-0']['seconds']:.2f}x time")
     if skip_10x:
         return
@@ -228,7 +251,7 @@ def pmc_section(tmp: Path, repeat: int, rounds: int, files: list[str], what: str
     listing.write_text("\n".join(files * repeat))
     mb = sum(Path(f).stat().st_size for f in files) * repeat / 1e6
     print(f"PMC, {what}: {len(files)} files x {repeat} ({mb:.0f} MB of XML)")
-    res = best_of(("pmc-ours", "pmc-pubmed-parser", "pmc-floor"), listing, rounds)
+    res, runs = best_of(("pmc-ours", "pmc-pubmed-parser", "pmc-floor"), listing, rounds)
     for name, r in res.items():
         s = r["seconds"]
         print(
@@ -236,7 +259,8 @@ def pmc_section(tmp: Path, repeat: int, rounds: int, files: list[str], what: str
             f"RSS {r['rss_mb']:.0f} MB (imports {r['import_mb']:.0f})"
         )
     ratio = res["pmc-pubmed-parser"]["seconds"] / res["pmc-ours"]["seconds"]
-    print(f"PMC ours vs parse_pubmed_paragraph: {ratio:.2f}x faster (target >= 1.5x)")
+    each = spread(per_round(runs, "pmc-pubmed-parser", "pmc-ours"))
+    print(f"PMC ours vs parse_pubmed_paragraph: {ratio:.2f}x faster (target >= 1.5x; {each})")
     floor = res["pmc-ours"]["seconds"] / res["pmc-floor"]["seconds"]
     print(f"PMC ours vs the bare parse (pmc-floor): {floor:.2f}x its time")
 
