@@ -12,21 +12,35 @@ export MEDISWIFT_HOME ?= $(abspath .mediswift)
 unexport PYTHONDONTWRITEBYTECODE
 RECIPE ?= demo
 
-.PHONY: install demo repro-small repro-claims repro-claims-gpu test test-fast lint format bench serve serve-team stop clean docs cluster cluster-stop
+.PHONY: install install-eval demo repro-small repro-claims repro-claims-gpu test test-fast lint format bench serve serve-team stop clean docs cluster cluster-stop
+
+# uv lists every package it downloads and installs (a few hundred lines): into a log file,
+# one summary line on success, the log's tail on failure. torch is pinned to the CPU build
+# here; pyproject keeps the range open for GPU users. $(1): the extras to install.
+define uv_install
+	@$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[$(1)]' \
+		> $(VENV)/install.log 2>&1 \
+		&& echo "installed into $(VENV) ($$(grep -c '^ + ' $(VENV)/install.log) packages added; see $(VENV)/install.log)" \
+		|| { tail -n 40 $(VENV)/install.log; echo "install failed; full output in $(VENV)/install.log"; exit 1; }
+endef
+EXTRAS := dev,bench,dask,hf,team
+EXTRAS_EVAL := $(EXTRAS),eval
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv
-# uv lists every package it downloads and installs (a few hundred lines): into a log file,
-# one summary line on success, the log's tail on failure.
-	# torch is pinned to the CPU build here; pyproject keeps the range open for GPU users.
-	@$(VENV)/bin/uv pip install --python $(PY) $(UV_LINKS) 'torch==2.13.0' 'mlflow<3.18' -e '.[dev,bench,dask,hf,team]' \
-		> $(VENV)/install.log 2>&1 \
-		&& echo "installed into $(VENV) ($$(grep -c '^ + ' $(VENV)/install.log) packages added; see $(VENV)/install.log)" \
-		|| { tail -n 40 $(VENV)/install.log; echo "install failed; full output in $(VENV)/install.log"; exit 1; }
+	$(call uv_install,$(EXTRAS))
 	touch $@
 
 install: $(VENV)/.installed
+
+# lm-evaluation-harness (the `eval` extra, 27 more packages a demo never uses): CI installs it
+# so that tests/test_lm_eval.py runs there; `make test` elsewhere skips that test without it.
+$(VENV)/.installed-eval: $(VENV)/.installed
+	$(call uv_install,$(EXTRAS_EVAL))
+	touch $@
+
+install-eval: $(VENV)/.installed-eval
 
 demo: install
 	$(VENV)/bin/mediswift run --recipe $(RECIPE) $(if $(MIRROR),--mirror $(MIRROR),)

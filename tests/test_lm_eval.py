@@ -1,7 +1,7 @@
 """lm-evaluation-harness on an export: the shipped local PubMedQA task runs offline.
 
-Runs only where the optional `eval` extra is installed (`pip install -e '.[eval]'`): the test
-suite does not install it. A tiny GPT of 64 positions, trained (as far as the export knows) on
+Runs only where the optional `eval` extra is installed: CI installs it (`make install-eval`),
+`make install` does not. A tiny GPT of 64 positions, trained (as far as the export knows) on
 32, is exported and scored on PubMedQA test questions read from the mirror's raw files; lm_eval
 must take the export's 32 positions as the model's context (it truncates the long abstracts to
 fit, with a warning) and report an accuracy over the questions asked.
