@@ -28,7 +28,13 @@ Service .xml, ~1.7x on .nxml (where pubmed-parser also strips namespaces). Per C
 article, in one process: read 37 us, find and check the cut 66, parse the cut bytes 223, counts
 24, stylesheet 84, splitting 77, metadata ~70, freeing the tree ~75: ~655 us against
 pubmed-parser's ~815. Cutting every table as well was measured as a bound (parse and free 283 ->
-231 us), but finding the tables with `bytes.find` costs ~56 us an article: no net gain.
+231 us), but finding the tables with `bytes.find` costs ~56 us an article: no net gain (CPython
+searches bytes at ~0.4 ns a byte for a 5-9 byte needle, ~0.7 for two bytes; only one byte, by
+memchr, is fast). So the steps in Python went to C (`mediswift/data/_pmc_fast.pyx`, built by the
+install where a C compiler is at hand): expected from a prototype measured first, the
+stylesheet, counts and split as C 672 -> 556 us an article, with the cut check ~500 (>= 1.6x).
+Measured: ~500 us (1,997 articles/s), 1.68x pubmed-parser on .xml, 2.23x on .nxml, about the
+time of the bare full parse (pmc-floor) it started at 1.36x.
 
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
 counts, and each ratio is also given per round (neighbouring runs) as median [min-max], so a

@@ -3,11 +3,15 @@
 The reference is the parser as it was before the reference lists were cut from the bytes before
 parsing, the counts moved out of the stylesheet and the text split with numpy: the whole file
 parsed, the stylesheet with its XPath counts, the text split and squeezed block by block, the
-metadata read with ElementPath. Documents and counts must be identical.
+metadata read with ElementPath. Documents and counts must be identical, on both paths of the
+parser: with its compiled helper (`_pmc_fast`, where the install built it) and without. The
+helper's functions are also fuzzed against their Python counterparts.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +23,20 @@ from mediswift.data import pmc
 from mediswift.data.pmc import PmcHints, PmcStats, iter_pmc
 from mediswift.data.shards import Document
 from mediswift.data.xml import XMLParseError, iter_elements
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def parser_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both paths. CI sets MEDISWIFT_REQUIRE_COMPILED: there the helper
+    must have been built (a failed build would otherwise only skip its half)."""
+    if request.param == "python":
+        monkeypatch.setattr(pmc, "_fast", None)
+    elif pmc._fast is None:
+        if os.environ.get("MEDISWIFT_REQUIRE_COMPILED"):
+            pytest.fail("the compiled helper mediswift/data/_pmc_fast was not built or not loaded")
+        pytest.skip("the compiled helper is not built in this install")
+    return request.param
+
 
 # ----------------------------------------------------------------------------- the reference
 
@@ -373,3 +391,48 @@ def test_ref_list_span_edges() -> None:
     assert pmc._ref_list_span(b"<a><ref-lists>x</ref-list></a>") is None  # another name
     assert pmc._ref_list_span(b'<a><ref-list x="1">y</ref-list ></a>') == (3, 32)
     assert pmc._ref_list_span(b"<a></ref-list><ref-list/></a>") is None  # end before start
+
+
+# ----------------------------------------------------------------------------- the helper itself
+
+_PIECES = [b"<ref>", b"</ref>", b"<!-- c -->", b"<!-- <fig> -->", b"<!--", b"-->", b"<fig>",
+           b"</fig>", b"<fig-group>", b"<table-wrap>", b"</table-wrap>", b"<table>", b"<title>",
+           b"</back>", b"</ba", b"<back>", b"<?pi?>", b"<![CDATA[x]]>", b"<!DOCTYPE", b"<ta",
+           b"<fi", b"</", b"<", b"text", b" ", b"\n", b"fig", b"<!", b"<?"]  # fmt: skip
+_TEXT = ["a", " ", "  ", "\n", "\t", "\r", "\xa0", "\u2009", "\u3000", "\x85", "é", "ß",
+         "word", " x ", pmc.SEP, pmc.SEP + pmc.SEP, ""]  # fmt: skip
+
+
+def test_the_helper_matches_the_python_functions(parser_path: str) -> None:
+    if parser_path != "compiled":
+        pytest.skip("compares the two paths")
+    fast = pmc._fast
+    rng = random.Random(7)
+    for _ in range(3000):
+        data = b"".join(rng.choice(_PIECES) for _ in range(rng.randrange(12)))
+        start = rng.randrange(len(data) + 1)
+        end = rng.randrange(start, len(data) + 1)
+        assert fast.cuttable(data, start, end) == pmc._cuttable(data, start, end), (data, start)
+        text = "".join(rng.choice(_TEXT) for _ in range(rng.randrange(16))).encode()
+        assert fast.lines(text) == pmc._lines(text), text
+
+
+def test_the_helper_walks_real_articles_as_the_stylesheet(
+    parser_path: str, mirror_dir: Path, shared_data: Path
+) -> None:
+    """Body text, counts and the cut check on every real file, cut and whole."""
+    if parser_path != "compiled":
+        pytest.skip("compares the two paths")
+    for path in _real_files(mirror_dir, shared_data):
+        data = path.read_bytes()
+        span = pmc._ref_list_span(data)
+        if span is not None:
+            assert pmc._fast.cuttable(data, *span) == pmc._cuttable(data, *span), path
+        trimmed = pmc.trim_reference_lists(data)
+        for root in [etree.fromstring(data)] + ([etree.fromstring(trimmed[0])] if trimmed else []):
+            for article in [root] if root.tag == "article" else root.iterchildren("article"):
+                stats = PmcStats()
+                pmc._count(article, stats)
+                counts = (stats.sections, stats.paragraphs, stats.figures, stats.tables)
+                assert pmc._fast.count(article) == counts, path
+                assert pmc._fast.body_text(article) == bytes(pmc._body_xslt()(article)), path

@@ -32,6 +32,7 @@ Language: `xml:lang`, mapped to PubMed's ISO 639-2 codes where known.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -161,6 +162,23 @@ _BODY_XSL = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/
 </xsl:stylesheet>"""
 _local = threading.local()  # an XSLT object per thread (Prefect runs tasks in threads)
 
+# The compiled helper (`_pmc_fast.pyx`: the stylesheet as one tree walk, the counts, the split and
+# the cut check in C) where the install built it, against the lxml in use: it reads lxml's
+# element struct. It gives exactly what the Python path below gives (tests/test_pmc_body.py runs
+# both), ~1.3x faster in all.
+try:
+    from mediswift.data import _pmc_fast as _fast
+except ImportError:  # not built (no C compiler at install)
+    _fast = None
+if _fast is not None and etree.__version__ != _fast.LXML_VERSION:
+    logging.getLogger(__name__).warning(
+        "the PMC parser's compiled helper was built for lxml %s, not %s: running without it "
+        "(reinstall to rebuild it)",
+        _fast.LXML_VERSION,
+        etree.__version__,
+    )
+    _fast = None
+
 
 def _body_xslt() -> etree.XSLT:
     if not hasattr(_local, "xslt"):
@@ -231,8 +249,15 @@ def _count(article: etree._Element, stats: PmcStats) -> None:
 def body_lines(article: etree._Element, stats: PmcStats) -> list[str]:
     """Body lines (section titles, paragraphs, captions) and the captions of floats kept in
     `back` / `floats-group`, per the module docstring; counts what it reads into `stats`."""
-    _count(article, stats)
-    return _lines(bytes(_body_xslt()(article)))
+    if _fast is None:
+        _count(article, stats)
+        return _lines(bytes(_body_xslt()(article)))
+    sections, paragraphs, figures, tables = _fast.count(article)
+    stats.sections += sections
+    stats.paragraphs += paragraphs
+    stats.figures += figures
+    stats.tables += tables
+    return _fast.lines(_fast.body_text(article))
 
 
 def abstract_text(meta: etree._Element) -> str:
@@ -447,7 +472,7 @@ def trim_reference_lists(
     """The bytes with the reference lists cut (see above) and the check of the tree they give,
     or None where nothing may be cut."""
     span = _ref_list_span(data)
-    if span is None or not _cuttable(data, *span):
+    if span is None or not (_cuttable if _fast is None else _fast.cuttable)(data, *span):
         return None
     start, end = span
     return data[:start] + _PLACEHOLDER + data[end:], _cut_inside_back
