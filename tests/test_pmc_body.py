@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -436,3 +438,19 @@ def test_the_helper_walks_real_articles_as_the_stylesheet(
                 counts = (stats.sections, stats.paragraphs, stats.figures, stats.tables)
                 assert pmc._fast.count(article) == counts, path
                 assert pmc._fast.body_text(article) == bytes(pmc._body_xslt()(article)), path
+
+
+@pytest.mark.subprocess
+def test_a_helper_built_for_another_lxml_is_not_used(parser_path: str) -> None:
+    """It reads lxml's element struct: with another lxml the Python path runs, and says why."""
+    if parser_path != "compiled":
+        pytest.skip("needs the helper")
+    code = (
+        "import lxml.etree as e; e.__version__ = '0.0'; "
+        "from mediswift.data import pmc; print(pmc._fast is None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "True"
+    assert "built for lxml" in done.stderr and "not 0.0" in done.stderr

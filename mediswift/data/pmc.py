@@ -4,7 +4,8 @@ One file holds one `<article>` (the Cloud Service layout) or several (an efetch
 `<pmc-articleset>`); both are read through `iter_elements` (safe settings; big or gzipped
 files stream). A file parsed whole has its reference lists cut from the bytes first, where that
 provably changes nothing that is read (`trim_reference_lists`): the bytes cut are not checked for
-well-formedness any more. The body rules below run as one compiled XSLT (`_BODY_XSL`).
+well-formedness any more. The body rules below run as one compiled XSLT (`_BODY_XSL`), or where
+the install built it as C (`_pmc_fast.pyx`, the same output).
 
 What the text keeps and leaves out (in this order: abstract, a blank line, body):
 
