@@ -397,6 +397,9 @@ def test_ref_list_span_edges() -> None:
 
 # ----------------------------------------------------------------------------- the helper itself
 
+# The helper's own tests run on the compiled path only (they compare it with the Python one).
+_HELPER_ONLY = pytest.mark.parametrize("parser_path", ["compiled"], indirect=True)
+
 _PIECES = [b"<ref>", b"</ref>", b"<!-- c -->", b"<!-- <fig> -->", b"<!--", b"-->", b"<fig>",
            b"</fig>", b"<fig-group>", b"<table-wrap>", b"</table-wrap>", b"<table>", b"<title>",
            b"</back>", b"</ba", b"<back>", b"<?pi?>", b"<![CDATA[x]]>", b"<!DOCTYPE", b"<ta",
@@ -405,9 +408,8 @@ _TEXT = ["a", " ", "  ", "\n", "\t", "\r", "\xa0", "\u2009", "\u3000", "\x85", "
          "word", " x ", pmc.SEP, pmc.SEP + pmc.SEP, ""]  # fmt: skip
 
 
+@_HELPER_ONLY
 def test_the_helper_matches_the_python_functions(parser_path: str) -> None:
-    if parser_path != "compiled":
-        pytest.skip("compares the two paths")
     fast = pmc._fast
     rng = random.Random(7)
     for _ in range(3000):
@@ -419,12 +421,11 @@ def test_the_helper_matches_the_python_functions(parser_path: str) -> None:
         assert fast.lines(text) == pmc._lines(text), text
 
 
+@_HELPER_ONLY
 def test_the_helper_walks_real_articles_as_the_stylesheet(
     parser_path: str, mirror_dir: Path, shared_data: Path
 ) -> None:
     """Body text, counts and the cut check on every real file, cut and whole."""
-    if parser_path != "compiled":
-        pytest.skip("compares the two paths")
     for path in _real_files(mirror_dir, shared_data):
         data = path.read_bytes()
         span = pmc._ref_list_span(data)
@@ -441,10 +442,9 @@ def test_the_helper_walks_real_articles_as_the_stylesheet(
 
 
 @pytest.mark.subprocess
+@_HELPER_ONLY
 def test_a_helper_built_for_another_lxml_is_not_used(parser_path: str) -> None:
     """It reads lxml's element struct: with another lxml the Python path runs, and says why."""
-    if parser_path != "compiled":
-        pytest.skip("needs the helper")
     code = (
         "import lxml.etree as e; e.__version__ = '0.0'; "
         "from mediswift.data import pmc; print(pmc._fast is None)"
