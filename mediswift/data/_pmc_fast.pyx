@@ -364,6 +364,8 @@ def cuttable(bytes data, Py_ssize_t start, Py_ssize_t end):
     cdef const char* p
     cdef char c1, n1, n2
     cdef bint closing
+    if not 0 <= start <= end <= n:  # never so from `_ref_list_span`: refused, not read past
+        raise ValueError(f"segment {start}:{end} outside {n} bytes")
     while pos < last:
         p = <const char*>memchr(s + pos, b"<", last - pos)
         if p == NULL:
