@@ -27,7 +27,7 @@ EXTRAS := dev,bench,dask,hf,team
 EXTRAS_EVAL := $(EXTRAS),eval
 
 # The compiled helper is rebuilt when its source changes (the install is editable).
-$(VENV)/.installed: pyproject.toml setup.py mediswift/data/_pmc_fast.pyx
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard mediswift/data/*.pyx)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv
 	$(call uv_install,$(EXTRAS))

@@ -1,17 +1,111 @@
-"""PubMed parser: every real file in shared data against its manifest, plus field-level checks."""
+"""PubMed parser: every real file in shared data against its manifest, plus field-level checks,
+on both paths of the parser (with its compiled helper `_pubmed_fast` where the install built it,
+and without); the two paths are also compared record by record."""
 
 from __future__ import annotations
 
 import csv
 import gzip
+import os
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from mediswift.data import pubmed
 from mediswift.data.pubmed import PubmedStats, iter_pubmed, parse_pubmed_file
 from mediswift.data.shards import iter_documents
 from mediswift.data.xml import FEED_SLICE, iter_elements, release
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def parser_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both paths (CI sets MEDISWIFT_REQUIRE_COMPILED, as for PMC)."""
+    if request.param == "python":
+        monkeypatch.setattr(pubmed, "_fast", None)
+    elif pubmed._fast is None:
+        if os.environ.get("MEDISWIFT_REQUIRE_COMPILED"):
+            pytest.fail("the compiled helper mediswift/data/_pubmed_fast was not built or loaded")
+        pytest.skip("the compiled helper is not built in this install")
+    return request.param
+
+
+def _both(el: etree._Element) -> tuple[object, object]:
+    """The record's Document from the helper's fields and from the Python path."""
+    compiled = pubmed._compiled_document(el)
+    saved, pubmed._fast = pubmed._fast, None
+    try:
+        return compiled, pubmed._document(el)
+    finally:
+        pubmed._fast = saved
+
+
+_COMPILED_ONLY = pytest.mark.parametrize("parser_path", ["compiled"], indirect=True)
+
+
+@_COMPILED_ONLY
+def test_both_paths_agree_on_every_real_record(
+    parser_path: str, mirror_dir: Path, shared_data: Path
+) -> None:
+    files = sorted((mirror_dir / "pubmed").rglob("*.xml.gz"))
+    files += sorted((shared_data / "pubmed_xml").rglob("*.xml*"))
+    seen = 0
+    for path in files:
+        for el in iter_elements(path, pubmed.RECORD_TAGS):
+            if el.tag == "PubmedArticle":
+                compiled, python = _both(el)
+                assert compiled == python, path
+                seen += 1
+    assert seen > 1000
+
+
+_EDGE = """<PubmedArticle><MedlineCitation><PMID Version="{version}"> 42 </PMID>
+<DateRevised><Year>2020</Year><Month>Sep</Month><Day>3</Day></DateRevised>
+<Article><Journal><ISSN>1</ISSN><JournalIssue><Volume>1</Volume></JournalIssue>
+<JournalIssue><PubDate><MedlineDate>1998 Dec-1999 Jan</MedlineDate></PubDate></JournalIssue>
+</Journal><ArticleTitle>A <i>b</i><!-- c -->  d<![CDATA[ e&f ]]></ArticleTitle>
+<ELocationID EIdType="pii">x1</ELocationID><ELocationID EIdType="doi"> 10.1/x </ELocationID>
+<Abstract><AbstractText Label="UNLABELLED">one</AbstractText><!-- x -->
+<AbstractText Label="B">two <sup>2</sup> three</AbstractText><CopyrightInformation>c
+</CopyrightInformation><AbstractText Label="C"/></Abstract>
+<Language>eng</Language><Language>fre</Language>
+<PublicationTypeList><PublicationType>J</PublicationType><PublicationType/></PublicationTypeList>
+<PublicationTypeList><PublicationType>R</PublicationType></PublicationTypeList>
+<ArticleDate><Month>1</Month></ArticleDate><ArticleDate><Year>1997</Year></ArticleDate>
+<VernacularTitle>V</VernacularTitle></Article></MedlineCitation>
+<PubmedData><ArticleIdList><ArticleId IdType="pmc"> </ArticleId><ArticleId IdType="pmc">PMC9
+</ArticleId><ArticleId IdType="doi">10.2/y</ArticleId></ArticleIdList></PubmedData>
+</PubmedArticle>"""
+_BASE = _EDGE.format(version="2")
+
+
+@_COMPILED_ONLY
+@pytest.mark.parametrize(
+    "record",
+    [
+        _EDGE.format(version="2"),
+        _EDGE.format(version=""),
+        _BASE.replace('<ELocationID EIdType="doi"> 10.1/x </ELocationID>', ""),
+        _BASE.replace("<ArticleTitle>", "<ArticleTitle><x/>").replace("Abstract>", "Abstrac>"),
+        _BASE.replace("<Article>", "<Articl>").replace("</Article>", "</Articl>"),
+        _BASE.replace("<DateRevised>", "<!-- --><DateRevised>"),
+        _BASE.replace("<PubDate><MedlineDate>", "<PubDate><Year>2001</Year><MedlineDate>"),
+    ],
+)
+def test_both_paths_agree_on_edge_cases(parser_path: str, record: str) -> None:
+    el = etree.fromstring(record)
+    compiled, python = _both(el)
+    assert compiled == python
+    assert compiled is not None
+
+
+@_COMPILED_ONLY
+def test_a_dtd_that_declares_attributes_is_read_by_the_python_path(parser_path: str) -> None:
+    """lxml's `.get` returns a DTD's attribute defaults; the helper leaves such files to it."""
+    dtd = '<!DOCTYPE PubmedArticle [<!ATTLIST ELocationID EIdType CDATA "doi">]>'
+    el = etree.fromstring(dtd + _BASE.replace(' EIdType="pii"', ""))
+    assert pubmed._fast.article_fields(el) is None
+    assert pubmed._document(el).doi == "x1"
 
 
 def _manifest(shared_data: Path) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ case through both.
 
 Measured in one process over the mirror's Cloud Service articles: ~665 -> ~500 us an article.
 The element struct is read through lxml's public C API, so the module is tied to the lxml it was
-compiled against: `LXML_VERSION` says which, and `pmc.py` uses the module only with that one.
+compiled against: `LXML_VERSION` says which, and `helpers.load_helper` uses it only with that one.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize

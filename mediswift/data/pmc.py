@@ -33,7 +33,6 @@ Language: `xml:lang`, mapped to PubMed's ISO 639-2 codes where known.
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 import threading
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 from lxml import etree
 
+from mediswift.data.helpers import load_helper
 from mediswift.data.shards import Document, write_sharded
 from mediswift.data.xml import (
     DEFAULT_LIMITS,
@@ -167,18 +167,7 @@ _local = threading.local()  # an XSLT object per thread (Prefect runs tasks in t
 # the cut check in C) where the install built it, against the lxml in use: it reads lxml's
 # element struct. It gives exactly what the Python path below gives (tests/test_pmc_body.py runs
 # both), ~1.3x faster in all.
-try:
-    from mediswift.data import _pmc_fast as _fast
-except ImportError:  # not built (no C compiler at install)
-    _fast = None
-if _fast is not None and etree.__version__ != _fast.LXML_VERSION:
-    logging.getLogger(__name__).warning(
-        "the PMC parser's compiled helper was built for lxml %s, not %s: running without it "
-        "(reinstall to rebuild it)",
-        _fast.LXML_VERSION,
-        etree.__version__,
-    )
-    _fast = None
+_fast = load_helper("_pmc_fast")
 
 
 def _body_xslt() -> etree.XSLT:

@@ -19,15 +19,21 @@ time NLM changed the record: the snapshot cut-off reads it; books have none); th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
+from mediswift.data.helpers import load_helper
 from mediswift.data.shards import Document, write_sharded
-from mediswift.data.xml import DEFAULT_LIMITS, XMLLimits, head, iter_elements, text_of
+from mediswift.data.xml import DEFAULT_LIMITS, XMLLimits, head, iter_elements, squeeze, text_of
+
+# The compiled helper (`_pubmed_fast.pyx`: a PubmedArticle's fields read in C) where the install
+# built it against the lxml in use (it reads lxml's element struct). The Document is the same
+# as the Python path's (tests/test_pubmed.py runs both).
+_fast = load_helper("_pubmed_fast")
 
 RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 LEGACY_TAGS = ("MedlineCitation", "DeleteCitation")  # MedlineCitationSet (before 2017)
@@ -94,9 +100,10 @@ def _child_texts(el: etree._Element, *tags: str) -> list[str | None]:
 
 def _date(el: etree._Element | None) -> str | None:
     """A PubMed date element (Year, Month, Day) as YYYY-MM-DD, or None when it has no year."""
-    if el is None:
-        return None
-    year_text, month, day = _child_texts(el, "Year", "Month", "Day")
+    return None if el is None else _date_of(*_child_texts(el, "Year", "Month", "Day"))
+
+
+def _date_of(year_text: str | None, month: str | None, day: str | None) -> str | None:
     year = _year(year_text)
     if year is None:
         return None
@@ -110,12 +117,13 @@ def abstract_text(abstract: etree._Element | None) -> str:
     """Every AbstractText in order; labelled parts as 'LABEL: text'; parts joined by newlines."""
     if abstract is None:
         return ""
+    return _abstract_of((p.get("Label"), text_of(p)) for p in abstract if p.tag == "AbstractText")
+
+
+def _abstract_of(labelled: Iterable[tuple[str | None, str]]) -> str:
+    """The abstract from each AbstractText's Label and text."""
     parts = []
-    for part in abstract:
-        if part.tag != "AbstractText":
-            continue
-        text = text_of(part)
-        label = part.get("Label")
+    for label, text in labelled:
         if label and label.strip().upper() == "UNLABELLED":
             label = None  # PubMed's placeholder for a part without a heading, not a heading
         if label and text:
@@ -128,9 +136,14 @@ def abstract_text(abstract: etree._Element | None) -> str:
 
 
 def _pmid(el: etree._Element | None) -> tuple[str, int]:
-    if el is None or not (el.text or "").strip():
+    return _pmid_of(None, None) if el is None else _pmid_of(el.text, el.get("Version"))
+
+
+def _pmid_of(text: str | None, version: str | None) -> tuple[str, int]:
+    if not (text or "").strip():
         raise ValueError("record without a PMID")
-    return el.text.strip(), int(el.get("Version") or 1)
+    assert text is not None
+    return text.strip(), int(version or 1)
 
 
 def _ids(pubmed_data: etree._Element | None, doc: Document) -> None:
@@ -274,9 +287,35 @@ def book_document(record: etree._Element) -> Document:
     return doc
 
 
+def _compiled_document(el: etree._Element) -> Document | None:
+    """`citation_document` of a PubmedArticle from the fields the helper read, or None where
+    the Python path must read it."""
+    assert _fast is not None
+    fields = _fast.article_fields(el)
+    if fields is None:
+        return None
+    (pmid_text, version, has_article, title, vernacular, parts, issue_year, medline_date,
+     e_year, language, pub_types, doi, revised, pmcid, id_doi) = fields  # fmt: skip
+    pmid, version = _pmid_of(pmid_text, version)
+    doc = Document(doc_id=f"pmid:{pmid}", source="pubmed", pmid=pmid, pmid_version=version)
+    if not has_article:
+        return doc
+    doc.title = squeeze(title or "") or squeeze(vernacular or "")
+    doc.text = "" if parts is None else _abstract_of((lb, squeeze(t)) for lb, t in parts)
+    doc.year = _earliest(_year(e_year), _year(issue_year) or _year(medline_date))
+    doc.language = language
+    doc.pub_types = pub_types
+    doc.revised = None if revised is None else _date_of(*revised)
+    doc.pmcid = pmcid
+    doc.doi = doi if doi is not None else id_doi
+    return doc
+
+
 def _document(el: etree._Element) -> Document:
     """The document of a PubmedArticle, bare MedlineCitation or PubmedBookArticle."""
     if el.tag == "PubmedArticle":
+        if _fast is not None and (doc := _compiled_document(el)) is not None:
+            return doc
         parts = _firsts(el, RECORD_PARTS)
         citation = parts.get("MedlineCitation")
         if citation is None:

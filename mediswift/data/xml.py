@@ -629,6 +629,11 @@ def text_of(element: etree._Element | None) -> str:
         text = element.text or ""
     else:  # serialising as text runs in C: ~2.5x faster than joining itertext()
         text = etree.tostring(element, method="text", encoding="unicode", with_tail=False)
+    return squeeze(text)
+
+
+def squeeze(text: str) -> str:
+    """Whitespace collapsed where there is a run of it (or a newline, tab, CR), else stripped."""
     if "  " in text or "\n" in text or "\t" in text or "\r" in text:
         return " ".join(text.split())
     return text.strip()
