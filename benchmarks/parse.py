@@ -36,6 +36,11 @@ stylesheet, counts and split as C 672 -> 556 us an article, with the cut check ~
 Measured: ~500 us (1,997 articles/s), 1.68x pubmed-parser on .xml, 2.23x on .nxml, about the
 time of the bare full parse (pmc-floor) it started at 1.36x.
 
+PubMed, likewise: ours 1.16-1.17x the floor's time before (guard ~5.5%, field reading ~17 us a
+record against the floor's ~11 for three fields, a dozen lxml proxies a record), so a record's
+fields went to C as well (`_pubmed_fast.pyx`). Expected: ~9 us a record saved, ~1.09x the floor
+and ~3.2x pubmed-parser. Measured: 1.12x (rounds 0.99-1.13), 3.19x.
+
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
 counts, and each ratio is also given per round (neighbouring runs) as median [min-max], so a
 target near its line shows whether it holds beyond the noise. Times are the process's CPU seconds (all contenders are single-threaded), which a
