@@ -38,8 +38,9 @@ time of the bare full parse (pmc-floor) it started at 1.36x.
 
 PubMed, likewise: ours 1.16-1.17x the floor's time before (guard ~5.5%, field reading ~17 us a
 record against the floor's ~11 for three fields, a dozen lxml proxies a record), so a record's
-fields went to C as well (`_pubmed_fast.pyx`). Expected: ~9 us a record saved, ~1.09x the floor
-and ~3.2x pubmed-parser. Measured: 1.12x (rounds 0.99-1.13), 3.19x.
+fields went to C as well (`_pubmed_fast.pyx`). Expected, estimated before writing it: ~17 -> ~7
+us a record, ~1.06x the floor and ~3.3x pubmed-parser. Measured: ~9 us a record saved (a 30 MB
+file, fresh processes), 1.12x the floor (rounds 0.99-1.13) and 3.19x pubmed-parser.
 
 Every contender runs --rounds times, interleaved, each run in a fresh process; the fastest run
 counts, and each ratio is also given per round (neighbouring runs) as median [min-max], so a
