@@ -10,7 +10,6 @@ helper's functions are also fuzzed against their Python counterparts.
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from parser_fixtures import use_parser_path
 
 from mediswift.data import pmc
 from mediswift.data.pmc import PmcHints, PmcStats, iter_pmc
@@ -29,15 +29,8 @@ from mediswift.data.xml import XMLParseError, iter_elements
 
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def parser_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on both paths. CI sets MEDISWIFT_REQUIRE_COMPILED: there the helper
-    must have been built (a failed build would otherwise only skip its half)."""
-    if request.param == "python":
-        monkeypatch.setattr(pmc, "_fast", None)
-    elif pmc._fast is None:
-        if os.environ.get("MEDISWIFT_REQUIRE_COMPILED"):
-            pytest.fail("the compiled helper mediswift/data/_pmc_fast was not built or not loaded")
-        pytest.skip("the compiled helper is not built in this install")
-    return request.param
+    """Every test here runs on both paths of the parser."""
+    return use_parser_path(request.param, pmc, monkeypatch)
 
 
 # ----------------------------------------------------------------------------- the reference

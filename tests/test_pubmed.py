@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from parser_fixtures import use_parser_path
 
 from mediswift.data import pubmed
 from mediswift.data.pubmed import PubmedStats, iter_pubmed, parse_pubmed_file
@@ -20,14 +20,8 @@ from mediswift.data.xml import FEED_SLICE, iter_elements, release
 
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def parser_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on both paths (CI sets MEDISWIFT_REQUIRE_COMPILED, as for PMC)."""
-    if request.param == "python":
-        monkeypatch.setattr(pubmed, "_fast", None)
-    elif pubmed._fast is None:
-        if os.environ.get("MEDISWIFT_REQUIRE_COMPILED"):
-            pytest.fail("the compiled helper mediswift/data/_pubmed_fast was not built or loaded")
-        pytest.skip("the compiled helper is not built in this install")
-    return request.param
+    """Every test here runs on both paths of the parser."""
+    return use_parser_path(request.param, pubmed, monkeypatch)
 
 
 def _both(el: etree._Element) -> tuple[object, object]:
