@@ -11,8 +11,8 @@ factory would touch a marker file when Prefect configures logging.
   the file stays small; the 500 MB line behaves the same, see the README): the run fails at the
   download check naming the file and the line, and nothing after it runs.
 
-Each bomb's peak RSS (the largest process, from `wait4`, and the process tree's sum, polled)
-stays within 200 MB of the clean run's. All runs share one Prefect server started here, so no
+Each bomb's peak memory (the largest process's RSS, from `wait4`, and the process tree's summed
+PSS, polled) stays within 200 MB of the clean run's. All runs share one Prefect server started here, so no
 run starts a temporary one; the planted files are read when each run imports Prefect.
 """
 
@@ -99,8 +99,10 @@ class Run:
         self.err = err.read_text()
 
     def _poll(self, pid: int, done: threading.Event) -> None:
-        """The process tree's summed RSS, every 20 ms (a spike between polls can be missed:
-        the single-process peak from the kernel catches those)."""
+        """The process tree's summed PSS, every 20 ms (a spike between polls can be missed:
+        the single-process peak from the kernel catches those). PSS, not RSS: a child just
+        forked (a `git` or `ldconfig` some library starts) shares its parent's pages until it
+        execs, and RSS counted them twice (a CI run once saw a 236 MB child that way)."""
         try:
             root = psutil.Process(pid)
         except psutil.NoSuchProcess:
@@ -111,7 +113,7 @@ class Run:
                 total = 0
                 for p in procs:
                     with contextlib.suppress(psutil.NoSuchProcess):  # it just ended
-                        total += p.memory_info().rss
+                        total += p.memory_full_info().pss
             except psutil.NoSuchProcess:
                 return
             self.tree_mb = max(self.tree_mb, total / 2**20)
@@ -202,7 +204,7 @@ def test_hostile_data_fails_by_name_in_bounded_memory(
         name: (round(r.tree_mb), round(r.max_mb))
         for name, r in (("clean", clean), ("xml", xml), ("corpus", corpus))
     }
-    print("peak RSS MB (tree, largest process):", peaks)
+    print("peak MB (tree PSS, largest process RSS):", peaks)
     for r in (xml, corpus):
         assert r.tree_mb - clean.tree_mb < OVER_CLEAN_MB, peaks
         assert r.max_mb - clean.max_mb < OVER_CLEAN_MB, peaks
