@@ -102,7 +102,8 @@ class Run:
         """The process tree's summed PSS, every 20 ms (a spike between polls can be missed:
         the single-process peak from the kernel catches those). PSS, not RSS: a child just
         forked (a `git` or `ldconfig` some library starts) shares its parent's pages until it
-        execs, and RSS counted them twice (a CI run once saw a 236 MB child that way)."""
+        execs, and RSS counted them twice (a CI run once saw a second process of 236 MB at the
+        bomb's peak where no second Python process runs: most likely such a child)."""
         try:
             root = psutil.Process(pid)
         except psutil.NoSuchProcess:
